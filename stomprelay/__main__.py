@@ -1,0 +1,5 @@
+import sys
+
+from stomprelay.cli import main
+
+sys.exit(main())

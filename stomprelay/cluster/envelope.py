@@ -1,0 +1,74 @@
+"""The JSON envelope that carries a message over a bus channel.
+
+It is what ``redis-cli SUBSCRIBE stomp:broadcast:room:lobby`` shows, so it is
+plain JSON with short, documented fields (docs/redis.md)::
+
+    {"v": 1, "id": "<message id>", "origin": "<server id>",
+     "destination": "/topic/room/lobby", "headers": [["name", "value"], ...],
+     "body": "<text>", "encoding": "utf-8" | "base64", "ts": <ms since epoch>}
+
+Bodies that are valid UTF-8 travel as text; anything else as base64, so every
+byte survives.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+
+from stomprelay.errors import ProtocolError
+from stomprelay.stomp.frames import Headers
+
+ENVELOPE_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    id: str
+    origin: str
+    destination: str
+    headers: Headers
+    body: bytes
+    ts: int
+
+    def to_json(self) -> bytes:
+        try:
+            text = self.body.decode("utf-8")
+            encoding = "utf-8"
+        except UnicodeDecodeError:
+            text = base64.b64encode(self.body).decode("ascii")
+            encoding = "base64"
+        payload = {
+            "v": ENVELOPE_VERSION,
+            "id": self.id,
+            "origin": self.origin,
+            "destination": self.destination,
+            "headers": [list(pair) for pair in self.headers],
+            "body": text,
+            "encoding": encoding,
+            "ts": self.ts,
+        }
+        return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> Envelope:
+        """Decode an envelope; anything malformed is a :class:`ProtocolError`."""
+        try:
+            data = json.loads(raw)
+            headers = tuple((str(k), str(v)) for k, v in data["headers"])
+            if data.get("encoding") == "base64":
+                body = base64.b64decode(data["body"], validate=True)
+            else:
+                body = str(data["body"]).encode("utf-8")
+            return cls(
+                id=str(data["id"]),
+                origin=str(data["origin"]),
+                destination=str(data["destination"]),
+                headers=headers,
+                body=body,
+                ts=int(data["ts"]),
+            )
+        except (ValueError, KeyError, TypeError, binascii.Error) as exc:
+            raise ProtocolError("Malformed bus envelope", str(exc)) from None

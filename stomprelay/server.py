@@ -1,0 +1,366 @@
+"""Transports: the WebSocket endpoint ``/ws``, HTTP routes and the TCP listener.
+
+This module only pumps bytes: from a socket into a :class:`ServerSession`,
+the session's events to :class:`Relay`, and the session's output back to the
+socket, one STOMP frame per WebSocket message. A writer task per connection
+owns the socket's send side, so a slow client never blocks fan-out: its queue
+is bounded (``Settings.send_queue_frames``) and each write has a time limit
+(``Settings.send_timeout``); past either the client is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import mimetypes
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers as HTTPHeaders
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+from websockets.typing import Subprotocol
+
+from stomprelay.errors import PolicyError
+from stomprelay.relay import Relay
+from stomprelay.router import Sink
+from stomprelay.stomp.session import Connected
+
+log = logging.getLogger(__name__)
+
+SUBPROTOCOLS = [Subprotocol("v12.stomp"), Subprotocol("v11.stomp"), Subprotocol("v10.stomp")]
+WEB_ROOT = Path(__file__).resolve().parent.parent / "web"
+
+#: WebSocket close codes (RFC 6455 section 7.4.1).
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+CLOSE_PROTOCOL_ERROR = 1002
+CLOSE_POLICY = 1008
+
+
+def select_subprotocol(connection: ServerConnection, offered: Any) -> Subprotocol | None:
+    """Prefer the highest STOMP version offered; serve clients offering none too."""
+    for candidate in SUBPROTOCOLS:
+        if candidate in offered:
+            return candidate
+    return None
+
+
+def _is_text(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+class Connection:
+    """One client connection over any transport."""
+
+    def __init__(
+        self,
+        relay: Relay,
+        send: Callable[[bytes], Awaitable[None]],
+        close: Callable[[int, str], Awaitable[None]],
+        remote: str,
+    ) -> None:
+        self.relay = relay
+        self.settings = relay.settings
+        self.session = relay.new_session()
+        self.sink = Sink(self.session, self.flush)
+        self.remote = remote
+        self._send = send
+        self._close = close
+        self._queue: deque[bytes] = deque()
+        self._wake = asyncio.Event()
+        self._rearm = asyncio.Event()
+        self.close_code = CLOSE_NORMAL
+
+    def flush(self) -> None:
+        """Move the session's output to the send queue; enforce its bound."""
+        out = self.session.data_to_send()
+        if out:
+            self._queue.extend(out)
+            if len(self._queue) > self.settings.send_queue_frames and not self.session.closed:
+                self.relay.metrics.slow_consumers.inc()
+                self.session.fail(
+                    PolicyError(
+                        "Slow consumer",
+                        f"More than {self.settings.send_queue_frames} frames were waiting "
+                        "to be sent to this client.",
+                    )
+                )
+                self._queue.extend(self.session.data_to_send())
+            self._wake.set()
+        if self.session.closed:
+            self._wake.set()
+
+    def shutdown(self) -> None:
+        """Server stopping: close this client with 1001 after what is queued."""
+        self.close_code = CLOSE_GOING_AWAY
+        self.session.close("server shutting down")
+        self.flush()
+
+    async def run(self, incoming: AsyncIterator[bytes]) -> None:
+        session = self.session
+        self.relay.attach(self.sink)
+        writer = asyncio.create_task(self._writer())
+        timer = asyncio.create_task(self._timer())
+        try:
+            async for data in incoming:
+                events = session.receive_data(data, time.monotonic())
+                self.relay.metrics.frames_in.inc(len(events))
+                if events:
+                    await self.relay.handle(self.sink, events)
+                    if any(isinstance(e, Connected) for e in events):
+                        self._rearm.set()
+                else:
+                    self.flush()
+                if session.closed:
+                    break
+        except ConnectionClosed:
+            pass
+        finally:
+            if session.error is not None:
+                log.info("session %s closed: %s", session.session_id, session.close_reason)
+            session.close("connection closed")
+            self.flush()
+            timer.cancel()
+            await self.relay.detach(self.sink)
+            try:
+                await asyncio.wait_for(writer, self.settings.send_timeout)
+            except (TimeoutError, ConnectionClosed, OSError):
+                writer.cancel()
+
+    async def _timer(self) -> None:
+        session = self.session
+        while not session.closed:
+            deadline = session.next_deadline()
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            self._rearm.clear()
+            try:
+                await asyncio.wait_for(self._rearm.wait(), timeout)
+            except TimeoutError:
+                session.tick(time.monotonic())
+                self.flush()
+
+    async def _writer(self) -> None:
+        session = self.session
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                while self._queue:
+                    data = self._queue.popleft()
+                    await asyncio.wait_for(self._send(data), self.settings.send_timeout)
+                if session.closed:
+                    break
+        except (ConnectionClosed, OSError):
+            return
+        except TimeoutError:
+            self.relay.metrics.slow_consumers.inc()
+            log.info("session %s dropped: a write took too long", session.session_id)
+        code = self.close_code
+        if session.error is not None:
+            code = CLOSE_POLICY if session.error.message == "Slow consumer" else code
+        with contextlib.suppress(ConnectionClosed, OSError):
+            await self._close(code, (session.close_reason or "")[:120])
+
+
+def _json(status: HTTPStatus, payload: object) -> Response:
+    body = json.dumps(payload, indent=None).encode("utf-8")
+    headers = HTTPHeaders(
+        [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+    )
+    return Response(status.value, status.phrase, headers, body)
+
+
+def _plain(status: HTTPStatus, body: bytes, content_type: str) -> Response:
+    headers = HTTPHeaders([("Content-Type", content_type), ("Content-Length", str(len(body)))])
+    return Response(status.value, status.phrase, headers, body)
+
+
+class RelayServer:
+    """The relay's listeners: HTTP + WebSocket on one port, optional STOMP/TCP."""
+
+    def __init__(
+        self,
+        relay: Relay,
+        host: str = "127.0.0.1",
+        port: int = 8080,
+        stomp_port: int | None = None,
+        web_root: Path | None = None,
+    ) -> None:
+        self.relay = relay
+        self.host = host
+        self.port = port
+        self.stomp_port = stomp_port
+        self.web_root = (web_root or WEB_ROOT).resolve()
+        self.connections: set[Connection] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._ws_server: Server | None = None
+        self._tcp_server: asyncio.Server | None = None
+        self._http_routes: dict[str, Callable[[], Awaitable[Response]]] = {
+            "/health": self._health,
+            "/ready": self._ready,
+            "/metrics": self._metrics,
+        }
+
+    async def start(self) -> None:
+        await self.relay.start()
+        max_size = self.relay.settings.limits.max_frame_size * 4
+        self._ws_server = await serve(
+            self._ws_handler,
+            self.host,
+            self.port,
+            subprotocols=SUBPROTOCOLS,
+            select_subprotocol=select_subprotocol,
+            process_request=self._process_request,
+            max_size=max_size,
+            ping_interval=20,
+            server_header=None,
+        )
+        if self.port == 0:
+            self.port = self._ws_server.sockets[0].getsockname()[1]
+        if self.stomp_port is not None:
+            self._tcp_server = await asyncio.start_server(
+                self._tcp_handler, self.host, self.stomp_port
+            )
+            if self.stomp_port == 0:
+                self.stomp_port = self._tcp_server.sockets[0].getsockname()[1]
+        log.info(
+            "relay %s listening on http://%s:%d (STOMP at /ws)%s",
+            self.relay.server_id,
+            self.host,
+            self.port,
+            f", STOMP/TCP on {self.stomp_port}" if self._tcp_server else "",
+        )
+
+    async def stop(self) -> None:
+        """Stop accepting, close every client with 1001, then clean up."""
+        if self._ws_server is not None:
+            self._ws_server.close(close_connections=False)
+        if self._tcp_server is not None:
+            self._tcp_server.close()
+        for connection in list(self.connections):
+            connection.shutdown()
+        deadline = self.relay.settings.drain_timeout
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=deadline)
+        if self._ws_server is not None:
+            self._ws_server.close()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._ws_server.wait_closed(), deadline)
+        await self.relay.close()
+
+    # -- WebSocket --------------------------------------------------------
+
+    async def _ws_handler(self, ws: ServerConnection) -> None:
+        async def send(data: bytes) -> None:
+            await ws.send(data, text=_is_text(data))
+
+        async def close(code: int, reason: str) -> None:
+            await ws.close(code, reason)
+
+        async def incoming() -> AsyncIterator[bytes]:
+            async for message in ws:
+                yield message.encode("utf-8") if isinstance(message, str) else bytes(message)
+
+        remote = ws.remote_address
+        peer = f"{remote[0]}:{remote[1]}" if remote else "unknown"
+        connection = Connection(self.relay, send, close, peer)
+        await self._serve(connection, incoming())
+
+    # -- TCP --------------------------------------------------------------
+
+    async def _tcp_handler(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        async def send(data: bytes) -> None:
+            writer.write(data)
+            await writer.drain()
+
+        async def close(code: int, reason: str) -> None:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+        async def incoming() -> AsyncIterator[bytes]:
+            while data := await reader.read(65536):
+                yield data
+
+        peer = writer.get_extra_info("peername")
+        connection = Connection(self.relay, send, close, f"{peer[0]}:{peer[1]}" if peer else "")
+        try:
+            await self._serve(connection, incoming())
+        finally:
+            writer.close()
+
+    async def _serve(self, connection: Connection, incoming: AsyncIterator[bytes]) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.connections.add(connection)
+        self._tasks.add(task)
+        try:
+            await connection.run(incoming)
+        finally:
+            self.connections.discard(connection)
+            self._tasks.discard(task)
+
+    # -- HTTP -------------------------------------------------------------
+
+    async def _process_request(
+        self, connection: ServerConnection, request: Request
+    ) -> Response | None:
+        path = request.path.split("?", 1)[0]
+        if path == "/ws":
+            return None
+        route = self._http_routes.get(path)
+        if route is not None:
+            return await route()
+        return self._static(path)
+
+    async def _health(self) -> Response:
+        return _json(
+            HTTPStatus.OK,
+            {
+                "status": "ok",
+                "serverId": self.relay.server_id,
+                "connections": len(self.connections),
+                "uptime": round(time.time() - self.relay.started_at, 3),
+            },
+        )
+
+    async def _ready(self) -> Response:
+        if self.relay.bus.available:
+            return _json(HTTPStatus.OK, {"ready": True, "serverId": self.relay.server_id})
+        return _json(
+            HTTPStatus.SERVICE_UNAVAILABLE,
+            {
+                "ready": False,
+                "serverId": self.relay.server_id,
+                "reason": "redis unreachable: delivering to local clients only",
+            },
+        )
+
+    async def _metrics(self) -> Response:
+        return _plain(HTTPStatus.OK, self.relay.metrics.render(), "text/plain; version=0.0.4")
+
+    def _static(self, path: str) -> Response:
+        relative = path.lstrip("/") or "index.html"
+        target = (self.web_root / relative).resolve()
+        if target.is_dir():
+            target = target / "index.html"
+        if not target.is_relative_to(self.web_root) or not target.is_file():
+            return _plain(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain; charset=utf-8")
+        content_type = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
+        if content_type.startswith("text/") or content_type.endswith("javascript"):
+            content_type += "; charset=utf-8"
+        return _plain(HTTPStatus.OK, target.read_bytes(), content_type)

@@ -1,0 +1,52 @@
+"""Every tunable number of the relay, in one frozen settings object.
+
+Each field has a documented default; the README's configuration table lists
+the ones exposed on the command line and in the environment.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Parser limits (STOMP 1.2 "Size Limits" lets servers set these)."""
+
+    #: Largest frame (command, headers and body together), in bytes.
+    max_frame_size: int = 64 * 1024
+    #: Most headers in one frame.
+    max_headers: int = 64
+    #: Longest header line, in bytes, before unescaping.
+    max_header_line: int = 8 * 1024
+    #: Longest command line, in bytes.
+    max_command_line: int = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Relay-wide settings; times are seconds unless the name says ms."""
+
+    limits: Limits = Limits()
+    #: A connection that sends no CONNECT within this time is closed.
+    connect_timeout: float = 10.0
+    #: Heart-beat the server offers: (can send every ms, wants every ms).
+    heartbeat_send_ms: int = 10_000
+    heartbeat_receive_ms: int = 10_000
+    #: A client silent for grace x the negotiated interval is closed
+    #: (the contract asks for 2-3x; 3 also absorbs browser timer throttling).
+    heartbeat_grace: float = 3.0
+    #: Most subscriptions one session may hold.
+    max_subscriptions: int = 256
+    #: Most transactions open at once in one session.
+    max_transactions: int = 16
+    #: Most frames held in one transaction before COMMIT.
+    max_transaction_frames: int = 1024
+    #: Most unacknowledged MESSAGEs on one client-ack subscription.
+    max_pending_acks: int = 1024
+    #: Outgoing frames queued for one client before it counts as too slow.
+    send_queue_frames: int = 4096
+    #: Longest time one WebSocket write may block before the client is dropped.
+    send_timeout: float = 10.0
+    #: Time a graceful stop allows for closing clients and cleaning up.
+    drain_timeout: float = 10.0

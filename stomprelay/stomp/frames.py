@@ -1,0 +1,189 @@
+"""STOMP frames: the immutable :class:`Frame`, header escaping and serialisation.
+
+STOMP 1.2 "Value Encoding": in 1.1 and 1.2 every frame except CONNECT and
+CONNECTED escapes ``\\`` ``\\n`` ``:`` in header names and values (1.2 also
+``\\r``); 1.0 has no escaping. Repeated headers: the first one wins (STOMP 1.2
+"Repeated Header Entries"), which the parser enforces by keeping only the first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from stomprelay.errors import ProtocolError
+
+V10 = "1.0"
+V11 = "1.1"
+V12 = "1.2"
+#: Versions in preference order, highest first.
+SUPPORTED_VERSIONS: tuple[str, ...] = (V12, V11, V10)
+
+#: Frames whose headers are never escaped (STOMP 1.2 "Value Encoding").
+UNESCAPED_COMMANDS = frozenset({"CONNECT", "STOMP", "CONNECTED"})
+
+CLIENT_COMMANDS = frozenset(
+    {
+        "CONNECT",
+        "STOMP",
+        "SEND",
+        "SUBSCRIBE",
+        "UNSUBSCRIBE",
+        "ACK",
+        "NACK",
+        "BEGIN",
+        "COMMIT",
+        "ABORT",
+        "DISCONNECT",
+    }
+)
+SERVER_COMMANDS = frozenset({"CONNECTED", "MESSAGE", "RECEIPT", "ERROR"})
+
+Headers = tuple[tuple[str, str], ...]
+
+_ESCAPE_12 = str.maketrans({"\\": "\\\\", "\n": "\\n", ":": "\\c", "\r": "\\r"})
+_ESCAPE_11 = str.maketrans({"\\": "\\\\", "\n": "\\n", ":": "\\c"})
+#: 1.0 cannot carry a line break in a header: it becomes a space.
+_FLATTEN_10 = str.maketrans({"\n": " ", "\r": " "})
+_UNESCAPE_12 = {"\\": "\\", "n": "\n", "c": ":", "r": "\r"}
+_UNESCAPE_11 = {"\\": "\\", "n": "\n", "c": ":"}
+
+
+def escapes(version: str, command: str) -> bool:
+    """Whether headers of ``command`` are escaped in ``version``."""
+    return version != V10 and command not in UNESCAPED_COMMANDS
+
+
+def escape(text: str, version: str) -> str:
+    """Encode a header name or value for the wire (STOMP 1.2 "Value Encoding")."""
+    if version == V12:
+        return text.translate(_ESCAPE_12)
+    if version == V11:
+        return text.translate(_ESCAPE_11)
+    return text.translate(_FLATTEN_10)
+
+
+def unescape(text: str, version: str) -> str:
+    """Decode a header name or value; an undefined escape is a protocol error."""
+    if "\\" not in text:
+        return text
+    table = _UNESCAPE_12 if version == V12 else _UNESCAPE_11
+    out: list[str] = []
+    i = 0
+    n = len(text)
+    while i < n:
+        j = text.find("\\", i)
+        if j < 0:
+            out.append(text[i:])
+            break
+        out.append(text[i:j])
+        if j + 1 >= n:
+            raise ProtocolError(
+                "Undefined escape sequence",
+                f"A header ends with a lone backslash, which STOMP {version} does not define.",
+            )
+        decoded = table.get(text[j + 1])
+        if decoded is None:
+            raise ProtocolError(
+                "Undefined escape sequence",
+                f"The escape sequence \\{text[j + 1]} is not defined in STOMP {version}.",
+            )
+        out.append(decoded)
+        i = j + 2
+    return "".join(out)
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One STOMP frame. Headers keep wire order; bodies are bytes."""
+
+    command: str
+    headers: Headers = ()
+    body: bytes = b""
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        """The first value of header ``name``, or ``default``."""
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return default
+
+    def __contains__(self, name: object) -> bool:
+        return any(key == name for key, _ in self.headers)
+
+    def serialize(self, version: str = V12) -> bytes:
+        """Wire bytes of this frame, escaped for ``version``.
+
+        ``content-length`` is added when the body is not empty and the frame
+        does not carry one, so bodies holding NUL octets survive.
+        """
+        return encode_frame(self.command, self.headers, self.body, version)
+
+
+def encode_headers(headers: Iterable[tuple[str, str]], version: str, command: str) -> bytes:
+    """``name:value\\n`` lines for ``headers``, escaped as ``command`` needs."""
+    if escapes(version, command):
+        table = _ESCAPE_12 if version == V12 else _ESCAPE_11
+        text = "".join(f"{k.translate(table)}:{v.translate(table)}\n" for k, v in headers)
+    elif version == V10:
+        text = "".join(
+            f"{k.translate(_FLATTEN_10)}:{v.translate(_FLATTEN_10)}\n" for k, v in headers
+        )
+    else:
+        text = "".join(f"{k}:{v}\n" for k, v in headers)
+    return text.encode("utf-8")
+
+
+def encode_frame(command: str, headers: Headers, body: bytes, version: str) -> bytes:
+    """Serialise one frame (STOMP 1.2 "STOMP Frames")."""
+    head = encode_headers(headers, version, command)
+    if body and not any(k == "content-length" for k, _ in headers):
+        head += b"content-length:%d\n" % len(body)
+    return b"".join((command.encode("ascii"), b"\n", head, b"\n", body, b"\x00"))
+
+
+HEARTBEAT = b"\n"
+EOL = HEARTBEAT
+
+
+class PreparedMessage:
+    """A MESSAGE built once per publish and rendered cheaply per subscriber.
+
+    Everything but ``subscription`` and ``ack`` is the same for every
+    subscriber, so the shared header block and body are encoded once per STOMP
+    version (at most three times) and each delivery only prepends two lines.
+    """
+
+    __slots__ = ("_cache", "body", "destination", "headers", "message_id")
+
+    def __init__(self, destination: str, message_id: str, headers: Headers, body: bytes) -> None:
+        self.destination = destination
+        self.message_id = message_id
+        #: Sender headers to pass on, ``content-type`` included, reserved ones removed.
+        self.headers = headers
+        self.body = body
+        self._cache: dict[str, bytes] = {}
+
+    def _shared(self, version: str) -> bytes:
+        shared = self._cache.get(version)
+        if shared is None:
+            headers = (
+                ("destination", self.destination),
+                ("message-id", self.message_id),
+                *self.headers,
+                ("content-length", str(len(self.body))),
+            )
+            shared = b"".join(
+                (encode_headers(headers, version, "MESSAGE"), b"\n", self.body, b"\x00")
+            )
+            self._cache[version] = shared
+        return shared
+
+    def render(self, version: str, subscription: str, ack: str | None = None) -> bytes:
+        """Wire bytes of this MESSAGE for one subscription (STOMP 1.2 "MESSAGE")."""
+        lines = [("subscription", subscription)]
+        if ack is not None:
+            lines.append(("ack", ack))
+        return b"".join(
+            (b"MESSAGE\n", encode_headers(lines, version, "MESSAGE"), self._shared(version))
+        )
