@@ -1,9 +1,10 @@
-"""Command line: ``stomprelay serve`` (and ``inspect`` for the registry)."""
+"""Command line: ``stomprelay serve`` runs a relay, ``stomprelay inspect`` reads the registry."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -11,23 +12,45 @@ import sys
 from collections.abc import Sequence
 
 from stomprelay import __version__
-from stomprelay.relay import Relay
-from stomprelay.server import RelayServer
 from stomprelay.settings import Settings
-
-DEFAULTS = Settings()
 
 log = logging.getLogger("stomprelay")
 
+DEFAULTS = Settings()
 
-def _env_int(name: str, default: int) -> int:
+
+def _env_number(name: str, default: float, kind: type[int] | type[float] = int) -> float:
     value = os.environ.get(name)
     if value is None or value == "":
         return default
     try:
-        return int(value)
+        return kind(value)
     except ValueError:
-        raise SystemExit(f"stomprelay: {name} must be an integer, not {value!r}") from None
+        raise SystemExit(f"stomprelay: {name} must be a number, not {value!r}") from None
+
+
+def redis_url_from_env() -> str | None:
+    """``REDIS_URL``, else ``REDIS_HOST``/``REDIS_PORT``; None means single-node."""
+    url = os.environ.get("REDIS_URL")
+    if url:
+        return url
+    host = os.environ.get("REDIS_HOST")
+    if host:
+        return f"redis://{host}:{int(_env_number('REDIS_PORT', 6379))}/0"
+    return None
+
+
+def _add_redis_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--redis-url",
+        default=redis_url_from_env(),
+        help="Redis URL (env REDIS_URL, or REDIS_HOST/REDIS_PORT); none: single-node",
+    )
+    parser.add_argument(
+        "--key-prefix",
+        default=os.environ.get("KEY_PREFIX", "stomp"),
+        help="prefix of every Redis key and channel (default stomp)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,64 +59,208 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"stomprelay {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
+
     serve = commands.add_parser("serve", help="run a relay")
     serve.add_argument("--host", default=os.environ.get("HOST", "0.0.0.0"))
-    serve.add_argument("--port", type=int, default=_env_int("PORT", 8080))
+    serve.add_argument("--port", type=int, default=int(_env_number("PORT", 8080)))
     serve.add_argument(
         "--stomp-port",
         type=int,
-        default=(os.environ.get("STOMP_PORT") and _env_int("STOMP_PORT", 0)) or None,
-        help="also serve plain STOMP over TCP on this port (off by default)",
+        default=int(_env_number("STOMP_PORT", 0)) or None,
+        help="also serve plain STOMP over TCP on this port (env STOMP_PORT; off by default)",
     )
-    serve.add_argument("--server-id", default=os.environ.get("SERVER_ID") or None)
+    serve.add_argument(
+        "--server-id",
+        default=os.environ.get("SERVER_ID") or None,
+        help="this relay's id (env SERVER_ID; default: hostname plus a random suffix)",
+    )
     serve.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "info"))
+    _add_redis_options(serve)
     serve.add_argument(
         "--heartbeat-ms",
         type=int,
-        default=_env_int("HEARTBEAT_MS", DEFAULTS.heartbeat_send_ms),
-        help="heart-beat the relay offers, both directions (0: none)",
+        default=int(_env_number("HEARTBEAT_MS", DEFAULTS.heartbeat_send_ms)),
+        help="STOMP heart-beat the relay offers, both directions (0: none)",
     )
     serve.add_argument(
         "--connect-timeout",
         type=float,
-        default=float(os.environ.get("CONNECT_TIMEOUT", DEFAULTS.connect_timeout)),
+        default=_env_number("CONNECT_TIMEOUT", DEFAULTS.connect_timeout, float),
     )
+    serve.add_argument(
+        "--liveness-interval",
+        type=float,
+        default=_env_number("LIVENESS_INTERVAL", DEFAULTS.liveness_interval, float),
+        help="seconds between heartbeat-key refreshes",
+    )
+    serve.add_argument(
+        "--liveness-ttl",
+        type=float,
+        default=_env_number("LIVENESS_TTL", DEFAULTS.liveness_ttl, float),
+        help="seconds after which a relay that stopped refreshing counts as dead",
+    )
+    serve.add_argument(
+        "--sweep-interval",
+        type=float,
+        default=_env_number("SWEEP_INTERVAL", DEFAULTS.sweep_interval, float),
+        help="seconds between reaper sweeps",
+    )
+    serve.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=_env_number("DRAIN_TIMEOUT", DEFAULTS.drain_timeout, float),
+        help="seconds a graceful stop waits for clients to close",
+    )
+    serve.add_argument("--uvloop", action="store_true", help="run on uvloop if installed")
+
+    inspect = commands.add_parser("inspect", help="print the cluster registry")
+    _add_redis_options(inspect)
+    inspect.add_argument("what", choices=["servers", "sessions", "rooms", "room", "session"])
+    inspect.add_argument("id", nargs="?", help="room or session id")
+    inspect.add_argument("--json", action="store_true", help="print JSON instead of tables")
     return parser
 
 
 async def serve(args: argparse.Namespace) -> int:
+    from stomprelay.cluster.keys import Keys
+    from stomprelay.relay import Relay
+    from stomprelay.server import RelayServer
+
     settings = Settings(
         heartbeat_send_ms=args.heartbeat_ms,
         heartbeat_receive_ms=args.heartbeat_ms,
         connect_timeout=args.connect_timeout,
+        liveness_interval=args.liveness_interval,
+        liveness_ttl=args.liveness_ttl,
+        sweep_interval=args.sweep_interval,
+        drain_timeout=args.drain_timeout,
     )
-    relay = Relay(settings=settings, server_id=args.server_id)
+    keys = Keys(args.key_prefix)
+    if args.redis_url:
+        from stomprelay.cluster.redis_backend import RedisBus, RedisRegistry
+
+        relay = Relay(
+            settings=settings,
+            server_id=args.server_id,
+            bus=RedisBus(args.redis_url),
+            registry=RedisRegistry(args.redis_url, keys, settings.reaper_lock_ms),
+            keys=keys,
+        )
+    else:
+        relay = Relay(settings=settings, server_id=args.server_id, keys=keys)
     server = RelayServer(relay, host=args.host, port=args.port, stomp_port=args.stomp_port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     await server.start()
+    mode = f"cluster via {_redacted(args.redis_url)}" if args.redis_url else "single node"
     print(
-        f"stomprelay {__version__} ({relay.server_id}) on http://{args.host}:{server.port}/ "
-        f"- STOMP at ws://{args.host}:{server.port}/ws",
+        f"stomprelay {__version__} ({relay.server_id}, {mode}) on http://{args.host}:{server.port}/"
+        f" - STOMP at ws://{args.host}:{server.port}/ws",
         flush=True,
     )
     await stop.wait()
     log.info("stopping: closing %d connections", len(server.connections))
     await server.stop()
+    log.info("stopped")
     return 0
+
+
+def _redacted(url: str) -> str:
+    """A Redis URL without its password, for logs."""
+    if "@" not in url:
+        return url
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://***@{rest.rpartition('@')[2]}"
+
+
+async def inspect(args: argparse.Namespace) -> int:
+    from stomprelay.cluster.keys import Keys
+    from stomprelay.cluster.redis_backend import RedisRegistry
+    from stomprelay.cluster.registry import room_json, server_json, session_json
+    from stomprelay.errors import BackendUnavailable
+
+    if not args.redis_url:
+        print("stomprelay inspect: give --redis-url (or REDIS_URL)", file=sys.stderr)
+        return 2
+    registry = RedisRegistry(args.redis_url, Keys(args.key_prefix))
+    rows: list[dict[str, object]]
+    try:
+        if args.what == "servers":
+            rows = [
+                {**server_json(r), "alive": alive, "sessions": n}
+                for r, alive, n in await registry.servers()
+            ]
+        elif args.what == "sessions":
+            rows = [session_json(r) for r in await registry.sessions()]
+        elif args.what == "rooms":
+            rows = [room_json(r) for r in await registry.rooms()]
+        elif args.what == "room":
+            if not args.id:
+                print("stomprelay inspect room: give a room id", file=sys.stderr)
+                return 2
+            room = await registry.room(args.id)
+            if room is None:
+                print(f"no room {args.id}", file=sys.stderr)
+                return 1
+            rows = [
+                {
+                    **room_json(room),
+                    "sessionId": p.session_id,
+                    "username": p.username,
+                    "serverId": p.server_id,
+                }
+                for p in await registry.participants(args.id)
+            ] or [room_json(room)]
+        else:
+            if not args.id:
+                print("stomprelay inspect session: give a session id", file=sys.stderr)
+                return 2
+            record = await registry.session(args.id)
+            if record is None:
+                print(f"no session {args.id}", file=sys.stderr)
+                return 1
+            rows = [session_json(record)]
+    except BackendUnavailable as exc:
+        print(f"stomprelay inspect: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await registry.close()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{args.what} ({len(rows)})")
+    columns = list(rows[0]) if rows else []
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(_cell(row.get(c)) for c in columns))
+    Console().print(table)
+    return 0
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    return "" if value is None else str(value)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper() if hasattr(args, "log_level") else "INFO",
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    level = getattr(args, "log_level", "warning").upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("websockets").setLevel(max(logging.WARNING, logging.getLogger().level))
     if args.command == "serve":
+        if args.uvloop:
+            import uvloop  # type: ignore[import-not-found]
+
+            return int(uvloop.run(serve(args)))
         return asyncio.run(serve(args))
-    return 2
+    return asyncio.run(inspect(args))
 
 
 if __name__ == "__main__":

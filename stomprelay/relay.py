@@ -2,11 +2,14 @@
 
 The transport (``server.py``) feeds bytes to a :class:`ServerSession` and hands
 the resulting events to :meth:`Relay.handle`, in order, one connection at a
-time; this module decides what each event means for the router and the cluster.
+time; this module decides what each event means for the router, the rooms and
+the registry, and keeps this relay registered (and re-registered after an
+outage or a reap) in the cluster.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import socket
@@ -15,9 +18,12 @@ import time
 from stomprelay import __version__
 from stomprelay.cluster.base import Bus
 from stomprelay.cluster.keys import Keys
-from stomprelay.cluster.memory import MemoryBus
-from stomprelay.errors import PeerError, PolicyError
+from stomprelay.cluster.memory import MemoryBus, MemoryHub, MemoryRegistry
+from stomprelay.cluster.reaper import Liveness
+from stomprelay.cluster.registry import Registry, ServerRecord, SessionRecord
+from stomprelay.errors import BackendUnavailable, PeerError, PolicyError
 from stomprelay.metrics import Metrics
+from stomprelay.rooms import Rooms, now_ms
 from stomprelay.router import Route, Router, Sink, channels_for, parse_destination
 from stomprelay.settings import Settings
 from stomprelay.stomp.session import (
@@ -48,22 +54,145 @@ class Relay:
         settings: Settings | None = None,
         server_id: str | None = None,
         bus: Bus | None = None,
+        registry: Registry | None = None,
         keys: Keys | None = None,
     ) -> None:
         self.settings = settings or Settings()
         self.server_id = server_id or default_server_id()
         self.keys = keys or Keys()
-        self.bus: Bus = bus or MemoryBus()
+        if bus is None or registry is None:
+            hub = MemoryHub()
+            bus = bus or MemoryBus(hub)
+            registry = registry or MemoryRegistry(hub, self.keys)
+        self.bus: Bus = bus
+        self.registry: Registry = registry
         self.router = Router(self.bus, self.keys, self.server_id)
+        self.rooms = Rooms(self)
+        self.liveness = Liveness(self)
         self.metrics = Metrics()
+        self.router.on_delivered = self.metrics.delivered.inc
         self.sinks: dict[str, Sink] = {}
+        #: Registry records of this relay's connected sessions (the truth to restore).
+        self.records: dict[str, SessionRecord] = {}
         self.started_at = time.time()
+        self.host = "127.0.0.1"
+        self.port = 0
+        self.incarnation = secrets.token_hex(8)
+        #: Set while the registry is unreachable; cleared by a successful restore.
+        self.backend_error: str | None = None
+        #: Identity of the Redis instance we registered in (its run_id).
+        self._backend_id = ""
+        self._restore_lock = asyncio.Lock()
+        self._background: set[asyncio.Task[None]] = set()
+
+    # -- lifecycle ----------------------------------------------------------
+
+    def clock_ms(self) -> int:
+        return now_ms()
+
+    @property
+    def ready(self) -> bool:
+        return self.bus.available and self.backend_error is None
+
+    def server_record(self) -> ServerRecord:
+        return ServerRecord(
+            self.server_id,
+            self.host,
+            self.port,
+            __version__,
+            int(self.started_at * 1000),
+            self.incarnation,
+        )
+
+    @property
+    def ttl_ms(self) -> int:
+        return int(self.settings.liveness_ttl * 1000)
 
     async def start(self) -> None:
+        self.bus.on_state_change = self._bus_state
         await self.bus.start(self.router.dispatch)
+        await self.router.retain_always(self.keys.server_channel(self.server_id))
+        try:
+            self._backend_id = await self.registry.backend_id()
+            await self.registry.register_server(self.server_record(), self.ttl_ms)
+        except BackendUnavailable as exc:
+            self.note_backend_error(exc)
+        self.liveness.start()
 
     async def close(self) -> None:
+        """After every client is gone: stop liveness, drop this relay's keys."""
+        await self.liveness.stop()
+        for task in list(self._background):
+            task.cancel()
+        try:
+            await self.registry.unregister_server(
+                self.server_id, self.clock_ms(), self.router.next_message_id()
+            )
+        except BackendUnavailable as exc:
+            log.warning("could not remove this relay's keys: %s", exc)
         await self.bus.close()
+        close = getattr(self.registry, "close", None)
+        if close is not None:
+            await close()
+
+    def note_backend_error(self, exc: BackendUnavailable) -> None:
+        if self.backend_error is None:
+            log.warning("registry unreachable, serving local clients only: %s", exc)
+        self.backend_error = str(exc)
+
+    def _bus_state(self, available: bool) -> None:
+        if not available:
+            if self.backend_error is None:
+                self.backend_error = "redis pub/sub connection lost"
+            return
+        task = asyncio.get_running_loop().create_task(self._recover())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _recover(self) -> None:
+        try:
+            await self.refresh()
+        except BackendUnavailable as exc:
+            self.note_backend_error(exc)
+
+    async def refresh(self) -> None:
+        """Heartbeat; re-register everything this relay holds if it was dropped.
+
+        Dropped while Redis kept running (``run_id`` unchanged) means a
+        sweeper reaped us while we were paused: everyone saw our sessions
+        LEAVE, so the rejoin is announced with JOIN events. Dropped because
+        Redis restarted empty means nobody saw a LEAVE: restore silently.
+        After any failed registry call the registry is re-synchronised too.
+        """
+        registered = await self.registry.refresh_server(
+            self.server_id, self.incarnation, self.ttl_ms
+        )
+        if registered and self.backend_error is None:
+            return
+        backend_id = await self.registry.backend_id()
+        announce = not registered and backend_id == self._backend_id
+        self._backend_id = backend_id
+        await self.restore(announce=announce)
+
+    async def restore(self, announce: bool) -> None:
+        async with self._restore_lock:
+            self.incarnation = secrets.token_hex(8)
+            await self.registry.restore(
+                self.server_record(),
+                list(self.records.values()),
+                self.ttl_ms,
+                announce,
+                self.clock_ms(),
+                self.router.next_message_id(),
+            )
+            log.warning(
+                "re-registered %d sessions in the registry (announce=%s)",
+                len(self.records),
+                announce,
+            )
+            self.backend_error = None
+
+    # -- connections --------------------------------------------------------
 
     def new_session(self) -> ServerSession:
         return ServerSession(
@@ -79,7 +208,7 @@ class Relay:
         self.metrics.connections.inc()
 
     async def detach(self, sink: Sink) -> None:
-        """Forget a closed connection: drop its subscriptions everywhere."""
+        """Forget a closed connection: subscriptions, rooms (LEAVE), registry entry."""
         session = sink.session
         if self.sinks.pop(session.session_id, None) is None:
             return
@@ -87,6 +216,22 @@ class Relay:
         for subscription in list(session.subscriptions.values()):
             await self.router.unsubscribe(sink, subscription)
         session.subscriptions.clear()
+        record = self.records.pop(session.session_id, None)
+        if record is None:
+            return
+        try:
+            await self.registry.remove_session(
+                record.session_id,
+                self.server_id,
+                list(record.rooms),
+                "disconnected",
+                self.clock_ms(),
+                self.router.next_message_id(),
+            )
+        except BackendUnavailable as exc:
+            self.note_backend_error(exc)
+            for room_id in record.rooms:
+                self.rooms.local_leave(record, room_id, "disconnected")
 
     async def handle(self, sink: Sink, events: list[Event]) -> None:
         """Act on a connection's events in order; refusals become ERROR frames."""
@@ -103,30 +248,52 @@ class Relay:
 
     async def _handle(self, sink: Sink, event: Event) -> None:
         session = sink.session
-        now = time.monotonic()
         if isinstance(event, MessageSent):
             await self._on_send(sink, event)
         elif isinstance(event, Subscribed):
-            route = parse_destination(event.subscription.destination)
+            subscription = event.subscription
+            route = parse_destination(subscription.destination)
             if route.kind == "app":
-                raise PolicyError(
-                    "Unknown destination",
-                    f"{event.subscription.destination} cannot be subscribed to.",
-                )
-            await self.router.subscribe(sink, event.subscription, route)
+                if route.action != "participants":
+                    raise PolicyError(
+                        "Unknown destination",
+                        f"{subscription.destination} cannot be subscribed to.",
+                    )
+                await self.rooms.reply_participants(sink, subscription.id, route.name)
+            else:
+                await self.router.subscribe(sink, subscription, route)
         elif isinstance(event, Unsubscribed):
             await self.router.unsubscribe(sink, event.subscription)
         elif isinstance(event, ReceiptDue):
-            session.send_receipt(event.receipt_id, now)
+            session.send_receipt(event.receipt_id, time.monotonic())
         elif isinstance(event, DisconnectRequested):
             session.close("client disconnected")
         elif isinstance(event, Connected):
-            log.info(
-                "session %s connected with STOMP %s as %r",
-                session.session_id,
-                event.version,
-                event.login,
-            )
+            await self._on_connect(sink, event)
+
+    async def _on_connect(self, sink: Sink, event: Connected) -> None:
+        session = sink.session
+        now = self.clock_ms()
+        record = SessionRecord(
+            session_id=session.session_id,
+            server_id=self.server_id,
+            username=event.login or "",
+            remote_address=sink.remote,
+            version=event.version,
+            connected_at=now,
+            last_seen=now,
+        )
+        self.records[session.session_id] = record
+        log.info(
+            "session %s connected from %s with STOMP %s",
+            session.session_id,
+            sink.remote,
+            event.version,
+        )
+        try:
+            await self.registry.add_session(record, self.router.next_message_id())
+        except BackendUnavailable as exc:
+            self.note_backend_error(exc)
 
     async def _on_send(self, sink: Sink, event: MessageSent) -> None:
         frame = event.frame
@@ -137,7 +304,18 @@ class Relay:
                 "/topic/system is written by operators through the HTTP API only.",
             )
         if route.kind == "app":
-            raise PolicyError("Unknown destination", f"{event.destination} is not served here.")
+            if route.action == "join":
+                await self.rooms.join(sink, route.name, frame.body)
+            elif route.action == "message":
+                await self.rooms.message(sink, route.name, frame.body)
+            elif route.action == "leave":
+                await self.rooms.leave(sink, route.name)
+            else:
+                raise PolicyError(
+                    "Unknown destination",
+                    f"{event.destination} is subscribed to, not sent to.",
+                )
+            return
         await self.publish(route, event.destination, frame.headers, frame.body)
 
     async def publish(

@@ -122,11 +122,12 @@ def message_headers(headers: Headers, body: bytes) -> Headers:
 class Sink:
     """Where a subscriber's frames go: a session and the transport that flushes it."""
 
-    __slots__ = ("flush", "session")
+    __slots__ = ("flush", "remote", "session")
 
-    def __init__(self, session: ServerSession, flush: Callable[[], None]) -> None:
+    def __init__(self, session: ServerSession, flush: Callable[[], None], remote: str = "") -> None:
         self.session = session
         self.flush = flush
+        self.remote = remote
 
 
 class Router:
@@ -138,9 +139,11 @@ class Router:
         self._local: dict[str, dict[tuple[str, str], Sink]] = {}
         self._refs: dict[str, int] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._own_channel = ""
         self._prefix = f"{server_id}-{int(time.time() * 1000):x}"
         self._counter = 0
-        self.delivered = 0
+        #: Called once per MESSAGE queued to a client (metrics).
+        self.on_delivered: Callable[[], None] | None = None
 
     def next_message_id(self) -> str:
         self._counter += 1
@@ -167,6 +170,11 @@ class Router:
             self._refs.pop(channel, None)
             self._locks.pop(channel, None)
             await self.bus.unsubscribe(channel)
+
+    async def retain_always(self, channel: str) -> None:
+        """Listen to ``channel`` for the relay's whole life (its targeted channel)."""
+        await self._retain(channel)
+        self._own_channel = channel
 
     async def subscribe(self, sink: Sink, subscription: Subscription, route: Route) -> None:
         """Start local delivery; returns once the channels are live cluster-wide."""
@@ -211,14 +219,15 @@ class Router:
         except PolicyError:
             log.warning("dropping envelope %s with bad destination", envelope.id)
             return
-        if channel not in channels_for(route, self.keys):
+        if channel != self._own_channel and channel not in channels_for(route, self.keys):
             log.warning("dropping envelope %s: %s is not its channel", envelope.id, channel)
             return
         message = PreparedMessage(
             envelope.destination, envelope.id, envelope.headers, envelope.body
         )
         now = time.monotonic()
+        delivered = self.on_delivered
         for (_, sub_id), sink in list(subscribers.items()):
-            if sink.session.deliver(message, sub_id, now):
-                self.delivered += 1
+            if sink.session.deliver(message, sub_id, now) and delivered is not None:
+                delivered()
             sink.flush()

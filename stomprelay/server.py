@@ -28,9 +28,10 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
-from stomprelay.errors import PolicyError
+from stomprelay.cluster.registry import room_json, server_json, session_json
+from stomprelay.errors import BackendUnavailable, PolicyError
 from stomprelay.relay import Relay
-from stomprelay.router import Sink
+from stomprelay.router import ROOM_ID, Sink
 from stomprelay.stomp.session import Connected
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,7 @@ class Connection:
         self.relay = relay
         self.settings = relay.settings
         self.session = relay.new_session()
-        self.sink = Sink(self.session, self.flush)
+        self.sink = Sink(self.session, self.flush, remote)
         self.remote = remote
         self._send = send
         self._close = close
@@ -211,10 +212,12 @@ class RelayServer:
             "/health": self._health,
             "/ready": self._ready,
             "/metrics": self._metrics,
+            "/api/servers": self._api_servers,
+            "/api/sessions": self._api_sessions,
+            "/api/rooms": self._api_rooms,
         }
 
     async def start(self) -> None:
-        await self.relay.start()
         max_size = self.relay.settings.limits.max_frame_size * 4
         self._ws_server = await serve(
             self._ws_handler,
@@ -229,6 +232,9 @@ class RelayServer:
         )
         if self.port == 0:
             self.port = self._ws_server.sockets[0].getsockname()[1]
+        self.relay.host = self.host
+        self.relay.port = self.port
+        await self.relay.start()
         if self.stomp_port is not None:
             self._tcp_server = await asyncio.start_server(
                 self._tcp_handler, self.host, self.stomp_port
@@ -323,8 +329,16 @@ class RelayServer:
         if path == "/ws":
             return None
         route = self._http_routes.get(path)
-        if route is not None:
-            return await route()
+        try:
+            if route is not None:
+                return await route()
+            if path.startswith("/api/rooms/"):
+                return await self._api_room(path[len("/api/rooms/") :])
+        except BackendUnavailable as exc:
+            return _json(
+                HTTPStatus.SERVICE_UNAVAILABLE,
+                {"error": "registry unreachable", "detail": str(exc)},
+            )
         return self._static(path)
 
     async def _health(self) -> Response:
@@ -339,14 +353,49 @@ class RelayServer:
         )
 
     async def _ready(self) -> Response:
-        if self.relay.bus.available:
-            return _json(HTTPStatus.OK, {"ready": True, "serverId": self.relay.server_id})
+        relay = self.relay
+        if relay.ready:
+            return _json(HTTPStatus.OK, {"ready": True, "serverId": relay.server_id})
+        reason = relay.backend_error or "redis pub/sub connection lost"
         return _json(
             HTTPStatus.SERVICE_UNAVAILABLE,
             {
                 "ready": False,
-                "serverId": self.relay.server_id,
-                "reason": "redis unreachable: delivering to local clients only",
+                "serverId": relay.server_id,
+                "reason": f"degraded, delivering to local clients only: {reason}",
+            },
+        )
+
+    async def _api_servers(self) -> Response:
+        return _json(
+            HTTPStatus.OK,
+            [
+                {**server_json(record), "alive": alive, "sessions": count}
+                for record, alive, count in await self.relay.registry.servers()
+            ],
+        )
+
+    async def _api_sessions(self) -> Response:
+        return _json(HTTPStatus.OK, [session_json(r) for r in await self.relay.registry.sessions()])
+
+    async def _api_rooms(self) -> Response:
+        return _json(HTTPStatus.OK, [room_json(r) for r in await self.relay.registry.rooms()])
+
+    async def _api_room(self, room_id: str) -> Response:
+        if not ROOM_ID.fullmatch(room_id):
+            return _json(HTTPStatus.BAD_REQUEST, {"error": "invalid room id"})
+        room = await self.relay.registry.room(room_id)
+        if room is None:
+            return _json(HTTPStatus.NOT_FOUND, {"error": f"no room {room_id}"})
+        people = await self.relay.registry.participants(room_id)
+        return _json(
+            HTTPStatus.OK,
+            {
+                **room_json(room),
+                "participants": [
+                    {"sessionId": p.session_id, "username": p.username, "serverId": p.server_id}
+                    for p in people
+                ],
             },
         )
 

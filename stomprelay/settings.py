@@ -50,3 +50,15 @@ class Settings:
     send_timeout: float = 10.0
     #: Time a graceful stop allows for closing clients and cleaning up.
     drain_timeout: float = 10.0
+    #: Longest chat message (characters) and username accepted by /app/room/....
+    max_chat_message: int = 4000
+    max_username: int = 64
+    #: Cluster liveness: a relay refreshes its heartbeat key every
+    #: ``liveness_interval`` s; the key expires (Redis-side TTL) after
+    #: ``liveness_ttl`` s; every relay looks for expired ones every
+    #: ``sweep_interval`` s. A dead relay is cleaned up within TTL + one sweep.
+    liveness_interval: float = 3.0
+    liveness_ttl: float = 10.0
+    sweep_interval: float = 5.0
+    #: How long a sweeper's lock on a dead relay lives (ms).
+    reaper_lock_ms: int = 15_000

@@ -26,6 +26,9 @@ class Bus(Protocol):
     everyone else's, which gives every subscriber the same order.
     """
 
+    #: Told True/False when the backend becomes reachable or unreachable.
+    on_state_change: Callable[[bool], None] | None
+
     @property
     def available(self) -> bool:
         """False while the backend is unreachable (delivery is local only)."""

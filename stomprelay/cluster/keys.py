@@ -2,95 +2,141 @@
 
 Every name starts with the configurable prefix (default ``stomp``). Room ids
 are validated before they get here (``[A-Za-z0-9_.-]{1,64}``), so no name can
-contain a glob character or a separator.
+contain a glob character or a separator. The Lua scripts build the same names
+with functions generated from the same templates (:meth:`Keys.lua_prelude`).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+
+PREFIX = re.compile(r"[A-Za-z0-9_.-]{1,32}")
+
+#: name -> template; ``{p}`` is the prefix, ``{x}`` the id.
+TEMPLATES: dict[str, str] = {
+    # channels
+    "room_channel": "{p}:broadcast:room:{x}",
+    "join_channel": "{p}:event:join:{x}",
+    "leave_channel": "{p}:event:leave:{x}",
+    "topic_channel": "{p}:broadcast:topic:{x}",
+    "server_channel": "{p}:server:{x}",
+    "global_channel": "{p}:broadcast:global",
+    "system_channel": "{p}:system:notifications",
+    "session_connect_channel": "{p}:session:connect",
+    "session_disconnect_channel": "{p}:session:disconnect",
+    # keys
+    "session": "{p}:sessions:{x}",
+    "sessions_active": "{p}:sessions:active",
+    "room_participants": "{p}:rooms:{x}:participants",
+    "room_info": "{p}:rooms:{x}:info",
+    "current_room": "{p}:users:{x}:current_room",
+    "server_sessions": "{p}:servers:{x}:sessions",
+    "servers_active": "{p}:servers:active",
+    "server_info": "{p}:servers:{x}:info",
+    "server_heartbeat": "{p}:servers:{x}:heartbeat",
+    "reaper_lock": "{p}:servers:{x}:reaper_lock",
+}
 
 
 @dataclass(frozen=True, slots=True)
 class Keys:
     prefix: str = "stomp"
 
+    def __post_init__(self) -> None:
+        if not PREFIX.fullmatch(self.prefix):
+            raise ValueError(f"key prefix must match {PREFIX.pattern}, not {self.prefix!r}")
+
+    def _name(self, template: str, ident: str = "") -> str:
+        return TEMPLATES[template].format(p=self.prefix, x=ident)
+
     # -- channels ---------------------------------------------------------
 
     def room_channel(self, room_id: str) -> str:
-        return f"{self.prefix}:broadcast:room:{room_id}"
+        return self._name("room_channel", room_id)
 
     def join_channel(self, room_id: str) -> str:
-        return f"{self.prefix}:event:join:{room_id}"
+        return self._name("join_channel", room_id)
 
     def leave_channel(self, room_id: str) -> str:
-        return f"{self.prefix}:event:leave:{room_id}"
+        return self._name("leave_channel", room_id)
 
     def room_channels(self, room_id: str) -> tuple[str, str, str]:
         """Everything a subscriber of ``/topic/room/{id}`` receives."""
-        return (
-            self.room_channel(room_id),
-            self.join_channel(room_id),
-            self.leave_channel(room_id),
-        )
+        return self.room_channel(room_id), self.join_channel(room_id), self.leave_channel(room_id)
 
     def topic_channel(self, name: str) -> str:
         """Channel of a plain ``/topic/{name}`` (no participants)."""
-        return f"{self.prefix}:broadcast:topic:{name}"
+        return self._name("topic_channel", name)
+
+    def server_channel(self, server_id: str) -> str:
+        return self._name("server_channel", server_id)
 
     @property
     def global_channel(self) -> str:
-        return f"{self.prefix}:broadcast:global"
+        return self._name("global_channel")
 
     @property
     def system_channel(self) -> str:
-        return f"{self.prefix}:system:notifications"
+        return self._name("system_channel")
 
     @property
     def session_connect_channel(self) -> str:
-        return f"{self.prefix}:session:connect"
+        return self._name("session_connect_channel")
 
     @property
     def session_disconnect_channel(self) -> str:
-        return f"{self.prefix}:session:disconnect"
-
-    def server_channel(self, server_id: str) -> str:
-        return f"{self.prefix}:server:{server_id}"
+        return self._name("session_disconnect_channel")
 
     # -- keys -------------------------------------------------------------
 
     def session(self, session_id: str) -> str:
-        return f"{self.prefix}:sessions:{session_id}"
+        return self._name("session", session_id)
 
     @property
     def sessions_active(self) -> str:
-        return f"{self.prefix}:sessions:active"
+        return self._name("sessions_active")
 
     def room_participants(self, room_id: str) -> str:
-        return f"{self.prefix}:rooms:{room_id}:participants"
+        return self._name("room_participants", room_id)
 
     def room_info(self, room_id: str) -> str:
-        return f"{self.prefix}:rooms:{room_id}:info"
+        return self._name("room_info", room_id)
 
     def current_room(self, session_id: str) -> str:
-        return f"{self.prefix}:users:{session_id}:current_room"
+        return self._name("current_room", session_id)
 
     def server_sessions(self, server_id: str) -> str:
-        return f"{self.prefix}:servers:{server_id}:sessions"
+        return self._name("server_sessions", server_id)
 
     @property
     def servers_active(self) -> str:
-        return f"{self.prefix}:servers:active"
+        return self._name("servers_active")
 
     def server_info(self, server_id: str) -> str:
-        return f"{self.prefix}:servers:{server_id}:info"
+        return self._name("server_info", server_id)
 
     def server_heartbeat(self, server_id: str) -> str:
-        return f"{self.prefix}:servers:{server_id}:heartbeat"
+        return self._name("server_heartbeat", server_id)
 
     def reaper_lock(self, server_id: str) -> str:
-        return f"{self.prefix}:servers:{server_id}:reaper_lock"
+        return self._name("reaper_lock", server_id)
 
     @property
     def pattern(self) -> str:
         """SCAN pattern matching every key of this prefix."""
         return f"{self.prefix}:*"
+
+    def room_info_pattern(self) -> str:
+        return self._name("room_info", "*")
+
+    def lua_prelude(self) -> str:
+        """Lua functions ``k_<name>(id)`` that build the same names as this class."""
+        lines = []
+        for name, template in TEMPLATES.items():
+            head, _, tail = template.format(p=self.prefix, x="\0").partition("\0")
+            if _:
+                lines.append(f"local function k_{name}(x) return {head!r} .. x .. {tail!r} end")
+            else:
+                lines.append(f"local function k_{name}() return {head!r} end")
+        return "\n".join(lines) + "\n"

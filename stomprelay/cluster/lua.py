@@ -1,0 +1,288 @@
+"""Lua scripts of the Redis registry (run with EVALSHA: each one is atomic).
+
+Each script is the key-name prelude from :mod:`keys` plus the shared library
+below plus its own body. Room events are encoded here with ``cjson`` in the
+same shape as :func:`stomprelay.cluster.registry.room_event` and wrapped in the
+bus envelope of :mod:`stomprelay.cluster.envelope`, then PUBLISHed from inside
+the script, so the change and its announcement are one atomic step.
+"""
+
+from __future__ import annotations
+
+LIBRARY = r"""
+local EVENT_TYPE = 'application/json;charset=utf-8'
+local seq = 0
+
+local function envelope(eid, origin, destination, body, ts)
+  seq = seq + 1
+  return cjson.encode({v = 1, id = eid .. '-' .. seq, origin = origin,
+    destination = destination, headers = {{'content-type', EVENT_TYPE}},
+    body = body, encoding = 'utf-8', ts = ts})
+end
+
+local function room_event(kind, room, sid, username, server, ts, count, reason, message)
+  return cjson.encode({type = kind, roomId = room, sessionId = sid, username = username,
+    serverId = server, timestamp = ts, participants = count, reason = reason,
+    message = message})
+end
+
+local function split_rooms(value)
+  local rooms = {}
+  if value then
+    for room in string.gmatch(value, '[^,]+') do rooms[#rooms + 1] = room end
+  end
+  return rooms
+end
+
+local function without(rooms, room)
+  local out = {}
+  for _, r in ipairs(rooms) do if r ~= room then out[#out + 1] = r end end
+  return out
+end
+
+local function set_current(sid, rooms)
+  if #rooms > 0 then
+    redis.call('SET', k_current_room(sid), rooms[#rooms])
+  else
+    redis.call('DEL', k_current_room(sid))
+  end
+end
+
+local function room_count(room, ts)
+  local count = redis.call('SCARD', k_room_participants(room))
+  if count == 0 then
+    redis.call('DEL', k_room_info(room))
+  else
+    redis.call('HSETNX', k_room_info(room), 'created-at', ts)
+    redis.call('HSET', k_room_info(room), 'last-activity', ts, 'participants', count)
+  end
+  return count
+end
+
+-- Add sid to room; JOIN event when newly added and announce is set.
+local function join_room(sid, room, username, server, ts, eid, announce)
+  local added = redis.call('SADD', k_room_participants(room), sid)
+  local count = room_count(room, ts)
+  if added == 1 and announce then
+    local body = room_event('JOIN', room, sid, username, server, ts, count, nil,
+      username .. ' joined')
+    redis.call('PUBLISH', k_join_channel(room),
+      envelope(eid, server, '/topic/room/' .. room, body, ts))
+  end
+  return added, count
+end
+
+-- Remove sid from room; one LEAVE event when it was a participant.
+local function leave_room(sid, room, username, server, reason, ts, eid)
+  local removed = redis.call('SREM', k_room_participants(room), sid)
+  local count = room_count(room, ts)
+  if removed == 1 then
+    local body = room_event('LEAVE', room, sid, username, server, ts, count, reason,
+      username .. ' left')
+    redis.call('PUBLISH', k_leave_channel(room),
+      envelope(eid, server, '/topic/room/' .. room, body, ts))
+  end
+  return removed, count
+end
+
+-- Remove a session entirely: LEAVE for each room, keys gone, disconnect event.
+local function remove_session(sid, server, extra_rooms, reason, ts, eid, origin)
+  local skey = k_session(sid)
+  local fields = redis.call('HMGET', skey, 'server-id', 'username', 'rooms')
+  local owner = fields[1] or server
+  local username = fields[2] or ''
+  local rooms = split_rooms(fields[3])
+  for _, r in ipairs(extra_rooms) do
+    local known = false
+    for _, x in ipairs(rooms) do if x == r then known = true end end
+    if not known then rooms[#rooms + 1] = r end
+  end
+  for _, room in ipairs(rooms) do
+    leave_room(sid, room, username, owner, reason, ts, eid)
+  end
+  local existed = redis.call('DEL', skey)
+  redis.call('DEL', k_current_room(sid))
+  redis.call('SREM', k_sessions_active(), sid)
+  redis.call('SREM', k_server_sessions(owner), sid)
+  if existed == 1 or #rooms > 0 then
+    local body = cjson.encode({type = 'DISCONNECT', sessionId = sid, serverId = owner,
+      username = username, reason = reason, timestamp = ts})
+    redis.call('PUBLISH', k_session_disconnect_channel(),
+      envelope(eid, origin, '', body, ts))
+  end
+  return existed
+end
+
+local function remove_server(server, reason, ts, eid, origin)
+  local sids = redis.call('SMEMBERS', k_server_sessions(server))
+  for _, sid in ipairs(sids) do
+    remove_session(sid, server, {}, reason, ts, eid, origin)
+  end
+  redis.call('DEL', k_server_sessions(server), k_server_info(server),
+    k_server_heartbeat(server))
+  redis.call('SREM', k_servers_active(), server)
+  return #sids
+end
+"""
+
+# ARGV: server, incarnation, host, port, version, started_at, ttl_ms
+REGISTER_SERVER = r"""
+local server = ARGV[1]
+redis.call('SADD', k_servers_active(), server)
+redis.call('DEL', k_server_info(server))
+redis.call('HSET', k_server_info(server), 'host', ARGV[3], 'port', ARGV[4],
+  'version', ARGV[5], 'started-at', ARGV[6], 'incarnation', ARGV[2])
+redis.call('SET', k_server_heartbeat(server), ARGV[2], 'PX', ARGV[7])
+return 1
+"""
+
+# ARGV: server, incarnation, ttl_ms
+REFRESH_SERVER = r"""
+local server = ARGV[1]
+if redis.call('SISMEMBER', k_servers_active(), server) == 0 then return 0 end
+if redis.call('HGET', k_server_info(server), 'incarnation') ~= ARGV[2] then return 0 end
+redis.call('SET', k_server_heartbeat(server), ARGV[2], 'PX', ARGV[3])
+return 1
+"""
+
+# ARGV: session fields as JSON, event id
+ADD_SESSION = r"""
+local s = cjson.decode(ARGV[1])
+local sid = s['session-id']
+local ts = tonumber(s['connected-at'])
+redis.call('HSET', k_session(sid), 'server-id', s['server-id'], 'username', s['username'],
+  'remote-address', s['remote-address'], 'version', s['version'],
+  'connected-at', s['connected-at'], 'last-seen', s['last-seen'], 'rooms', s['rooms'])
+redis.call('SADD', k_sessions_active(), sid)
+redis.call('SADD', k_server_sessions(s['server-id']), sid)
+local body = cjson.encode({type = 'CONNECT', sessionId = sid, serverId = s['server-id'],
+  username = s['username'], timestamp = ts})
+redis.call('PUBLISH', k_session_connect_channel(),
+  envelope(ARGV[2], s['server-id'], '', body, ts))
+return 1
+"""
+
+# ARGV: sid, server, reason, now, event id, rooms (comma list)
+REMOVE_SESSION = r"""
+return remove_session(ARGV[1], ARGV[2], split_rooms(ARGV[6]), ARGV[3], tonumber(ARGV[4]),
+  ARGV[5], ARGV[2])
+"""
+
+# ARGV: sid, room, username, server, now, event id
+JOIN = r"""
+local sid, room = ARGV[1], ARGV[2]
+local ts = tonumber(ARGV[5])
+local skey = k_session(sid)
+if redis.call('EXISTS', skey) == 0 then return {-1, 0} end
+local added, count = join_room(sid, room, ARGV[3], ARGV[4], ts, ARGV[6], true)
+local rooms = without(split_rooms(redis.call('HGET', skey, 'rooms')), room)
+rooms[#rooms + 1] = room
+redis.call('HSET', skey, 'username', ARGV[3], 'last-seen', ts, 'rooms', table.concat(rooms, ','))
+set_current(sid, rooms)
+return {added, count}
+"""
+
+# ARGV: sid, room, server, reason, now, event id
+LEAVE = r"""
+local sid, room = ARGV[1], ARGV[2]
+local ts = tonumber(ARGV[5])
+local skey = k_session(sid)
+local username = redis.call('HGET', skey, 'username') or ''
+local removed, count = leave_room(sid, room, username, ARGV[3], ARGV[4], ts, ARGV[6])
+if redis.call('EXISTS', skey) == 1 then
+  local rooms = without(split_rooms(redis.call('HGET', skey, 'rooms')), room)
+  redis.call('HSET', skey, 'last-seen', ts, 'rooms', table.concat(rooms, ','))
+  set_current(sid, rooms)
+end
+return {removed, count}
+"""
+
+# ARGV: sid, room, channel, envelope, now
+CHAT = r"""
+local ts = ARGV[5]
+if redis.call('EXISTS', k_room_info(ARGV[2])) == 1 then
+  redis.call('HSET', k_room_info(ARGV[2]), 'last-activity', ts)
+end
+if redis.call('EXISTS', k_session(ARGV[1])) == 1 then
+  redis.call('HSET', k_session(ARGV[1]), 'last-seen', ts)
+end
+return redis.call('PUBLISH', ARGV[3], ARGV[4])
+"""
+
+# ARGV: server, incarnation, lock token, sweeper id, now, event id
+# Fenced: only the lock holder, only while the heartbeat is still missing and
+# the relay has not re-registered under another incarnation.
+REAP = r"""
+local server = ARGV[1]
+if redis.call('GET', k_reaper_lock(server)) ~= ARGV[3] then return -1 end
+redis.call('DEL', k_reaper_lock(server))
+if redis.call('EXISTS', k_server_heartbeat(server)) == 1 then return -2 end
+local inc = redis.call('HGET', k_server_info(server), 'incarnation')
+if inc and inc ~= ARGV[2] then return -3 end
+return remove_server(server, 'server-lost', tonumber(ARGV[5]), ARGV[6], ARGV[4])
+"""
+
+# ARGV: server, now, event id
+UNREGISTER = r"""
+return remove_server(ARGV[1], 'disconnected', tonumber(ARGV[2]), ARGV[3], ARGV[1])
+"""
+
+# ARGV: server, incarnation, host, port, version, started_at, ttl_ms, announce (0/1),
+#       now, event id, sessions JSON [{session fields + 'session-id'}]
+RESTORE = r"""
+local server = ARGV[1]
+local ts = tonumber(ARGV[9])
+local announce = ARGV[8] == '1'
+redis.call('SADD', k_servers_active(), server)
+redis.call('DEL', k_server_info(server))
+redis.call('HSET', k_server_info(server), 'host', ARGV[3], 'port', ARGV[4],
+  'version', ARGV[5], 'started-at', ARGV[6], 'incarnation', ARGV[2])
+redis.call('SET', k_server_heartbeat(server), ARGV[2], 'PX', ARGV[7])
+local held = {}
+for _, s in ipairs(cjson.decode(ARGV[11])) do
+  local sid = s['session-id']
+  held[sid] = true
+  redis.call('HSET', k_session(sid), 'server-id', server, 'username', s['username'],
+    'remote-address', s['remote-address'], 'version', s['version'],
+    'connected-at', s['connected-at'], 'last-seen', s['last-seen'], 'rooms', s['rooms'])
+  redis.call('SADD', k_sessions_active(), sid)
+  redis.call('SADD', k_server_sessions(server), sid)
+  local rooms = split_rooms(s['rooms'])
+  for _, room in ipairs(rooms) do
+    join_room(sid, room, s['username'], server, ts, ARGV[10], announce)
+  end
+  set_current(sid, rooms)
+end
+for _, sid in ipairs(redis.call('SMEMBERS', k_server_sessions(server))) do
+  if not held[sid] then
+    remove_session(sid, server, {}, 'disconnected', ts, ARGV[10], server)
+  end
+end
+return 1
+"""
+
+# ARGV: room
+PARTICIPANTS = r"""
+local out = {}
+for _, sid in ipairs(redis.call('SMEMBERS', k_room_participants(ARGV[1]))) do
+  local f = redis.call('HMGET', k_session(sid), 'username', 'server-id')
+  out[#out + 1] = sid
+  out[#out + 1] = f[1] or ''
+  out[#out + 1] = f[2] or ''
+end
+return out
+"""
+
+SCRIPTS = {
+    "register_server": REGISTER_SERVER,
+    "refresh_server": REFRESH_SERVER,
+    "add_session": ADD_SESSION,
+    "remove_session": REMOVE_SESSION,
+    "join": JOIN,
+    "leave": LEAVE,
+    "chat": CHAT,
+    "reap": REAP,
+    "unregister": UNREGISTER,
+    "restore": RESTORE,
+    "participants": PARTICIPANTS,
+}

@@ -1,0 +1,85 @@
+"""Relay liveness and the reaper that cleans up after dead relays.
+
+Every relay refreshes ``stomp:servers:{id}:heartbeat`` (``SET ... PX ttl``, so
+Redis itself expires it) and, on every sweep, looks for active relays whose
+heartbeat key is gone. Cleaning one up takes its reaper lock (``SET NX PX``
+with a random token) and runs one Lua script that checks the token, that the
+heartbeat is still missing and that the relay's incarnation is the one seen
+dead; so exactly one sweeper cleans each dead relay, and never one that came
+back. A relay whose refresh finds itself unregistered (it was reaped while
+paused, or Redis lost its data) re-registers everything it still holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING
+
+from stomprelay.errors import BackendUnavailable
+
+if TYPE_CHECKING:
+    from stomprelay.relay import Relay
+
+log = logging.getLogger(__name__)
+
+
+class Liveness:
+    def __init__(self, relay: Relay) -> None:
+        self.relay = relay
+        self.settings = relay.settings
+        self._tasks: list[asyncio.Task[None]] = []
+        self.reaped: list[tuple[str, int]] = []
+
+    def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._heartbeat_loop(), name="liveness-heartbeat"),
+            asyncio.create_task(self._sweep_loop(), name="liveness-sweep"),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+
+    async def _heartbeat_loop(self) -> None:
+        relay = self.relay
+        while True:
+            await asyncio.sleep(self.settings.liveness_interval)
+            try:
+                await relay.refresh()
+            except BackendUnavailable as exc:
+                relay.note_backend_error(exc)
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.sweep_interval)
+            try:
+                await self.sweep()
+            except BackendUnavailable as exc:
+                self.relay.note_backend_error(exc)
+
+    async def sweep(self) -> int:
+        """Clean up every dead relay this sweeper wins; sessions reaped in total."""
+        relay = self.relay
+        total = 0
+        for dead in await relay.registry.dead_servers():
+            if dead.server_id == relay.server_id:
+                continue
+            reaped = await relay.registry.reap(
+                dead, relay.server_id, relay.clock_ms(), relay.router.next_message_id()
+            )
+            if reaped is not None:
+                log.warning(
+                    "reaped dead relay %s (incarnation %s): %d sessions",
+                    dead.server_id,
+                    dead.incarnation,
+                    reaped,
+                )
+                self.reaped.append((dead.server_id, reaped))
+                total += reaped
+        return total

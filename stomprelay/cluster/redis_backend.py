@@ -1,0 +1,462 @@
+"""Redis implementations of :class:`Bus` and :class:`Registry` (redis-py asyncio).
+
+Redis errors never leave this module: they become
+:class:`~stomprelay.errors.BackendUnavailable` (registry) or local-only
+delivery (bus). The bus owns one dedicated pub/sub connection and rebuilds it
+itself after any failure, re-subscribing every wanted channel before it
+reports itself available again; it does not rely on redis-py's PubSub to
+resubscribe on reconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+from redis.asyncio.client import PubSub
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+from redis.retry import Retry
+
+from stomprelay.cluster.base import BusHandler
+from stomprelay.cluster.envelope import Envelope
+from stomprelay.cluster.keys import Keys
+from stomprelay.cluster.lua import LIBRARY, SCRIPTS
+from stomprelay.cluster.registry import (
+    DeadServer,
+    Participant,
+    RoomRecord,
+    ServerRecord,
+    SessionRecord,
+)
+from stomprelay.errors import BackendUnavailable, ProtocolError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Seconds to wait for a connection, and for any one command.
+CONNECT_TIMEOUT = 2.0
+COMMAND_TIMEOUT = 3.0
+
+
+def make_client(url: str, decode: bool) -> aioredis.Redis:
+    return aioredis.Redis.from_url(
+        url,
+        decode_responses=decode,
+        socket_connect_timeout=CONNECT_TIMEOUT,
+        socket_timeout=COMMAND_TIMEOUT,
+        retry=Retry(NoBackoff(), 0),
+        health_check_interval=0,
+    )
+
+
+async def _guard(call: Awaitable[T]) -> T:
+    try:
+        return await call
+    except (RedisError, OSError) as exc:
+        raise BackendUnavailable(f"redis: {type(exc).__name__}: {exc}") from exc
+
+
+class RedisBus:
+    """Pub/sub over Redis with self-managed reconnection and resubscription."""
+
+    def __init__(
+        self,
+        url: str,
+        reconnect_interval: float = 0.5,
+        ping_interval: float = 1.0,
+        dead_after: float = 3.0,
+    ) -> None:
+        self.url = url
+        self.reconnect_interval = reconnect_interval
+        self.ping_interval = ping_interval
+        self.dead_after = dead_after
+        #: Called with True/False when availability changes.
+        self.on_state_change: Callable[[bool], None] | None = None
+        self._client = make_client(url, decode=False)
+        self._handler: BusHandler | None = None
+        self._wanted: set[str] = set()
+        self._pubsub: PubSub | None = None
+        self._available = False
+        self._confirm: dict[str, list[asyncio.Future[None]]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._first_attempt = asyncio.Event()
+        self._closing = False
+
+    @property
+    def available(self) -> bool:
+        return self._available
+
+    async def start(self, handler: BusHandler) -> None:
+        self._handler = handler
+        self._task = asyncio.create_task(self._run(), name="redis-bus")
+        await self._first_attempt.wait()
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._drop_pubsub()
+        with contextlib.suppress(RedisError, OSError):
+            await self._client.aclose()
+
+    def _set_available(self, value: bool) -> None:
+        if value == self._available:
+            return
+        self._available = value
+        log.warning("redis bus %s", "available" if value else "unavailable: local delivery only")
+        if self.on_state_change is not None:
+            self.on_state_change(value)
+
+    async def _drop_pubsub(self) -> None:
+        pubsub, self._pubsub = self._pubsub, None
+        for futures in self._confirm.values():
+            for future in futures:
+                if not future.done():
+                    future.set_result(None)
+        self._confirm.clear()
+        if pubsub is not None:
+            with contextlib.suppress(RedisError, OSError):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def _run(self) -> None:
+        while not self._closing:
+            try:
+                await self._session()
+            except (RedisError, OSError, TimeoutError) as exc:
+                log.info("redis pub/sub connection lost: %s", exc)
+            self._set_available(False)
+            await self._drop_pubsub()
+            self._first_attempt.set()
+            await asyncio.sleep(self.reconnect_interval)
+
+    async def _session(self) -> None:
+        """One pub/sub connection's life: subscribe all, then read until it fails."""
+        pubsub = self._client.pubsub(ignore_subscribe_messages=False)
+        await pubsub.connect()  # type: ignore[no-untyped-call]
+        self._pubsub = pubsub
+        wanted = sorted(self._wanted)
+        waiting: set[str] = set(wanted)
+        if wanted:
+            await pubsub.subscribe(*wanted)
+        else:
+            self._set_available(True)
+            self._first_attempt.set()
+        # A PING goes out every ping_interval; any reply clears it. One left
+        # unanswered for dead_after means Redis hangs (paused, or a dead link
+        # that TCP has not noticed yet). Replies are read before judging, so a
+        # pause of this process itself does not count against Redis.
+        last_ping = 0.0
+        unanswered_since: float | None = None
+        while True:
+            message = await pubsub.get_message(timeout=min(self.ping_interval, 0.5))
+            now = time.monotonic()
+            if message is not None:
+                unanswered_since = None
+            elif unanswered_since is not None and now - unanswered_since > self.dead_after:
+                raise TimeoutError(f"no reply from redis for {self.dead_after:g} s")
+            if now - last_ping >= self.ping_interval:
+                await pubsub.ping()
+                last_ping = now
+                if unanswered_since is None:
+                    unanswered_since = now
+            if message is None:
+                continue
+            kind = message["type"]
+            if kind == "subscribe":
+                channel = _text(message["channel"])
+                waiting.discard(channel)
+                for future in self._confirm.pop(channel, []):
+                    if not future.done():
+                        future.set_result(None)
+                if not waiting and not self._available:
+                    self._set_available(True)
+                    self._first_attempt.set()
+            elif kind == "message" and message["channel"] is not None:
+                self._dispatch(_text(message["channel"]), message["data"])
+
+    def _dispatch(self, channel: str, data: bytes) -> None:
+        if self._handler is None or channel not in self._wanted:
+            return
+        try:
+            envelope = Envelope.from_json(data)
+        except ProtocolError as exc:
+            log.warning("ignoring malformed envelope on %s: %s", channel, exc.detail)
+            return
+        self._handler(channel, envelope)
+
+    async def subscribe(self, channel: str) -> None:
+        """Subscribe; returns after Redis confirmed (or at once when degraded)."""
+        self._wanted.add(channel)
+        pubsub = self._pubsub
+        if pubsub is None or not self._available:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._confirm.setdefault(channel, []).append(future)
+        try:
+            await pubsub.subscribe(channel)
+            await asyncio.wait_for(future, COMMAND_TIMEOUT)
+        except (RedisError, OSError, TimeoutError) as exc:
+            log.info("subscribe %s not confirmed: %s", channel, exc)
+
+    async def unsubscribe(self, channel: str) -> None:
+        self._wanted.discard(channel)
+        pubsub = self._pubsub
+        if pubsub is None or not self._available:
+            return
+        with contextlib.suppress(RedisError, OSError):
+            await pubsub.unsubscribe(channel)
+
+    async def publish(self, channel: str, envelope: Envelope) -> None:
+        """PUBLISH; when Redis is unreachable, deliver to local subscribers only."""
+        if self._available:
+            try:
+                await self._client.publish(channel, envelope.to_json())
+                return
+            except (RedisError, OSError) as exc:
+                log.info("publish on %s failed, delivering locally: %s", channel, exc)
+        self.deliver_local(channel, envelope)
+
+    def deliver_local(self, channel: str, envelope: Envelope) -> None:
+        if self._handler is not None and channel in self._wanted:
+            asyncio.get_running_loop().call_soon(self._handler, channel, envelope)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else value
+
+
+def _texts(values: Any) -> list[str]:
+    return sorted(_text(v) for v in values)
+
+
+def _fields(mapping: Any) -> dict[str, str]:
+    return {_text(k): _text(v) for k, v in mapping.items()}
+
+
+class RedisRegistry:
+    """The registry in Redis hashes and sets (contract section 4)."""
+
+    def __init__(self, url: str, keys: Keys | None = None, lock_ttl_ms: int = 15_000) -> None:
+        self.keys = keys or Keys()
+        self.lock_ttl_ms = lock_ttl_ms
+        self._client = make_client(url, decode=True)
+        prelude = self.keys.lua_prelude() + LIBRARY
+        self._scripts = {
+            name: self._client.register_script(prelude + body) for name, body in SCRIPTS.items()
+        }
+
+    async def close(self) -> None:
+        with contextlib.suppress(RedisError, OSError):
+            await self._client.aclose()
+
+    async def backend_id(self) -> str:
+        info = await _guard(self._client.info("server"))
+        return str(info.get("run_id", ""))
+
+    async def _script(self, name: str, *args: str | int | bytes) -> Any:
+        return await _guard(self._scripts[name](keys=[], args=list(args)))
+
+    async def register_server(self, server: ServerRecord, ttl_ms: int) -> None:
+        await self._script(
+            "register_server",
+            server.server_id,
+            server.incarnation,
+            server.host,
+            server.port,
+            server.version,
+            server.started_at,
+            ttl_ms,
+        )
+
+    async def refresh_server(self, server_id: str, incarnation: str, ttl_ms: int) -> bool:
+        return bool(await self._script("refresh_server", server_id, incarnation, ttl_ms))
+
+    async def add_session(self, record: SessionRecord, event_id: str) -> None:
+        fields = {"session-id": record.session_id, **record.to_fields()}
+        await self._script("add_session", json.dumps(fields), event_id)
+
+    async def remove_session(
+        self,
+        session_id: str,
+        server_id: str,
+        rooms: list[str],
+        reason: str,
+        now: int,
+        event_id: str,
+    ) -> None:
+        await self._script(
+            "remove_session", session_id, server_id, reason, now, event_id, ",".join(rooms)
+        )
+
+    async def join(
+        self, session_id: str, room_id: str, username: str, server_id: str, now: int, event_id: str
+    ) -> tuple[bool, int] | None:
+        added, count = await self._script(
+            "join", session_id, room_id, username, server_id, now, event_id
+        )
+        if added == -1:
+            return None
+        return bool(added), int(count)
+
+    async def leave(
+        self, session_id: str, room_id: str, server_id: str, reason: str, now: int, event_id: str
+    ) -> tuple[bool, int]:
+        removed, count = await self._script(
+            "leave", session_id, room_id, server_id, reason, now, event_id
+        )
+        return bool(removed), int(count)
+
+    async def chat(
+        self, session_id: str, room_id: str, channel: str, envelope: bytes, now: int
+    ) -> None:
+        await self._script("chat", session_id, room_id, channel, envelope, now)
+
+    async def participants(self, room_id: str) -> list[Participant]:
+        flat = await self._script("participants", room_id)
+        return sorted(
+            (Participant(flat[i], flat[i + 1], flat[i + 2]) for i in range(0, len(flat), 3)),
+            key=lambda p: (p.username, p.session_id),
+        )
+
+    async def dead_servers(self) -> list[DeadServer]:
+        keys = self.keys
+        ids = _texts(await _guard(self._client.smembers(keys.servers_active)))
+        if not ids:
+            return []
+        pipe = self._client.pipeline(transaction=False)
+        for server_id in ids:
+            pipe.exists(keys.server_heartbeat(server_id))
+            pipe.hget(keys.server_info(server_id), "incarnation")
+        replies = await _guard(pipe.execute())
+        return [
+            DeadServer(server_id, replies[2 * i + 1] or "")
+            for i, server_id in enumerate(ids)
+            if not replies[2 * i]
+        ]
+
+    async def reap(self, dead: DeadServer, sweeper_id: str, now: int, event_id: str) -> int | None:
+        token = f"{sweeper_id}:{secrets.token_hex(8)}"
+        lock = self.keys.reaper_lock(dead.server_id)
+        acquired = await _guard(self._client.set(lock, token, nx=True, px=self.lock_ttl_ms))
+        if not acquired:
+            return None
+        result = int(
+            await self._script(
+                "reap", dead.server_id, dead.incarnation, token, sweeper_id, now, event_id
+            )
+        )
+        return result if result >= 0 else None
+
+    async def unregister_server(self, server_id: str, now: int, event_id: str) -> None:
+        await self._script("unregister", server_id, now, event_id)
+
+    async def restore(
+        self,
+        server: ServerRecord,
+        sessions: list[SessionRecord],
+        ttl_ms: int,
+        announce: bool,
+        now: int,
+        event_id: str,
+    ) -> None:
+        payload = json.dumps([{"session-id": s.session_id, **s.to_fields()} for s in sessions])
+        await self._script(
+            "restore",
+            server.server_id,
+            server.incarnation,
+            server.host,
+            server.port,
+            server.version,
+            server.started_at,
+            ttl_ms,
+            "1" if announce else "0",
+            now,
+            event_id,
+            payload,
+        )
+
+    async def servers(self) -> list[tuple[ServerRecord, bool, int]]:
+        keys = self.keys
+        ids = _texts(await _guard(self._client.smembers(keys.servers_active)))
+        pipe = self._client.pipeline(transaction=False)
+        for server_id in ids:
+            pipe.hgetall(keys.server_info(server_id))
+            pipe.exists(keys.server_heartbeat(server_id))
+            pipe.scard(keys.server_sessions(server_id))
+        replies = await _guard(pipe.execute()) if ids else []
+        out = []
+        for i, server_id in enumerate(ids):
+            raw_info, alive, count = replies[3 * i : 3 * i + 3]
+            info = _fields(raw_info)
+            out.append(
+                (
+                    ServerRecord(
+                        server_id,
+                        info.get("host", ""),
+                        int(info.get("port") or 0),
+                        info.get("version", ""),
+                        int(info.get("started-at") or 0),
+                        info.get("incarnation", ""),
+                    ),
+                    bool(alive),
+                    int(count),
+                )
+            )
+        return out
+
+    async def sessions(self) -> list[SessionRecord]:
+        ids = _texts(await _guard(self._client.smembers(self.keys.sessions_active)))
+        pipe = self._client.pipeline(transaction=False)
+        for session_id in ids:
+            pipe.hgetall(self.keys.session(session_id))
+        replies = await _guard(pipe.execute()) if ids else []
+        return [
+            SessionRecord.from_fields(sid, _fields(fields))
+            for sid, fields in zip(ids, replies, strict=True)
+            if fields
+        ]
+
+    async def session(self, session_id: str) -> SessionRecord | None:
+        fields = _fields(await _guard(self._client.hgetall(self.keys.session(session_id))))
+        return SessionRecord.from_fields(session_id, fields) if fields else None
+
+    async def rooms(self) -> list[RoomRecord]:
+        pattern = self.keys.room_info_pattern()
+        names: list[str] = []
+        async for key in self._client.scan_iter(match=pattern, count=500):
+            names.append(_text(key))
+        pipe = self._client.pipeline(transaction=False)
+        for name in names:
+            pipe.hgetall(name)
+        replies = await _guard(pipe.execute()) if names else []
+        prefix, _, suffix = pattern.partition("*")
+        rooms = [
+            _room(name[len(prefix) : len(name) - len(suffix)], _fields(info))
+            for name, info in zip(names, replies, strict=True)
+            if info
+        ]
+        return sorted(rooms, key=lambda r: r.room_id)
+
+    async def room(self, room_id: str) -> RoomRecord | None:
+        info = _fields(await _guard(self._client.hgetall(self.keys.room_info(room_id))))
+        return _room(room_id, info) if info else None
+
+
+def _room(room_id: str, info: dict[str, str]) -> RoomRecord:
+    return RoomRecord(
+        room_id,
+        int(info.get("participants") or 0),
+        int(info.get("created-at") or 0),
+        int(info.get("last-activity") or 0),
+    )

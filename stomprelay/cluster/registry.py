@@ -1,0 +1,242 @@
+"""The distributed session registry: what it records and the protocol to reach it.
+
+Every operation that changes membership also publishes the event that tells
+everyone about it (JOIN, LEAVE, session connect/disconnect), atomically with
+the change: in Redis both happen inside one Lua script (``EVALSHA`` runs
+atomically, and ``PUBLISH`` inside a script is delivered in order with every
+other publish), so a lost participant yields exactly one LEAVE however many
+relays sweep, and every relay sees events in the same order as the changes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Protocol
+
+#: content-type of room events (contract section 3).
+EVENT_CONTENT_TYPE = "application/json;charset=utf-8"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerRecord:
+    server_id: str
+    host: str
+    port: int
+    version: str
+    started_at: int
+    incarnation: str
+
+
+@dataclass(slots=True)
+class SessionRecord:
+    """A connected session as the registry stores it (times in ms since epoch)."""
+
+    session_id: str
+    server_id: str
+    username: str
+    remote_address: str
+    version: str
+    connected_at: int
+    last_seen: int = 0
+    #: Rooms joined, oldest first; the last one is the current room.
+    rooms: list[str] = field(default_factory=list)
+
+    def to_fields(self) -> dict[str, str]:
+        return {
+            "server-id": self.server_id,
+            "username": self.username,
+            "remote-address": self.remote_address,
+            "version": self.version,
+            "connected-at": str(self.connected_at),
+            "last-seen": str(self.last_seen or self.connected_at),
+            "rooms": ",".join(self.rooms),
+        }
+
+    @classmethod
+    def from_fields(cls, session_id: str, fields: dict[str, str]) -> SessionRecord:
+        return cls(
+            session_id=session_id,
+            server_id=fields.get("server-id", ""),
+            username=fields.get("username", ""),
+            remote_address=fields.get("remote-address", ""),
+            version=fields.get("version", ""),
+            connected_at=int(fields.get("connected-at") or 0),
+            last_seen=int(fields.get("last-seen") or 0),
+            rooms=[r for r in fields.get("rooms", "").split(",") if r],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Participant:
+    session_id: str
+    username: str
+    server_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class RoomRecord:
+    room_id: str
+    participants: int
+    created_at: int
+    last_activity: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeadServer:
+    server_id: str
+    incarnation: str
+
+
+def room_event(
+    kind: str,
+    room_id: str,
+    session_id: str,
+    username: str,
+    server_id: str,
+    timestamp: int,
+    *,
+    message: str | None = None,
+    participants: int | None = None,
+    reason: str | None = None,
+) -> bytes:
+    """A room event body (contract section 3), as JSON bytes."""
+    event: dict[str, object] = {
+        "type": kind,
+        "roomId": room_id,
+        "sessionId": session_id,
+        "username": username,
+        "serverId": server_id,
+        "timestamp": timestamp,
+    }
+    if message is not None:
+        event["message"] = message
+    if participants is not None:
+        event["participants"] = participants
+    if reason is not None:
+        event["reason"] = reason
+    return json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def server_json(record: ServerRecord) -> dict[str, object]:
+    return {
+        "serverId": record.server_id,
+        "host": record.host,
+        "port": record.port,
+        "version": record.version,
+        "startedAt": record.started_at,
+        "incarnation": record.incarnation,
+    }
+
+
+def session_json(record: SessionRecord) -> dict[str, object]:
+    return {
+        "sessionId": record.session_id,
+        "serverId": record.server_id,
+        "username": record.username,
+        "remoteAddress": record.remote_address,
+        "version": record.version,
+        "connectedAt": record.connected_at,
+        "lastSeen": record.last_seen,
+        "rooms": list(record.rooms),
+        "currentRoom": record.rooms[-1] if record.rooms else None,
+    }
+
+
+def room_json(record: RoomRecord) -> dict[str, object]:
+    return {
+        "roomId": record.room_id,
+        "participants": record.participants,
+        "createdAt": record.created_at,
+        "lastActivity": record.last_activity,
+    }
+
+
+class Registry(Protocol):
+    """Who is connected where, and who is in which room, cluster-wide.
+
+    ``event_id`` arguments are message-id prefixes for the events an operation
+    publishes (``<event_id>-<n>``); ``now`` is milliseconds since the epoch.
+    Methods raise :class:`~stomprelay.errors.BackendUnavailable` when the
+    backend cannot be reached.
+    """
+
+    async def backend_id(self) -> str:
+        """Identity of the backend instance (Redis ``run_id``): changes on restart."""
+        ...
+
+    async def close(self) -> None: ...
+
+    async def register_server(self, server: ServerRecord, ttl_ms: int) -> None: ...
+
+    async def refresh_server(self, server_id: str, incarnation: str, ttl_ms: int) -> bool:
+        """Extend the liveness TTL; False if this incarnation is no longer registered."""
+        ...
+
+    async def add_session(self, record: SessionRecord, event_id: str) -> None: ...
+
+    async def remove_session(
+        self,
+        session_id: str,
+        server_id: str,
+        rooms: list[str],
+        reason: str,
+        now: int,
+        event_id: str,
+    ) -> None:
+        """Leave every room (one LEAVE each), delete the session, publish disconnect."""
+        ...
+
+    async def join(
+        self, session_id: str, room_id: str, username: str, server_id: str, now: int, event_id: str
+    ) -> tuple[bool, int] | None:
+        """(newly joined, participant count); None if the session is not registered."""
+        ...
+
+    async def leave(
+        self, session_id: str, room_id: str, server_id: str, reason: str, now: int, event_id: str
+    ) -> tuple[bool, int]:
+        """(was a participant, participant count)."""
+        ...
+
+    async def chat(
+        self, session_id: str, room_id: str, channel: str, envelope: bytes, now: int
+    ) -> None:
+        """Publish a room message and record the room's and session's activity."""
+        ...
+
+    async def participants(self, room_id: str) -> list[Participant]: ...
+
+    async def dead_servers(self) -> list[DeadServer]: ...
+
+    async def reap(self, dead: DeadServer, sweeper_id: str, now: int, event_id: str) -> int | None:
+        """Clean up a dead relay if this sweeper wins its lock; sessions reaped or None."""
+        ...
+
+    async def unregister_server(self, server_id: str, now: int, event_id: str) -> None:
+        """Graceful stop: remove what is left of this relay (reason ``disconnected``)."""
+        ...
+
+    async def restore(
+        self,
+        server: ServerRecord,
+        sessions: list[SessionRecord],
+        ttl_ms: int,
+        announce: bool,
+        now: int,
+        event_id: str,
+    ) -> None:
+        """Re-register a relay and everything it holds; JOIN only if ``announce``."""
+        ...
+
+    async def servers(self) -> list[tuple[ServerRecord, bool, int]]:
+        """Every registered relay with (alive, session count)."""
+        ...
+
+    async def sessions(self) -> list[SessionRecord]: ...
+
+    async def session(self, session_id: str) -> SessionRecord | None: ...
+
+    async def rooms(self) -> list[RoomRecord]: ...
+
+    async def room(self, room_id: str) -> RoomRecord | None: ...

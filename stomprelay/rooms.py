@@ -1,0 +1,240 @@
+"""The room application: ``/app/room/{id}/join|message|leave|participants``.
+
+Membership lives in the registry; the relay keeps its own sessions' rooms in
+their :class:`SessionRecord` (the truth it re-registers after an outage).
+Events are JSON (contract section 3). JOIN and LEAVE are published by the
+registry atomically with the membership change; CHAT by :meth:`Registry.chat`.
+When the registry is unreachable the same events are built here and delivered
+to this relay's local subscribers only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import unicodedata
+from typing import TYPE_CHECKING, Any
+
+from stomprelay.cluster.envelope import Envelope
+from stomprelay.cluster.keys import Keys
+from stomprelay.cluster.registry import EVENT_CONTENT_TYPE, Participant, room_event
+from stomprelay.errors import BackendUnavailable, PolicyError
+from stomprelay.stomp.frames import PreparedMessage
+
+if TYPE_CHECKING:
+    from stomprelay.cluster.registry import SessionRecord
+    from stomprelay.relay import Relay
+    from stomprelay.router import Sink
+
+log = logging.getLogger(__name__)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _json_body(body: bytes, what: str) -> dict[str, Any]:
+    try:
+        data = json.loads(body.decode("utf-8")) if body.strip() else {}
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise PolicyError(
+            "Invalid JSON body", f"The body of a room {what} must be a JSON object."
+        ) from None
+    if not isinstance(data, dict):
+        raise PolicyError("Invalid JSON body", f"The body of a room {what} must be a JSON object.")
+    return data
+
+
+def _clean_text(value: object, field: str, limit: int) -> str:
+    if not isinstance(value, str):
+        raise PolicyError(f"Invalid {field}", f"{field} must be a string.")
+    text = value.strip()
+    if not text:
+        raise PolicyError(f"Missing {field}", f"{field} must not be empty.")
+    if len(text) > limit:
+        raise PolicyError(
+            f"{field.capitalize()} too long", f"{field} is limited to {limit} characters."
+        )
+    if any(unicodedata.category(c) == "Cc" and c not in "\n\t" for c in text):
+        raise PolicyError(f"Invalid {field}", f"{field} must not contain control characters.")
+    return text
+
+
+class Rooms:
+    def __init__(self, relay: Relay) -> None:
+        self.relay = relay
+
+    @property
+    def keys(self) -> Keys:
+        return self.relay.keys
+
+    def _record(self, sink: Sink) -> SessionRecord:
+        record = self.relay.records.get(sink.session.session_id)
+        if record is None:
+            raise PolicyError("Not connected", "This session is not registered.")
+        return record
+
+    def _local_event(self, channel: str, room_id: str, body: bytes) -> None:
+        """Registry unreachable: deliver an event to this relay's subscribers only."""
+        envelope = Envelope(
+            id=self.relay.router.next_message_id(),
+            origin=self.relay.server_id,
+            destination=f"/topic/room/{room_id}",
+            headers=(("content-type", EVENT_CONTENT_TYPE),),
+            body=body,
+            ts=now_ms(),
+        )
+        self.relay.router.dispatch(channel, envelope)
+
+    async def join(self, sink: Sink, room_id: str, body: bytes) -> None:
+        record = self._record(sink)
+        data = _json_body(body, "join")
+        username = _clean_text(
+            data.get("username") or sink.session.login or "",
+            "username",
+            self.relay.settings.max_username,
+        )
+        relay = self.relay
+        now = now_ms()
+        event_id = relay.router.next_message_id()
+        already = room_id in record.rooms
+        record.rooms = [r for r in record.rooms if r != room_id] + [room_id]
+        record.username = username
+        try:
+            result = await relay.registry.join(
+                record.session_id, room_id, username, relay.server_id, now, event_id
+            )
+            if result is None:
+                await relay.restore(announce=False)
+                result = await relay.registry.join(
+                    record.session_id, room_id, username, relay.server_id, now, event_id
+                )
+        except BackendUnavailable as exc:
+            relay.note_backend_error(exc)
+            if not already:
+                count = self.local_count(room_id)
+                self._local_event(
+                    self.keys.join_channel(room_id),
+                    room_id,
+                    room_event(
+                        "JOIN",
+                        room_id,
+                        record.session_id,
+                        username,
+                        relay.server_id,
+                        now,
+                        participants=count,
+                        message=f"{username} joined",
+                    ),
+                )
+
+    def local_leave(self, record: SessionRecord, room_id: str, reason: str) -> None:
+        """Registry unreachable: tell this relay's subscribers that someone left."""
+        self._local_event(
+            self.keys.leave_channel(room_id),
+            room_id,
+            room_event(
+                "LEAVE",
+                room_id,
+                record.session_id,
+                record.username,
+                self.relay.server_id,
+                now_ms(),
+                participants=self.local_count(room_id),
+                reason=reason,
+                message=f"{record.username} left",
+            ),
+        )
+
+    async def leave(self, sink: Sink, room_id: str, reason: str = "left") -> None:
+        record = self._record(sink)
+        if room_id not in record.rooms:
+            raise PolicyError("Not a participant", f"This session has not joined {room_id}.")
+        record.rooms.remove(room_id)
+        relay = self.relay
+        now = now_ms()
+        try:
+            await relay.registry.leave(
+                record.session_id,
+                room_id,
+                relay.server_id,
+                reason,
+                now,
+                relay.router.next_message_id(),
+            )
+        except BackendUnavailable as exc:
+            relay.note_backend_error(exc)
+            self.local_leave(record, room_id, reason)
+
+    async def message(self, sink: Sink, room_id: str, body: bytes) -> None:
+        record = self._record(sink)
+        if room_id not in record.rooms:
+            raise PolicyError("Not a participant", f"Join {room_id} before sending messages to it.")
+        data = _json_body(body, "message")
+        text = _clean_text(data.get("message"), "message", self.relay.settings.max_chat_message)
+        relay = self.relay
+        now = now_ms()
+        envelope = Envelope(
+            id=relay.router.next_message_id(),
+            origin=relay.server_id,
+            destination=f"/topic/room/{room_id}",
+            headers=(("content-type", EVENT_CONTENT_TYPE),),
+            body=room_event(
+                "CHAT",
+                room_id,
+                record.session_id,
+                record.username,
+                relay.server_id,
+                now,
+                message=text,
+            ),
+            ts=now,
+        )
+        channel = self.keys.room_channel(room_id)
+        try:
+            await relay.registry.chat(record.session_id, room_id, channel, envelope.to_json(), now)
+        except BackendUnavailable as exc:
+            relay.note_backend_error(exc)
+            await relay.bus.publish(channel, envelope)
+        relay.metrics.published.inc()
+
+    def local_count(self, room_id: str) -> int:
+        return sum(1 for r in self.relay.records.values() if room_id in r.rooms)
+
+    async def participants(self, room_id: str) -> list[Participant]:
+        try:
+            return await self.relay.registry.participants(room_id)
+        except BackendUnavailable as exc:
+            self.relay.note_backend_error(exc)
+            return sorted(
+                (
+                    Participant(r.session_id, r.username, r.server_id)
+                    for r in self.relay.records.values()
+                    if room_id in r.rooms
+                ),
+                key=lambda p: (p.username, p.session_id),
+            )
+
+    async def reply_participants(self, sink: Sink, subscription_id: str, room_id: str) -> None:
+        """Request/reply: one MESSAGE with the participant list, then nothing more."""
+        people = await self.participants(room_id)
+        body = json.dumps(
+            {
+                "roomId": room_id,
+                "count": len(people),
+                "participants": [
+                    {"sessionId": p.session_id, "username": p.username, "serverId": p.server_id}
+                    for p in people
+                ],
+            },
+            ensure_ascii=False,
+            separators=(",", ":"),
+        ).encode("utf-8")
+        message = PreparedMessage(
+            f"/app/room/{room_id}/participants",
+            self.relay.router.next_message_id(),
+            (("content-type", EVENT_CONTENT_TYPE),),
+            body,
+        )
+        sink.session.deliver(message, subscription_id, time.monotonic())
