@@ -45,6 +45,8 @@ class FrameParser:
         self._buf = bytearray()
         self._head: _Head | None = None
         self._scan = 0
+        self._checked = 0
+        self._lines = 0
 
     @property
     def buffered(self) -> int:
@@ -64,6 +66,8 @@ class FrameParser:
                 return None
             self._head = head
             self._scan = head.body_start
+            self._checked = 0
+            self._lines = 0
         return self._take_body(self._head)
 
     def _skip_eols(self) -> None:
@@ -82,6 +86,8 @@ class FrameParser:
         if i:
             del buf[:i]
             self._scan = 0
+            self._checked = 0
+            self._lines = 0
 
     def _find_head_end(self) -> tuple[int, int] | None:
         """Offsets of the end of the last header line and of the body start."""
@@ -103,28 +109,46 @@ class FrameParser:
             pos = nxt
 
     def _check_partial_head(self) -> None:
+        """Refuse an unfinished head as soon as a limit is exceeded.
+
+        Complete lines are checked once each (``_checked`` remembers how far),
+        so a head trickling in byte by byte costs linear time.
+        """
         limits = self.limits
         buf = self._buf
-        first_nl = buf.find(b"\n")
-        if first_nl < 0:
-            if len(buf) > limits.max_command_line:
+        if len(buf) > limits.max_frame_size:
+            raise FrameTooLarge(
+                "Frame too large", f"A frame may be at most {limits.max_frame_size} bytes."
+            )
+        while True:
+            nl = buf.find(b"\n", self._checked)
+            if nl < 0:
+                break
+            length = nl - self._checked
+            if length and buf[nl - 1] == _CR:
+                length -= 1
+            self._check_line(length, self._lines)
+            self._lines += 1
+            self._checked = nl + 1
+        self._check_line(len(buf) - self._checked, self._lines, partial=True)
+
+    def _check_line(self, length: int, index: int, partial: bool = False) -> None:
+        limits = self.limits
+        if index == 0:
+            if length > limits.max_command_line:
                 raise FrameTooLarge(
                     "Command line too long",
                     f"A command line may be at most {limits.max_command_line} bytes.",
                 )
             return
-        if len(buf) > limits.max_frame_size:
+        if index > limits.max_headers and not (partial and length == 0):
             raise FrameTooLarge(
-                "Frame too large", f"A frame may be at most {limits.max_frame_size} bytes."
+                "Too many headers", f"A frame may carry at most {limits.max_headers} headers."
             )
-        if len(buf) - buf.rfind(b"\n") - 1 > limits.max_header_line:
+        if length > limits.max_header_line:
             raise FrameTooLarge(
                 "Header line too long",
                 f"A header line may be at most {limits.max_header_line} bytes.",
-            )
-        if buf.count(b"\n") - 1 > limits.max_headers:
-            raise FrameTooLarge(
-                "Too many headers", f"A frame may carry at most {limits.max_headers} headers."
             )
 
     def _parse_head(self) -> _Head | None:
@@ -223,6 +247,11 @@ class FrameParser:
                 )
         else:
             end = buf.find(b"\x00", self._scan)
+            if end + 1 > self.limits.max_frame_size:
+                raise FrameTooLarge(
+                    "Frame too large",
+                    f"A frame may be at most {self.limits.max_frame_size} bytes.",
+                )
             if end < 0:
                 if len(buf) > self.limits.max_frame_size:
                     raise FrameTooLarge(

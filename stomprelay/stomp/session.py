@@ -109,7 +109,7 @@ def _parse_heartbeat(value: str | None) -> tuple[int, int]:
     if value is None:
         return 0, 0
     parts = value.split(",")
-    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+    if len(parts) != 2 or not all(p.strip().isascii() and p.strip().isdigit() for p in parts):
         raise ProtocolError(
             "Invalid heart-beat header",
             f"heart-beat must be two non-negative integers 'cx,cy', not {value!r}.",
@@ -141,7 +141,7 @@ class ServerSession:
         server_id: str,
         now: float,
         settings: Settings | None = None,
-        server_name: str = "stomprelay",
+        server_name: str = "stomprelay/0",
     ) -> None:
         self.session_id = session_id
         self.server_id = server_id
