@@ -8,7 +8,7 @@ CONNECTED escapes ``\\`` ``\\n`` ``:`` in header names and values (1.2 also
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from stomprelay.errors import ProtocolError
@@ -41,10 +41,6 @@ SERVER_COMMANDS = frozenset({"CONNECTED", "MESSAGE", "RECEIPT", "ERROR"})
 
 Headers = tuple[tuple[str, str], ...]
 
-_ESCAPE_12 = str.maketrans({"\\": "\\\\", "\n": "\\n", ":": "\\c", "\r": "\\r"})
-_ESCAPE_11 = str.maketrans({"\\": "\\\\", "\n": "\\n", ":": "\\c"})
-#: 1.0 cannot carry a line break in a header: it becomes a space.
-_FLATTEN_10 = str.maketrans({"\n": " ", "\r": " "})
 _UNESCAPE_12 = {"\\": "\\", "n": "\n", "c": ":", "r": "\r"}
 _UNESCAPE_11 = {"\\": "\\", "n": "\n", "c": ":"}
 
@@ -54,13 +50,43 @@ def escapes(version: str, command: str) -> bool:
     return version != V10 and command not in UNESCAPED_COMMANDS
 
 
+def _escape_12(text: str) -> str:
+    # ``in`` checks and ``replace`` beat ``str.translate`` by far on short strings.
+    if "\\" in text or ":" in text or "\n" in text or "\r" in text:
+        return (
+            text.replace("\\", "\\\\").replace("\n", "\\n").replace(":", "\\c").replace("\r", "\\r")
+        )
+    return text
+
+
+def _escape_11(text: str) -> str:
+    if "\\" in text or ":" in text or "\n" in text:
+        return text.replace("\\", "\\\\").replace("\n", "\\n").replace(":", "\\c")
+    return text
+
+
+def _flatten_10(text: str) -> str:
+    """1.0 cannot carry a line break in a header: it becomes a space."""
+    if "\n" in text or "\r" in text:
+        return text.replace("\r", " ").replace("\n", " ")
+    return text
+
+
+def _verbatim(text: str) -> str:
+    return text
+
+
+def _encoder(version: str, command: str) -> Callable[[str], str]:
+    if version == V10:
+        return _flatten_10
+    if command in UNESCAPED_COMMANDS:
+        return _verbatim
+    return _escape_12 if version == V12 else _escape_11
+
+
 def escape(text: str, version: str) -> str:
     """Encode a header name or value for the wire (STOMP 1.2 "Value Encoding")."""
-    if version == V12:
-        return text.translate(_ESCAPE_12)
-    if version == V11:
-        return text.translate(_ESCAPE_11)
-    return text.translate(_FLATTEN_10)
+    return _encoder(version, "SEND")(text)
 
 
 def unescape(text: str, version: str) -> str:
@@ -122,24 +148,27 @@ class Frame:
 
 def encode_headers(headers: Iterable[tuple[str, str]], version: str, command: str) -> bytes:
     """``name:value\\n`` lines for ``headers``, escaped as ``command`` needs."""
-    if escapes(version, command):
-        table = _ESCAPE_12 if version == V12 else _ESCAPE_11
-        text = "".join(f"{k.translate(table)}:{v.translate(table)}\n" for k, v in headers)
-    elif version == V10:
-        text = "".join(
-            f"{k.translate(_FLATTEN_10)}:{v.translate(_FLATTEN_10)}\n" for k, v in headers
-        )
-    else:
-        text = "".join(f"{k}:{v}\n" for k, v in headers)
-    return text.encode("utf-8")
+    enc = _encoder(version, command)
+    return "".join([f"{enc(k)}:{enc(v)}\n" for k, v in headers]).encode("utf-8")
 
 
 def encode_frame(command: str, headers: Headers, body: bytes, version: str) -> bytes:
-    """Serialise one frame (STOMP 1.2 "STOMP Frames")."""
-    head = encode_headers(headers, version, command)
-    if body and not any(k == "content-length" for k, _ in headers):
-        head += b"content-length:%d\n" % len(body)
-    return b"".join((command.encode("ascii"), b"\n", head, b"\n", body, b"\x00"))
+    """Serialise one frame (STOMP 1.2 "STOMP Frames").
+
+    ``content-length`` is added when the body is not empty and the headers
+    do not carry one, so bodies holding NUL octets survive.
+    """
+    enc = _encoder(version, command)
+    parts = [command, "\n"]
+    has_length = False
+    for name, value in headers:
+        if name == "content-length":
+            has_length = True
+        parts.append(f"{enc(name)}:{enc(value)}\n")
+    if body and not has_length:
+        parts.append(f"content-length:{len(body)}\n")
+    parts.append("\n")
+    return b"".join(("".join(parts).encode("utf-8"), body, b"\x00"))
 
 
 HEARTBEAT = b"\n"
