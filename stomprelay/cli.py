@@ -115,7 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     inspect = commands.add_parser("inspect", help="print the cluster registry")
     _add_redis_options(inspect)
-    inspect.add_argument("what", choices=["servers", "sessions", "rooms", "room", "session"])
+    inspect.add_argument(
+        "what",
+        choices=["servers", "sessions", "rooms", "room", "session", "keys"],
+        help="keys: every key of the prefix with its type, TTL and content",
+    )
     inspect.add_argument("id", nargs="?", help="room or session id")
     inspect.add_argument("--json", action="store_true", help="print JSON instead of tables")
     return parser
@@ -196,6 +200,11 @@ async def inspect(args: argparse.Namespace) -> int:
             rows = [session_json(r) for r in await registry.sessions()]
         elif args.what == "rooms":
             rows = [room_json(r) for r in await registry.rooms()]
+        elif args.what == "keys":
+            rows = [
+                {"key": name, "type": kind, "ttl_ms": ttl, "content": content}
+                for name, kind, ttl, content in await registry.dump()
+            ]
         elif args.what == "room":
             if not args.id:
                 print("stomprelay inspect room: give a room id", file=sys.stderr)
@@ -246,6 +255,8 @@ async def inspect(args: argparse.Namespace) -> int:
 def _cell(value: object) -> str:
     if isinstance(value, list):
         return ",".join(str(v) for v in value)
+    if isinstance(value, dict):
+        return " ".join(f"{k}={v}" for k, v in value.items())
     return "" if value is None else str(value)
 
 

@@ -15,6 +15,7 @@ import contextlib
 import json
 import logging
 import mimetypes
+import socket
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -232,7 +233,9 @@ class RelayServer:
         )
         if self.port == 0:
             self.port = self._ws_server.sockets[0].getsockname()[1]
-        self.relay.host = self.host
+        # What other relays and operators see: a wildcard address names no host.
+        wildcard = self.host in ("", "0.0.0.0", "::")
+        self.relay.host = socket.gethostname() if wildcard else self.host
         self.relay.port = self.port
         await self.relay.start()
         if self.stomp_port is not None:

@@ -448,6 +448,25 @@ class RedisRegistry:
         ]
         return sorted(rooms, key=lambda r: r.room_id)
 
+    async def dump(self) -> list[tuple[str, str, int, object]]:
+        """Every key of the prefix: (name, type, TTL in ms or -1, content), sorted."""
+        names = sorted([_text(k) async for k in self._client.scan_iter(match=self.keys.pattern)])
+        out: list[tuple[str, str, int, object]] = []
+        for name in names:
+            kind = _text(await _guard(self._client.type(name)))
+            ttl = int(await _guard(self._client.pttl(name)))
+            content: object
+            if kind == "hash":
+                content = dict(sorted(_fields(await _guard(self._client.hgetall(name))).items()))
+            elif kind == "set":
+                content = _texts(await _guard(self._client.smembers(name)))
+            elif kind == "string":
+                content = await _guard(self._client.get(name))
+            else:
+                content = f"<{kind}>"
+            out.append((name, kind, ttl, content))
+        return out
+
     async def room(self, room_id: str) -> RoomRecord | None:
         info = _fields(await _guard(self._client.hgetall(self.keys.room_info(room_id))))
         return _room(room_id, info) if info else None
