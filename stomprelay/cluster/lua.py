@@ -216,6 +216,7 @@ REAP = r"""
 local server = ARGV[1]
 if redis.call('GET', k_reaper_lock(server)) ~= ARGV[3] then return -1 end
 redis.call('DEL', k_reaper_lock(server))
+if redis.call('SISMEMBER', k_servers_active(), server) == 0 then return -4 end
 if redis.call('EXISTS', k_server_heartbeat(server)) == 1 then return -2 end
 local inc = redis.call('HGET', k_server_info(server), 'incarnation')
 if inc and inc ~= ARGV[2] then return -3 end
@@ -242,12 +243,19 @@ local held = {}
 for _, s in ipairs(cjson.decode(ARGV[11])) do
   local sid = s['session-id']
   held[sid] = true
+  local rooms = split_rooms(s['rooms'])
+  local keep = {}
+  for _, room in ipairs(rooms) do keep[room] = true end
+  for _, room in ipairs(split_rooms(redis.call('HGET', k_session(sid), 'rooms'))) do
+    if not keep[room] then
+      leave_room(sid, room, s['username'], server, 'left', ts, ARGV[10])
+    end
+  end
   redis.call('HSET', k_session(sid), 'server-id', server, 'username', s['username'],
     'remote-address', s['remote-address'], 'version', s['version'],
     'connected-at', s['connected-at'], 'last-seen', s['last-seen'], 'rooms', s['rooms'])
   redis.call('SADD', k_sessions_active(), sid)
   redis.call('SADD', k_server_sessions(server), sid)
-  local rooms = split_rooms(s['rooms'])
   for _, room in ipairs(rooms) do
     join_room(sid, room, s['username'], server, ts, ARGV[10], announce)
   end

@@ -336,6 +336,8 @@ class MemoryRegistry:
         ]
 
     async def reap(self, dead: DeadServer, sweeper_id: str, now: int, event_id: str) -> int | None:
+        if dead.server_id not in self.hub.servers:
+            return None
         held = self.hub.locks.get(dead.server_id)
         if held is not None and held[1] > self.hub.clock():
             return None
@@ -370,6 +372,18 @@ class MemoryRegistry:
         for session in sessions:
             held.add(session.session_id)
             stored = replace(session, server_id=server.server_id, rooms=list(session.rooms))
+            stored.last_seen = stored.last_seen or stored.connected_at
+            previous = self.hub.sessions.get(session.session_id)
+            for room_id in previous.rooms if previous else []:
+                if room_id not in stored.rooms:
+                    self._leave_room(
+                        session.session_id,
+                        room_id,
+                        session.username,
+                        server.server_id,
+                        "left",
+                        ev,
+                    )
             self.hub.sessions[session.session_id] = stored
             self.hub.server_sessions.setdefault(server.server_id, set()).add(session.session_id)
             for room_id in stored.rooms:

@@ -260,6 +260,12 @@ class RedisRegistry:
         with contextlib.suppress(RedisError, OSError):
             await self._client.aclose()
 
+    async def _scan(self, pattern: str) -> list[str]:
+        async def scan() -> list[str]:
+            return [_text(k) async for k in self._client.scan_iter(match=pattern, count=500)]
+
+        return await _guard(scan())
+
     async def backend_id(self) -> str:
         info = await _guard(self._client.info("server"))
         return str(info.get("run_id", ""))
@@ -433,9 +439,7 @@ class RedisRegistry:
 
     async def rooms(self) -> list[RoomRecord]:
         pattern = self.keys.room_info_pattern()
-        names: list[str] = []
-        async for key in self._client.scan_iter(match=pattern, count=500):
-            names.append(_text(key))
+        names = await self._scan(pattern)
         pipe = self._client.pipeline(transaction=False)
         for name in names:
             pipe.hgetall(name)
@@ -450,7 +454,7 @@ class RedisRegistry:
 
     async def dump(self) -> list[tuple[str, str, int, object]]:
         """Every key of the prefix: (name, type, TTL in ms or -1, content), sorted."""
-        names = sorted([_text(k) async for k in self._client.scan_iter(match=self.keys.pattern)])
+        names = sorted(await self._scan(self.keys.pattern))
         out: list[tuple[str, str, int, object]] = []
         for name in names:
             kind = _text(await _guard(self._client.type(name)))
