@@ -28,6 +28,8 @@ class PeerError(StompRelayError):
         self.detail = detail or message
         #: Extra headers for the ERROR frame (e.g. ``version`` on a failed CONNECT).
         self.headers = headers
+        #: The offending frame's ``receipt``, when known (STOMP 1.2 "ERROR").
+        self.receipt_id: str | None = None
 
 
 class ProtocolError(PeerError):

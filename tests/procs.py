@@ -181,9 +181,11 @@ class RelayProcess:
         if self.proc is not None and self.proc.poll() is not None:
             raise RuntimeError(f"relay {self.server_id} exited:\n{self.log()}")
         try:
-            return self.get_json("/health")[0] == 200
-        except OSError:
+            status, body = self.get_json("/health")
+        except (OSError, ValueError):
             return False
+        # Another run's relay may hold a port this one was handed: check whose it is.
+        return status == 200 and isinstance(body, dict) and body.get("serverId") == self.server_id
 
     def ready(self) -> bool:
         try:

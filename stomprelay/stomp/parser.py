@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from stomprelay.errors import FrameTooLarge, ProtocolError
+from stomprelay.errors import FrameTooLarge, PeerError, ProtocolError
 from stomprelay.settings import Limits
 from stomprelay.stomp.frames import V10, Frame, Headers, escapes, unescape
 
@@ -25,6 +25,18 @@ _LF = 10
 _CR = 13
 #: Compact the buffer once this many consumed bytes lie before the read offset.
 _COMPACT_AT = 64 * 1024
+
+
+def _receipt_of(lines: list[str]) -> str | None:
+    """The ``receipt`` header of a head that failed to parse, best effort."""
+    for line in lines[1:]:
+        if line.startswith("receipt:"):
+            value = line[len("receipt:") :]
+            try:
+                return unescape(value, "1.2")
+            except ProtocolError:
+                return value
+    return None
 
 
 @dataclass(slots=True)
@@ -196,6 +208,15 @@ class FrameParser:
             if text.endswith("\r"):
                 text = text[:-1]
         lines = text.split("\n")
+        try:
+            return self._decode_head(lines, text, body_start)
+        except PeerError as exc:
+            # The head is readable as text: let the ERROR name the receipt asked for.
+            exc.receipt_id = exc.receipt_id or _receipt_of(lines)
+            raise
+
+    def _decode_head(self, lines: list[str], text: str, body_start: int) -> _Head:
+        limits = self.limits
         command = lines[0]
         if command not in self._commands:
             if not (command.isascii() and command.isalpha() and command.isupper()):

@@ -447,6 +447,7 @@ class ServerSession:
             self._fail(error, receipt_id)
 
     def _fail(self, error: PeerError, receipt_id: str | None = None) -> None:
+        receipt_id = receipt_id or error.receipt_id
         headers: list[tuple[str, str]] = [("message", error.message), *error.headers]
         if receipt_id is not None:
             headers.append(("receipt-id", receipt_id))

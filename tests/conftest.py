@@ -1,0 +1,134 @@
+"""Fixtures shared by every test directory: relays (in-process and as processes) and stompjs.
+
+``tests/`` is on ``sys.path`` (pytest's default rootdir-less import mode puts a conftest's
+directory there), so test modules import the helpers as ``procs`` and ``jsclient``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+import jsclient
+import pytest
+from procs import RelayProcess
+
+from stomprelay.relay import Relay
+from stomprelay.server import RelayServer
+from stomprelay.settings import Settings
+
+#: Per test: (title, read log) pairs whose text goes into the report when the test fails.
+_FAILURE_LOGS = pytest.StashKey[list[tuple[str, Callable[[], str]]]]()
+_LOG_TAIL = 20_000
+
+
+def _on_failure_show(request: pytest.FixtureRequest, title: str, read: Callable[[], str]) -> None:
+    request.node.stash.setdefault(_FAILURE_LOGS, []).append((title, read))
+
+
+class MakeRelay(Protocol):
+    def __call__(self, *, server_id: str = ..., **settings: Any) -> Awaitable[RelayServer]: ...
+
+
+@pytest.fixture
+async def make_relay() -> AsyncIterator[MakeRelay]:
+    """Start in-process relays in the test's event loop: ``await make_relay(**settings)``.
+
+    Keyword arguments are :class:`Settings` fields (``connect_timeout=0.5``,
+    ``limits=Limits(...)``, ...), plus ``server_id``. Each relay listens on free ports for
+    HTTP/WebSocket (``.port``) and plain STOMP/TCP (``.stomp_port``) and is stopped after
+    the test.
+    """
+    servers: list[RelayServer] = []
+
+    async def factory(*, server_id: str = "test-relay", **settings: Any) -> RelayServer:
+        relay = Relay(settings=Settings(**settings), server_id=server_id)
+        server = RelayServer(relay, host="127.0.0.1", port=0, stomp_port=0)
+        await server.start()
+        servers.append(server)
+        return server
+
+    yield factory
+    for server in reversed(servers):
+        await server.stop()
+
+
+@pytest.fixture
+async def relay(make_relay: MakeRelay) -> RelayServer:
+    """One in-process relay with default settings."""
+    return await make_relay()
+
+
+@pytest.fixture
+def relay_proc(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., RelayProcess]]:
+    """Start ``python -m stomprelay serve`` processes: ``relay_proc("r1", extra=[...])``.
+
+    Arguments go to :class:`procs.RelayProcess` (``cls=`` picks a subclass; ``start=False``
+    returns it unstarted). Every process is killed at teardown; a failing test's report
+    carries the tail of each process's log.
+    """
+    started: list[RelayProcess] = []
+
+    def factory(
+        server_id: str = "relay-1",
+        *,
+        cls: type[RelayProcess] = RelayProcess,
+        start: bool = True,
+        **kwargs: Any,
+    ) -> RelayProcess:
+        proc = cls(tmp_path, server_id, **kwargs)
+        started.append(proc)
+        _on_failure_show(request, f"relay {server_id} log", proc.log)
+        return proc.start() if start else proc
+
+    yield factory
+    for proc in reversed(started):
+        proc.stop()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    if report.failed:
+        for title, read in item.stash.get(_FAILURE_LOGS, []):
+            text = read()
+            if text:
+                report.sections.append((title, text[-_LOG_TAIL:]))
+    return report
+
+
+# -- stompjs (tests marked `node`) ---------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def node_modules() -> None:
+    """tests/js dependencies installed (``npm ci`` on first use); skip without node."""
+    if not jsclient.node_available():
+        pytest.skip(f"node >= {jsclient.MIN_NODE_MAJOR} is not on PATH")
+    jsclient.ensure_node_modules()
+
+
+@pytest.fixture(autouse=True)
+def _node_for_marked_tests(request: pytest.FixtureRequest) -> None:
+    if request.node.get_closest_marker("node") is not None:
+        request.getfixturevalue("node_modules")
+
+
+@pytest.fixture
+async def stompjs(
+    node_modules: None, request: pytest.FixtureRequest
+) -> AsyncIterator[jsclient.StompJsClient]:
+    """A started @stomp/stompjs driver (not connected yet); closed after the test.
+
+    A failing test's report shows the driver's events and stderr.
+    """
+    client = await jsclient.StompJsClient.start()
+    _on_failure_show(request, "stompjs events", lambda: "\n".join(map(str, client.history)))
+    _on_failure_show(request, "stompjs driver stderr", lambda: client.stderr_tail)
+    try:
+        yield client
+    finally:
+        await client.close()
