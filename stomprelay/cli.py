@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from stomprelay import __version__
 from stomprelay.settings import Settings
@@ -111,6 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=_env_number("DRAIN_TIMEOUT", DEFAULTS.drain_timeout, float),
         help="seconds a graceful stop waits for clients to close",
     )
+    serve.add_argument(
+        "--web-root",
+        default=os.environ.get("WEB_ROOT") or None,
+        help="folder served at / (env WEB_ROOT; default: the web/ folder beside the package)",
+    )
     serve.add_argument("--uvloop", action="store_true", help="run on uvloop if installed")
 
     inspect = commands.add_parser("inspect", help="print the cluster registry")
@@ -152,7 +158,13 @@ async def serve(args: argparse.Namespace) -> int:
         )
     else:
         relay = Relay(settings=settings, server_id=args.server_id, keys=keys)
-    server = RelayServer(relay, host=args.host, port=args.port, stomp_port=args.stomp_port)
+    server = RelayServer(
+        relay,
+        host=args.host,
+        port=args.port,
+        stomp_port=args.stomp_port,
+        web_root=Path(args.web_root) if args.web_root else None,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -82,6 +82,7 @@ class Relay:
         self.backend_error: str | None = None
         #: Identity of the Redis instance we registered in (its run_id).
         self._backend_id = ""
+        self._started = False
         self._restore_lock = asyncio.Lock()
         self._background: set[asyncio.Task[None]] = set()
 
@@ -117,6 +118,7 @@ class Relay:
             await self.registry.register_server(self.server_record(), self.ttl_ms)
         except BackendUnavailable as exc:
             self.note_backend_error(exc)
+        self._started = True
         self.liveness.start()
 
     async def close(self) -> None:
@@ -145,6 +147,8 @@ class Relay:
             if self.backend_error is None:
                 self.backend_error = "redis pub/sub connection lost"
             return
+        if not self._started:
+            return  # start() registers this relay itself
         task = asyncio.get_running_loop().create_task(self._recover())
         self._background.add(task)
         task.add_done_callback(self._background.discard)

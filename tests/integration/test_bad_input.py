@@ -96,6 +96,7 @@ class Case:
     connect: str | None = "1.2"
     #: Frames sent (each with a receipt, awaited) after CONNECT and before ``data``.
     setup: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
+
     def param(self) -> object:
         return pytest.param(self, id=self.id)
 
