@@ -18,7 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 from stomprelay.cluster.envelope import Envelope
 from stomprelay.cluster.keys import Keys
-from stomprelay.cluster.registry import EVENT_CONTENT_TYPE, Participant, room_event
+from stomprelay.cluster.registry import (
+    EVENT_CONTENT_TYPE,
+    Participant,
+    join_event,
+    leave_event,
+    room_event,
+)
 from stomprelay.errors import BackendUnavailable, PolicyError
 from stomprelay.stomp.frames import PreparedMessage
 
@@ -117,16 +123,7 @@ class Rooms:
                 self._local_event(
                     self.keys.join_channel(room_id),
                     room_id,
-                    room_event(
-                        "JOIN",
-                        room_id,
-                        record.session_id,
-                        username,
-                        relay.server_id,
-                        now,
-                        participants=count,
-                        message=f"{username} joined",
-                    ),
+                    join_event(room_id, record.session_id, username, relay.server_id, now, count),
                 )
 
     def local_leave(self, record: SessionRecord, room_id: str, reason: str) -> None:
@@ -134,16 +131,14 @@ class Rooms:
         self._local_event(
             self.keys.leave_channel(room_id),
             room_id,
-            room_event(
-                "LEAVE",
+            leave_event(
                 room_id,
                 record.session_id,
                 record.username,
                 self.relay.server_id,
                 now_ms(),
-                participants=self.local_count(room_id),
-                reason=reason,
-                message=f"{record.username} left",
+                self.local_count(room_id),
+                reason,
             ),
         )
 

@@ -8,7 +8,6 @@ the same behaviour. Several in-process relays may share one :class:`MemoryHub`.
 from __future__ import annotations
 
 import asyncio
-import json
 import secrets
 import time
 from collections.abc import Callable
@@ -24,7 +23,9 @@ from stomprelay.cluster.registry import (
     RoomRecord,
     ServerRecord,
     SessionRecord,
-    room_event,
+    join_event,
+    leave_event,
+    session_event,
 )
 
 
@@ -149,16 +150,7 @@ class MemoryRegistry:
         room.participants.add(sid)
         count = self._room_count(room_id, ev.now)
         if added and announce:
-            body = room_event(
-                "JOIN",
-                room_id,
-                sid,
-                username,
-                server,
-                ev.now,
-                participants=count,
-                message=f"{username} joined",
-            )
+            body = join_event(room_id, sid, username, server, ev.now, count)
             ev.publish(self.keys.join_channel(room_id), f"/topic/room/{room_id}", body, server)
         return added, count
 
@@ -171,17 +163,7 @@ class MemoryRegistry:
             room.participants.discard(sid)
         count = self._room_count(room_id, ev.now)
         if removed:
-            body = room_event(
-                "LEAVE",
-                room_id,
-                sid,
-                username,
-                server,
-                ev.now,
-                participants=count,
-                reason=reason,
-                message=f"{username} left",
-            )
+            body = leave_event(room_id, sid, username, server, ev.now, count, reason)
             ev.publish(self.keys.leave_channel(room_id), f"/topic/room/{room_id}", body, server)
         return removed, count
 
@@ -206,17 +188,7 @@ class MemoryRegistry:
         if not self.hub.server_sessions.get(owner):
             self.hub.server_sessions.pop(owner, None)
         if record is not None or rooms:
-            body = json.dumps(
-                {
-                    "type": "DISCONNECT",
-                    "sessionId": sid,
-                    "serverId": owner,
-                    "username": username,
-                    "reason": reason,
-                    "timestamp": ev.now,
-                },
-                separators=(",", ":"),
-            ).encode()
+            body = session_event("DISCONNECT", sid, owner, username, ev.now, reason)
             ev.publish(self.keys.session_disconnect_channel, "", body)
         return record is not None
 
@@ -253,16 +225,9 @@ class MemoryRegistry:
         stored.last_seen = stored.last_seen or stored.connected_at
         self.hub.sessions[record.session_id] = stored
         self.hub.server_sessions.setdefault(record.server_id, set()).add(record.session_id)
-        body = json.dumps(
-            {
-                "type": "CONNECT",
-                "sessionId": record.session_id,
-                "serverId": record.server_id,
-                "username": record.username,
-                "timestamp": record.connected_at,
-            },
-            separators=(",", ":"),
-        ).encode()
+        body = session_event(
+            "CONNECT", record.session_id, record.server_id, record.username, record.connected_at
+        )
         ev = _Events(self.hub, event_id, record.server_id, record.connected_at)
         ev.publish(self.keys.session_connect_channel, "", body)
 

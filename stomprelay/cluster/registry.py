@@ -118,6 +118,59 @@ def room_event(
     return json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
+def join_event(
+    room_id: str, session_id: str, username: str, server_id: str, ts: int, participants: int
+) -> bytes:
+    return room_event(
+        "JOIN",
+        room_id,
+        session_id,
+        username,
+        server_id,
+        ts,
+        participants=participants,
+        message=f"{username} joined",
+    )
+
+
+def leave_event(
+    room_id: str,
+    session_id: str,
+    username: str,
+    server_id: str,
+    ts: int,
+    participants: int,
+    reason: str,
+) -> bytes:
+    return room_event(
+        "LEAVE",
+        room_id,
+        session_id,
+        username,
+        server_id,
+        ts,
+        participants=participants,
+        reason=reason,
+        message=f"{username} left",
+    )
+
+
+def session_event(
+    kind: str, session_id: str, server_id: str, username: str, ts: int, reason: str | None = None
+) -> bytes:
+    """A ``stomp:session:connect``/``disconnect`` body (CONNECT or DISCONNECT)."""
+    event: dict[str, object] = {
+        "type": kind,
+        "sessionId": session_id,
+        "serverId": server_id,
+        "username": username,
+        "timestamp": ts,
+    }
+    if reason is not None:
+        event["reason"] = reason
+    return json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
 def server_json(record: ServerRecord) -> dict[str, object]:
     return {
         "serverId": record.server_id,
