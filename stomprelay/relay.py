@@ -115,7 +115,9 @@ class Relay:
         await self.router.retain_always(self.keys.server_channel(self.server_id))
         try:
             self._backend_id = await self.registry.backend_id()
-            await self.registry.register_server(self.server_record(), self.ttl_ms)
+            await self.registry.register_server(
+                self.server_record(), self.ttl_ms, self.clock_ms(), self.router.next_message_id()
+            )
         except BackendUnavailable as exc:
             self.note_backend_error(exc)
         self._started = True
@@ -171,10 +173,15 @@ class Relay:
         registered = await self.registry.refresh_server(
             self.server_id, self.incarnation, self.ttl_ms
         )
-        if registered and self.backend_error is None:
-            return
+        if not registered:
+            await self.reregister()
+        elif self.backend_error is not None:
+            await self.restore(announce=False)
+
+    async def reregister(self) -> None:
+        """The registry no longer knows this relay: put back everything it holds."""
         backend_id = await self.registry.backend_id()
-        announce = not registered and backend_id == self._backend_id
+        announce = backend_id == self._backend_id
         self._backend_id = backend_id
         await self.restore(announce=announce)
 

@@ -112,7 +112,7 @@ class Rooms:
                 record.session_id, room_id, username, relay.server_id, now, event_id
             )
             if result is None:
-                await relay.restore(announce=False)
+                await relay.reregister()
                 result = await relay.registry.join(
                     record.session_id, room_id, username, relay.server_id, now, event_id
                 )

@@ -72,6 +72,7 @@ class Connection:
         send: Callable[[bytes], Awaitable[None]],
         close: Callable[[int, str], Awaitable[None]],
         remote: str,
+        abort: Callable[[], None],
     ) -> None:
         self.relay = relay
         self.settings = relay.settings
@@ -80,6 +81,8 @@ class Connection:
         self.remote = remote
         self._send = send
         self._close = close
+        #: Drop the transport at once (no closing handshake).
+        self.abort = abort
         self._queue: deque[bytes] = deque()
         self._wake = asyncio.Event()
         self._rearm = asyncio.Event()
@@ -229,6 +232,7 @@ class RelayServer:
             process_request=self._process_request,
             max_size=max_size,
             ping_interval=20,
+            close_timeout=min(2.0, self.relay.settings.drain_timeout / 2),
             server_header=None,
         )
         if self.port == 0:
@@ -253,20 +257,34 @@ class RelayServer:
         )
 
     async def stop(self) -> None:
-        """Stop accepting, close every client with 1001, then clean up."""
+        """Stop accepting, close every client with 1001, clean up; all within the drain time.
+
+        Clients get most of ``drain_timeout`` to complete the close handshake;
+        connections still open then are aborted (a frozen client cannot hold
+        the stop up), and the relay's registry entries go last, which also
+        covers any session whose own cleanup did not finish.
+        """
+        loop = asyncio.get_running_loop()
+        drain = self.relay.settings.drain_timeout
+        end = loop.time() + drain
         if self._ws_server is not None:
             self._ws_server.close(close_connections=False)
         if self._tcp_server is not None:
             self._tcp_server.close()
         for connection in list(self.connections):
             connection.shutdown()
-        deadline = self.relay.settings.drain_timeout
         if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=deadline)
+            await asyncio.wait(set(self._tasks), timeout=drain * 0.6)
+        for connection in list(self.connections):
+            connection.abort()
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=max(end - loop.time() - drain * 0.2, 0))
+        for task in list(self._tasks):
+            task.cancel()
         if self._ws_server is not None:
             self._ws_server.close()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._ws_server.wait_closed(), deadline)
+                await asyncio.wait_for(self._ws_server.wait_closed(), max(end - loop.time(), 0.1))
         await self.relay.close()
 
     # -- WebSocket --------------------------------------------------------
@@ -284,7 +302,7 @@ class RelayServer:
 
         remote = ws.remote_address
         peer = f"{remote[0]}:{remote[1]}" if remote else "unknown"
-        connection = Connection(self.relay, send, close, peer)
+        connection = Connection(self.relay, send, close, peer, ws.transport.abort)
         await self._serve(connection, incoming())
 
     # -- TCP --------------------------------------------------------------
@@ -306,7 +324,13 @@ class RelayServer:
                 yield data
 
         peer = writer.get_extra_info("peername")
-        connection = Connection(self.relay, send, close, f"{peer[0]}:{peer[1]}" if peer else "")
+        connection = Connection(
+            self.relay,
+            send,
+            close,
+            f"{peer[0]}:{peer[1]}" if peer else "",
+            writer.transport.abort,
+        )
         try:
             await self._serve(connection, incoming())
         finally:

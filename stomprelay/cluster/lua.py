@@ -125,9 +125,14 @@ local function remove_server(server, reason, ts, eid, origin)
 end
 """
 
-# ARGV: server, incarnation, host, port, version, started_at, ttl_ms
+# ARGV: server, incarnation, host, port, version, started_at, ttl_ms, now, event id
+# A fresh process holds no sessions yet: any listed under its id belong to an
+# earlier process with the same id that died, and leave as lost.
 REGISTER_SERVER = r"""
 local server = ARGV[1]
+for _, sid in ipairs(redis.call('SMEMBERS', k_server_sessions(server))) do
+  remove_session(sid, server, {}, 'server-lost', tonumber(ARGV[8]), ARGV[9], server)
+end
 redis.call('SADD', k_servers_active(), server)
 redis.call('DEL', k_server_info(server))
 redis.call('HSET', k_server_info(server), 'host', ARGV[3], 'port', ARGV[4],

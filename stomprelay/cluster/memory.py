@@ -210,7 +210,12 @@ class MemoryRegistry:
 
     # -- Registry ---------------------------------------------------------
 
-    async def register_server(self, server: ServerRecord, ttl_ms: int) -> None:
+    async def register_server(
+        self, server: ServerRecord, ttl_ms: int, now: int, event_id: str
+    ) -> None:
+        ev = _Events(self.hub, event_id, server.server_id, now)
+        for sid in sorted(self.hub.server_sessions.get(server.server_id, set())):
+            self._remove_session(sid, server.server_id, [], "server-lost", ev)
         self._add_server(server, ttl_ms)
 
     async def refresh_server(self, server_id: str, incarnation: str, ttl_ms: int) -> bool:

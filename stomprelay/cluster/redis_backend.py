@@ -273,7 +273,9 @@ class RedisRegistry:
     async def _script(self, name: str, *args: str | int | bytes) -> Any:
         return await _guard(self._scripts[name](keys=[], args=list(args)))
 
-    async def register_server(self, server: ServerRecord, ttl_ms: int) -> None:
+    async def register_server(
+        self, server: ServerRecord, ttl_ms: int, now: int, event_id: str
+    ) -> None:
         await self._script(
             "register_server",
             server.server_id,
@@ -283,6 +285,8 @@ class RedisRegistry:
             server.version,
             server.started_at,
             ttl_ms,
+            now,
+            event_id,
         )
 
     async def refresh_server(self, server_id: str, incarnation: str, ttl_ms: int) -> bool:

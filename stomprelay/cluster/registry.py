@@ -220,7 +220,12 @@ class Registry(Protocol):
 
     async def close(self) -> None: ...
 
-    async def register_server(self, server: ServerRecord, ttl_ms: int) -> None: ...
+    async def register_server(
+        self, server: ServerRecord, ttl_ms: int, now: int, event_id: str
+    ) -> None:
+        """Register a freshly started relay; sessions still listed under its id
+        belong to a dead earlier process and leave (reason ``server-lost``)."""
+        ...
 
     async def refresh_server(self, server_id: str, incarnation: str, ttl_ms: int) -> bool:
         """Extend the liveness TTL; False if this incarnation is no longer registered."""

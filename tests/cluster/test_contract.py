@@ -196,8 +196,8 @@ async def event_probe(cluster: Cluster, rooms: Iterable[str] = ()) -> Probe:
 async def populate(cluster: Cluster, r1_ttl: int = LONG_TTL) -> dict[str, SessionRecord]:
     """r1 holds s1 (alice: lobby, games) and s2 (bob: lobby); r2 holds s3 (carol: lobby)."""
     reg = cluster.registry
-    await reg.register_server(R1, r1_ttl)
-    await reg.register_server(R2, LONG_TTL)
+    await reg.register_server(R1, r1_ttl, NOW, "reg")
+    await reg.register_server(R2, LONG_TTL, NOW, "reg")
     s1, s2, s3 = session("s1"), session("s2", username="bob"), session("s3", "r2", "carol")
     for i, rec in enumerate((s1, s2, s3)):
         await reg.add_session(rec, f"ev-add{i}")
@@ -309,7 +309,7 @@ async def test_two_buses_see_the_same_order_of_interleaved_publishes(cluster: Cl
 
 async def test_register_server(cluster: Cluster) -> None:
     reg = cluster.registry
-    await reg.register_server(R1, LONG_TTL)
+    await reg.register_server(R1, LONG_TTL, NOW, "reg")
     assert await cluster.snapshot() == state(servers=[R1])
     assert 0 < await cluster.pttl(K.server_heartbeat("r1")) <= LONG_TTL
     assert await reg.servers() == [(R1, True, 0)]
@@ -321,7 +321,7 @@ async def test_register_server(cluster: Cluster) -> None:
     assert await cluster.snapshot() == state(servers=[R1])
 
     again = replace(R1, host="10.9.9.9", port=9, incarnation="inc-9")
-    await reg.register_server(again, LONG_TTL)
+    await reg.register_server(again, LONG_TTL, NOW, "reg")
     assert await cluster.snapshot() == state(servers=[again])
     assert await reg.refresh_server("r1", "inc-1", LONG_TTL) is False
     assert await reg.servers() == [(again, True, 0)]
@@ -336,7 +336,7 @@ async def test_backend_id_is_stable(cluster: Cluster) -> None:
 async def test_add_session(cluster: Cluster) -> None:
     reg = cluster.registry
     probe = await event_probe(cluster)
-    await reg.register_server(R1, LONG_TTL)
+    await reg.register_server(R1, LONG_TTL, NOW, "reg")
     s1 = session("s1")
     await reg.add_session(s1, "ev-add")
     assert await cluster.snapshot() == state(servers=[R1], sessions=[s1])
@@ -359,7 +359,7 @@ async def test_add_session(cluster: Cluster) -> None:
 
 
 async def test_add_session_without_last_seen_stores_connected_at(cluster: Cluster) -> None:
-    await cluster.registry.register_server(R1, LONG_TTL)
+    await cluster.registry.register_server(R1, LONG_TTL, NOW, "reg")
     await cluster.registry.add_session(replace(session("s1"), last_seen=0), "ev")
     assert await cluster.snapshot() == state(servers=[R1], sessions=[session("s1")])
 
@@ -369,8 +369,8 @@ async def test_add_session_without_last_seen_stores_connected_at(cluster: Cluste
 
 async def test_join(cluster: Cluster) -> None:
     reg = cluster.registry
-    await reg.register_server(R1, LONG_TTL)
-    await reg.register_server(R2, LONG_TTL)
+    await reg.register_server(R1, LONG_TTL, NOW, "reg")
+    await reg.register_server(R2, LONG_TTL, NOW, "reg")
     s1, s2 = session("s1"), session("s2", "r2", "bob")
     await reg.add_session(s1, "ev-a1")
     await reg.add_session(s2, "ev-a2")
@@ -402,7 +402,7 @@ async def test_join(cluster: Cluster) -> None:
 
 async def test_join_the_same_room_again_announces_nothing(cluster: Cluster) -> None:
     reg = cluster.registry
-    await reg.register_server(R1, LONG_TTL)
+    await reg.register_server(R1, LONG_TTL, NOW, "reg")
     await reg.add_session(session("s1"), "ev-a")
     probe = await event_probe(cluster, ["lobby"])
     assert await reg.join("s1", "lobby", "alice", "r1", NOW + 10, "ev-j1") == (True, 1)
@@ -420,7 +420,7 @@ async def test_join_the_same_room_again_announces_nothing(cluster: Cluster) -> N
 
 async def test_join_a_second_room_changes_the_current_room(cluster: Cluster) -> None:
     reg = cluster.registry
-    await reg.register_server(R1, LONG_TTL)
+    await reg.register_server(R1, LONG_TTL, NOW, "reg")
     await reg.add_session(session("s1"), "ev-a")
     probe = await event_probe(cluster, ["lobby", "games"])
     await reg.join("s1", "lobby", "alice", "r1", NOW + 10, "ev-j1")
@@ -448,7 +448,7 @@ async def test_join_a_second_room_changes_the_current_room(cluster: Cluster) -> 
 
 async def test_join_of_an_unregistered_session_changes_nothing(cluster: Cluster) -> None:
     reg = cluster.registry
-    await reg.register_server(R1, LONG_TTL)
+    await reg.register_server(R1, LONG_TTL, NOW, "reg")
     probe = await event_probe(cluster, ["lobby"])
     assert await reg.join("ghost", "lobby", "casper", "r1", NOW, "ev-j") is None
     assert await cluster.snapshot() == state(servers=[R1])
@@ -460,8 +460,8 @@ async def test_every_bus_sees_a_rooms_events_in_the_order_of_the_changes(
     cluster: Cluster,
 ) -> None:
     reg = cluster.registry
-    await reg.register_server(R1, LONG_TTL)
-    await reg.register_server(R2, LONG_TTL)
+    await reg.register_server(R1, LONG_TTL, NOW, "reg")
+    await reg.register_server(R2, LONG_TTL, NOW, "reg")
     for i, (sid, server) in enumerate([("s1", "r1"), ("s2", "r2"), ("s3", "r1")]):
         await reg.add_session(session(sid, server, f"user{i}"), f"ev-a{i}")
     a = await event_probe(cluster, ["lobby"])
@@ -571,7 +571,7 @@ async def test_remove_session(cluster: Cluster) -> None:
 
 async def test_remove_unknown_session_announces_nothing(cluster: Cluster) -> None:
     reg = cluster.registry
-    await reg.register_server(R1, LONG_TTL)
+    await reg.register_server(R1, LONG_TTL, NOW, "reg")
     probe = await event_probe(cluster, ["lobby"])
     await reg.remove_session("ghost", "r1", [], "disconnected", NOW, "ev-r")
     await probe.barrier()
@@ -707,6 +707,33 @@ async def test_reap_cleans_up_a_dead_relay(cluster: Cluster) -> None:
     assert await reg.servers() == [(R2, True, 1)]
 
 
+async def test_register_drops_sessions_of_an_earlier_process_with_the_same_id(
+    cluster: Cluster,
+) -> None:
+    """A relay restarted under the same id right after a crash: what the dead process
+    held leaves as lost, once, at registration (the reaper never sees it dead)."""
+    reg = cluster.registry
+    records = await populate(cluster)
+    probe = await event_probe(cluster, ["lobby", "games"])
+    restarted = replace(R1, incarnation="inc-restart", started_at=NOW + 40)
+    await reg.register_server(restarted, LONG_TTL, NOW + 50, "ev-reg")
+    await probe.wait_count(K.session_disconnect_channel, 2)
+    await probe.barrier()
+    leaves, disconnects = lost_events(probe)
+    assert leaves == {("lobby", "s1"): 1, ("lobby", "s2"): 1, ("games", "s1"): 1}
+    assert disconnects == {"s1": 1, "s2": 1}
+    assert all(
+        json.loads(env.body)["reason"] == "server-lost"
+        for ch, env in probe.received
+        if ch != "test:barrier"
+    )
+    assert await cluster.snapshot() == state(
+        servers=[restarted, R2],
+        sessions=[records["s3"]],
+        rooms=[("lobby", {"s3"}, NOW + 1, NOW + 50)],
+    )
+
+
 async def test_concurrent_sweepers_reap_once(cluster: Cluster) -> None:
     reg = cluster.registry
     records = await populate(cluster, r1_ttl=SHORT_TTL)
@@ -768,8 +795,9 @@ async def test_reap_is_fenced_by_a_new_incarnation(cluster: Cluster) -> None:
     (dead,) = await reg.dead_servers()
     reborn = replace(R1, incarnation="inc-1b")
 
-    # Re-registered and alive: fenced by the heartbeat.
-    await reg.register_server(reborn, SHORT_TTL)
+    # Re-registered (what a relay that was paused does) and alive: fenced by the heartbeat.
+    held = [r for r in records.values() if r.server_id == "r1"]
+    await reg.restore(reborn, held, SHORT_TTL, False, NOW + 5, "reg")
     assert await reg.reap(dead, "r2", NOW + 50, "ev-reap1") is None
     # Dead again, but as another incarnation: the stale verdict is fenced by incarnation.
     await cluster.expire("r1")
@@ -781,8 +809,8 @@ async def test_reap_is_fenced_by_a_new_incarnation(cluster: Cluster) -> None:
         servers=[reborn, R2],
         sessions=records.values(),
         rooms=[
-            ("lobby", {"s1", "s2", "s3"}, NOW + 1, NOW + 3),
-            ("games", {"s1"}, NOW + 4, NOW + 4),
+            ("lobby", {"s1", "s2", "s3"}, NOW + 1, NOW + 5),
+            ("games", {"s1"}, NOW + 4, NOW + 5),
         ],
         expired=["r1"],
     )
@@ -922,7 +950,7 @@ async def test_redis_registry_honours_the_key_prefix(cluster: Cluster) -> None:
     keys = Keys("chat")
     reg = RedisRegistry(cluster.url, keys)  # type: ignore[attr-defined]
     try:
-        await reg.register_server(R1, LONG_TTL)
+        await reg.register_server(R1, LONG_TTL, NOW, "reg")
         await reg.add_session(session("s1"), "ev")
         assert await reg.join("s1", "lobby", "alice", "r1", NOW, "ev") == (True, 1)
         names = {key async for key in cluster.raw.scan_iter(match="*")}
@@ -990,7 +1018,7 @@ async def test_redis_bus_ignores_malformed_payloads(cluster: Cluster) -> None:
 
 UNREACHABLE_CALLS = {
     "backend_id": lambda reg: reg.backend_id(),
-    "register_server": lambda reg: reg.register_server(R1, LONG_TTL),
+    "register_server": lambda reg: reg.register_server(R1, LONG_TTL, NOW, "reg"),
     "join": lambda reg: reg.join("s1", "lobby", "alice", "r1", NOW, "ev"),
     "dead_servers": lambda reg: reg.dead_servers(),
     "servers": lambda reg: reg.servers(),
