@@ -128,7 +128,64 @@ def build_parser() -> argparse.ArgumentParser:
     )
     inspect.add_argument("id", nargs="?", help="room or session id")
     inspect.add_argument("--json", action="store_true", help="print JSON instead of tables")
+
+    notify = commands.add_parser(
+        "notify", help="send a SYSTEM notification to /topic/system (or one room) cluster-wide"
+    )
+    _add_redis_options(notify)
+    notify.add_argument("message", help="the notification text")
+    notify.add_argument("--room", help="send it into this room's /topic/room/{id} instead")
+    notify.add_argument("--server", help="deliver only to the clients of this relay")
     return parser
+
+
+async def notify(args: argparse.Namespace) -> int:
+    """Publish a SYSTEM event envelope (operators only; clients cannot SEND there)."""
+    import secrets
+    import time
+
+    import redis.asyncio as aioredis
+    from redis.exceptions import RedisError
+
+    from stomprelay.cluster.envelope import Envelope
+    from stomprelay.cluster.keys import Keys
+    from stomprelay.cluster.registry import EVENT_CONTENT_TYPE, room_event
+    from stomprelay.errors import PolicyError
+    from stomprelay.router import check_room_id
+
+    if not args.redis_url:
+        print("stomprelay notify: give --redis-url (or REDIS_URL)", file=sys.stderr)
+        return 2
+    keys = Keys(args.key_prefix)
+    now = int(time.time() * 1000)
+    try:
+        room = check_room_id(args.room) if args.room else ""
+    except PolicyError as exc:
+        print(f"stomprelay notify: {exc.detail}", file=sys.stderr)
+        return 2
+    destination = f"/topic/room/{room}" if room else "/topic/system"
+    envelope = Envelope(
+        id=f"notify-{secrets.token_hex(6)}",
+        origin="operator",
+        destination=destination,
+        headers=(("content-type", EVENT_CONTENT_TYPE),),
+        body=room_event("SYSTEM", room, "", "", "operator", now, message=args.message),
+        ts=now,
+    )
+    if args.server:
+        channel = keys.server_channel(args.server)
+    else:
+        channel = keys.room_channel(room) if room else keys.system_channel
+    client = aioredis.Redis.from_url(args.redis_url)
+    try:
+        relays = await client.publish(channel, envelope.to_json())
+    except (RedisError, OSError) as exc:
+        print(f"stomprelay notify: redis: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await client.aclose()
+    print(f"published on {channel}: {relays} relay(s) listening")
+    return 0
 
 
 async def serve(args: argparse.Namespace) -> int:
@@ -283,6 +340,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return int(uvloop.run(serve(args)))
         return asyncio.run(serve(args))
+    if args.command == "notify":
+        return asyncio.run(notify(args))
     return asyncio.run(inspect(args))
 
 
