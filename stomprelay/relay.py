@@ -14,6 +14,7 @@ import logging
 import secrets
 import socket
 import time
+from dataclasses import replace
 
 from stomprelay import __version__
 from stomprelay.cluster.base import Bus
@@ -83,6 +84,8 @@ class Relay:
         #: Identity of the Redis instance we registered in (its run_id).
         self._backend_id = ""
         self._started = False
+        #: Counts changes to ``records`` (restore re-runs if one happened meanwhile).
+        self.registry_changes = 0
         self._restore_lock = asyncio.Lock()
         self._background: set[asyncio.Task[None]] = set()
 
@@ -186,16 +189,27 @@ class Relay:
         await self.restore(announce=announce)
 
     async def restore(self, announce: bool) -> None:
+        """Re-register this relay and every session it holds.
+
+        Sessions that connect, disconnect, join or leave while the script is
+        in flight can be missed by the snapshot it was given; the restore is
+        then run again (it is idempotent, and JOIN events only follow
+        memberships actually re-added), a few times at most.
+        """
         async with self._restore_lock:
             self.incarnation = secrets.token_hex(8)
-            await self.registry.restore(
-                self.server_record(),
-                list(self.records.values()),
-                self.ttl_ms,
-                announce,
-                self.clock_ms(),
-                self.router.next_message_id(),
-            )
+            for _ in range(3):
+                version = self.registry_changes
+                await self.registry.restore(
+                    self.server_record(),
+                    [replace(r, rooms=list(r.rooms)) for r in self.records.values()],
+                    self.ttl_ms,
+                    announce,
+                    self.clock_ms(),
+                    self.router.next_message_id(),
+                )
+                if version == self.registry_changes:
+                    break
             log.warning(
                 "re-registered %d sessions in the registry (announce=%s)",
                 len(self.records),
@@ -224,12 +238,12 @@ class Relay:
         if self.sinks.pop(session.session_id, None) is None:
             return
         self.metrics.connections.dec()
-        for subscription in list(session.subscriptions.values()):
-            await self.router.unsubscribe(sink, subscription)
+        await self.router.drop(session.session_id)
         session.subscriptions.clear()
         record = self.records.pop(session.session_id, None)
         if record is None:
             return
+        self.registry_changes += 1
         try:
             await self.registry.remove_session(
                 record.session_id,
@@ -248,8 +262,10 @@ class Relay:
         """Act on a connection's events in order; refusals become ERROR frames."""
         session = sink.session
         for event in events:
-            if session.closed:
-                break
+            # Frames that arrived before an error are still handled (a SEND is
+            # published); only new subscriptions of a closed session are skipped.
+            if session.closed and isinstance(event, Subscribed | ReceiptDue):
+                continue
             try:
                 await self._handle(sink, event)
             except PeerError as exc:
@@ -295,6 +311,7 @@ class Relay:
             last_seen=now,
         )
         self.records[session.session_id] = record
+        self.registry_changes += 1
         log.info(
             "session %s connected from %s with STOMP %s",
             session.session_id,
@@ -339,7 +356,7 @@ class Relay:
 
 def _receipt_of(event: Event) -> str | None:
     if isinstance(event, MessageSent):
-        return event.frame.get("receipt")
+        return event.receipt
     if isinstance(event, Subscribed | Unsubscribed):
         for name, value in event.subscription.headers:
             if name == "receipt":

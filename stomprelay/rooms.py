@@ -43,7 +43,8 @@ def now_ms() -> int:
 def _json_body(body: bytes, what: str) -> dict[str, Any]:
     try:
         data = json.loads(body.decode("utf-8")) if body.strip() else {}
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (ValueError, RecursionError):
+        # ValueError covers bad UTF-8, bad JSON and numbers too long to convert.
         raise PolicyError(
             "Invalid JSON body", f"The body of a room {what} must be a JSON object."
         ) from None
@@ -62,8 +63,10 @@ def _clean_text(value: object, field: str, limit: int) -> str:
         raise PolicyError(
             f"{field.capitalize()} too long", f"{field} is limited to {limit} characters."
         )
-    if any(unicodedata.category(c) == "Cc" and c not in "\n\t" for c in text):
-        raise PolicyError(f"Invalid {field}", f"{field} must not contain control characters.")
+    if any(unicodedata.category(c) in ("Cc", "Cs") and c not in "\n\t" for c in text):
+        raise PolicyError(
+            f"Invalid {field}", f"{field} must not contain control characters or lone surrogates."
+        )
     return text
 
 
@@ -105,8 +108,14 @@ class Rooms:
         now = now_ms()
         event_id = relay.router.next_message_id()
         already = room_id in record.rooms
+        if not already and len(record.rooms) >= relay.settings.max_rooms_per_session:
+            raise PolicyError(
+                "Too many rooms",
+                f"A session may be in at most {relay.settings.max_rooms_per_session} rooms.",
+            )
         record.rooms = [r for r in record.rooms if r != room_id] + [room_id]
         record.username = username
+        relay.registry_changes += 1
         try:
             result = await relay.registry.join(
                 record.session_id, room_id, username, relay.server_id, now, event_id
@@ -148,6 +157,7 @@ class Rooms:
             raise PolicyError("Not a participant", f"This session has not joined {room_id}.")
         record.rooms.remove(room_id)
         relay = self.relay
+        relay.registry_changes += 1
         now = now_ms()
         try:
             await relay.registry.leave(

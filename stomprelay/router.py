@@ -10,11 +10,12 @@ has a local subscriber for it (contract section 4).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 
 from stomprelay.cluster.base import Bus
 from stomprelay.cluster.envelope import Envelope
@@ -130,6 +131,12 @@ class Sink:
         self.remote = remote
 
 
+@dataclass(slots=True)
+class _ChannelLock:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
+
+
 class Router:
     def __init__(self, bus: Bus, keys: Keys, server_id: str) -> None:
         self.bus = bus
@@ -138,7 +145,9 @@ class Router:
         #: destination -> {(session id, subscription id): sink}
         self._local: dict[str, dict[tuple[str, str], Sink]] = {}
         self._refs: dict[str, int] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._locks: dict[str, _ChannelLock] = {}
+        #: session id -> {subscription id: (destination, channels retained for it)}
+        self._by_session: dict[str, dict[str, tuple[str, list[str]]]] = {}
         self._own_channel = ""
         self._prefix = f"{server_id}-{int(time.time() * 1000):x}"
         self._counter = 0
@@ -153,22 +162,34 @@ class Router:
         """Channels this relay listens to for its local subscribers."""
         return [c for c, n in self._refs.items() if n > 0]
 
+    @contextlib.asynccontextmanager
+    async def _channel_lock(self, channel: str) -> AsyncIterator[None]:
+        """Serialise SUBSCRIBE/UNSUBSCRIBE of one channel; the lock lives while used."""
+        entry = self._locks.get(channel)
+        if entry is None:
+            entry = self._locks[channel] = _ChannelLock()
+        entry.users += 1
+        try:
+            async with entry.lock:
+                yield
+        finally:
+            entry.users -= 1
+            if entry.users == 0:
+                del self._locks[channel]
+
     async def _retain(self, channel: str) -> None:
-        lock = self._locks.setdefault(channel, asyncio.Lock())
-        async with lock:
+        async with self._channel_lock(channel):
             if self._refs.get(channel, 0) == 0:
                 await self.bus.subscribe(channel)
             self._refs[channel] = self._refs.get(channel, 0) + 1
 
     async def _release(self, channel: str) -> None:
-        lock = self._locks.setdefault(channel, asyncio.Lock())
-        async with lock:
+        async with self._channel_lock(channel):
             refs = self._refs.get(channel, 0) - 1
             if refs > 0:
                 self._refs[channel] = refs
                 return
             self._refs.pop(channel, None)
-            self._locks.pop(channel, None)
             await self.bus.unsubscribe(channel)
 
     async def retain_always(self, channel: str) -> None:
@@ -178,22 +199,42 @@ class Router:
 
     async def subscribe(self, sink: Sink, subscription: Subscription, route: Route) -> None:
         """Start local delivery; returns once the channels are live cluster-wide."""
-        key = (sink.session.session_id, subscription.id)
-        self._local.setdefault(subscription.destination, {})[key] = sink
+        session_id = sink.session.session_id
+        self._local.setdefault(subscription.destination, {})[(session_id, subscription.id)] = sink
+        retained: list[str] = []
+        self._by_session.setdefault(session_id, {})[subscription.id] = (
+            subscription.destination,
+            retained,
+        )
         for channel in channels_for(route, self.keys):
             await self._retain(channel)
+            retained.append(channel)
 
     async def unsubscribe(self, sink: Sink, subscription: Subscription) -> None:
-        subscribers = self._local.get(subscription.destination)
-        if (
-            subscribers is None
-            or subscribers.pop((sink.session.session_id, subscription.id), None) is None
-        ):
+        await self._remove(sink.session.session_id, subscription.id)
+
+    async def drop(self, session_id: str) -> None:
+        """Forget every subscription of a closed session, whatever events it left unhandled."""
+        for sub_id in list(self._by_session.get(session_id, {})):
+            await self._remove(session_id, sub_id)
+
+    async def _remove(self, session_id: str, sub_id: str) -> None:
+        subs = self._by_session.get(session_id)
+        entry = subs.pop(sub_id, None) if subs is not None else None
+        if subs is not None and not subs:
+            del self._by_session[session_id]
+        if entry is None:
             return
-        if not subscribers:
-            del self._local[subscription.destination]
-        route = parse_destination(subscription.destination)
-        for channel in channels_for(route, self.keys):
+        destination, retained = entry
+        subscribers = self._local.get(destination)
+        if subscribers is not None:
+            subscribers.pop((session_id, sub_id), None)
+            if not subscribers:
+                del self._local[destination]
+        # Only what was actually retained: a subscribe cut short must not
+        # release a channel another subscriber holds.
+        for channel in list(retained):
+            retained.remove(channel)
             await self._release(channel)
 
     def envelope(self, destination: str, headers: Headers, body: bytes) -> Envelope:

@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 SUBPROTOCOLS = [Subprotocol("v12.stomp"), Subprotocol("v11.stomp"), Subprotocol("v10.stomp")]
 WEB_ROOT = Path(__file__).resolve().parent.parent / "web"
 
+#: Seconds a dropped slow consumer gets to take its ERROR before the connection is aborted.
+SLOW_CONSUMER_GRACE = 1.0
+
 #: WebSocket close codes (RFC 6455 section 7.4.1).
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
@@ -84,6 +87,7 @@ class Connection:
         #: Drop the transport at once (no closing handshake).
         self.abort = abort
         self._queue: deque[bytes] = deque()
+        self._queued_bytes = 0
         self._wake = asyncio.Event()
         self._rearm = asyncio.Event()
         self.close_code = CLOSE_NORMAL
@@ -93,19 +97,33 @@ class Connection:
         out = self.session.data_to_send()
         if out:
             self._queue.extend(out)
-            if len(self._queue) > self.settings.send_queue_frames and not self.session.closed:
-                self.relay.metrics.slow_consumers.inc()
-                self.session.fail(
-                    PolicyError(
-                        "Slow consumer",
-                        f"More than {self.settings.send_queue_frames} frames were waiting "
-                        "to be sent to this client.",
-                    )
-                )
-                self._queue.extend(self.session.data_to_send())
+            self._queued_bytes += sum(map(len, out))
+            settings = self.settings
+            if not self.session.closed and (
+                len(self._queue) > settings.send_queue_frames
+                or self._queued_bytes > settings.send_queue_bytes
+            ):
+                self._drop_slow_consumer()
             self._wake.set()
         if self.session.closed:
             self._wake.set()
+
+    def _drop_slow_consumer(self) -> None:
+        """The client does not read: drop its backlog, send ERROR if it can still
+        get through, and abort the connection if it has not closed shortly after."""
+        settings = self.settings
+        self.relay.metrics.slow_consumers.inc()
+        self.session.fail(
+            PolicyError(
+                "Slow consumer",
+                f"More than {settings.send_queue_frames} frames or "
+                f"{settings.send_queue_bytes} bytes were waiting for this client.",
+            )
+        )
+        self._queue.clear()
+        self._queue.extend(self.session.data_to_send())
+        self._queued_bytes = sum(map(len, self._queue))
+        asyncio.get_running_loop().call_later(SLOW_CONSUMER_GRACE, self.abort)
 
     def shutdown(self) -> None:
         """Server stopping: close this client with 1001 after what is queued."""
@@ -130,8 +148,8 @@ class Connection:
                     self.flush()
                 if session.closed:
                     break
-        except ConnectionClosed:
-            pass
+        except (ConnectionClosed, OSError):
+            pass  # the peer went away (closed, reset): clean up below
         finally:
             if session.error is not None:
                 log.info("session %s closed: %s", session.session_id, session.close_reason)
@@ -164,6 +182,7 @@ class Connection:
                 self._wake.clear()
                 while self._queue:
                     data = self._queue.popleft()
+                    self._queued_bytes -= len(data)
                     await asyncio.wait_for(self._send(data), self.settings.send_timeout)
                 if session.closed:
                     break
@@ -279,8 +298,11 @@ class RelayServer:
             connection.abort()
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=max(end - loop.time() - drain * 0.2, 0))
-        for task in list(self._tasks):
+        pending = list(self._tasks)
+        for task in pending:
             task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=max(end - loop.time(), 0.1))
         if self._ws_server is not None:
             self._ws_server.close()
             with contextlib.suppress(TimeoutError):

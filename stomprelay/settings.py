@@ -40,12 +40,15 @@ class Settings:
     max_subscriptions: int = 256
     #: Most transactions open at once in one session.
     max_transactions: int = 16
-    #: Most frames held in one transaction before COMMIT.
+    #: Most frames held in one transaction before COMMIT, and most body bytes
+    #: held in all of a session's open transactions together.
     max_transaction_frames: int = 1024
+    max_transaction_bytes: int = 1024 * 1024
     #: Most unacknowledged MESSAGEs on one client-ack subscription.
     max_pending_acks: int = 1024
-    #: Outgoing frames queued for one client before it counts as too slow.
+    #: Outgoing frames, and bytes, queued for one client before it counts as too slow.
     send_queue_frames: int = 4096
+    send_queue_bytes: int = 8 * 1024 * 1024
     #: Longest time one WebSocket write may block before the client is dropped.
     send_timeout: float = 10.0
     #: Time a graceful stop allows for closing clients and cleaning up.
@@ -53,6 +56,8 @@ class Settings:
     #: Longest chat message (characters) and username accepted by /app/room/....
     max_chat_message: int = 4000
     max_username: int = 64
+    #: Most rooms one session may be in at once.
+    max_rooms_per_session: int = 64
     #: Cluster liveness: a relay refreshes its heartbeat key every
     #: ``liveness_interval`` s; the key expires (Redis-side TTL) after
     #: ``liveness_ttl`` s; every relay looks for expired ones every

@@ -262,15 +262,17 @@ class FrameParser:
         text = value.strip()
         if not text.isdigit() or not text.isascii():
             raise ProtocolError(
-                "Invalid content-length", f"content-length {value!r} is not a byte count."
+                "Invalid content-length", f"content-length {value[:40]!r} is not a byte count."
             )
-        length = int(text)
-        if head_size + length + 1 > self.limits.max_frame_size:
+        limit = self.limits.max_frame_size
+        # More digits than the limit has is too large whatever the value (and
+        # int() refuses strings of over 4300 digits).
+        if len(text) > len(str(limit)) or head_size + int(text) + 1 > limit:
             raise FrameTooLarge(
                 "Frame too large",
-                f"content-length {length} exceeds the frame limit of "
-                f"{self.limits.max_frame_size} bytes.",
+                f"content-length {text[:20]} exceeds the frame limit of {limit} bytes.",
             )
+        length = int(text)
         return length
 
     def _take_body(self, head: _Head) -> Frame | None:

@@ -69,6 +69,8 @@ class MessageSent:
     """A SEND to route (outside a transaction, or released by COMMIT)."""
 
     frame: Frame
+    #: The receipt to name in an ERROR about this SEND (the COMMIT's, if released by one).
+    receipt: str | None = None
 
     @property
     def destination(self) -> str:
@@ -108,11 +110,11 @@ class _Pending:
 def _parse_heartbeat(value: str | None) -> tuple[int, int]:
     if value is None:
         return 0, 0
-    parts = value.split(",")
-    if len(parts) != 2 or not all(p.strip().isascii() and p.strip().isdigit() for p in parts):
+    parts = [p.strip() for p in value.split(",")]
+    if len(parts) != 2 or not all(p.isascii() and p.isdigit() and len(p) <= 9 for p in parts):
         raise ProtocolError(
             "Invalid heart-beat header",
-            f"heart-beat must be two non-negative integers 'cx,cy', not {value!r}.",
+            f"heart-beat must be two integers 'cx,cy' of 0 to 999999999 ms, not {value[:80]!r}.",
         )
     return int(parts[0]), int(parts[1])
 
@@ -157,6 +159,7 @@ class ServerSession:
         self._parser = FrameParser(self.settings.limits)
         self._outbox: list[bytes] = []
         self._transactions: dict[str, list[Frame]] = {}
+        self._held_bytes = 0
         self._pending: dict[str, _Pending] = {}
         self._ack_owner: dict[str, str] = {}
         self._ack_counter = 0
@@ -206,9 +209,8 @@ class ServerSession:
             self._check_send(frame)
         if transaction is not None and command in ("SEND", "ACK", "NACK"):
             self._hold(transaction, frame)
-            return
-        if command == "SEND":
-            events.append(MessageSent(frame))
+        elif command == "SEND":
+            events.append(MessageSent(frame, frame.get("receipt")))
         elif command == "SUBSCRIBE":
             self._on_subscribe(frame, events)
         elif command == "UNSUBSCRIBE":
@@ -218,8 +220,15 @@ class ServerSession:
         elif command == "BEGIN":
             self._on_begin(frame)
         elif command == "COMMIT":
+            first = len(events)
             for held in self._take_transaction(frame):
                 self._handle(held, events, now)
+            # A released SEND the application refuses is reported against the COMMIT.
+            commit_receipt = frame.get("receipt")
+            for i in range(first, len(events)):
+                event = events[i]
+                if isinstance(event, MessageSent):
+                    events[i] = MessageSent(event.frame, commit_receipt)
         elif command == "ABORT":
             self._take_transaction(frame)
         elif command == "DISCONNECT":
@@ -228,6 +237,7 @@ class ServerSession:
                 events.append(ReceiptDue(receipt))
             events.append(DisconnectRequested())
             self._transactions.clear()
+            self._held_bytes = 0
             self.state = State.CLOSING
             return
         receipt = frame.get("receipt")
@@ -238,7 +248,9 @@ class ServerSession:
         if self.state is not State.AWAIT_CONNECT:
             raise ProtocolError("Already connected", "This session already sent CONNECT.")
         version = negotiate_version(frame.get("accept-version"))
-        client_send, client_receive = _parse_heartbeat(frame.get("heart-beat"))
+        # STOMP 1.0 has no heart-beating: a heart-beat header there is just a header.
+        heartbeat = frame.get("heart-beat") if version != V10 else None
+        client_send, client_receive = _parse_heartbeat(heartbeat)
         self.version = version
         self._parser.version = version
         self.login = frame.get("login")
@@ -304,7 +316,12 @@ class ServerSession:
     def _on_unsubscribe(self, frame: Frame, events: list[Event]) -> None:
         sub_id = frame.get("id")
         if sub_id is None and self.version == V10:
-            sub_id = frame.get("destination")
+            # STOMP 1.0 may unsubscribe by destination.
+            destination = frame.get("destination")
+            sub_id = next(
+                (s.id for s in self.subscriptions.values() if s.destination == destination),
+                destination,
+            )
         if sub_id is None:
             raise ProtocolError("Missing id", "UNSUBSCRIBE needs an id header.")
         subscription = self.subscriptions.pop(sub_id, None)
@@ -376,16 +393,20 @@ class ServerSession:
         held = self._transactions.get(name)
         if held is None:
             raise ProtocolError("Unknown transaction", f"No transaction {name!r} is open.")
+        limit_bytes = self.settings.max_transaction_bytes
         if len(held) >= self.settings.max_transaction_frames:
             raise PolicyError(
                 "Transaction too large",
                 f"A transaction may hold at most {self.settings.max_transaction_frames} frames.",
             )
+        if self._held_bytes + len(frame.body) > limit_bytes:
+            raise PolicyError(
+                "Transaction too large",
+                f"Open transactions may hold at most {limit_bytes} bytes of bodies.",
+            )
         headers = tuple((k, v) for k, v in frame.headers if k not in ("transaction", "receipt"))
         held.append(Frame(frame.command, headers, frame.body))
-        receipt = frame.get("receipt")
-        if receipt is not None:
-            self.send_receipt(receipt, self._last_received)
+        self._held_bytes += len(frame.body)
 
     def _take_transaction(self, frame: Frame) -> list[Frame]:
         name = frame.get("transaction")
@@ -396,6 +417,7 @@ class ServerSession:
         held = self._transactions.pop(name, None)
         if held is None:
             raise ProtocolError("Unknown transaction", f"No transaction {name!r} is open.")
+        self._held_bytes -= sum(len(f.body) for f in held)
         return held
 
     # -- output -----------------------------------------------------------
@@ -417,7 +439,12 @@ class ServerSession:
 
     def deliver(self, message: PreparedMessage, subscription_id: str, now: float) -> bool:
         """Queue ``message`` for one subscription; False if it no longer exists."""
-        if self.state is not State.OPEN or subscription_id not in self.subscriptions:
+        subscription = self.subscriptions.get(subscription_id)
+        if (
+            self.state is not State.OPEN
+            or subscription is None
+            or subscription.destination != message.destination
+        ):
             return False
         pending = self._pending.get(subscription_id)
         ack: str | None = None

@@ -120,7 +120,8 @@ def assert_dead(session: ServerSession) -> None:
 
 
 def deliver(session: ServerSession, sub_id: str, message_id: str, now: float = 2.0) -> Frame:
-    message = PreparedMessage("/topic/t", message_id, (), b"m")
+    destination = session.subscriptions[sub_id].destination
+    message = PreparedMessage(destination, message_id, (), b"m")
     assert session.deliver(message, sub_id, now) is True
     frame = only_frame(session)
     assert frame.command == "MESSAGE"
@@ -679,11 +680,13 @@ def test_receipt_for_a_held_send() -> None:
     session = connected()
     send(session, "BEGIN", ("transaction", "tx"))
     headers = (("destination", "/topic/a"), ("transaction", "tx"), ("receipt", "h1"))
-    assert send(session, "SEND", *headers) == []
-    assert only_frame(session) == Frame("RECEIPT", (("receipt-id", "h1"),))
-    (event,) = send(session, "COMMIT", ("transaction", "tx"))
+    # The receipt goes through the application like every other, so it keeps its order.
+    assert send(session, "SEND", *headers) == [ReceiptDue("h1")]
+    assert session.data_to_send() == []
+    (event,) = send(session, "COMMIT", ("transaction", "tx"), ("receipt", "c1"))[:1]
     assert isinstance(event, MessageSent)
     assert "receipt" not in event.frame
+    assert event.receipt == "c1"  # an ERROR about the released SEND names the COMMIT
 
 
 def test_abort_drops_held_sends() -> None:
