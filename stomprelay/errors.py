@@ -50,3 +50,7 @@ class InternalError(StompRelayError):
 
 class BackendUnavailable(InternalError):
     """The shared backend (Redis) cannot be reached right now."""
+
+
+class BackendTimeout(BackendUnavailable):
+    """The backend did not answer in time: the command may still have run."""

@@ -10,19 +10,30 @@ outage or a reap) in the cluster.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import socket
 import time
+from collections.abc import AsyncIterator
 from dataclasses import replace
 
 from stomprelay import __version__
 from stomprelay.cluster.base import Bus
+from stomprelay.cluster.envelope import Envelope
 from stomprelay.cluster.keys import Keys
 from stomprelay.cluster.memory import MemoryBus, MemoryHub, MemoryRegistry
 from stomprelay.cluster.reaper import Liveness
-from stomprelay.cluster.registry import Registry, ServerRecord, SessionRecord
-from stomprelay.errors import BackendUnavailable, PeerError, PolicyError
+from stomprelay.cluster.registry import (
+    EVENT_CONTENT_TYPE,
+    Pending,
+    Registry,
+    ServerRecord,
+    SessionRecord,
+    join_event,
+    leave_event,
+)
+from stomprelay.errors import BackendTimeout, BackendUnavailable, PeerError, PolicyError
 from stomprelay.metrics import Metrics
 from stomprelay.rooms import Rooms, now_ms
 from stomprelay.router import Route, Router, Sink, channels_for, parse_destination
@@ -47,6 +58,46 @@ def default_server_id() -> str:
     """Hostname plus a short random suffix, so restarted relays never collide."""
     host = "".join(c if c.isalnum() or c in "-_." else "-" for c in socket.gethostname())
     return f"{host[:40] or 'relay'}-{secrets.token_hex(3)}"
+
+
+class Gate:
+    """Registry operations run side by side; a restore runs alone.
+
+    A restore sends Redis a snapshot of everything this relay holds; a connect,
+    disconnect, join or leave whose registry call interleaved with it could be
+    undone by the stale snapshot, so those wait while a restore runs, and a
+    restore waits for those in flight.
+    """
+
+    def __init__(self) -> None:
+        self._cond = asyncio.Condition()
+        self._ops = 0
+        self._exclusive = False
+
+    @contextlib.asynccontextmanager
+    async def shared(self) -> AsyncIterator[None]:
+        async with self._cond:
+            await self._cond.wait_for(lambda: not self._exclusive)
+            self._ops += 1
+        try:
+            yield
+        finally:
+            async with self._cond:
+                self._ops -= 1
+                self._cond.notify_all()
+
+    @contextlib.asynccontextmanager
+    async def exclusive(self) -> AsyncIterator[None]:
+        async with self._cond:
+            await self._cond.wait_for(lambda: not self._exclusive)
+            self._exclusive = True
+            await self._cond.wait_for(lambda: self._ops == 0)
+        try:
+            yield
+        finally:
+            async with self._cond:
+                self._exclusive = False
+                self._cond.notify_all()
 
 
 class Relay:
@@ -84,9 +135,11 @@ class Relay:
         #: Identity of the Redis instance we registered in (its run_id).
         self._backend_id = ""
         self._started = False
-        #: Counts changes to ``records`` (restore re-runs if one happened meanwhile).
-        self.registry_changes = 0
-        self._restore_lock = asyncio.Lock()
+        #: Changes Redis has not seen (made while it was unreachable), for restore.
+        self.pending = Pending()
+        #: The event each pending id stands for: (channel, envelope).
+        self._pending_events: dict[str, tuple[str, Envelope]] = {}
+        self.gate = Gate()
         self._background: set[asyncio.Task[None]] = set()
 
     # -- lifecycle ----------------------------------------------------------
@@ -165,57 +218,107 @@ class Relay:
             self.note_backend_error(exc)
 
     async def refresh(self) -> None:
-        """Heartbeat; re-register everything this relay holds if it was dropped.
-
-        Dropped while Redis kept running (``run_id`` unchanged) means a
-        sweeper reaped us while we were paused: everyone saw our sessions
-        LEAVE, so the rejoin is announced with JOIN events. Dropped because
-        Redis restarted empty means nobody saw a LEAVE: restore silently.
-        After any failed registry call the registry is re-synchronised too.
-        """
+        """Heartbeat; re-register everything this relay holds if it was dropped,
+        and bring the registry up to date after any failed registry call."""
         registered = await self.registry.refresh_server(
             self.server_id, self.incarnation, self.ttl_ms
         )
         if not registered:
             await self.reregister()
-        elif self.backend_error is not None:
+        elif self.backend_error is not None or self.pending:
             await self.restore(announce=False)
 
     async def reregister(self) -> None:
-        """The registry no longer knows this relay: put back everything it holds."""
+        """The registry no longer knows this relay: put back everything it holds.
+
+        Dropped while Redis kept running (same ``run_id``) means a sweeper
+        reaped this relay while it was paused: everyone saw its participants
+        LEAVE, so the restore announces them again. Dropped because Redis
+        restarted empty means nobody saw a LEAVE: the restore is silent (but for
+        changes made meanwhile, which :attr:`pending` announces).
+        """
         backend_id = await self.registry.backend_id()
-        announce = backend_id == self._backend_id
+        await self.restore(announce=backend_id == self._backend_id)
         self._backend_id = backend_id
-        await self.restore(announce=announce)
 
     async def restore(self, announce: bool) -> None:
-        """Re-register this relay and every session it holds.
-
-        Sessions that connect, disconnect, join or leave while the script is
-        in flight can be missed by the snapshot it was given; the restore is
-        then run again (it is idempotent, and JOIN events only follow
-        memberships actually re-added), a few times at most.
-        """
-        async with self._restore_lock:
-            self.incarnation = secrets.token_hex(8)
-            for _ in range(3):
-                version = self.registry_changes
-                await self.registry.restore(
-                    self.server_record(),
-                    [replace(r, rooms=list(r.rooms)) for r in self.records.values()],
-                    self.ttl_ms,
-                    announce,
-                    self.clock_ms(),
-                    self.router.next_message_id(),
-                )
-                if version == self.registry_changes:
-                    break
+        """Re-register this relay and every session it holds, alone (see :class:`Gate`)."""
+        async with self.gate.exclusive():
+            incarnation = secrets.token_hex(8)
+            server = replace(self.server_record(), incarnation=incarnation)
+            pending, events = self.pending, self._pending_events
+            published = await self.registry.restore(
+                server,
+                [replace(r, rooms=list(r.rooms)) for r in self.records.values()],
+                self.ttl_ms,
+                announce,
+                self.clock_ms(),
+                self.router.next_message_id(),
+                pending,
+            )
+            self.incarnation = incarnation
+            self.pending, self._pending_events = Pending(), {}
+            self.backend_error = None
+            # A LEAVE of a membership older than the outage that the restore did
+            # not publish (Redis had lost the membership): the others saw the
+            # JOIN, so they get the LEAVE too.
+            for key, event_id in pending.leaves.items():
+                if event_id not in published and key not in pending.joins and event_id in events:
+                    channel, envelope = events[event_id]
+                    await self.bus.publish(channel, envelope)
             log.warning(
                 "re-registered %d sessions in the registry (announce=%s)",
                 len(self.records),
                 announce,
             )
-            self.backend_error = None
+
+    def unsynced(
+        self,
+        exc: BackendUnavailable,
+        kind: str,
+        record: SessionRecord,
+        room_id: str,
+        reason: str = "left",
+    ) -> None:
+        """A JOIN or LEAVE the registry did not take: remember it for the restore.
+
+        If Redis refused it (unreachable), local subscribers are told now, under
+        an id the restore will publish it with, and the router will not deliver
+        that one twice. If Redis did not answer in time the change may still
+        have happened: nothing is delivered now, the restore sorts it out.
+        """
+        self.note_backend_error(exc)
+        event_id = self.router.next_message_id()
+        key = (record.session_id, room_id)
+        (self.pending.joins if kind == "JOIN" else self.pending.leaves)[key] = event_id
+        count = self.rooms.local_count(room_id)
+        if kind == "JOIN":
+            channel = self.keys.join_channel(room_id)
+            body = join_event(
+                room_id, record.session_id, record.username, self.server_id, now_ms(), count
+            )
+        else:
+            channel = self.keys.leave_channel(room_id)
+            body = leave_event(
+                room_id,
+                record.session_id,
+                record.username,
+                self.server_id,
+                now_ms(),
+                count,
+                reason,
+            )
+        envelope = Envelope(
+            id=event_id,
+            origin=self.server_id,
+            destination=f"/topic/room/{room_id}",
+            headers=(("content-type", EVENT_CONTENT_TYPE),),
+            body=body,
+            ts=now_ms(),
+        )
+        self._pending_events[event_id] = (channel, envelope)
+        if not isinstance(exc, BackendTimeout):
+            self.router.deliver_once(channel, envelope)
 
     # -- connections --------------------------------------------------------
 
@@ -240,23 +343,25 @@ class Relay:
         self.metrics.connections.dec()
         await self.router.drop(session.session_id)
         session.subscriptions.clear()
-        record = self.records.pop(session.session_id, None)
-        if record is None:
-            return
-        self.registry_changes += 1
-        try:
-            await self.registry.remove_session(
-                record.session_id,
-                self.server_id,
-                list(record.rooms),
-                "disconnected",
-                self.clock_ms(),
-                self.router.next_message_id(),
-            )
-        except BackendUnavailable as exc:
-            self.note_backend_error(exc)
-            for room_id in record.rooms:
-                self.rooms.local_leave(record, room_id, "disconnected")
+        async with self.gate.shared():
+            record = self.records.pop(session.session_id, None)
+            if record is None:
+                return
+            self.pending.new_sessions.discard(record.session_id)
+            try:
+                await self.registry.remove_session(
+                    record.session_id,
+                    self.server_id,
+                    list(record.rooms),
+                    "disconnected",
+                    self.clock_ms(),
+                    self.router.next_message_id(),
+                )
+            except BackendUnavailable as exc:
+                for room_id in record.rooms:
+                    self.unsynced(exc, "LEAVE", record, room_id, "disconnected")
+                if not record.rooms:
+                    self.note_backend_error(exc)
 
     async def handle(self, sink: Sink, events: list[Event]) -> None:
         """Act on a connection's events in order; refusals become ERROR frames."""
@@ -310,18 +415,30 @@ class Relay:
             connected_at=now,
             last_seen=now,
         )
-        self.records[session.session_id] = record
-        self.registry_changes += 1
         log.info(
             "session %s connected from %s with STOMP %s",
             session.session_id,
             sink.remote,
             event.version,
         )
-        try:
-            await self.registry.add_session(record, self.router.next_message_id())
-        except BackendUnavailable as exc:
-            self.note_backend_error(exc)
+        async with self.gate.shared():
+            self.records[session.session_id] = record
+            try:
+                added = await self.registry.add_session(
+                    record, self.router.next_message_id(), self.incarnation
+                )
+            except BackendUnavailable as exc:
+                self.note_backend_error(exc)
+                self.pending.new_sessions.add(record.session_id)
+                return
+            if not added:
+                self.pending.new_sessions.add(record.session_id)
+        if not added:
+            # This relay was reaped: put it back, this session with it.
+            try:
+                await self.reregister()
+            except BackendUnavailable as exc:
+                self.note_backend_error(exc)
 
     async def _on_send(self, sink: Sink, event: MessageSent) -> None:
         frame = event.frame

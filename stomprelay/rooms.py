@@ -21,11 +21,9 @@ from stomprelay.cluster.keys import Keys
 from stomprelay.cluster.registry import (
     EVENT_CONTENT_TYPE,
     Participant,
-    join_event,
-    leave_event,
     room_event,
 )
-from stomprelay.errors import BackendUnavailable, PolicyError
+from stomprelay.errors import BackendTimeout, BackendUnavailable, PolicyError
 from stomprelay.stomp.frames import PreparedMessage
 
 if TYPE_CHECKING:
@@ -84,18 +82,6 @@ class Rooms:
             raise PolicyError("Not connected", "This session is not registered.")
         return record
 
-    def _local_event(self, channel: str, room_id: str, body: bytes) -> None:
-        """Registry unreachable: deliver an event to this relay's subscribers only."""
-        envelope = Envelope(
-            id=self.relay.router.next_message_id(),
-            origin=self.relay.server_id,
-            destination=f"/topic/room/{room_id}",
-            headers=(("content-type", EVENT_CONTENT_TYPE),),
-            body=body,
-            ts=now_ms(),
-        )
-        self.relay.router.dispatch(channel, envelope)
-
     async def join(self, sink: Sink, room_id: str, body: bytes) -> None:
         record = self._record(sink)
         data = _json_body(body, "join")
@@ -105,72 +91,56 @@ class Rooms:
             self.relay.settings.max_username,
         )
         relay = self.relay
-        now = now_ms()
-        event_id = relay.router.next_message_id()
-        already = room_id in record.rooms
-        if not already and len(record.rooms) >= relay.settings.max_rooms_per_session:
-            raise PolicyError(
-                "Too many rooms",
-                f"A session may be in at most {relay.settings.max_rooms_per_session} rooms.",
-            )
-        record.rooms = [r for r in record.rooms if r != room_id] + [room_id]
-        record.username = username
-        relay.registry_changes += 1
-        try:
-            result = await relay.registry.join(
-                record.session_id, room_id, username, relay.server_id, now, event_id
-            )
-            if result is None:
-                await relay.reregister()
+        async with relay.gate.shared():
+            already = room_id in record.rooms
+            if not already and len(record.rooms) >= relay.settings.max_rooms_per_session:
+                raise PolicyError(
+                    "Too many rooms",
+                    f"A session may be in at most {relay.settings.max_rooms_per_session} rooms.",
+                )
+            record.rooms = [r for r in record.rooms if r != room_id] + [room_id]
+            record.username = username
+            try:
                 result = await relay.registry.join(
-                    record.session_id, room_id, username, relay.server_id, now, event_id
-                )
-        except BackendUnavailable as exc:
-            relay.note_backend_error(exc)
-            if not already:
-                count = self.local_count(room_id)
-                self._local_event(
-                    self.keys.join_channel(room_id),
+                    record.session_id,
                     room_id,
-                    join_event(room_id, record.session_id, username, relay.server_id, now, count),
+                    username,
+                    relay.server_id,
+                    now_ms(),
+                    relay.router.next_message_id(),
                 )
-
-    def local_leave(self, record: SessionRecord, room_id: str, reason: str) -> None:
-        """Registry unreachable: tell this relay's subscribers that someone left."""
-        self._local_event(
-            self.keys.leave_channel(room_id),
-            room_id,
-            leave_event(
-                room_id,
-                record.session_id,
-                record.username,
-                self.relay.server_id,
-                now_ms(),
-                self.local_count(room_id),
-                reason,
-            ),
-        )
+            except BackendUnavailable as exc:
+                if not already:
+                    relay.unsynced(exc, "JOIN", record, room_id)
+                return
+            if result is None:
+                # Redis no longer knows this session (restarted, or this relay was
+                # reaped): the re-registration below announces this join.
+                relay.pending.joins[(record.session_id, room_id)] = relay.router.next_message_id()
+        if result is None:
+            try:
+                await relay.reregister()
+            except BackendUnavailable as exc:
+                relay.note_backend_error(exc)
 
     async def leave(self, sink: Sink, room_id: str, reason: str = "left") -> None:
         record = self._record(sink)
-        if room_id not in record.rooms:
-            raise PolicyError("Not a participant", f"This session has not joined {room_id}.")
-        record.rooms.remove(room_id)
         relay = self.relay
-        relay.registry_changes += 1
-        now = now_ms()
-        try:
-            await relay.registry.leave(
-                record.session_id,
-                room_id,
-                relay.server_id,
-                reason,
-                now,
-                relay.router.next_message_id(),
-            )
-        except BackendUnavailable as exc:
-            relay.note_backend_error(exc)
-            self.local_leave(record, room_id, reason)
+        async with relay.gate.shared():
+            if room_id not in record.rooms:
+                raise PolicyError("Not a participant", f"This session has not joined {room_id}.")
+            record.rooms.remove(room_id)
+            try:
+                await relay.registry.leave(
+                    record.session_id,
+                    room_id,
+                    relay.server_id,
+                    reason,
+                    now_ms(),
+                    relay.router.next_message_id(),
+                )
+            except BackendUnavailable as exc:
+                relay.unsynced(exc, "LEAVE", record, room_id, reason)
 
     async def message(self, sink: Sink, room_id: str, body: bytes) -> None:
         record = self._record(sink)
@@ -199,6 +169,9 @@ class Rooms:
         channel = self.keys.room_channel(room_id)
         try:
             await relay.registry.chat(record.session_id, room_id, channel, envelope.to_json(), now)
+        except BackendTimeout as exc:
+            # Redis may still run it: publishing it again would send it twice.
+            relay.note_backend_error(exc)
         except BackendUnavailable as exc:
             relay.note_backend_error(exc)
             await relay.bus.publish(channel, envelope)

@@ -43,6 +43,8 @@ RESERVED_HEADERS = frozenset(
     }
 )
 DEFAULT_TEXT_TYPE = "text/plain;charset=utf-8"
+#: Seconds an envelope delivered ahead of the bus is remembered, to skip its echo.
+EARLY_DELIVERY_MEMORY = 600.0
 DEFAULT_BINARY_TYPE = "application/octet-stream"
 
 
@@ -151,6 +153,8 @@ class Router:
         self._own_channel = ""
         self._prefix = f"{server_id}-{int(time.time() * 1000):x}"
         self._counter = 0
+        #: Ids of envelopes delivered ahead of the bus (during an outage), by time.
+        self._delivered_early: dict[str, float] = {}
         #: Called once per MESSAGE queued to a client (metrics).
         self.on_delivered: Callable[[], None] | None = None
 
@@ -250,8 +254,25 @@ class Router:
     async def publish(self, channel: str, envelope: Envelope) -> None:
         await self.bus.publish(channel, envelope)
 
+    def deliver_once(self, channel: str, envelope: Envelope) -> None:
+        """Deliver to local subscribers now; when the same envelope (same id)
+        comes back through the bus later, it is not delivered again."""
+        now = time.monotonic()
+        self._delivered_early[envelope.id] = now
+        while self._delivered_early:
+            oldest_id, since = next(iter(self._delivered_early.items()))
+            if now - since < EARLY_DELIVERY_MEMORY:
+                break
+            del self._delivered_early[oldest_id]
+        self._fan_out(channel, envelope)
+
     def dispatch(self, channel: str, envelope: Envelope) -> None:
         """Bus handler: fan one envelope out to the local subscribers."""
+        if self._delivered_early and self._delivered_early.pop(envelope.id, None) is not None:
+            return
+        self._fan_out(channel, envelope)
+
+    def _fan_out(self, channel: str, envelope: Envelope) -> None:
         subscribers = self._local.get(envelope.destination)
         if not subscribers:
             return

@@ -12,10 +12,15 @@ from __future__ import annotations
 LIBRARY = r"""
 local EVENT_TYPE = 'application/json;charset=utf-8'
 local seq = 0
+-- Ids given by the relay (fixed_id) that this script published.
+local published = {}
 
-local function envelope(eid, origin, destination, body, ts)
+-- fixed_id: the id the relay already gave this event when it delivered it
+-- locally during an outage (so the relay can recognise it and not deliver twice).
+local function envelope(eid, origin, destination, body, ts, fixed_id)
   seq = seq + 1
-  return cjson.encode({v = 1, id = eid .. '-' .. seq, origin = origin,
+  if fixed_id then published[#published + 1] = fixed_id end
+  return cjson.encode({v = 1, id = fixed_id or (eid .. '-' .. seq), origin = origin,
     destination = destination, headers = {{'content-type', EVENT_TYPE}},
     body = body, encoding = 'utf-8', ts = ts})
 end
@@ -60,33 +65,35 @@ local function room_count(room, ts)
 end
 
 -- Add sid to room; JOIN event when newly added and announce is set.
-local function join_room(sid, room, username, server, ts, eid, announce)
+local function join_room(sid, room, username, server, ts, eid, announce, fixed_id)
   local added = redis.call('SADD', k_room_participants(room), sid)
   local count = room_count(room, ts)
   if added == 1 and announce then
     local body = room_event('JOIN', room, sid, username, server, ts, count, nil,
       username .. ' joined')
     redis.call('PUBLISH', k_join_channel(room),
-      envelope(eid, server, '/topic/room/' .. room, body, ts))
+      envelope(eid, server, '/topic/room/' .. room, body, ts, fixed_id))
   end
   return added, count
 end
 
 -- Remove sid from room; one LEAVE event when it was a participant.
-local function leave_room(sid, room, username, server, reason, ts, eid)
+local function leave_room(sid, room, username, server, reason, ts, eid, fixed_id)
   local removed = redis.call('SREM', k_room_participants(room), sid)
   local count = room_count(room, ts)
   if removed == 1 then
     local body = room_event('LEAVE', room, sid, username, server, ts, count, reason,
       username .. ' left')
     redis.call('PUBLISH', k_leave_channel(room),
-      envelope(eid, server, '/topic/room/' .. room, body, ts))
+      envelope(eid, server, '/topic/room/' .. room, body, ts, fixed_id))
   end
   return removed, count
 end
 
 -- Remove a session entirely: LEAVE for each room, keys gone, disconnect event.
-local function remove_session(sid, server, extra_rooms, reason, ts, eid, origin)
+-- leave_ids: room -> event id for LEAVEs the relay already delivered locally.
+local function remove_session(sid, server, extra_rooms, reason, ts, eid, origin, leave_ids)
+  leave_ids = leave_ids or {}
   local skey = k_session(sid)
   local fields = redis.call('HMGET', skey, 'server-id', 'username', 'rooms')
   local owner = fields[1] or server
@@ -97,14 +104,15 @@ local function remove_session(sid, server, extra_rooms, reason, ts, eid, origin)
     for _, x in ipairs(rooms) do if x == r then known = true end end
     if not known then rooms[#rooms + 1] = r end
   end
+  local left = 0
   for _, room in ipairs(rooms) do
-    leave_room(sid, room, username, owner, reason, ts, eid)
+    left = left + leave_room(sid, room, username, owner, reason, ts, eid, leave_ids[room])
   end
   local existed = redis.call('DEL', skey)
   redis.call('DEL', k_current_room(sid))
   redis.call('SREM', k_sessions_active(), sid)
   redis.call('SREM', k_server_sessions(owner), sid)
-  if existed == 1 or #rooms > 0 then
+  if existed == 1 or left > 0 then
     local body = cjson.encode({type = 'DISCONNECT', sessionId = sid, serverId = owner,
       username = username, reason = reason, timestamp = ts})
     redis.call('PUBLISH', k_session_disconnect_channel(),
@@ -150,11 +158,18 @@ redis.call('SET', k_server_heartbeat(server), ARGV[2], 'PX', ARGV[3])
 return 1
 """
 
-# ARGV: session fields as JSON, event id
+# ARGV: session fields as JSON, event id, incarnation
+# Refused (0) when the relay is not registered under that incarnation (it was
+# reaped): the relay re-registers everything instead, so no session is ever
+# added under a relay the reaper no longer watches.
 ADD_SESSION = r"""
 local s = cjson.decode(ARGV[1])
 local sid = s['session-id']
 local ts = tonumber(s['connected-at'])
+if redis.call('SISMEMBER', k_servers_active(), s['server-id']) == 0
+    or redis.call('HGET', k_server_info(s['server-id']), 'incarnation') ~= ARGV[3] then
+  return 0
+end
 redis.call('HSET', k_session(sid), 'server-id', s['server-id'], 'username', s['username'],
   'remote-address', s['remote-address'], 'version', s['version'],
   'connected-at', s['connected-at'], 'last-seen', s['last-seen'], 'rooms', s['rooms'])
@@ -234,11 +249,18 @@ return remove_server(ARGV[1], 'disconnected', tonumber(ARGV[2]), ARGV[3], ARGV[1
 """
 
 # ARGV: server, incarnation, host, port, version, started_at, ttl_ms, announce (0/1),
-#       now, event id, sessions JSON [{session fields + 'session-id'}]
+#       now, event id, sessions JSON, gone JSON
+# sessions: [{session fields, 'session-id', 'joins': {room: id}, 'leaves': {room: id},
+#             'new': '1' if its CONNECT was never announced}]
+# gone: {session id: {room: id}} for sessions that ended while Redis was unreachable.
+# JOIN for a membership re-added when announce is set or the relay has an id for it
+# (a join Redis never saw); LEAVE for memberships the relay no longer holds.
+# Returns the relay-given ids it published.
 RESTORE = r"""
 local server = ARGV[1]
 local ts = tonumber(ARGV[9])
 local announce = ARGV[8] == '1'
+local gone = cjson.decode(ARGV[12])
 redis.call('SADD', k_servers_active(), server)
 redis.call('DEL', k_server_info(server))
 redis.call('HSET', k_server_info(server), 'host', ARGV[3], 'port', ARGV[4],
@@ -251,9 +273,10 @@ for _, s in ipairs(cjson.decode(ARGV[11])) do
   local rooms = split_rooms(s['rooms'])
   local keep = {}
   for _, room in ipairs(rooms) do keep[room] = true end
+  local existed = redis.call('EXISTS', k_session(sid))
   for _, room in ipairs(split_rooms(redis.call('HGET', k_session(sid), 'rooms'))) do
     if not keep[room] then
-      leave_room(sid, room, s['username'], server, 'left', ts, ARGV[10])
+      leave_room(sid, room, s['username'], server, 'left', ts, ARGV[10], s['leaves'][room])
     end
   end
   redis.call('HSET', k_session(sid), 'server-id', server, 'username', s['username'],
@@ -261,17 +284,24 @@ for _, s in ipairs(cjson.decode(ARGV[11])) do
     'connected-at', s['connected-at'], 'last-seen', s['last-seen'], 'rooms', s['rooms'])
   redis.call('SADD', k_sessions_active(), sid)
   redis.call('SADD', k_server_sessions(server), sid)
+  if existed == 0 and s['new'] == '1' then
+    local body = cjson.encode({type = 'CONNECT', sessionId = sid, serverId = server,
+      username = s['username'], timestamp = tonumber(s['connected-at'])})
+    redis.call('PUBLISH', k_session_connect_channel(),
+      envelope(ARGV[10], server, '', body, ts))
+  end
   for _, room in ipairs(rooms) do
-    join_room(sid, room, s['username'], server, ts, ARGV[10], announce)
+    local fixed = s['joins'][room]
+    join_room(sid, room, s['username'], server, ts, ARGV[10], announce or fixed ~= nil, fixed)
   end
   set_current(sid, rooms)
 end
 for _, sid in ipairs(redis.call('SMEMBERS', k_server_sessions(server))) do
   if not held[sid] then
-    remove_session(sid, server, {}, 'disconnected', ts, ARGV[10], server)
+    remove_session(sid, server, {}, 'disconnected', ts, ARGV[10], server, gone[sid])
   end
 end
-return 1
+return published
 """
 
 # ARGV: room

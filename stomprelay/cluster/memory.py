@@ -20,6 +20,7 @@ from stomprelay.cluster.registry import (
     EVENT_CONTENT_TYPE,
     DeadServer,
     Participant,
+    Pending,
     RoomRecord,
     ServerRecord,
     SessionRecord,
@@ -106,11 +107,21 @@ class _Events:
         self.origin = origin
         self.now = now
         self.seq = 0
+        self.fixed_published: list[str] = []
 
-    def publish(self, channel: str, destination: str, body: bytes, origin: str = "") -> None:
+    def publish(
+        self,
+        channel: str,
+        destination: str,
+        body: bytes,
+        origin: str = "",
+        fixed_id: str | None = None,
+    ) -> None:
         self.seq += 1
+        if fixed_id is not None:
+            self.fixed_published.append(fixed_id)
         envelope = Envelope(
-            id=f"{self.event_id}-{self.seq}",
+            id=fixed_id or f"{self.event_id}-{self.seq}",
             origin=origin or self.origin,
             destination=destination,
             headers=(("content-type", EVENT_CONTENT_TYPE),),
@@ -143,7 +154,14 @@ class MemoryRegistry:
         return len(room.participants)
 
     def _join_room(
-        self, sid: str, room_id: str, username: str, server: str, ev: _Events, announce: bool
+        self,
+        sid: str,
+        room_id: str,
+        username: str,
+        server: str,
+        ev: _Events,
+        announce: bool,
+        fixed_id: str | None = None,
     ) -> tuple[bool, int]:
         room = self.hub.rooms.setdefault(room_id, _Room())
         added = sid not in room.participants
@@ -151,11 +169,20 @@ class MemoryRegistry:
         count = self._room_count(room_id, ev.now)
         if added and announce:
             body = join_event(room_id, sid, username, server, ev.now, count)
-            ev.publish(self.keys.join_channel(room_id), f"/topic/room/{room_id}", body, server)
+            ev.publish(
+                self.keys.join_channel(room_id), f"/topic/room/{room_id}", body, server, fixed_id
+            )
         return added, count
 
     def _leave_room(
-        self, sid: str, room_id: str, username: str, server: str, reason: str, ev: _Events
+        self,
+        sid: str,
+        room_id: str,
+        username: str,
+        server: str,
+        reason: str,
+        ev: _Events,
+        fixed_id: str | None = None,
     ) -> tuple[bool, int]:
         room = self.hub.rooms.get(room_id)
         removed = room is not None and sid in room.participants
@@ -164,7 +191,9 @@ class MemoryRegistry:
         count = self._room_count(room_id, ev.now)
         if removed:
             body = leave_event(room_id, sid, username, server, ev.now, count, reason)
-            ev.publish(self.keys.leave_channel(room_id), f"/topic/room/{room_id}", body, server)
+            ev.publish(
+                self.keys.leave_channel(room_id), f"/topic/room/{room_id}", body, server, fixed_id
+            )
         return removed, count
 
     def _set_current(self, sid: str, rooms: list[str]) -> None:
@@ -174,20 +203,31 @@ class MemoryRegistry:
             self.hub.current_room.pop(sid, None)
 
     def _remove_session(
-        self, sid: str, server: str, extra_rooms: list[str], reason: str, ev: _Events
+        self,
+        sid: str,
+        server: str,
+        extra_rooms: list[str],
+        reason: str,
+        ev: _Events,
+        leave_ids: dict[str, str] | None = None,
     ) -> bool:
         record = self.hub.sessions.pop(sid, None)
         owner = record.server_id if record else server
         username = record.username if record else ""
         rooms = list(record.rooms) if record else []
         rooms += [r for r in extra_rooms if r not in rooms]
+        ids = leave_ids or {}
+        left = False
         for room_id in rooms:
-            self._leave_room(sid, room_id, username, owner, reason, ev)
+            removed, _ = self._leave_room(
+                sid, room_id, username, owner, reason, ev, ids.get(room_id)
+            )
+            left = left or removed
         self.hub.current_room.pop(sid, None)
         self.hub.server_sessions.get(owner, set()).discard(sid)
         if not self.hub.server_sessions.get(owner):
             self.hub.server_sessions.pop(owner, None)
-        if record is not None or rooms:
+        if record is not None or left:
             body = session_event("DISCONNECT", sid, owner, username, ev.now, reason)
             ev.publish(self.keys.session_disconnect_channel, "", body)
         return record is not None
@@ -225,7 +265,10 @@ class MemoryRegistry:
         self.hub.heartbeats[server_id] = self.hub.clock() + ttl_ms / 1000
         return True
 
-    async def add_session(self, record: SessionRecord, event_id: str) -> None:
+    async def add_session(self, record: SessionRecord, event_id: str, incarnation: str) -> bool:
+        server = self.hub.servers.get(record.server_id)
+        if server is None or server.incarnation != incarnation:
+            return False
         stored = replace(record, rooms=list(record.rooms))
         stored.last_seen = stored.last_seen or stored.connected_at
         self.hub.sessions[record.session_id] = stored
@@ -235,6 +278,7 @@ class MemoryRegistry:
         )
         ev = _Events(self.hub, event_id, record.server_id, record.connected_at)
         ev.publish(self.keys.session_connect_channel, "", body)
+        return True
 
     async def remove_session(
         self,
@@ -335,34 +379,52 @@ class MemoryRegistry:
         announce: bool,
         now: int,
         event_id: str,
-    ) -> None:
+        pending: Pending | None = None,
+    ) -> list[str]:
+        pending = pending or Pending()
         self._add_server(server, ttl_ms)
         ev = _Events(self.hub, event_id, server.server_id, now)
         held = set()
         for session in sessions:
-            held.add(session.session_id)
+            sid = session.session_id
+            held.add(sid)
             stored = replace(session, server_id=server.server_id, rooms=list(session.rooms))
             stored.last_seen = stored.last_seen or stored.connected_at
-            previous = self.hub.sessions.get(session.session_id)
+            previous = self.hub.sessions.get(sid)
             for room_id in previous.rooms if previous else []:
                 if room_id not in stored.rooms:
                     self._leave_room(
-                        session.session_id,
+                        sid,
                         room_id,
                         session.username,
                         server.server_id,
                         "left",
                         ev,
+                        pending.leaves.get((sid, room_id)),
                     )
-            self.hub.sessions[session.session_id] = stored
-            self.hub.server_sessions.setdefault(server.server_id, set()).add(session.session_id)
-            for room_id in stored.rooms:
-                self._join_room(
-                    session.session_id, room_id, session.username, server.server_id, ev, announce
+            self.hub.sessions[sid] = stored
+            self.hub.server_sessions.setdefault(server.server_id, set()).add(sid)
+            if previous is None and sid in pending.new_sessions:
+                body = session_event(
+                    "CONNECT", sid, server.server_id, session.username, session.connected_at
                 )
-            self._set_current(session.session_id, stored.rooms)
+                ev.publish(self.keys.session_connect_channel, "", body)
+            for room_id in stored.rooms:
+                fixed = pending.joins.get((sid, room_id))
+                self._join_room(
+                    sid,
+                    room_id,
+                    session.username,
+                    server.server_id,
+                    ev,
+                    announce or fixed is not None,
+                    fixed,
+                )
+            self._set_current(sid, stored.rooms)
         for sid in sorted(self.hub.server_sessions.get(server.server_id, set()) - held):
-            self._remove_session(sid, server.server_id, [], "disconnected", ev)
+            leave_ids = {room: i for (s, room), i in pending.leaves.items() if s == sid}
+            self._remove_session(sid, server.server_id, [], "disconnected", ev, leave_ids)
+        return ev.fixed_published
 
     async def servers(self) -> list[tuple[ServerRecord, bool, int]]:
         return [

@@ -23,6 +23,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from stomprelay.cluster.base import BusHandler
@@ -32,11 +33,12 @@ from stomprelay.cluster.lua import LIBRARY, SCRIPTS
 from stomprelay.cluster.registry import (
     DeadServer,
     Participant,
+    Pending,
     RoomRecord,
     ServerRecord,
     SessionRecord,
 )
-from stomprelay.errors import BackendUnavailable, ProtocolError
+from stomprelay.errors import BackendTimeout, BackendUnavailable, ProtocolError
 
 log = logging.getLogger(__name__)
 
@@ -47,20 +49,27 @@ CONNECT_TIMEOUT = 2.0
 COMMAND_TIMEOUT = 3.0
 
 
-def make_client(url: str, decode: bool) -> aioredis.Redis:
+def make_client(url: str, decode: bool, health_check: int = 0) -> aioredis.Redis:
+    """A client that fails fast: no retries, short timeouts.
+
+    ``health_check``: PING a pooled connection idle this long (s) before using
+    it, so one left stale by a Redis restart fails the check, not a command.
+    """
     return aioredis.Redis.from_url(
         url,
         decode_responses=decode,
         socket_connect_timeout=CONNECT_TIMEOUT,
         socket_timeout=COMMAND_TIMEOUT,
         retry=Retry(NoBackoff(), 0),
-        health_check_interval=0,
+        health_check_interval=health_check,
     )
 
 
 async def _guard(call: Awaitable[T]) -> T:
     try:
         return await call
+    except (RedisTimeoutError, TimeoutError) as exc:
+        raise BackendTimeout(f"redis: no answer within {COMMAND_TIMEOUT:g} s") from exc
     except (RedisError, OSError) as exc:
         raise BackendUnavailable(f"redis: {type(exc).__name__}: {exc}") from exc
 
@@ -81,7 +90,9 @@ class RedisBus:
         self.dead_after = dead_after
         #: Called with True/False when availability changes.
         self.on_state_change: Callable[[bool], None] | None = None
-        self._client = make_client(url, decode=False)
+        self._client = make_client(url, decode=False, health_check=1)
+        #: The pub/sub connection's own client: this module watches it with PINGs.
+        self._sub_client = make_client(url, decode=False)
         self._handler: BusHandler | None = None
         self._wanted: set[str] = set()
         self._pubsub: PubSub | None = None
@@ -107,8 +118,9 @@ class RedisBus:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         await self._drop_pubsub()
-        with contextlib.suppress(RedisError, OSError):
-            await self._client.aclose()
+        for client in (self._client, self._sub_client):
+            with contextlib.suppress(RedisError, OSError):
+                await client.aclose()
 
     def _set_available(self, value: bool) -> None:
         if value == self._available:
@@ -142,7 +154,7 @@ class RedisBus:
 
     async def _session(self) -> None:
         """One pub/sub connection's life: subscribe all, then read until it fails."""
-        pubsub = self._client.pubsub(ignore_subscribe_messages=False)
+        pubsub = self._sub_client.pubsub(ignore_subscribe_messages=False)
         await pubsub.connect()  # type: ignore[no-untyped-call]
         self._pubsub = pubsub
         wanted = sorted(self._wanted)
@@ -199,8 +211,8 @@ class RedisBus:
         """Subscribe; returns after Redis confirmed (or at once when degraded)."""
         self._wanted.add(channel)
         pubsub = self._pubsub
-        if pubsub is None or not self._available:
-            return
+        if pubsub is None:
+            return  # the next connection subscribes every wanted channel
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._confirm.setdefault(channel, []).append(future)
         try:
@@ -212,7 +224,7 @@ class RedisBus:
     async def unsubscribe(self, channel: str) -> None:
         self._wanted.discard(channel)
         pubsub = self._pubsub
-        if pubsub is None or not self._available:
+        if pubsub is None:
             return
         with contextlib.suppress(RedisError, OSError):
             await pubsub.unsubscribe(channel)
@@ -222,6 +234,11 @@ class RedisBus:
         if self._available:
             try:
                 await self._client.publish(channel, envelope.to_json())
+                return
+            except (RedisTimeoutError, TimeoutError):
+                # Redis may still run it and send it back: delivering it here
+                # too would deliver it twice.
+                log.warning("publish on %s timed out; not delivered locally", channel)
                 return
             except (RedisError, OSError) as exc:
                 log.info("publish on %s failed, delivering locally: %s", channel, exc)
@@ -250,7 +267,7 @@ class RedisRegistry:
     def __init__(self, url: str, keys: Keys | None = None, lock_ttl_ms: int = 15_000) -> None:
         self.keys = keys or Keys()
         self.lock_ttl_ms = lock_ttl_ms
-        self._client = make_client(url, decode=True)
+        self._client = make_client(url, decode=True, health_check=1)
         prelude = self.keys.lua_prelude() + LIBRARY
         self._scripts = {
             name: self._client.register_script(prelude + body) for name, body in SCRIPTS.items()
@@ -292,9 +309,9 @@ class RedisRegistry:
     async def refresh_server(self, server_id: str, incarnation: str, ttl_ms: int) -> bool:
         return bool(await self._script("refresh_server", server_id, incarnation, ttl_ms))
 
-    async def add_session(self, record: SessionRecord, event_id: str) -> None:
+    async def add_session(self, record: SessionRecord, event_id: str, incarnation: str) -> bool:
         fields = {"session-id": record.session_id, **record.to_fields()}
-        await self._script("add_session", json.dumps(fields), event_id)
+        return bool(await self._script("add_session", json.dumps(fields), event_id, incarnation))
 
     async def remove_session(
         self,
@@ -379,9 +396,29 @@ class RedisRegistry:
         announce: bool,
         now: int,
         event_id: str,
-    ) -> None:
-        payload = json.dumps([{"session-id": s.session_id, **s.to_fields()} for s in sessions])
-        await self._script(
+        pending: Pending | None = None,
+    ) -> list[str]:
+        pending = pending or Pending()
+        held = {s.session_id for s in sessions}
+        payload = json.dumps(
+            [
+                {
+                    "session-id": s.session_id,
+                    **s.to_fields(),
+                    "joins": {r: i for (sid, r), i in pending.joins.items() if sid == s.session_id},
+                    "leaves": {
+                        r: i for (sid, r), i in pending.leaves.items() if sid == s.session_id
+                    },
+                    "new": "1" if s.session_id in pending.new_sessions else "0",
+                }
+                for s in sessions
+            ]
+        )
+        gone: dict[str, dict[str, str]] = {}
+        for (sid, room), ident in pending.leaves.items():
+            if sid not in held:
+                gone.setdefault(sid, {})[room] = ident
+        published = await self._script(
             "restore",
             server.server_id,
             server.incarnation,
@@ -394,7 +431,9 @@ class RedisRegistry:
             now,
             event_id,
             payload,
+            json.dumps(gone),
         )
+        return [_text(i) for i in published or []]
 
     async def servers(self) -> list[tuple[ServerRecord, bool, int]]:
         keys = self.keys

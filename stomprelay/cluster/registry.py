@@ -82,6 +82,30 @@ class RoomRecord:
     last_activity: int
 
 
+@dataclass(slots=True)
+class Pending:
+    """What Redis has not seen of a relay's sessions, for :meth:`Registry.restore`.
+
+    ``joins``/``leaves`` map (session id, room id) to the message id of the
+    event: the id the relay already delivered to its own subscribers during an
+    outage (it will recognise the event when it comes back and not deliver it
+    twice), or a fresh one for a change that was never announced at all.
+    ``new_sessions`` are sessions whose CONNECT was never published.
+    """
+
+    joins: dict[tuple[str, str], str] = field(default_factory=dict)
+    leaves: dict[tuple[str, str], str] = field(default_factory=dict)
+    new_sessions: set[str] = field(default_factory=set)
+
+    def __bool__(self) -> bool:
+        return bool(self.joins or self.leaves or self.new_sessions)
+
+    def clear(self) -> None:
+        self.joins.clear()
+        self.leaves.clear()
+        self.new_sessions.clear()
+
+
 @dataclass(frozen=True, slots=True)
 class DeadServer:
     server_id: str
@@ -231,7 +255,10 @@ class Registry(Protocol):
         """Extend the liveness TTL; False if this incarnation is no longer registered."""
         ...
 
-    async def add_session(self, record: SessionRecord, event_id: str) -> None: ...
+    async def add_session(self, record: SessionRecord, event_id: str, incarnation: str) -> bool:
+        """Register a session and publish its CONNECT; False (nothing done) when its
+        relay is not registered under ``incarnation`` (it was reaped)."""
+        ...
 
     async def remove_session(
         self,
@@ -283,8 +310,14 @@ class Registry(Protocol):
         announce: bool,
         now: int,
         event_id: str,
-    ) -> None:
-        """Re-register a relay and everything it holds; JOIN only if ``announce``."""
+        pending: Pending | None = None,
+    ) -> list[str]:
+        """Re-register a relay and everything it holds; the ``pending`` ids it published.
+
+        A membership re-added gets a JOIN if ``announce`` (others saw it LEAVE) or if
+        ``pending`` has a JOIN for it; memberships and sessions the relay no longer
+        holds leave with one LEAVE each (ids from ``pending`` where it has them).
+        """
         ...
 
     async def servers(self) -> list[tuple[ServerRecord, bool, int]]:

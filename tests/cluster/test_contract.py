@@ -28,6 +28,7 @@ from stomprelay.cluster.registry import (
     EVENT_CONTENT_TYPE,
     DeadServer,
     Participant,
+    Pending,
     RoomRecord,
     ServerRecord,
     SessionRecord,
@@ -46,6 +47,12 @@ K = Keys()
 
 R1 = ServerRecord("r1", "10.0.0.1", 8001, "0.1.0", NOW - 5_000, "inc-1")
 R2 = ServerRecord("r2", "10.0.0.2", 8002, "0.1.0", NOW - 4_000, "inc-2")
+
+
+def incarnation_of(record: SessionRecord) -> str:
+    """The incarnation its relay registered with (add_session is fenced by it)."""
+    return {"r1": R1.incarnation, "r2": R2.incarnation}[record.server_id]
+
 
 #: Fields of a room event that the contract names (section 3).
 ROOM_EVENT_FIELDS = {
@@ -200,7 +207,7 @@ async def populate(cluster: Cluster, r1_ttl: int = LONG_TTL) -> dict[str, Sessio
     await reg.register_server(R2, LONG_TTL, NOW, "reg")
     s1, s2, s3 = session("s1"), session("s2", username="bob"), session("s3", "r2", "carol")
     for i, rec in enumerate((s1, s2, s3)):
-        await reg.add_session(rec, f"ev-add{i}")
+        await reg.add_session(rec, f"ev-add{i}", incarnation_of(rec))
     assert await reg.join("s1", "lobby", "alice", "r1", NOW + 1, "ev-j1") == (True, 1)
     assert await reg.join("s2", "lobby", "bob", "r1", NOW + 2, "ev-j2") == (True, 2)
     assert await reg.join("s3", "lobby", "carol", "r2", NOW + 3, "ev-j3") == (True, 3)
@@ -338,7 +345,7 @@ async def test_add_session(cluster: Cluster) -> None:
     probe = await event_probe(cluster)
     await reg.register_server(R1, LONG_TTL, NOW, "reg")
     s1 = session("s1")
-    await reg.add_session(s1, "ev-add")
+    await reg.add_session(s1, "ev-add", incarnation_of(s1))
     assert await cluster.snapshot() == state(servers=[R1], sessions=[s1])
 
     (env,) = await probe.wait_count(K.session_connect_channel, 1)
@@ -360,7 +367,11 @@ async def test_add_session(cluster: Cluster) -> None:
 
 async def test_add_session_without_last_seen_stores_connected_at(cluster: Cluster) -> None:
     await cluster.registry.register_server(R1, LONG_TTL, NOW, "reg")
-    await cluster.registry.add_session(replace(session("s1"), last_seen=0), "ev")
+    await cluster.registry.add_session(
+        replace(session("s1"), last_seen=0),
+        "ev",
+        incarnation_of(replace(session("s1"), last_seen=0)),
+    )
     assert await cluster.snapshot() == state(servers=[R1], sessions=[session("s1")])
 
 
@@ -372,8 +383,8 @@ async def test_join(cluster: Cluster) -> None:
     await reg.register_server(R1, LONG_TTL, NOW, "reg")
     await reg.register_server(R2, LONG_TTL, NOW, "reg")
     s1, s2 = session("s1"), session("s2", "r2", "bob")
-    await reg.add_session(s1, "ev-a1")
-    await reg.add_session(s2, "ev-a2")
+    await reg.add_session(s1, "ev-a1", incarnation_of(s1))
+    await reg.add_session(s2, "ev-a2", incarnation_of(s2))
     probe = await event_probe(cluster, ["lobby"])
 
     assert await reg.join("s1", "lobby", ALICE, "r1", NOW + 10, "ev-j1") == (True, 1)
@@ -403,7 +414,7 @@ async def test_join(cluster: Cluster) -> None:
 async def test_join_the_same_room_again_announces_nothing(cluster: Cluster) -> None:
     reg = cluster.registry
     await reg.register_server(R1, LONG_TTL, NOW, "reg")
-    await reg.add_session(session("s1"), "ev-a")
+    await reg.add_session(session("s1"), "ev-a", incarnation_of(session("s1")))
     probe = await event_probe(cluster, ["lobby"])
     assert await reg.join("s1", "lobby", "alice", "r1", NOW + 10, "ev-j1") == (True, 1)
     assert await reg.join("s1", "lobby", "alice", "r1", NOW + 20, "ev-j2") == (False, 1)
@@ -421,7 +432,7 @@ async def test_join_the_same_room_again_announces_nothing(cluster: Cluster) -> N
 async def test_join_a_second_room_changes_the_current_room(cluster: Cluster) -> None:
     reg = cluster.registry
     await reg.register_server(R1, LONG_TTL, NOW, "reg")
-    await reg.add_session(session("s1"), "ev-a")
+    await reg.add_session(session("s1"), "ev-a", incarnation_of(session("s1")))
     probe = await event_probe(cluster, ["lobby", "games"])
     await reg.join("s1", "lobby", "alice", "r1", NOW + 10, "ev-j1")
     assert await reg.join("s1", "games", "alice", "r1", NOW + 20, "ev-j2") == (True, 1)
@@ -463,7 +474,11 @@ async def test_every_bus_sees_a_rooms_events_in_the_order_of_the_changes(
     await reg.register_server(R1, LONG_TTL, NOW, "reg")
     await reg.register_server(R2, LONG_TTL, NOW, "reg")
     for i, (sid, server) in enumerate([("s1", "r1"), ("s2", "r2"), ("s3", "r1")]):
-        await reg.add_session(session(sid, server, f"user{i}"), f"ev-a{i}")
+        await reg.add_session(
+            session(sid, server, f"user{i}"),
+            f"ev-a{i}",
+            incarnation_of(session(sid, server, f"user{i}")),
+        )
     a = await event_probe(cluster, ["lobby"])
     b = await event_probe(cluster, ["lobby"])
     await reg.join("s1", "lobby", "user0", "r1", NOW + 1, "ev1")
@@ -582,7 +597,9 @@ async def test_remove_unknown_session_announces_nothing(cluster: Cluster) -> Non
 async def test_participants(cluster: Cluster) -> None:
     reg = cluster.registry
     await populate(cluster)
-    await reg.add_session(session("s4", "r2", "aaron"), "ev-a4")
+    await reg.add_session(
+        session("s4", "r2", "aaron"), "ev-a4", incarnation_of(session("s4", "r2", "aaron"))
+    )
     await reg.join("s4", "lobby", "aaron", "r2", NOW + 5, "ev-j5")
     assert await reg.participants("lobby") == [
         Participant("s4", "aaron", "r2"),
@@ -845,7 +862,7 @@ async def test_restore_with_announce_joins_only_missing_memberships(cluster: Clu
     reg = cluster.registry
     records = await populate(cluster)
     s4 = session("s4", username="dave")
-    await reg.add_session(s4, "ev-a4")
+    await reg.add_session(s4, "ev-a4", incarnation_of(s4))
     await reg.join("s4", "lobby", "dave", "r1", NOW + 5, "ev-j5")
     # What went missing: s1's membership of games, and s2 entirely.
     await reg.leave("s1", "games", "r1", "left", NOW + 6, "ev-l")
@@ -951,7 +968,7 @@ async def test_redis_registry_honours_the_key_prefix(cluster: Cluster) -> None:
     reg = RedisRegistry(cluster.url, keys)  # type: ignore[attr-defined]
     try:
         await reg.register_server(R1, LONG_TTL, NOW, "reg")
-        await reg.add_session(session("s1"), "ev")
+        await reg.add_session(session("s1"), "ev", incarnation_of(session("s1")))
         assert await reg.join("s1", "lobby", "alice", "r1", NOW, "ev") == (True, 1)
         names = {key async for key in cluster.raw.scan_iter(match="*")}
         assert names == {
@@ -1039,3 +1056,52 @@ async def test_redis_registry_translates_connection_errors(call: str) -> None:
             await UNREACHABLE_CALLS[call](reg)
     finally:
         await reg.close()
+
+
+async def test_add_session_is_fenced_by_the_relay_registration(cluster: Cluster) -> None:
+    """A relay that was reaped (or has a stale incarnation) cannot add sessions the
+    reaper would never see: add_session refuses and writes nothing."""
+    reg = cluster.registry
+    probe = await event_probe(cluster)
+    assert await reg.add_session(session("s1"), "ev", "inc-1") is False  # r1 not registered
+    await reg.register_server(R1, LONG_TTL, NOW, "reg")
+    assert await reg.add_session(session("s1"), "ev", "inc-stale") is False
+    await probe.barrier()
+    assert all_event_ids(probe) == []
+    assert await cluster.snapshot() == state(servers=[R1])
+    assert await reg.add_session(session("s1"), "ev", "inc-1") is True
+
+
+async def test_restore_publishes_pending_changes_under_their_ids(cluster: Cluster) -> None:
+    """What happened while Redis was unreachable is announced once, under the ids the
+    relay already used locally: a join, a leave, a session that ended, one that began."""
+    reg = cluster.registry
+    records = await populate(cluster)
+    probe = await event_probe(cluster, ["lobby", "games", "kitchen"])
+    s1 = in_rooms(records["s1"], ["lobby", "kitchen"], NOW + 10)  # left games, joined kitchen
+    s4 = session("s4", username="dave")  # connected during the outage, joined nothing
+    pending = Pending(
+        joins={("s1", "kitchen"): "local-join"},
+        leaves={("s1", "games"): "local-leave", ("s2", "lobby"): "local-gone"},
+        new_sessions={"s4"},
+    )
+    published = await reg.restore(
+        replace(R1, incarnation="inc-1b"), [s1, s4], LONG_TTL, False, NOW + 20, "ev-r", pending
+    )
+    assert sorted(published) == ["local-gone", "local-join", "local-leave"]
+    await probe.wait_count(K.session_disconnect_channel, 1)
+    await probe.barrier()
+    ids = {
+        (json.loads(env.body)["type"], json.loads(env.body).get("roomId"), env.id)
+        for ch, env in probe.received
+        if ch != "test:barrier"
+    }
+    assert ("JOIN", "kitchen", "local-join") in ids
+    assert ("LEAVE", "games", "local-leave") in ids
+    assert ("LEAVE", "lobby", "local-gone") in ids
+    assert any(kind == "CONNECT" for kind, _, _ in ids)
+    assert any(kind == "DISCONNECT" for kind, _, _ in ids)
+    assert len(ids) == 5
+    assert await reg.participants("kitchen") == [Participant("s1", "alice", "r1")]
+    assert await reg.participants("games") == []
+    assert {p.session_id for p in await reg.participants("lobby")} == {"s1", "s3"}

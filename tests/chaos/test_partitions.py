@@ -1,0 +1,798 @@
+"""Partitions, stalls and races in the Redis cluster layer.
+
+Each test pins a defect review found in ``stomprelay/cluster``, ``relay.py`` or
+``rooms.py`` against the contract (sections 3-4) or docs/redis.md. Where a race needs
+a wide window, the window is widened with a documented knob (a constructor argument,
+a CLI flag) or by slowing the network with :class:`Proxy` / stalling Redis with a busy
+script, never by changing the code under test.
+"""
+
+# ruff: noqa: ASYNC109, PT018
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+from procs import RedisServer, RelayProcess, redis_server_binary
+from stompclient import StompClient, StompClientError, is_event
+
+from stomprelay.cluster.envelope import Envelope
+from stomprelay.cluster.keys import Keys
+from stomprelay.cluster.redis_backend import RedisBus, RedisRegistry
+from stomprelay.errors import BackendUnavailable
+from stomprelay.relay import Relay
+from stomprelay.server import RelayServer
+from stomprelay.settings import Settings
+
+pytestmark = pytest.mark.redis
+
+ROOM = "lobby"
+TOPIC = f"/topic/room/{ROOM}"
+K = Keys()
+
+# Scaled-down timings, as tests/multi uses them.
+LIVENESS_INTERVAL = 0.3
+LIVENESS_TTL = 1.5
+SWEEP_INTERVAL = 0.5
+RELAY_ARGS = [
+    "--liveness-interval",
+    str(LIVENESS_INTERVAL),
+    "--liveness-ttl",
+    str(LIVENESS_TTL),
+    "--sweep-interval",
+    str(SWEEP_INTERVAL),
+    "--drain-timeout",
+    "3",
+]
+
+
+# -- helpers ---------------------------------------------------------------------------
+
+
+async def eventually(
+    check: Callable[[], Any], timeout: float = 5.0, interval: float = 0.02, what: str = ""
+) -> Any:
+    """Call ``check`` until it returns a truthy value or None without raising."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        try:
+            result = check()
+            if asyncio.iscoroutine(result):
+                result = await result
+            if result is None or result:
+                return result
+            last: Exception | None = None
+        except AssertionError as exc:
+            last = exc
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what or check}: {last}")
+        await asyncio.sleep(interval)
+
+
+class Proxy:
+    """A TCP proxy in front of Redis that can be cut (a network partition) and can
+    delay what Redis sends back (network latency), per chunk, keeping the order."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = 0
+        self.delay = 0.0
+        self.is_cut = False
+        self._server: asyncio.Server | None = None
+        self._transports: set[asyncio.BaseTransport] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    async def start(self) -> Proxy:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.is_cut:
+            writer.transport.abort()
+            return
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            writer.transport.abort()
+            return
+        self._transports.update((writer.transport, up_writer.transport))
+        for task in (
+            asyncio.create_task(self._pump(reader, up_writer, False)),
+            asyncio.create_task(self._pump(up_reader, writer, True)),
+        ):
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _pump(
+        self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, delayed: bool
+    ) -> None:
+        queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+
+        async def writer() -> None:
+            while True:
+                due, data = await queue.get()
+                if not data:
+                    break
+                wait = due - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                dst.write(data)
+                await dst.drain()
+
+        out = asyncio.create_task(writer())
+        try:
+            while data := await src.read(65536):
+                queue.put_nowait((loop.time() + (self.delay if delayed else 0.0), data))
+            queue.put_nowait((0.0, b""))
+            await out
+        except (OSError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            out.cancel()
+            dst.transport.abort()
+
+    def cut(self) -> None:
+        """Drop every connection and refuse new ones until :meth:`heal`."""
+        self.is_cut = True
+        for transport in list(self._transports):
+            transport.abort()  # type: ignore[attr-defined]
+        self._transports.clear()
+
+    def heal(self) -> None:
+        self.is_cut = False
+
+    async def close(self) -> None:
+        self.cut()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+
+def stall_redis(url: str, seconds: float) -> threading.Thread:
+    """Block Redis for ``seconds`` with a busy Lua script (as a slow command, a fork on a
+    big dataset or a blocked disk would); commands queued meanwhile run afterwards."""
+    script = """
+    local t = redis.call('TIME')
+    local start = t[1] * 1000000 + t[2]
+    while true do
+      local n = redis.call('TIME')
+      if n[1] * 1000000 + n[2] - start > tonumber(ARGV[1]) then break end
+    end
+    return 1
+    """
+    started = threading.Event()
+
+    def run() -> None:
+        client = redis.Redis.from_url(url, socket_timeout=None)
+        try:
+            client.ping()
+            started.set()
+            client.eval(script, 0, int(seconds * 1_000_000))
+        finally:
+            client.close()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    started.wait(5)
+    time.sleep(0.05)  # the EVAL is on its way
+    return thread
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    try:
+        redis_server_binary()
+    except RuntimeError as exc:
+        pytest.skip(str(exc))
+    server = RedisServer(tmp_path).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def rdb(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    client = redis.Redis(
+        host="127.0.0.1", port=redis_server.port, decode_responses=True, socket_timeout=10
+    )
+    yield client
+    client.close()
+
+
+@pytest.fixture
+async def proxy(redis_server: RedisServer) -> AsyncIterator[Proxy]:
+    p = await Proxy(redis_server.port).start()
+    yield p
+    await p.close()
+
+
+@pytest.fixture
+def start_relay(
+    tmp_path: Path, redis_server: RedisServer
+) -> Iterator[Callable[..., Awaitable[RelayProcess]]]:
+    """``await start_relay("relay-a", extra=[...], url=...)``: a relay process (started in a
+    thread, so a :class:`Proxy` in this event loop keeps serving it)."""
+    started: list[RelayProcess] = []
+
+    async def factory(
+        server_id: str,
+        *,
+        extra: list[str] | None = None,
+        url: str | None = None,
+        wait_ready: bool = True,
+    ) -> RelayProcess:
+        proc = RelayProcess(
+            tmp_path,
+            server_id,
+            redis_url=url or redis_server.url,
+            extra=[*RELAY_ARGS, *(extra or [])],
+        )
+        started.append(proc)
+        return await asyncio.to_thread(proc.start, wait_ready)
+
+    yield factory
+    for proc in reversed(started):
+        proc.stop()
+
+
+@pytest.fixture
+async def clients() -> AsyncIterator[Callable[..., Awaitable[StompClient]]]:
+    made: list[StompClient] = []
+
+    async def factory(url: str, **kwargs: Any) -> StompClient:
+        client = await StompClient.connect(url, **kwargs)
+        made.append(client)
+        return client
+
+    yield factory
+    for client in made:
+        await client.close()
+
+
+@pytest.fixture
+async def inproc() -> AsyncIterator[Callable[..., Awaitable[RelayServer]]]:
+    """In-process relays on Redis, in the test's event loop (so a test can reach inside)."""
+    servers: list[RelayServer] = []
+
+    async def factory(
+        url: str,
+        server_id: str,
+        *,
+        bus: RedisBus | None = None,
+        **settings: Any,
+    ) -> RelayServer:
+        relay = Relay(
+            settings=Settings(**settings),
+            server_id=server_id,
+            bus=bus or RedisBus(url),
+            registry=RedisRegistry(url),
+        )
+        server = RelayServer(relay, host="127.0.0.1", port=0)
+        await server.start()
+        servers.append(server)
+        return server
+
+    yield factory
+    for server in reversed(servers):
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(server.stop(), 15)
+
+
+def ws_url(server: RelayServer) -> str:
+    return f"ws://127.0.0.1:{server.port}/ws"
+
+
+def room_events(client: StompClient, sub: str, **fields: Any) -> list[dict[str, Any]]:
+    return client.events(sub, **fields)
+
+
+# -- 1. RedisBus: a channel subscribed while the bus resubscribes is never subscribed ----
+
+
+async def test_bus_subscribe_or_unsubscribe_while_resubscribing_is_lost(
+    redis_server: RedisServer, proxy: Proxy
+) -> None:
+    received: list[str] = []
+    bus = RedisBus(proxy.url)
+    await bus.start(lambda channel, envelope: received.append(channel))
+    publisher = aioredis.Redis.from_url(redis_server.url)
+    try:
+        await bus.subscribe("chan-a")
+        await bus.subscribe("chan-c")
+        assert bus.available
+        # The pub/sub link drops; when it comes back Redis answers with 0.4 s latency.
+        proxy.delay = 0.4
+        proxy.cut()
+        await eventually(lambda: not bus.available, what="bus notices the cut")
+        proxy.heal()
+        # The bus has reconnected and sent SUBSCRIBE for the channels it wanted then;
+        # the confirmations are on their way. A client subscribes now (a SUBSCRIBE frame
+        # to a new room) and another one's last subscriber of chan-c goes away: the bus
+        # says "not available", updates _wanted and returns.
+        await eventually(
+            lambda: bus._pubsub is not None and not bus.available,
+            timeout=5,
+            interval=0.005,
+            what="bus resubscribing",
+        )
+        await bus.subscribe("chan-b")
+        await bus.unsubscribe("chan-c")
+        await eventually(lambda: bus.available, timeout=5, what="bus available again")
+        proxy.delay = 0.0
+        await asyncio.sleep(0.5)
+        for channel in ("chan-b", "chan-a"):
+            envelope = Envelope(f"m-{channel}", "test", "", (), b"x", 0)
+            await publisher.publish(channel, envelope.to_json())
+        await eventually(lambda: "chan-a" in received, what="chan-a message")
+        await asyncio.sleep(0.3)
+        numsub = dict(await publisher.pubsub_numsub("chan-b", "chan-c"))
+        assert "chan-b" in received and numsub[b"chan-c"] == 0, (
+            f"subscribed chan-b during the resubscribe window: received {received}; "
+            f"unsubscribed chan-c then: Redis still counts {numsub[b'chan-c']} subscriber(s)"
+        )
+    finally:
+        await publisher.aclose()
+        await bus.close()
+
+
+# -- 2./3. A registry partition shorter than the TTL: restore(announce=False) ----------------
+
+# relay-a reaches Redis through the proxy; it refreshes rarely, so its recovery after the
+# partition is the bus's (_bus_state -> _recover -> refresh -> restore), and its heartbeat
+# key outlives the partition (it is not reaped: Redis kept all of its data).
+PARTITIONED = ["--liveness-interval", "5", "--liveness-ttl", "15"]
+
+
+def _ready(relay: RelayProcess, status: int) -> Callable[[], None]:
+    def check() -> None:
+        got = relay.get_json("/ready")[0]
+        assert got == status, got
+
+    return check
+
+
+async def test_leave_during_partition_is_seen_twice_by_local_subscribers(
+    start_relay, clients, proxy: Proxy
+) -> None:
+    b = await start_relay("relay-b")
+    a = await start_relay("relay-a", url=proxy.url, extra=PARTITIONED)
+    a1 = await clients(a.ws_url, name="a1@A")
+    a2 = await clients(a.ws_url, name="a2@A")
+    b1 = await clients(b.ws_url, name="b1@B")
+    for client in (a1, a2, b1):
+        await client.subscribe(TOPIC, "room")
+    for client, name in ((a1, "ann"), (a2, "amy"), (b1, "ben")):
+        await client.join(ROOM, name)
+    for client in (a1, a2, b1):
+        await client.collect(3, "room", lambda f: is_event(f, type="JOIN"))
+
+    proxy.cut()
+    await eventually(_ready(a, 503), timeout=5, what="relay-a degraded")
+    await a2.leave(ROOM)
+    await a1.next_event("room", type="LEAVE", sessionId=a2.session_id)  # local delivery
+    proxy.heal()
+    await eventually(_ready(a, 200), timeout=10, what="relay-a ready again")
+
+    # relay-b's subscriber learns of the leave (the restore announces it): good
+    await b1.next_event("room", timeout=5, type="LEAVE", sessionId=a2.session_id)
+    await asyncio.sleep(1.0)
+    leaves = a1.events("room", type="LEAVE", sessionId=a2.session_id)
+    assert len(leaves) == 1, f"a1 saw amy leave {len(leaves)} times: {leaves}"
+
+
+async def test_join_during_partition_is_never_announced_to_other_relays(
+    start_relay, clients, proxy: Proxy, rdb: redis.Redis
+) -> None:
+    b = await start_relay("relay-b")
+    a = await start_relay("relay-a", url=proxy.url, extra=PARTITIONED)
+    a1 = await clients(a.ws_url, name="a1@A")
+    b1 = await clients(b.ws_url, name="b1@B")
+    for client in (a1, b1):
+        await client.subscribe(TOPIC, "room")
+    for client, name in ((a1, "ann"), (b1, "ben")):
+        await client.join(ROOM, name)
+    for client in (a1, b1):
+        await client.collect(2, "room", lambda f: is_event(f, type="JOIN"))
+
+    proxy.cut()
+    await eventually(_ready(a, 503), timeout=5, what="relay-a degraded")
+    a3 = await clients(a.ws_url, name="a3@A")
+    await a3.subscribe(TOPIC, "room")
+    await a3.join(ROOM, "abe")
+    await a1.next_event("room", type="JOIN", sessionId=a3.session_id)  # local delivery
+    proxy.heal()
+    await eventually(_ready(a, 200), timeout=10, what="relay-a ready again")
+
+    def a3_registered() -> None:
+        members = rdb.smembers(K.room_participants(ROOM))
+        assert a3.session_id in members, members
+
+    await eventually(a3_registered, timeout=5, what="abe back in the registry")
+    await a3.chat(ROOM, "hello from abe")
+    await b1.next_event("room", timeout=5, type="CHAT", message="hello from abe")
+    joins = b1.events("room", type="JOIN", sessionId=a3.session_id)
+    assert joins, "ben gets chat from abe, a participant nobody on relay-b was told joined"
+
+
+# -- 4. Relay.restore races client operations -----------------------------------------------
+
+
+class SlowRestore:
+    """Hold each RESTORE script between the relay's snapshot (taken and serialised when the
+    call starts) and its execution in Redis: the await of that EVALSHA is where a real
+    restore waits for a new connection, NOSCRIPT and SCRIPT LOAD after a Redis restart."""
+
+    def __init__(self, relay: Relay) -> None:
+        registry = relay.registry
+        self._original = registry._script  # type: ignore[attr-defined]
+        self.entered: asyncio.Queue[asyncio.Event] = asyncio.Queue()
+        registry._script = self._slow  # type: ignore[attr-defined]
+
+    async def _slow(self, name: str, *args: Any) -> Any:
+        if name == "restore":
+            gate = asyncio.Event()
+            self.entered.put_nowait(gate)
+            await gate.wait()
+        return await self._original(name, *args)
+
+    async def next(self) -> asyncio.Event:
+        """Wait until a RESTORE is in flight; set the returned event to let it run."""
+        return await asyncio.wait_for(self.entered.get(), 5)
+
+    async def finish(self, relay: Relay, timeout: float = 10) -> None:
+        """Let every further RESTORE run at once, until the relay is ready again."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not relay.ready:
+            assert loop.time() < deadline, "relay not ready again"
+            with contextlib.suppress(TimeoutError):
+                (await asyncio.wait_for(self.entered.get(), 0.05)).set()
+
+
+async def test_session_disconnecting_during_a_busy_restore_stays_registered_forever(
+    redis_server: RedisServer, inproc, clients, rdb: redis.Redis
+) -> None:
+    server = await inproc(
+        redis_server.url,
+        "relay-a",
+        liveness_interval=LIVENESS_INTERVAL,
+        liveness_ttl=LIVENESS_TTL,
+        sweep_interval=SWEEP_INTERVAL,
+    )
+    relay = server.relay
+    a1 = await clients(ws_url(server), name="a1")
+    a2 = await clients(ws_url(server), name="a2")
+    a3 = await clients(ws_url(server), name="a3")
+    await a2.subscribe(TOPIC, "room")
+    await a1.join(ROOM, "ann")
+    await a2.next_event("room", type="JOIN", sessionId=a1.session_id)
+    sid = a1.session_id
+
+    slow = SlowRestore(relay)
+    # any failed registry call (a timeout, a blip) makes the next heartbeat resynchronise
+    relay.note_backend_error(BackendUnavailable("redis: TimeoutError: simulated blip"))
+    gate = await slow.next()
+    # other clients keep joining rooms, and a1 leaves, while the restore is in flight
+    busy = [asyncio.create_task(a3.join(room, "abe")) for room in ("r1", "r2")]
+    leaving = asyncio.create_task(a1.disconnect())
+    await asyncio.sleep(0.3)
+    gate.set()
+    await slow.finish(relay)
+    await asyncio.gather(*busy, leaving)
+    await eventually(lambda: not rdb.exists(K.session(sid)), what="session removed")
+    for room in ("r1", "r2"):
+        assert a3.session_id in rdb.smembers(K.room_participants(room))
+
+    # a1 is gone and relay-a is alive: nothing may keep a1 for longer than TTL + a sweep
+    await asyncio.sleep(LIVENESS_TTL + SWEEP_INTERVAL + 1.0)
+    leftovers = {
+        "session hash": rdb.hgetall(K.session(sid)),
+        "in sessions:active": sid in rdb.smembers(K.sessions_active),
+        "in lobby": sid in rdb.smembers(K.room_participants(ROOM)),
+    }
+    assert not any(leftovers.values()), f"disconnected session {sid} still registered: {leftovers}"
+
+
+async def test_join_during_a_restore_publishes_a_spurious_leave(
+    redis_server: RedisServer, inproc, clients, rdb: redis.Redis
+) -> None:
+    server = await inproc(
+        redis_server.url,
+        "relay-a",
+        liveness_interval=LIVENESS_INTERVAL,
+        liveness_ttl=LIVENESS_TTL,
+        sweep_interval=SWEEP_INTERVAL,
+    )
+    relay = server.relay
+    a1 = await clients(ws_url(server), name="a1")
+    a2 = await clients(ws_url(server), name="a2")
+    await a2.subscribe("/topic/room/kitchen", "kitchen")
+    await a1.join(ROOM, "ann")
+
+    slow = SlowRestore(relay)
+    relay.note_backend_error(BackendUnavailable("redis: TimeoutError: simulated blip"))
+    gate = await slow.next()
+    joining = asyncio.create_task(a1.join("kitchen", "ann"))  # while the restore is in flight
+    await asyncio.sleep(0.3)
+    gate.set()
+    await slow.finish(relay)
+    await joining
+    await a2.next_event("kitchen", type="JOIN", sessionId=a1.session_id)
+    await asyncio.sleep(0.5)
+    assert len(a2.events("kitchen", type="JOIN", sessionId=a1.session_id)) == 1
+
+    leaves = a2.events("kitchen", type="LEAVE", sessionId=a1.session_id)
+    members = rdb.smembers(K.room_participants("kitchen"))
+    assert a1.session_id in members and not leaves, (
+        f"a1 joined kitchen and never left; registry members {members}, LEAVEs seen {leaves}"
+    )
+
+
+# -- 5. A join that finds the session unregistered re-registers it silently --------------------
+
+
+async def test_first_join_after_a_redis_restart_is_never_announced(
+    redis_server: RedisServer, start_relay, inproc, clients, rdb: redis.Redis
+) -> None:
+    b = await start_relay("relay-b")
+    # relay-a notices the restart only late (bus reconnect / heartbeat every 30 s): it widens
+    # the window that exists anyway between Redis coming back and relay-a's re-registration
+    # (up to reconnect_interval + one round trip with the defaults)
+    server = await inproc(
+        redis_server.url,
+        "relay-a",
+        bus=RedisBus(redis_server.url, reconnect_interval=30),
+        liveness_interval=30,
+        liveness_ttl=60,
+        sweep_interval=30,
+    )
+    a1 = await clients(ws_url(server), name="a1@A")
+    b1 = await clients(b.ws_url, name="b1@B")
+    await b1.subscribe(TOPIC, "room")
+    await b1.join(ROOM, "ben")
+    await b1.next_event("room", type="JOIN", sessionId=b1.session_id)
+
+    await asyncio.to_thread(redis_server.restart)  # same port, empty data set
+    await eventually(_ready(b, 200), timeout=10, what="relay-b ready again")
+    # a request/reply use of the registry first: it meets relay-a's stale pooled connection
+    # (and fails over to the local list), so the join below reaches the new Redis
+    for n in range(2):
+        await a1.subscribe(f"/app/room/{ROOM}/participants", f"who-{n}", receipt=False)
+        await a1.next_message(f"who-{n}")
+    await a1.join(ROOM, "ann")
+
+    def joined() -> None:
+        assert a1.session_id in rdb.smembers(K.room_participants(ROOM))
+
+    await eventually(joined, timeout=5, what="ann in the lobby")
+    try:
+        await b1.next_event("room", timeout=3, type="JOIN", sessionId=a1.session_id)
+    except StompClientError:
+        pytest.fail("ann joined the lobby (she is in the registry) but no JOIN was published")
+
+
+# -- 6. Sessions registered under a relay that is not in servers:active are never reaped --------
+
+
+async def _right_after_refresh(rdb: redis.Redis, key: str, timeout: float = 10) -> None:
+    """Return just after the relay refreshed ``key`` (its PTTL jumped back up)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    last = rdb.pttl(key)
+    while loop.time() < deadline:
+        await asyncio.sleep(0.005)
+        now = rdb.pttl(key)
+        if now > last:
+            return
+        last = now
+    raise AssertionError(f"{key} was not refreshed within {timeout}s")
+
+
+async def test_session_added_after_a_reap_is_never_reaped_when_the_relay_dies(
+    start_relay, clients, rdb: redis.Redis
+) -> None:
+    ttl = 3.0
+    # relay-a refreshes every 2.5 s: a reap lands between two of its refreshes
+    a = await start_relay(
+        "relay-a", extra=["--liveness-interval", "2.5", "--liveness-ttl", str(ttl)]
+    )
+    b = await start_relay("relay-b")
+    b1 = await clients(b.ws_url, name="b1@B")
+    await b1.subscribe(TOPIC, "room")
+
+    heartbeat = K.server_heartbeat("relay-a")
+    await _right_after_refresh(rdb, heartbeat)
+    rdb.pexpire(heartbeat, 1)  # relay-a missed its heartbeat (a freeze, a slow network)
+    await eventually(
+        lambda: not rdb.sismember(K.servers_active, "relay-a"), timeout=3, what="relay-a reaped"
+    )
+    a1 = await clients(a.ws_url, name="a1@A")
+    await a1.join(ROOM, "ann")
+    await b1.next_event("room", type="JOIN", sessionId=a1.session_id)
+    # A session reaching a reaped relay makes it re-register at once (before its next
+    # heartbeat), so the reaper watches it again...
+    assert rdb.sismember(K.servers_active, "relay-a")
+    assert a1.session_id in rdb.smembers(K.server_sessions("relay-a"))
+    a.kill()  # ...and cleans up after it when it dies.
+
+    await asyncio.sleep(ttl + SWEEP_INTERVAL + 2.0)
+    leftovers = {
+        "session hash": rdb.hgetall(K.session(a1.session_id)),
+        "in sessions:active": a1.session_id in rdb.smembers(K.sessions_active),
+        "in lobby": a1.session_id in rdb.smembers(K.room_participants(ROOM)),
+        "owned by relay-a": rdb.smembers(K.server_sessions("relay-a")),
+    }
+    leaves = b1.events("room", type="LEAVE", sessionId=a1.session_id)
+    assert not any(leftovers.values()) and leaves, (
+        f"relay-a died {ttl + SWEEP_INTERVAL + 2.0:.1f}s ago; registry still has {leftovers}, "
+        f"LEAVEs seen: {leaves}"
+    )
+
+
+# -- 7. A timed-out registry call is treated as "not executed" ----------------------------------
+
+
+async def test_chat_during_a_redis_stall_is_published_twice(
+    redis_server: RedisServer, inproc, clients
+) -> None:
+    # dead_after is raised so that the bus's own ping watchdog (3 s, the same as the
+    # command timeout) does not race the chat's timeout: with the defaults the outcome
+    # depends on the phase of the 1 s pings.
+    server = await inproc(
+        redis_server.url, "relay-a", bus=RedisBus(redis_server.url, dead_after=30)
+    )
+    a1 = await clients(ws_url(server), name="a1")
+    a2 = await clients(ws_url(server), name="a2")
+    await a2.subscribe(TOPIC, "room")
+    await a1.join(ROOM, "ann")
+    await a2.next_event("room", type="JOIN", sessionId=a1.session_id)
+    await a1.chat(ROOM, "warm-up")  # the CHAT script is loaded in Redis, as in any busy cluster
+    await a2.next_event("room", type="CHAT", message="warm-up")
+
+    watcher = aioredis.Redis.from_url(redis_server.url).pubsub()
+    await watcher.subscribe(K.room_channel(ROOM))
+    published: list[str] = []
+
+    async def watch() -> None:
+        while True:
+            message = await watcher.get_message(ignore_subscribe_messages=True, timeout=None)
+            if message is not None:
+                published.append(json.loads(message["data"])["id"])
+
+    task = asyncio.create_task(watch())
+    try:
+        stall = stall_redis(redis_server.url, 3.6)
+        await a1.send(
+            f"/app/room/{ROOM}/message", {"message": "said once"}, receipt=True, timeout=15
+        )
+        await asyncio.to_thread(stall.join, 10)
+        await a2.next_event("room", timeout=5, type="CHAT", message="said once")
+        await asyncio.sleep(1.0)
+        copies = a2.events("room", type="CHAT", message="said once")
+        assert len(published) == 1 and len(copies) == 1, (
+            f"one CHAT sent; published on Redis as {published}, a2 received {len(copies)}"
+        )
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await watcher.aclose()
+
+
+async def test_send_during_a_redis_stall_is_delivered_twice_locally(
+    redis_server: RedisServer, inproc, clients
+) -> None:
+    server = await inproc(
+        redis_server.url, "relay-a", bus=RedisBus(redis_server.url, dead_after=30)
+    )
+    a1 = await clients(ws_url(server), name="a1")
+    a2 = await clients(ws_url(server), name="a2")
+    await a2.subscribe(TOPIC, "room")
+    await a1.send(TOPIC, b"warm-up")  # the bus has a pooled connection, as any busy relay
+    await a2.next_message("room", lambda f: f.body == b"warm-up")
+    stall = stall_redis(redis_server.url, 3.6)
+    await a1.send(TOPIC, b"sent once", receipt=True, timeout=15)
+    await asyncio.to_thread(stall.join, 10)
+    await a2.next_message("room", lambda f: f.body == b"sent once")
+    await asyncio.sleep(1.0)
+    copies = a2.received("room", lambda f: f.body == b"sent once")
+    assert len(copies) == 1, (
+        f"a2 received {len(copies)} copies: {[c.get('message-id') for c in copies]}"
+    )
+
+
+# -- 8. Sessions connecting while the registry is unreachable: no CONNECT event -----------------
+
+
+async def test_session_connected_during_partition_gets_no_connect_event(
+    start_relay, clients, proxy: Proxy, redis_server: RedisServer, rdb: redis.Redis
+) -> None:
+    a = await start_relay("relay-a", url=proxy.url, extra=PARTITIONED)
+    watcher = aioredis.Redis.from_url(redis_server.url).pubsub()
+    await watcher.subscribe(K.session_connect_channel, K.session_disconnect_channel)
+    events: list[tuple[str, str]] = []
+
+    async def watch() -> None:
+        while True:
+            message = await watcher.get_message(ignore_subscribe_messages=True, timeout=None)
+            if message is not None:
+                body = json.loads(json.loads(message["data"])["body"])
+                events.append((body["type"], body["sessionId"]))
+
+    task = asyncio.create_task(watch())
+    try:
+        proxy.cut()
+        await eventually(_ready(a, 503), timeout=5, what="relay-a degraded")
+        a1 = await clients(a.ws_url, name="a1@A")
+        proxy.heal()
+        await eventually(_ready(a, 200), timeout=10, what="relay-a ready again")
+        await eventually(
+            lambda: rdb.exists(K.session(a1.session_id)), what="a1 restored in the registry"
+        )
+        await a1.disconnect()
+        await eventually(lambda: ("DISCONNECT", a1.session_id) in events, what="DISCONNECT")
+        assert ("CONNECT", a1.session_id) in events, f"session events seen: {events}"
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await watcher.aclose()
+
+
+# -- 9. reregister() forgets the old run_id before the restore succeeded ------------------------
+
+
+async def test_restore_retried_after_a_redis_restart_announces_spurious_joins(
+    redis_server: RedisServer, start_relay, inproc, clients
+) -> None:
+    b = await start_relay("relay-b")
+    server = await inproc(
+        redis_server.url,
+        "relay-a",
+        liveness_interval=LIVENESS_INTERVAL,
+        liveness_ttl=LIVENESS_TTL,
+        sweep_interval=SWEEP_INTERVAL,
+    )
+    relay = server.relay
+    a1 = await clients(ws_url(server), name="a1@A")
+    b1 = await clients(b.ws_url, name="b1@B")
+    await b1.subscribe(TOPIC, "room")
+    await a1.join(ROOM, "ann")
+    await b1.next_event("room", type="JOIN", sessionId=a1.session_id)
+
+    registry = relay.registry
+    original = registry._script  # type: ignore[attr-defined]
+    failed: list[str] = []
+
+    async def first_restore_fails(name: str, *args: Any) -> Any:
+        if name == "restore" and not failed:
+            failed.append(name)
+            raise BackendUnavailable("redis: ConnectionError: Connection closed by server.")
+        return await original(name, *args)
+
+    registry._script = first_restore_fails  # type: ignore[attr-defined]
+    await asyncio.to_thread(redis_server.restart)  # same port, empty data set
+    await eventually(_ready(b, 200), timeout=10, what="relay-b ready again")
+    await eventually(lambda: relay.ready, timeout=10, what="relay-a ready again")
+    assert failed, "the first restore attempt was not made"
+    await asyncio.sleep(1.0)
+    joins = b1.events("room", type="JOIN", sessionId=a1.session_id)
+    assert len(joins) == 1, f"Redis restarted empty, yet ben saw ann join {len(joins)} times"
