@@ -66,4 +66,4 @@ class Settings:
     liveness_ttl: float = 10.0
     sweep_interval: float = 5.0
     #: How long a sweeper's lock on a dead relay lives (ms).
-    reaper_lock_ms: int = 15_000
+    reaper_lock_ms: int = 5_000

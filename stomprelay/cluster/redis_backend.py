@@ -264,7 +264,7 @@ def _fields(mapping: Any) -> dict[str, str]:
 class RedisRegistry:
     """The registry in Redis hashes and sets (contract section 4)."""
 
-    def __init__(self, url: str, keys: Keys | None = None, lock_ttl_ms: int = 15_000) -> None:
+    def __init__(self, url: str, keys: Keys | None = None, lock_ttl_ms: int = 5_000) -> None:
         self.keys = keys or Keys()
         self.lock_ttl_ms = lock_ttl_ms
         self._client = make_client(url, decode=True, health_check=1)
