@@ -1,7 +1,7 @@
 """Fixtures of the multi-process cluster tests: a private redis-server, relay processes
 with scaled-down liveness timings, and client factories that clean up after themselves.
 
-The timings are in :mod:`multihelpers` (``RELAY_ARGS``).
+The timings are in :mod:`clusterhelpers` (``RELAY_ARGS``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 import jsclient
 import pytest
 import redis
-from multihelpers import RELAY_ARGS, PyStompClient
+from clusterhelpers import RELAY_ARGS, PyStompClient
 from procs import RedisServer, RelayProcess, redis_server_binary
 from stompclient import StompClient
 

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 import pytest
-from multihelpers import EVENT_CONTENT_TYPE, check_room_event
+from clusterhelpers import EVENT_CONTENT_TYPE, check_room_event
 
 pytestmark = [pytest.mark.redis, pytest.mark.node]
 

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
-from multihelpers import (
+from clusterhelpers import (
     DRAIN_TIMEOUT,
     LIVENESS_TTL,
     REAP_DEADLINE,
@@ -31,6 +31,7 @@ from multihelpers import (
     check_room_event,
     eventually,
     owned_keys,
+    right_after_refresh,
     snapshot,
 )
 from stompclient import StompClient
@@ -274,20 +275,6 @@ async def test_sigterm_drains_and_cleans_up(
     assert_registry(rdb, [RelaySpec("relay-b", b.port)], [_spec(b1, "ben")], TTL_MS)
 
 
-async def _right_after_refresh(rdb, key: str, timeout: float = 10) -> None:
-    """Return just after the relay refreshed ``key`` (its PTTL jumped back up)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    last = rdb.pttl(key)
-    while loop.time() < deadline:
-        await asyncio.sleep(0.005)
-        now = rdb.pttl(key)
-        if now > last:
-            return
-        last = now
-    raise AssertionError(f"{key} was not refreshed within {timeout}s")
-
-
 async def test_reaped_while_alive_first_op_a_join_announces_restored_participants(
     start_relay, stomp_clients, rdb
 ) -> None:
@@ -301,7 +288,7 @@ async def test_reaped_while_alive_first_op_a_join_announces_restored_participant
     b1 = await stomp_clients(b, name="b1@B")
     await _participants([a1, a2, b1], ["ann", "amy", "ben"])
     heartbeat = "stomp:servers:relay-a:heartbeat"
-    await _right_after_refresh(rdb, heartbeat)
+    await right_after_refresh(rdb, heartbeat)
     rdb.pexpire(heartbeat, 1)  # the key expires: relay-a looks dead to the sweepers
     for session_id in (a1.session_id, a2.session_id):
         await b1.next_event("room", timeout=REAP_DEADLINE, type="LEAVE", sessionId=session_id)

@@ -8,7 +8,7 @@ import asyncio
 import time
 
 import pytest
-from multihelpers import TTL_MS, RelaySpec, SessionSpec, assert_registry, eventually
+from clusterhelpers import TTL_MS, RelaySpec, SessionSpec, assert_registry, eventually
 from stompclient import StompClient, event_of, is_event
 
 pytestmark = pytest.mark.redis

@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from multihelpers import REAP_DEADLINE, TTL_MS, RelaySpec, SessionSpec, assert_registry, eventually
+from clusterhelpers import (
+    REAP_DEADLINE,
+    TTL_MS,
+    RelaySpec,
+    SessionSpec,
+    assert_registry,
+    eventually,
+)
 from stompclient import StompClient
 
 pytestmark = pytest.mark.redis

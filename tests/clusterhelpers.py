@@ -438,3 +438,17 @@ class PyStompClient(stomp.ConnectionListener):  # type: ignore[misc]
                 await asyncio.wait_for(asyncio.to_thread(self.conn.disconnect), 5)
         with contextlib.suppress(Exception):
             await asyncio.to_thread(self.conn.transport.disconnect_socket)
+
+
+async def right_after_refresh(rdb: Any, key: str, timeout: float = 10) -> None:
+    """Return just after the relay refreshed ``key`` (its PTTL jumped back up)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    last = rdb.pttl(key)
+    while loop.time() < deadline:
+        await asyncio.sleep(0.005)
+        now = rdb.pttl(key)
+        if now > last:
+            return
+        last = now
+    raise AssertionError(f"{key} was not refreshed within {timeout}s")
