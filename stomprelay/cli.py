@@ -117,6 +117,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("WEB_ROOT") or None,
         help="folder served at / (env WEB_ROOT; default: the web/ folder beside the package)",
     )
+    serve.add_argument(
+        "--trust-proxy",
+        action="store_true",
+        default=os.environ.get("TRUST_PROXY", "") in ("1", "true", "yes"),
+        help="record the client address from X-Forwarded-For (env TRUST_PROXY=1); "
+        "only behind a proxy that sets it",
+    )
     serve.add_argument("--uvloop", action="store_true", help="run on uvloop if installed")
 
     inspect = commands.add_parser("inspect", help="print the cluster registry")
@@ -221,6 +228,7 @@ async def serve(args: argparse.Namespace) -> int:
         port=args.port,
         stomp_port=args.stomp_port,
         web_root=Path(args.web_root) if args.web_root else None,
+        trust_proxy=args.trust_proxy,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -221,8 +221,11 @@ class RelayServer:
         port: int = 8080,
         stomp_port: int | None = None,
         web_root: Path | None = None,
+        trust_proxy: bool = False,
     ) -> None:
         self.relay = relay
+        #: Take the client address from X-Forwarded-For (only behind a trusted proxy).
+        self.trust_proxy = trust_proxy
         self.host = host
         self.port = port
         self.stomp_port = stomp_port
@@ -324,6 +327,10 @@ class RelayServer:
 
         remote = ws.remote_address
         peer = f"{remote[0]}:{remote[1]}" if remote else "unknown"
+        forwarded = ws.request.headers.get("X-Forwarded-For") if ws.request else None
+        if self.trust_proxy and forwarded:
+            # Behind a proxy the socket's peer is the proxy: record the client it names.
+            peer = forwarded.split(",")[0].strip()[:64]
         connection = Connection(self.relay, send, close, peer, ws.transport.abort)
         await self._serve(connection, incoming())
 

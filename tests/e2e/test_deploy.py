@@ -73,8 +73,21 @@ def test_compose_env_is_what_the_cli_reads(monkeypatch: pytest.MonkeyPatch) -> N
     services = load_compose()["services"]
     for name in sorted(RELAYS):
         env = services[name]["environment"]
-        assert env == {"REDIS_URL": "redis://redis:6379/0", "SERVER_ID": name, "PORT": "8080"}
-        for variable in ("REDIS_URL", "REDIS_HOST", "REDIS_PORT", "SERVER_ID", "PORT", "HOST"):
+        assert env == {
+            "REDIS_URL": "redis://redis:6379/0",
+            "SERVER_ID": name,
+            "PORT": "8080",
+            "TRUST_PROXY": "1",
+        }
+        for variable in (
+            "REDIS_URL",
+            "REDIS_HOST",
+            "REDIS_PORT",
+            "SERVER_ID",
+            "PORT",
+            "HOST",
+            "TRUST_PROXY",
+        ):
             monkeypatch.delenv(variable, raising=False)
         for variable, value in env.items():
             monkeypatch.setenv(variable, str(value))
@@ -82,6 +95,7 @@ def test_compose_env_is_what_the_cli_reads(monkeypatch: pytest.MonkeyPatch) -> N
         assert args.redis_url == "redis://redis:6379/0"
         assert args.server_id == name
         assert args.port == 8080
+        assert args.trust_proxy is True, "behind nginx the client address is X-Forwarded-For"
         assert args.host == "0.0.0.0", "a relay in a container must listen on every interface"
 
 

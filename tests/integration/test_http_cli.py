@@ -184,3 +184,32 @@ def test_cli_rejects_a_bad_port_variable() -> None:
     assert result.returncode not in (0, -signal.SIGKILL)
     assert "PORT" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("trust", [True, False], ids=["trusted-proxy", "direct"])
+async def test_client_address_behind_a_trusted_proxy(trust: bool) -> None:
+    """Behind nginx the socket's peer is nginx: with --trust-proxy the registry records
+    the client that X-Forwarded-For names; without it, the socket's peer."""
+    from websockets.asyncio.client import connect
+
+    from stomprelay.relay import Relay
+
+    server = RelayServer(Relay(server_id="proxied"), port=0, trust_proxy=trust)
+    await server.start()
+    try:
+        ws = await connect(
+            f"ws://127.0.0.1:{server.port}/ws",
+            subprotocols=["v12.stomp"],  # type: ignore[list-item]
+            additional_headers={"X-Forwarded-For": "203.0.113.7, 10.0.0.2"},
+        )
+        client = RawStomp(ws)
+        connected = await client.connect()
+        record = await server.relay.registry.session(connected.get("session") or "")
+        assert record is not None
+        if trust:
+            assert record.remote_address == "203.0.113.7"
+        else:
+            assert record.remote_address.startswith("127.0.0.1:")
+        await ws.close()
+    finally:
+        await server.stop()
