@@ -191,9 +191,7 @@ class Relay:
         except BackendUnavailable as exc:
             log.warning("could not remove this relay's keys: %s", exc)
         await self.bus.close()
-        close = getattr(self.registry, "close", None)
-        if close is not None:
-            await close()
+        await self.registry.close()
 
     def note_backend_error(self, exc: BackendUnavailable) -> None:
         if self.backend_error is None:
