@@ -124,6 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="record the client address from X-Forwarded-For (env TRUST_PROXY=1); "
         "only behind a proxy that sets it",
     )
+    serve.add_argument(
+        "--admin-token",
+        default=os.environ.get("ADMIN_TOKEN") or None,
+        help="Bearer token of POST /api/system/notifications (env ADMIN_TOKEN; unset: off)",
+    )
     serve.add_argument("--uvloop", action="store_true", help="run on uvloop if installed")
 
     inspect = commands.add_parser("inspect", help="print the cluster registry")
@@ -148,41 +153,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 async def notify(args: argparse.Namespace) -> int:
     """Publish a SYSTEM event envelope (operators only; clients cannot SEND there)."""
-    import secrets
-    import time
-
     import redis.asyncio as aioredis
     from redis.exceptions import RedisError
 
-    from stomprelay.cluster.envelope import Envelope
     from stomprelay.cluster.keys import Keys
-    from stomprelay.cluster.registry import EVENT_CONTENT_TYPE, room_event
     from stomprelay.errors import PolicyError
-    from stomprelay.router import check_room_id
+    from stomprelay.notify import system_notification
 
     if not args.redis_url:
         print("stomprelay notify: give --redis-url (or REDIS_URL)", file=sys.stderr)
         return 2
-    keys = Keys(args.key_prefix)
-    now = int(time.time() * 1000)
     try:
-        room = check_room_id(args.room) if args.room else ""
+        channel, envelope = system_notification(
+            Keys(args.key_prefix), args.message, args.room or "", args.server or ""
+        )
     except PolicyError as exc:
         print(f"stomprelay notify: {exc.detail}", file=sys.stderr)
         return 2
-    destination = f"/topic/room/{room}" if room else "/topic/system"
-    envelope = Envelope(
-        id=f"notify-{secrets.token_hex(6)}",
-        origin="operator",
-        destination=destination,
-        headers=(("content-type", EVENT_CONTENT_TYPE),),
-        body=room_event("SYSTEM", room, "", "", "operator", now, message=args.message),
-        ts=now,
-    )
-    if args.server:
-        channel = keys.server_channel(args.server)
-    else:
-        channel = keys.room_channel(room) if room else keys.system_channel
     client = aioredis.Redis.from_url(args.redis_url)
     try:
         relays = await client.publish(channel, envelope.to_json())
@@ -229,6 +216,7 @@ async def serve(args: argparse.Namespace) -> int:
         stomp_port=args.stomp_port,
         web_root=Path(args.web_root) if args.web_root else None,
         trust_proxy=args.trust_proxy,
+        admin_token=args.admin_token,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

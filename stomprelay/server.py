@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import json
 import logging
 import mimetypes
@@ -31,6 +32,7 @@ from websockets.typing import Subprotocol
 
 from stomprelay.cluster.registry import room_json, server_json, session_json
 from stomprelay.errors import BackendUnavailable, PolicyError
+from stomprelay.notify import system_notification
 from stomprelay.relay import Relay
 from stomprelay.router import ROOM_ID, Sink
 from stomprelay.stomp.session import Connected
@@ -198,6 +200,97 @@ class Connection:
             await self._close(code, (session.close_reason or "")[:120])
 
 
+#: Largest POST request (head and body) the admin API reads.
+MAX_POST = 16 * 1024
+#: Seconds a POST connection stays open after its answer, for the client to read it.
+POST_LINGER = 1.0
+
+
+def _connection_class(server: RelayServer) -> type[ServerConnection]:
+    """websockets' connection, but a request that starts with ``POST`` is answered here.
+
+    websockets parses GET requests only (the WebSocket handshake and the
+    ``process_request`` routes); the admin API's ``POST`` is read off the socket
+    before websockets sees it, answered, and the connection closed. websockets
+    then finds the connection gone before any request and drops it quietly.
+    """
+
+    class RelayConnection(ServerConnection):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._first = bytearray()
+            self._post: bytearray | None = None
+            self._routed = False
+            self._answered = False
+
+        def data_received(self, data: bytes) -> None:
+            if self._answered:
+                return  # the rest of a refused request: read and dropped
+            if self._post is not None:
+                self._post_data(data)
+                return
+            if not self._routed:
+                self._first += data
+                if len(self._first) < 5 and b"POST "[: len(self._first)] == self._first:
+                    return  # too early to tell a POST from a GET
+                self._routed = True
+                data = bytes(self._first)
+                self._first = bytearray()
+                if data.startswith(b"POST "):
+                    self._post = bytearray()
+                    self._post_data(data)
+                    return
+            super().data_received(data)
+
+        def _post_data(self, data: bytes) -> None:
+            assert self._post is not None
+            self._post += data
+            head_end = self._post.find(b"\r\n\r\n")
+            if head_end < 0:
+                if len(self._post) > MAX_POST:
+                    self._answer(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": "too large"})
+                return
+            head = bytes(self._post[:head_end]).decode("latin-1")
+            length = 0
+            for line in head.split("\r\n")[1:]:
+                name, _, value = line.partition(":")
+                if name.strip().lower() == "content-length":
+                    value = value.strip()
+                    length = int(value) if value.isdigit() and len(value) < 7 else MAX_POST + 1
+            if head_end + 4 + length > MAX_POST:
+                self._answer(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": "too large"})
+                return
+            if len(self._post) < head_end + 4 + length:
+                return
+            body = bytes(self._post[head_end + 4 : head_end + 4 + length])
+            self._post = bytearray()  # anything after the body is ignored
+            task = asyncio.get_running_loop().create_task(self._handle(head, body))
+            server._tasks.add(task)
+            task.add_done_callback(server._tasks.discard)
+
+        async def _handle(self, head: str, body: bytes) -> None:
+            status, payload = await server._post(head, body)
+            self._answer(status, payload)
+
+        def _answer(self, status: HTTPStatus, payload: object) -> None:
+            body = json.dumps(payload).encode("utf-8")
+            head = (
+                f"HTTP/1.1 {status.value} {status.phrase}\r\n"
+                "Content-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n"
+                "Connection: close\r\n\r\n"
+            )
+            if self._answered or self.transport.is_closing():
+                return
+            self._answered = True
+            self.transport.write(head.encode("latin-1") + body)
+            # Let a client still sending a refused body finish (its bytes are
+            # dropped), so it reads the answer rather than a reset.
+            asyncio.get_running_loop().call_later(POST_LINGER, self.transport.close)
+
+    return RelayConnection
+
+
 def _json(status: HTTPStatus, payload: object) -> Response:
     body = json.dumps(payload, indent=None).encode("utf-8")
     headers = HTTPHeaders(
@@ -222,8 +315,11 @@ class RelayServer:
         stomp_port: int | None = None,
         web_root: Path | None = None,
         trust_proxy: bool = False,
+        admin_token: str | None = None,
     ) -> None:
         self.relay = relay
+        #: Bearer token for the admin API (POST /api/system/notifications); None: off.
+        self._admin_token = admin_token
         #: Take the client address from X-Forwarded-For (only behind a trusted proxy).
         self.trust_proxy = trust_proxy
         self.host = host
@@ -255,6 +351,7 @@ class RelayServer:
             max_size=max_size,
             ping_interval=20,
             close_timeout=min(2.0, self.relay.settings.drain_timeout / 2),
+            create_connection=_connection_class(self),
             server_header=None,
         )
         if self.port == 0:
@@ -396,6 +493,44 @@ class RelayServer:
                 {"error": "registry unreachable", "detail": str(exc)},
             )
         return self._static(path)
+
+    async def _post(self, head: str, body: bytes) -> tuple[HTTPStatus, object]:
+        """The admin API: ``POST /api/system/notifications`` (contract section 5).
+
+        Body ``{"message": "...", "roomId": optional, "serverId": optional}``,
+        header ``Authorization: Bearer <admin token>``.
+        """
+        request_line, *lines = head.split("\r\n")
+        parts = request_line.split(" ")
+        path = parts[1].split("?", 1)[0] if len(parts) == 3 else ""
+        if path != "/api/system/notifications":
+            return HTTPStatus.NOT_FOUND, {"error": f"no POST route {path[:80]}"}
+        if not self._admin_token:
+            return HTTPStatus.FORBIDDEN, {
+                "error": "the admin API is off: start the relay with --admin-token"
+            }
+        headers = {n.strip().lower(): v.strip() for n, _, v in (h.partition(":") for h in lines)}
+        given = headers.get("authorization", "").removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(given.encode(), self._admin_token.encode()):
+            return HTTPStatus.UNAUTHORIZED, {"error": "a valid Bearer admin token is required"}
+        try:
+            data = json.loads(body.decode("utf-8"))
+            if not isinstance(data, dict) or not isinstance(data.get("message"), str):
+                raise ValueError("no message")
+            room = data.get("roomId") or ""
+            target = data.get("serverId") or ""
+            if not isinstance(room, str) or not isinstance(target, str):
+                raise ValueError("roomId and serverId are strings")
+            channel, envelope = system_notification(self.relay.keys, data["message"], room, target)
+        except (ValueError, RecursionError):
+            return HTTPStatus.BAD_REQUEST, {
+                "error": 'the body is JSON: {"message": "...", "roomId"?, "serverId"?}'
+            }
+        except PolicyError as exc:
+            return HTTPStatus.BAD_REQUEST, {"error": exc.detail}
+        await self.relay.bus.publish(channel, envelope)
+        log.info("operator notification %s published on %s", envelope.id, channel)
+        return HTTPStatus.ACCEPTED, {"published": True, "id": envelope.id, "channel": channel}
 
     async def _health(self) -> Response:
         return _json(

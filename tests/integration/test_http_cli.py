@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -211,5 +212,131 @@ async def test_client_address_behind_a_trusted_proxy(trust: bool) -> None:
         else:
             assert record.remote_address.startswith("127.0.0.1:")
         await ws.close()
+    finally:
+        await server.stop()
+
+
+def _post(port: int, path: str, body: bytes, token: str | None = None) -> tuple[int, object]:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body, method="POST")
+    request.add_header("Content-Type", "application/json")
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+async def test_admin_api_posts_system_notifications() -> None:
+    """POST /api/system/notifications with the admin token reaches /topic/system
+    subscribers (or one room's); WebSocket clients on the same port are unaffected."""
+    from stomprelay.relay import Relay
+
+    server = RelayServer(Relay(server_id="admin"), port=0, admin_token="s3cret")
+    await server.start()
+    try:
+        client = await RawStomp.open(server.port)
+        await client.connect()
+        await client.subscribe("/topic/system", "sys")
+        await client.subscribe("/topic/room/lobby", "room")
+        status, reply = await asyncio.to_thread(
+            _post,
+            server.port,
+            "/api/system/notifications",
+            b'{"message": "maintenance at noon"}',
+            "s3cret",
+        )
+        assert status == 202, reply
+        frame = await client.expect("MESSAGE")
+        assert frame.get("subscription") == "sys"
+        event = json.loads(frame.body)
+        assert (event["type"], event["message"]) == ("SYSTEM", "maintenance at noon")
+        status, _ = await asyncio.to_thread(
+            _post,
+            server.port,
+            "/api/system/notifications",
+            b'{"message": "lobby closes", "roomId": "lobby"}',
+            "s3cret",
+        )
+        assert status == 202
+        frame = await client.expect("MESSAGE")
+        assert frame.get("subscription") == "room"
+        assert json.loads(frame.body)["message"] == "lobby closes"
+        await client.close()
+    finally:
+        await server.stop()
+
+
+@pytest.mark.parametrize(
+    ("configured", "path", "body", "token", "status"),
+    [
+        (None, "/api/system/notifications", b'{"message": "x"}', "any", 403),
+        ("s3cret", "/api/system/notifications", b'{"message": "x"}', None, 401),
+        ("s3cret", "/api/system/notifications", b'{"message": "x"}', "wrong", 401),
+        ("s3cret", "/api/system/notifications", b"not json", "s3cret", 400),
+        ("s3cret", "/api/system/notifications", b'{"message": ""}', "s3cret", 400),
+        (
+            "s3cret",
+            "/api/system/notifications",
+            b'{"message": "x", "roomId": "a*b"}',
+            "s3cret",
+            400,
+        ),
+        ("s3cret", "/api/other", b"{}", "s3cret", 404),
+        ("s3cret", "/api/system/notifications", b"x" * 20_000, "s3cret", 413),
+    ],
+    ids=[
+        "off",
+        "no-token",
+        "wrong-token",
+        "bad-json",
+        "empty",
+        "bad-room",
+        "no-route",
+        "too-large",
+    ],
+)
+async def test_admin_api_refusals(
+    configured: str | None, path: str, body: bytes, token: str | None, status: int
+) -> None:
+    from stomprelay.relay import Relay
+
+    server = RelayServer(Relay(server_id="admin"), port=0, admin_token=configured)
+    await server.start()
+    try:
+        got, reply = await asyncio.to_thread(_post, server.port, path, body, token)
+        assert got == status, reply
+        assert isinstance(reply, dict)
+        assert reply.get("error")
+    finally:
+        await server.stop()
+
+
+async def test_admin_api_post_split_across_segments() -> None:
+    """The method is recognised even when its first bytes arrive alone."""
+    import socket
+
+    from stomprelay.relay import Relay
+
+    server = RelayServer(Relay(server_id="admin"), port=0, admin_token="t")
+    await server.start()
+    try:
+        body = b'{"message": "hi"}'
+        request = (
+            b"POST /api/system/notifications HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body) + body
+        )
+
+        def exchange() -> bytes:
+            with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                for piece in (request[:2], request[2:30], request[30:]):
+                    sock.sendall(piece)
+                    time.sleep(0.05)
+                return sock.recv(4096)
+
+        reply = await asyncio.to_thread(exchange)
+        assert reply.startswith(b"HTTP/1.1 202"), reply
     finally:
         await server.stop()

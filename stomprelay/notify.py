@@ -1,0 +1,52 @@
+"""Operator notifications: SYSTEM events for ``/topic/system``, one room, or one relay.
+
+Clients cannot SEND to ``/topic/system``; operators reach it through
+``stomprelay notify`` (straight to Redis) or ``POST /api/system/notifications``
+(through a relay, with the admin token). Both build the event here.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+
+from stomprelay.cluster.envelope import Envelope
+from stomprelay.cluster.keys import Keys
+from stomprelay.cluster.registry import EVENT_CONTENT_TYPE, room_event
+from stomprelay.errors import PolicyError
+from stomprelay.router import check_room_id
+
+#: Longest notification text accepted.
+MAX_NOTIFICATION = 4000
+
+
+def system_notification(
+    keys: Keys, message: str, room_id: str = "", server_id: str = ""
+) -> tuple[str, Envelope]:
+    """The channel and envelope of one SYSTEM event (``roomId`` empty when global).
+
+    ``server_id`` targets the clients of one relay (its ``stomp:server:{id}``
+    channel); raises :class:`PolicyError` for an empty or overlong text or a bad
+    room id.
+    """
+    text = message.strip()
+    if not text or len(text) > MAX_NOTIFICATION:
+        raise PolicyError(
+            "Invalid message", f"A notification is 1 to {MAX_NOTIFICATION} characters."
+        )
+    room = check_room_id(room_id) if room_id else ""
+    now = int(time.time() * 1000)
+    destination = f"/topic/room/{room}" if room else "/topic/system"
+    envelope = Envelope(
+        id=f"notify-{secrets.token_hex(6)}",
+        origin="operator",
+        destination=destination,
+        headers=(("content-type", EVENT_CONTENT_TYPE),),
+        body=room_event("SYSTEM", room, "", "", "operator", now, message=text),
+        ts=now,
+    )
+    if server_id:
+        channel = keys.server_channel(server_id)
+    else:
+        channel = keys.room_channel(room) if room else keys.system_channel
+    return channel, envelope
