@@ -4,8 +4,8 @@ Membership lives in the registry; the relay keeps its own sessions' rooms in
 their :class:`SessionRecord` (the truth it re-registers after an outage).
 Events are JSON (contract section 3). JOIN and LEAVE are published by the
 registry atomically with the membership change; CHAT by :meth:`Registry.chat`.
-When the registry is unreachable the same events are built here and delivered
-to this relay's local subscribers only.
+When the registry is unreachable, :meth:`Relay.unsynced` builds the same
+events for this relay's local subscribers and remembers them for the restore.
 """
 
 from __future__ import annotations
