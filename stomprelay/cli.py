@@ -113,6 +113,48 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds a graceful stop waits for clients to close",
     )
     serve.add_argument(
+        "--history-size",
+        type=int,
+        default=int(_env_number("HISTORY_SIZE", DEFAULTS.history_size)),
+        help="messages kept per destination's log (0: no history, no offsets)",
+    )
+    serve.add_argument(
+        "--history-ttl",
+        type=float,
+        default=_env_number("HISTORY_TTL", DEFAULTS.history_ttl, float),
+        help="seconds a log lives after its last message",
+    )
+    serve.add_argument(
+        "--history-max-topics",
+        type=int,
+        default=int(_env_number("HISTORY_MAX_TOPICS", DEFAULTS.history_max_topics)),
+        help="most logs of /topic/{name} destinations (rooms not counted)",
+    )
+    serve.add_argument(
+        "--history-rooms-only",
+        action="store_true",
+        default=os.environ.get("HISTORY_ROOMS_ONLY", "") not in ("", "0"),
+        help="log rooms only (env HISTORY_ROOMS_ONLY=1)",
+    )
+    serve.add_argument(
+        "--journal-size",
+        type=int,
+        default=int(_env_number("JOURNAL_SIZE", DEFAULTS.journal_messages)),
+        help="messages kept while Redis is unreachable, appended once it is back",
+    )
+    serve.add_argument(
+        "--journal-bytes",
+        type=int,
+        default=int(_env_number("JOURNAL_BYTES", DEFAULTS.journal_bytes)),
+        help="body bytes of those messages",
+    )
+    serve.add_argument(
+        "--redis-timeout",
+        type=float,
+        default=_env_number("REDIS_TIMEOUT", DEFAULTS.redis_timeout, float),
+        help="seconds one Redis command may take before Redis counts as down",
+    )
+    serve.add_argument(
         "--web-root",
         default=os.environ.get("WEB_ROOT") or None,
         help="folder served at / (env WEB_ROOT; default: the web/ folder beside the package)",
@@ -195,16 +237,36 @@ async def serve(args: argparse.Namespace) -> int:
         liveness_ttl=args.liveness_ttl,
         sweep_interval=args.sweep_interval,
         drain_timeout=args.drain_timeout,
+        history_size=args.history_size,
+        history_ttl=args.history_ttl,
+        history_max_topics=args.history_max_topics,
+        history_rooms_only=args.history_rooms_only,
+        journal_messages=args.journal_size,
+        journal_bytes=args.journal_bytes,
+        redis_timeout=args.redis_timeout,
     )
+    for name in ("history_size", "history_max_topics", "journal_size", "journal_bytes"):
+        if getattr(args, name) < 0:
+            raise SystemExit(f"stomprelay: --{name.replace('_', '-')} must not be negative")
+    if args.history_ttl <= 0 or args.redis_timeout <= 0:
+        raise SystemExit("stomprelay: --history-ttl and --redis-timeout must be positive")
     keys = Keys(args.key_prefix)
     if args.redis_url:
         from stomprelay.cluster.redis_backend import RedisBus, RedisRegistry
+        from stomprelay.relay import history_policy, stall_ms
 
         relay = Relay(
             settings=settings,
             server_id=args.server_id,
-            bus=RedisBus(args.redis_url),
-            registry=RedisRegistry(args.redis_url, keys, settings.reaper_lock_ms),
+            bus=RedisBus(args.redis_url, dead_after=settings.redis_timeout),
+            registry=RedisRegistry(
+                args.redis_url,
+                keys,
+                settings.reaper_lock_ms,
+                policy=history_policy(settings),
+                timeout=settings.redis_timeout,
+                stall_ms=stall_ms(settings),
+            ),
             keys=keys,
         )
     else:

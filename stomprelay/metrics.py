@@ -40,5 +40,52 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.appends = Counter(
+            "stomprelay_log_appends",
+            "Messages appended to a destination's log by this relay",
+            registry=self.registry,
+        )
+        self.repaired_messages = Counter(
+            "stomprelay_gap_repair_messages",
+            "Messages a relay read back from a log to fill a gap in its subscription",
+            registry=self.registry,
+        )
+        self.repair_seconds = Counter(
+            "stomprelay_gap_repair_seconds",
+            "Time spent reading gaps back from logs",
+            registry=self.registry,
+        )
+        self.resumes = Counter(
+            "stomprelay_subscribe_replays",
+            "SUBSCRIBEs asking for history (x-history) or a resume (x-since-offset)",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.recovered = Counter(
+            "stomprelay_resumes",
+            "Resumes answered in a RECEIPT, by x-recovered",
+            ["recovered"],
+            registry=self.registry,
+        )
+        self.journaled = Counter(
+            "stomprelay_journaled_messages",
+            "Messages kept in the journal while Redis was unreachable",
+            registry=self.registry,
+        )
+        self.degraded = Gauge(
+            "stomprelay_degraded",
+            "1 while Redis counts as unreachable (local delivery only)",
+            registry=self.registry,
+        )
+        self.degraded_seconds = Gauge(
+            "stomprelay_degraded_seconds",
+            "Seconds this relay spent without Redis since it started",
+            registry=self.registry,
+        )
+
+    def repaired(self, messages: int, seconds: float) -> None:
+        self.repaired_messages.inc(messages)
+        self.repair_seconds.inc(seconds)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

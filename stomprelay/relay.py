@@ -21,6 +21,7 @@ from dataclasses import replace
 from stomprelay import __version__
 from stomprelay.cluster.base import Bus
 from stomprelay.cluster.envelope import Envelope
+from stomprelay.cluster.history import HistoryPolicy, Log, LogSlice
 from stomprelay.cluster.keys import Keys
 from stomprelay.cluster.memory import MemoryBus, MemoryHub, MemoryRegistry
 from stomprelay.cluster.reaper import Liveness
@@ -33,11 +34,21 @@ from stomprelay.cluster.registry import (
     join_event,
     leave_event,
 )
-from stomprelay.errors import BackendTimeout, BackendUnavailable, PeerError, PolicyError
+from stomprelay.errors import BackendUnavailable, PeerError, PolicyError
 from stomprelay.metrics import Metrics
 from stomprelay.rooms import Rooms, now_ms
-from stomprelay.router import Route, Router, Sink, channels_for, parse_destination
+from stomprelay.router import (
+    Replay,
+    Resume,
+    Route,
+    Router,
+    Sink,
+    channels_for,
+    log_id_for,
+    parse_destination,
+)
 from stomprelay.settings import Settings
+from stomprelay.stomp.frames import Headers
 from stomprelay.stomp.session import (
     Connected,
     DisconnectRequested,
@@ -48,6 +59,7 @@ from stomprelay.stomp.session import (
     Subscribed,
     Unsubscribed,
 )
+from stomprelay.sync import Journal, Sync
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +112,20 @@ class Gate:
                 self._cond.notify_all()
 
 
+def history_policy(settings: Settings) -> HistoryPolicy:
+    return HistoryPolicy(
+        size=settings.history_size,
+        ttl_ms=int(settings.history_ttl * 1000),
+        max_topics=settings.history_max_topics,
+        rooms_only=settings.history_rooms_only,
+    )
+
+
+def stall_ms(settings: Settings) -> int:
+    """Silence of every relay that counts as Redis itself being unreachable."""
+    return max(500, int(1500 * settings.liveness_interval))
+
+
 class Relay:
     def __init__(
         self,
@@ -108,21 +134,39 @@ class Relay:
         bus: Bus | None = None,
         registry: Registry | None = None,
         keys: Keys | None = None,
+        log_: Log | None = None,
     ) -> None:
         self.settings = settings or Settings()
         self.server_id = server_id or default_server_id()
         self.keys = keys or Keys()
+        self.policy = history_policy(self.settings)
         if bus is None or registry is None:
-            hub = MemoryHub()
+            hub = MemoryHub(policy=self.policy)
             bus = bus or MemoryBus(hub)
-            registry = registry or MemoryRegistry(hub, self.keys)
+            registry = registry or MemoryRegistry(hub, self.keys, stall_ms(self.settings))
         self.bus: Bus = bus
         self.registry: Registry = registry
-        self.router = Router(self.bus, self.keys, self.server_id)
+        found_log = log_ or getattr(registry, "log", None)
+        self.log: Log | None = found_log
+        self.metrics = Metrics()
+        self.sync = Sync(
+            found_log if found_log is not None else _NoLog(),
+            probe=self.registry.ping,
+            recover=self._resync,
+            clock=time.monotonic,
+            journal=Journal(self.settings.journal_messages, self.settings.journal_bytes),
+            probe_interval=self.settings.probe_interval,
+            on_state=self._sync_state,
+            wall_ms=now_ms,
+        )
+        self.router = Router(
+            self.bus, self.keys, self.server_id, found_log, self.policy, lambda: self.sync.down
+        )
         self.rooms = Rooms(self)
         self.liveness = Liveness(self)
-        self.metrics = Metrics()
         self.router.on_delivered = self.metrics.delivered.inc
+        self.router.on_repaired = self.metrics.repaired
+        self.router.on_lost = self.rooms.lost
         self.sinks: dict[str, Sink] = {}
         #: Registry records of this relay's connected sessions (the truth to restore).
         self.records: dict[str, SessionRecord] = {}
@@ -130,17 +174,12 @@ class Relay:
         self.host = "127.0.0.1"
         self.port = 0
         self.incarnation = secrets.token_hex(8)
-        #: Set while the registry is unreachable; cleared by a successful restore.
-        self.backend_error: str | None = None
-        #: Identity of the Redis instance we registered in (its run_id).
-        self._backend_id = ""
         self._started = False
-        #: Changes Redis has not seen (made while it was unreachable), for restore.
-        self.pending = Pending()
-        #: The event each pending id stands for: (channel, envelope).
-        self._pending_events: dict[str, tuple[str, Envelope]] = {}
+        self._registered = False
         self.gate = Gate()
         self._background: set[asyncio.Task[None]] = set()
+        #: (session id, receipt id) -> RECEIPT headers and replay of a SUBSCRIBE.
+        self._after_receipt: dict[tuple[str, str], tuple[Headers, Replay | None]] = {}
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -149,7 +188,20 @@ class Relay:
 
     @property
     def ready(self) -> bool:
-        return self.bus.available and self.backend_error is None
+        return self.bus.available and not self.sync.down
+
+    @property
+    def backend_error(self) -> str | None:
+        """Why Redis counts as down, or None."""
+        if self.sync.down:
+            return self.sync.health.reason or "redis unreachable"
+        if not self.bus.available:
+            return "redis pub/sub connection lost"
+        return None
+
+    @property
+    def pending(self) -> Pending:
+        return self.sync.pending
 
     def server_record(self) -> ServerRecord:
         return ServerRecord(
@@ -169,82 +221,111 @@ class Relay:
         self.bus.on_state_change = self._bus_state
         await self.bus.start(self.router.dispatch)
         await self.router.retain_always(self.keys.server_channel(self.server_id))
-        try:
-            self._backend_id = await self.registry.backend_id()
-            await self.registry.register_server(
-                self.server_record(), self.ttl_ms, self.clock_ms(), self.router.next_message_id()
-            )
-        except BackendUnavailable as exc:
-            self.note_backend_error(exc)
+        # Without Redis now, the probe registers this relay once it answers.
+        with contextlib.suppress(BackendUnavailable):
+            await self.sync.guard(self._register)
         self._started = True
         self.liveness.start()
+
+    async def _register(self) -> None:
+        policy = await self.registry.eviction_policy()
+        if policy is None:
+            log.warning(
+                "could not read Redis's maxmemory-policy (CONFIG refused): make sure it "
+                "is noeviction, or Redis may evict room history"
+            )
+        elif policy != "noeviction":
+            log.error(
+                "Redis maxmemory-policy is %r: under memory pressure Redis will evict room "
+                "history and registry keys; set it to noeviction",
+                policy,
+            )
+        await self.registry.register_server(
+            self.server_record(), self.ttl_ms, self.clock_ms(), self.router.next_message_id()
+        )
+        self._registered = True
 
     async def close(self) -> None:
         """After every client is gone: stop liveness, drop this relay's keys."""
         await self.liveness.stop()
+        await self.sync.close()
+        await self.router.close()
         for task in list(self._background):
             task.cancel()
         try:
-            await self.registry.unregister_server(
-                self.server_id, self.clock_ms(), self.router.next_message_id()
+            await self.sync.guard(
+                lambda: self.registry.unregister_server(
+                    self.server_id, self.clock_ms(), self.router.next_message_id()
+                )
             )
         except BackendUnavailable as exc:
             log.warning("could not remove this relay's keys: %s", exc)
         await self.bus.close()
         await self.registry.close()
 
-    def note_backend_error(self, exc: BackendUnavailable) -> None:
-        if self.backend_error is None:
-            log.warning("registry unreachable, serving local clients only: %s", exc)
-        self.backend_error = str(exc)
-
-    def _bus_state(self, available: bool) -> None:
-        if not available:
-            if self.backend_error is None:
-                self.backend_error = "redis pub/sub connection lost"
-            return
-        if not self._started:
-            return  # start() registers this relay itself
-        task = asyncio.get_running_loop().create_task(self._recover())
+    def background(self, task: asyncio.Task[None]) -> None:
+        """Keep a task of this relay's until it ends (cancelled at close)."""
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _recover(self) -> None:
-        try:
-            await self.refresh()
-        except BackendUnavailable as exc:
-            self.note_backend_error(exc)
+    def note_backend_error(self, exc: BackendUnavailable) -> None:
+        """Redis failed an operation: local mode until the probe has resynced."""
+        self.sync.fail(exc)
 
-    async def refresh(self) -> None:
-        """Heartbeat; re-register everything this relay holds if it was dropped,
-        and bring the registry up to date after any failed registry call."""
+    def _bus_state(self, available: bool) -> None:
+        if not available:
+            self.sync.fail(BackendUnavailable("redis pub/sub connection lost"))
+            return
+        # Subscriptions are back: every feed reads what it missed meanwhile.
+        self.router.bus_restored()
+
+    def _sync_state(self, up: bool) -> None:
+        self.metrics.degraded.set(0 if up else 1)
+
+    async def _resync(self) -> None:
+        """Once per outage, when Redis answers again: fresh connections, then this
+        relay's registration and everything it holds put back (Sync calls it)."""
+        await self.registry.reset()
+        if not self._registered:
+            await self._register()
         registered = await self.registry.refresh_server(
             self.server_id, self.incarnation, self.ttl_ms
         )
         if not registered:
             await self.reregister()
-        elif self.backend_error is not None or self.pending:
+        else:
             await self.restore(announce=False)
+
+    async def refresh(self) -> None:
+        """Heartbeat; re-register everything this relay holds if it was dropped."""
+        registered = await self.sync.guard(
+            lambda: self.registry.refresh_server(self.server_id, self.incarnation, self.ttl_ms)
+        )
+        if not registered:
+            await self.sync.guard(self.reregister)
 
     async def reregister(self) -> None:
         """The registry no longer knows this relay: put back everything it holds.
 
-        Dropped while Redis kept running (same ``run_id``) means a sweeper
-        reaped this relay while it was paused: everyone saw its participants
-        LEAVE, so the restore announces them again. Dropped because Redis
-        restarted empty means nobody saw a LEAVE: the restore is silent (but for
-        changes made meanwhile, which :attr:`pending` announces).
+        A sweeper that reaps a relay leaves a tombstone naming its incarnation:
+        then everyone saw its participants LEAVE, and the restore announces them
+        again. Without one, Redis lost its data (FLUSHALL, a restart without
+        persistence): nobody saw a LEAVE, the restore is silent (but for changes
+        made meanwhile, which the pending set announces), and this relay's local
+        subscribers get a SYNC of each room once the others had time to restore.
         """
-        backend_id = await self.registry.backend_id()
-        await self.restore(announce=backend_id == self._backend_id)
-        self._backend_id = backend_id
+        reaped = await self.registry.was_reaped(self.server_id, self.incarnation)
+        await self.restore(announce=reaped)
+        if not reaped:
+            for destination in list(self.router.feeds):
+                self.rooms.lost(destination)
 
     async def restore(self, announce: bool) -> None:
         """Re-register this relay and every session it holds, alone (see :class:`Gate`)."""
         async with self.gate.exclusive():
             incarnation = secrets.token_hex(8)
             server = replace(self.server_record(), incarnation=incarnation)
-            pending, events = self.pending, self._pending_events
+            pending, events = self.sync.pending, self.sync.pending_events
             published = await self.registry.restore(
                 server,
                 [replace(r, rooms=list(r.rooms)) for r in self.records.values()],
@@ -255,15 +336,17 @@ class Relay:
                 pending,
             )
             self.incarnation = incarnation
-            self.pending, self._pending_events = Pending(), {}
-            self.backend_error = None
+            self.sync.pending, self.sync.pending_events = Pending(), {}
             # A LEAVE of a membership older than the outage that the restore did
             # not publish (Redis had lost the membership): the others saw the
-            # JOIN, so they get the LEAVE too.
+            # JOIN, so they get the LEAVE too, through the room's log.
             for key, event_id in pending.leaves.items():
                 if event_id not in published and key not in pending.joins and event_id in events:
                     channel, envelope = events[event_id]
-                    await self.bus.publish(channel, envelope)
+                    if self.log is not None:
+                        await self.log.append(f"room:{key[1]}", channel, envelope, self.clock_ms())
+                    else:
+                        await self.bus.publish(channel, envelope)
             log.warning(
                 "re-registered %d sessions in the registry (announce=%s)",
                 len(self.records),
@@ -276,19 +359,18 @@ class Relay:
         kind: str,
         record: SessionRecord,
         room_id: str,
+        event_id: str,
         reason: str = "left",
     ) -> None:
         """A JOIN or LEAVE the registry did not take: remember it for the restore.
 
-        If Redis refused it (unreachable), local subscribers are told now, under
-        an id the restore will publish it with, and the router will not deliver
-        that one twice. If Redis did not answer in time the change may still
-        have happened: nothing is delivered now, the restore sorts it out.
+        Local subscribers are told now, under the id the registry call used (so
+        if it did run, its event and this one are the same message), and the
+        restore appends it under that id; the router will not deliver it twice.
         """
-        self.note_backend_error(exc)
-        event_id = self.router.next_message_id()
+        self.sync.fail(exc)
         key = (record.session_id, room_id)
-        (self.pending.joins if kind == "JOIN" else self.pending.leaves)[key] = event_id
+        (self.sync.pending.joins if kind == "JOIN" else self.sync.pending.leaves)[key] = event_id
         count = self.rooms.local_count(room_id)
         if kind == "JOIN":
             channel = self.keys.join_channel(room_id)
@@ -314,9 +396,8 @@ class Relay:
             body=body,
             ts=now_ms(),
         )
-        self._pending_events[event_id] = (channel, envelope)
-        if not isinstance(exc, BackendTimeout):
-            self.router.deliver_once(channel, envelope)
+        self.sync.pending_events[event_id] = (channel, envelope)
+        self.router.deliver_early(channel, envelope)
 
     # -- connections --------------------------------------------------------
 
@@ -345,21 +426,24 @@ class Relay:
             record = self.records.pop(session.session_id, None)
             if record is None:
                 return
-            self.pending.new_sessions.discard(record.session_id)
+            self.sync.pending.new_sessions.discard(record.session_id)
+            event_id = self.router.next_message_id()
             try:
-                await self.registry.remove_session(
-                    record.session_id,
-                    self.server_id,
-                    list(record.rooms),
-                    "disconnected",
-                    self.clock_ms(),
-                    self.router.next_message_id(),
+                await self.sync.guard(
+                    lambda: self.registry.remove_session(
+                        record.session_id,
+                        self.server_id,
+                        list(record.rooms),
+                        "disconnected",
+                        self.clock_ms(),
+                        event_id,
+                    )
                 )
             except BackendUnavailable as exc:
                 for room_id in record.rooms:
-                    self.unsynced(exc, "LEAVE", record, room_id, "disconnected")
-                if not record.rooms:
-                    self.note_backend_error(exc)
+                    self.unsynced(
+                        exc, "LEAVE", record, room_id, f"{event_id}/{room_id}", "disconnected"
+                    )
 
     async def handle(self, sink: Sink, events: list[Event]) -> None:
         """Act on a connection's events in order; refusals become ERROR frames."""
@@ -368,6 +452,8 @@ class Relay:
             # Frames that arrived before an error are still handled (a SEND is
             # published); only new subscriptions of a closed session are skipped.
             if session.closed and isinstance(event, Subscribed | ReceiptDue):
+                if isinstance(event, ReceiptDue):
+                    self._after_receipt.pop((session.session_id, event.receipt_id), None)
                 continue
             try:
                 await self._handle(sink, event)
@@ -391,11 +477,30 @@ class Relay:
                     )
                 await self.rooms.reply_participants(sink, subscription.id, route.name)
             else:
-                await self.router.subscribe(sink, subscription, route)
+                resume = Resume.of(subscription, self.settings.max_history_request)
+                if resume.asked:
+                    self.metrics.resumes.labels(
+                        "history" if resume.since is None else "resume"
+                    ).inc()
+                headers, replay = await self.router.subscribe(sink, subscription, route, resume)
+                receipt = _receipt_of(event)
+                if receipt is not None:
+                    self._after_receipt[(session.session_id, receipt)] = (headers, replay)
+                    if resume.since is not None:
+                        recovered = dict(headers).get("x-recovered", "false")
+                        self.metrics.recovered.labels(recovered).inc()
+                elif replay is not None:
+                    await replay()
         elif isinstance(event, Unsubscribed):
             await self.router.unsubscribe(sink, event.subscription)
         elif isinstance(event, ReceiptDue):
-            session.send_receipt(event.receipt_id, time.monotonic())
+            extra, replay = self._after_receipt.pop(
+                (session.session_id, event.receipt_id), ((), None)
+            )
+            session.send_receipt(event.receipt_id, time.monotonic(), extra)
+            if replay is not None:
+                sink.flush()
+                await replay()
         elif isinstance(event, DisconnectRequested):
             session.close("client disconnected")
         elif isinstance(event, Connected):
@@ -422,21 +527,20 @@ class Relay:
         async with self.gate.shared():
             self.records[session.session_id] = record
             try:
-                added = await self.registry.add_session(
-                    record, self.router.next_message_id(), self.incarnation
+                added = await self.sync.guard(
+                    lambda: self.registry.add_session(
+                        record, self.router.next_message_id(), self.incarnation
+                    )
                 )
-            except BackendUnavailable as exc:
-                self.note_backend_error(exc)
-                self.pending.new_sessions.add(record.session_id)
+            except BackendUnavailable:
+                self.sync.pending.new_sessions.add(record.session_id)
                 return
             if not added:
-                self.pending.new_sessions.add(record.session_id)
+                self.sync.pending.new_sessions.add(record.session_id)
         if not added:
             # This relay was reaped: put it back, this session with it.
-            try:
-                await self.reregister()
-            except BackendUnavailable as exc:
-                self.note_backend_error(exc)
+            with contextlib.suppress(BackendUnavailable):
+                await self.sync.guard(self.reregister)
 
     async def _on_send(self, sink: Sink, event: MessageSent) -> None:
         frame = event.frame
@@ -465,8 +569,36 @@ class Relay:
         self, route: Route, destination: str, headers: tuple[tuple[str, str], ...], body: bytes
     ) -> None:
         envelope = self.router.envelope(destination, headers, body)
-        await self.router.publish(channels_for(route, self.keys)[0], envelope)
+        await self.publish_envelope(route, channels_for(route, self.keys)[0], envelope)
+
+    async def publish_envelope(self, route: Route, channel: str, envelope: Envelope) -> None:
+        """Append to the destination's log (publishing it), or, with Redis down,
+        journal it and deliver it locally now; a full journal raises PolicyError."""
+        log_id = log_id_for(route) if self.policy.logs(log_id_for(route)) else ""
+        log_ = self.log
+        if not log_id or log_ is None:
+            await self.router.publish(channel, envelope)
+            self.metrics.published.inc()
+            return
+        try:
+            await self.sync.guard(lambda: log_.append(log_id, channel, envelope, now_ms()))
+        except BackendUnavailable:
+            self.sync.keep(log_id, channel, envelope)
+            self.metrics.journaled.inc()
+            self.router.deliver_early(channel, envelope)
+        else:
+            self.metrics.appends.inc()
         self.metrics.published.inc()
+
+
+class _NoLog:
+    """Stands in when a backend has no log (history is then off)."""
+
+    async def append(self, log_id: str, channel: str, envelope: Envelope, now: int) -> Envelope:
+        raise BackendUnavailable("no log")
+
+    async def read(self, log_id: str, after: int, limit: int, tail: int = 0) -> LogSlice:
+        raise BackendUnavailable("no log")
 
 
 def _receipt_of(event: Event) -> str | None:

@@ -10,6 +10,8 @@ events for this relay's local subscribers and remembers them for the restore.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -22,8 +24,9 @@ from stomprelay.cluster.registry import (
     EVENT_CONTENT_TYPE,
     Participant,
     room_event,
+    sync_event,
 )
-from stomprelay.errors import BackendTimeout, BackendUnavailable, PolicyError
+from stomprelay.errors import BackendUnavailable, PolicyError
 from stomprelay.stomp.frames import PreparedMessage
 
 if TYPE_CHECKING:
@@ -71,6 +74,8 @@ def _clean_text(value: object, field: str, limit: int) -> str:
 class Rooms:
     def __init__(self, relay: Relay) -> None:
         self.relay = relay
+        #: Rooms whose SYNC event is scheduled.
+        self._syncing: set[str] = set()
 
     @property
     def keys(self) -> Keys:
@@ -100,28 +105,24 @@ class Rooms:
                 )
             record.rooms = [r for r in record.rooms if r != room_id] + [room_id]
             record.username = username
+            event_id = relay.router.next_message_id()
             try:
-                result = await relay.registry.join(
-                    record.session_id,
-                    room_id,
-                    username,
-                    relay.server_id,
-                    now_ms(),
-                    relay.router.next_message_id(),
+                result = await relay.sync.guard(
+                    lambda: relay.registry.join(
+                        record.session_id, room_id, username, relay.server_id, now_ms(), event_id
+                    )
                 )
             except BackendUnavailable as exc:
                 if not already:
-                    relay.unsynced(exc, "JOIN", record, room_id)
+                    relay.unsynced(exc, "JOIN", record, room_id, event_id)
                 return
             if result is None:
                 # Redis no longer knows this session (restarted, or this relay was
                 # reaped): the re-registration below announces this join.
-                relay.pending.joins[(record.session_id, room_id)] = relay.router.next_message_id()
+                relay.pending.joins[(record.session_id, room_id)] = event_id
         if result is None:
-            try:
-                await relay.reregister()
-            except BackendUnavailable as exc:
-                relay.note_backend_error(exc)
+            with contextlib.suppress(BackendUnavailable):
+                await relay.sync.guard(relay.reregister)
 
     async def leave(self, sink: Sink, room_id: str, reason: str = "left") -> None:
         record = self._record(sink)
@@ -130,17 +131,15 @@ class Rooms:
             if room_id not in record.rooms:
                 raise PolicyError("Not a participant", f"This session has not joined {room_id}.")
             record.rooms.remove(room_id)
+            event_id = relay.router.next_message_id()
             try:
-                await relay.registry.leave(
-                    record.session_id,
-                    room_id,
-                    relay.server_id,
-                    reason,
-                    now_ms(),
-                    relay.router.next_message_id(),
+                await relay.sync.guard(
+                    lambda: relay.registry.leave(
+                        record.session_id, room_id, relay.server_id, reason, now_ms(), event_id
+                    )
                 )
             except BackendUnavailable as exc:
-                relay.unsynced(exc, "LEAVE", record, room_id, reason)
+                relay.unsynced(exc, "LEAVE", record, room_id, event_id, reason)
 
     async def message(self, sink: Sink, room_id: str, body: bytes) -> None:
         record = self._record(sink)
@@ -168,13 +167,17 @@ class Rooms:
         )
         channel = self.keys.room_channel(room_id)
         try:
-            await relay.registry.chat(record.session_id, room_id, channel, envelope.to_json(), now)
-        except BackendTimeout as exc:
-            # Redis may still run it: publishing it again would send it twice.
-            relay.note_backend_error(exc)
-        except BackendUnavailable as exc:
-            relay.note_backend_error(exc)
-            await relay.bus.publish(channel, envelope)
+            await relay.sync.guard(
+                lambda: relay.registry.chat(record.session_id, room_id, channel, envelope, now)
+            )
+        except BackendUnavailable:
+            # Journaled (a timed-out chat that did run is the same id: the
+            # append of the journal finds it and adds nothing).
+            relay.sync.keep(f"room:{room_id}", channel, envelope)
+            relay.metrics.journaled.inc()
+            relay.router.deliver_early(channel, envelope)
+        else:
+            relay.metrics.appends.inc()
         relay.metrics.published.inc()
 
     def local_count(self, room_id: str) -> int:
@@ -182,9 +185,8 @@ class Rooms:
 
     async def participants(self, room_id: str) -> list[Participant]:
         try:
-            return await self.relay.registry.participants(room_id)
-        except BackendUnavailable as exc:
-            self.relay.note_backend_error(exc)
+            return await self.relay.sync.guard(lambda: self.relay.registry.participants(room_id))
+        except BackendUnavailable:
             return sorted(
                 (
                     Participant(r.session_id, r.username, r.server_id)
@@ -216,3 +218,38 @@ class Rooms:
             body,
         )
         sink.session.deliver(message, subscription_id, time.monotonic())
+
+    def lost(self, destination: str) -> None:
+        """Subscribers of ``destination`` lost events for good (a gap, a reset):
+        if it is a room, send them one SYNC with the participant list, once the
+        other relays had time to re-register (``Settings.sync_settle``)."""
+        if not destination.startswith("/topic/room/"):
+            return
+        room_id = destination[len("/topic/room/") :]
+        if room_id in self._syncing:
+            return
+        self._syncing.add(room_id)
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(self._sync_later(room_id))
+        self.relay.background(task)
+
+    async def _sync_later(self, room_id: str) -> None:
+        try:
+            await asyncio.sleep(self.relay.settings.sync_settle)
+        finally:
+            self._syncing.discard(room_id)
+        self.send_sync(room_id, await self.participants(room_id))
+
+    def send_sync(self, room_id: str, people: list[Participant]) -> None:
+        """The SYNC event (local, no offset, ``x-sync:true``) to this relay's subscribers."""
+        relay = self.relay
+        body = sync_event(room_id, relay.server_id, now_ms(), people)
+        envelope = Envelope(
+            id=relay.router.next_message_id(),
+            origin=relay.server_id,
+            destination=f"/topic/room/{room_id}",
+            headers=(("content-type", EVENT_CONTENT_TYPE), ("x-sync", "true")),
+            body=body,
+            ts=now_ms(),
+        )
+        relay.router.dispatch(relay.keys.server_channel(relay.server_id), envelope)

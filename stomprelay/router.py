@@ -1,10 +1,14 @@
 """Destinations, channels and the local fan-out of one relay.
 
-Data flows one way: a SEND becomes an :class:`Envelope` published on the
-destination's channel; the bus hands every envelope of a channel this relay
-listens to back to :meth:`Router.dispatch`, which builds the MESSAGE once and
-queues it for each local subscriber. A relay listens to a channel only while it
-has a local subscriber for it (contract section 4).
+Data flows one way: a SEND becomes an :class:`Envelope` appended to the
+destination's log and published on its channel; the bus hands every envelope
+of a channel this relay listens to back to :meth:`Router.dispatch`, which
+passes logged ones through the destination's :class:`~stomprelay.sync.Feed`
+(offsets in order, once; gaps read back from the log) and queues each MESSAGE,
+built once, for every local subscriber. A relay listens to a channel only
+while it has a local subscriber for it (contract section 4). Subscribers that
+resume (``x-since-offset``) or ask for history (``x-history``) are replayed
+from the log, then join the live feed at the exact offset they reached.
 """
 
 from __future__ import annotations
@@ -14,15 +18,17 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 from stomprelay.cluster.base import Bus
 from stomprelay.cluster.envelope import Envelope
+from stomprelay.cluster.history import HistoryPolicy, Log, LogSlice
 from stomprelay.cluster.keys import Keys
-from stomprelay.errors import PolicyError
+from stomprelay.errors import BackendUnavailable, PolicyError
 from stomprelay.stomp.frames import Headers, PreparedMessage
 from stomprelay.stomp.session import ServerSession, Subscription
+from stomprelay.sync import Deliver, Effect, Feed, Fetch, Gap
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +46,17 @@ RESERVED_HEADERS = frozenset(
         "content-length",
         "receipt",
         "transaction",
+        # set by the relay only (docs/history.md)
+        "x-offset",
+        "x-epoch",
+        "x-degraded",
+        "x-gap",
+        "x-sync",
+        "x-server-id",
     }
 )
+#: Log entries read per round trip when replaying or repairing.
+READ_PAGE = 500
 DEFAULT_TEXT_TYPE = "text/plain;charset=utf-8"
 #: Seconds an envelope delivered ahead of the bus is remembered, to skip its echo.
 EARLY_DELIVERY_MEMORY = 600.0
@@ -109,6 +124,48 @@ def channels_for(route: Route, keys: Keys) -> tuple[str, ...]:
     return ()
 
 
+def log_id_for(route: Route) -> str:
+    """The log of a destination: ``room:<id>``, ``topic:<name>``, ``global``; "" for none."""
+    if route.kind == "room":
+        return f"room:{route.name}"
+    if route.kind == "topic":
+        return f"topic:{route.name}"
+    if route.kind == "broadcast":
+        return "global"
+    return ""
+
+
+def _count(value: str | None, name: str) -> int | None:
+    if value is None:
+        return None
+    if not value.isascii() or not value.isdigit() or len(value) > 18:
+        raise PolicyError(f"Invalid {name}", f"{name} must be a non-negative integer.")
+    return int(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Resume:
+    """What a SUBSCRIBE asked of the log: replay after ``since`` in ``epoch``,
+    or the last ``history`` messages (docs/history.md)."""
+
+    since: int | None = None
+    epoch: str = ""
+    history: int = 0
+
+    @classmethod
+    def of(cls, subscription: Subscription, max_history: int) -> Resume:
+        headers: dict[str, str] = {}
+        for name, value in subscription.headers:
+            headers.setdefault(name, value)
+        since = _count(headers.get("x-since-offset"), "x-since-offset")
+        history = _count(headers.get("x-history"), "x-history") or 0
+        return cls(since, headers.get("x-since-epoch", ""), min(history, max_history))
+
+    @property
+    def asked(self) -> bool:
+        return self.since is not None or self.history > 0
+
+
 def message_headers(headers: Headers, body: bytes) -> Headers:
     """The sender's own headers to pass on, with a ``content-type`` always set."""
     kept = tuple((k, v) for k, v in headers if k not in RESERVED_HEADERS)
@@ -139,17 +196,39 @@ class _ChannelLock:
     users: int = 0
 
 
+#: A subscription: (session id, subscription id).
+Key = tuple[str, str]
+#: What a SUBSCRIBE's RECEIPT carries, and the replay to run once it is sent.
+Replay = Callable[[], Awaitable[None]]
+
+
 class Router:
-    def __init__(self, bus: Bus, keys: Keys, server_id: str) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        keys: Keys,
+        server_id: str,
+        log_: Log | None = None,
+        policy: HistoryPolicy | None = None,
+        degraded: Callable[[], bool] = lambda: False,
+    ) -> None:
         self.bus = bus
         self.keys = keys
         self.server_id = server_id
+        self.log = log_
+        self.policy = policy or HistoryPolicy()
+        #: True while Redis counts as down (local delivery, no log reads).
+        self.degraded = degraded
         #: destination -> {(session id, subscription id): sink}
-        self._local: dict[str, dict[tuple[str, str], Sink]] = {}
+        self._local: dict[str, dict[Key, Sink]] = {}
         self._refs: dict[str, int] = {}
         self._locks: dict[str, _ChannelLock] = {}
         #: session id -> {subscription id: (destination, channels retained for it)}
         self._by_session: dict[str, dict[str, tuple[str, list[str]]]] = {}
+        #: destination -> its feed (logged destinations with a local subscriber)
+        self.feeds: dict[str, Feed] = {}
+        self._ready: dict[str, asyncio.Event] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
         self._own_channel = ""
         self._prefix = f"{server_id}-{int(time.time() * 1000):x}"
         self._counter = 0
@@ -157,6 +236,10 @@ class Router:
         self._delivered_early: dict[str, float] = {}
         #: Called once per MESSAGE queued to a client (metrics).
         self.on_delivered: Callable[[], None] | None = None
+        #: Called with (messages, seconds) after a gap was filled from a log.
+        self.on_repaired: Callable[[int, float], None] | None = None
+        #: Called with the destination when its subscribers lost messages for good.
+        self.on_lost: Callable[[str], None] | None = None
 
     def next_message_id(self) -> str:
         self._counter += 1
@@ -201,18 +284,104 @@ class Router:
         await self._retain(channel)
         self._own_channel = channel
 
-    async def subscribe(self, sink: Sink, subscription: Subscription, route: Route) -> None:
-        """Start local delivery; returns once the channels are live cluster-wide."""
+    # -- subscriptions ------------------------------------------------------
+
+    def _logged(self, route: Route) -> str:
+        log_id = log_id_for(route)
+        return log_id if self.log is not None and self.policy.logs(log_id) else ""
+
+    async def subscribe(
+        self, sink: Sink, subscription: Subscription, route: Route, resume: Resume | None = None
+    ) -> tuple[Headers, Replay | None]:
+        """Start delivery once the channels are live cluster-wide.
+
+        Returns the headers for the SUBSCRIBE's RECEIPT (``x-offset``,
+        ``x-epoch``, ``x-recovered``) and, for a resume or history request, the
+        replay to run once that RECEIPT is queued (docs/history.md).
+        """
         session_id = sink.session.session_id
-        self._local.setdefault(subscription.destination, {})[(session_id, subscription.id)] = sink
+        key = (session_id, subscription.id)
+        destination = subscription.destination
+        resume = resume or Resume()
+        log_id = self._logged(route)
+        feed = self.feeds.get(destination) if log_id else None
+        if log_id and feed is None:
+            feed = self.feeds[destination] = Feed(log_id)
+        self._local.setdefault(destination, {})[key] = sink
+        if feed is not None:
+            feed.add(key, live=not resume.asked)
         retained: list[str] = []
-        self._by_session.setdefault(session_id, {})[subscription.id] = (
-            subscription.destination,
-            retained,
-        )
+        self._by_session.setdefault(session_id, {})[subscription.id] = (destination, retained)
         for channel in channels_for(route, self.keys):
             await self._retain(channel)
             retained.append(channel)
+        if feed is None or self.feeds.get(destination) is not feed:
+            return (), None
+        if not feed.known and not self.degraded():
+            ready = self._ready.get(destination)
+            if ready is None or (ready.is_set() and not feed.inflight):
+                ready = self._ready[destination] = asyncio.Event()
+                self._run(destination, feed, feed.start())
+            await ready.wait()
+        if not resume.asked:
+            if not feed.known:
+                return (), None
+            return (("x-offset", str(feed.last)), ("x-epoch", feed.epoch)), None
+        return await self._prepare_replay(key, sink, destination, feed, resume)
+
+    async def _prepare_replay(
+        self, key: Key, sink: Sink, destination: str, feed: Feed, resume: Resume
+    ) -> tuple[Headers, Replay | None]:
+        log_ = self.log
+        if log_ is None or not feed.known or self.degraded():
+            feed.go_live(key, feed.last)
+            headers: Headers = (("x-recovered", "false"),) if resume.since is not None else ()
+            return headers, None
+        try:
+            if resume.since is not None:
+                first = await log_.read(feed.log_id, resume.since, READ_PAGE)
+                recovered = first.epoch == resume.epoch and first.first <= resume.since + 1
+                if first.epoch != resume.epoch and first.epoch:
+                    first = await log_.read(feed.log_id, 0, READ_PAGE)
+            else:
+                first = await log_.read(feed.log_id, 0, READ_PAGE, tail=resume.history)
+                recovered = True
+        except BackendUnavailable:
+            feed.go_live(key, feed.last)
+            return ((("x-recovered", "false"),) if resume.since is not None else ()), None
+        headers = (("x-offset", str(first.last)), ("x-epoch", first.epoch))
+        if resume.since is not None:
+            headers = (*headers, ("x-recovered", "true" if recovered else "false"))
+
+        async def replay() -> None:
+            await self._replay(key, sink, destination, feed, first)
+
+        return headers, replay
+
+    async def _replay(
+        self, key: Key, sink: Sink, destination: str, feed: Feed, read: LogSlice
+    ) -> None:
+        """Deliver what the log holds for one subscriber, then hand it to the live feed."""
+        cursor = read.entries[0].offset - 1 if read.entries else read.last
+        for _ in range(64):
+            if feed.subs.get(key) is None or self.feeds.get(destination) is not feed:
+                return
+            if read.epoch != feed.epoch and feed.epoch:
+                break  # the history changed under us: the feed's reset covers it
+            for envelope in read.entries:
+                if envelope.offset > cursor:
+                    self._deliver(self._prepare(envelope), ((key, sink),))
+                    cursor = envelope.offset
+            if not read.entries:
+                cursor = max(cursor, read.last)
+            sink.flush()
+            if feed.go_live(key, cursor) or self.log is None:
+                return
+            try:
+                read = await self.log.read(feed.log_id, cursor, READ_PAGE)
+            except BackendUnavailable:
+                break
+        feed.go_live(key, feed.last)
 
     async def unsubscribe(self, sink: Sink, subscription: Subscription) -> None:
         await self._remove(sink.session.session_id, subscription.id)
@@ -235,11 +404,21 @@ class Router:
             subscribers.pop((session_id, sub_id), None)
             if not subscribers:
                 del self._local[destination]
+        feed = self.feeds.get(destination)
+        if feed is not None:
+            feed.remove((session_id, sub_id))
+            if not feed.subs:
+                del self.feeds[destination]
+                ready = self._ready.pop(destination, None)
+                if ready is not None:
+                    ready.set()
         # Only what was actually retained: a subscribe cut short must not
         # release a channel another subscriber holds.
         for channel in list(retained):
             retained.remove(channel)
             await self._release(channel)
+
+    # -- publishing -----------------------------------------------------------
 
     def envelope(self, destination: str, headers: Headers, body: bytes) -> Envelope:
         return Envelope(
@@ -254,9 +433,10 @@ class Router:
     async def publish(self, channel: str, envelope: Envelope) -> None:
         await self.bus.publish(channel, envelope)
 
-    def deliver_once(self, channel: str, envelope: Envelope) -> None:
-        """Deliver to local subscribers now; when the same envelope (same id)
-        comes back through the bus later, it is not delivered again."""
+    def deliver_early(self, channel: str, envelope: Envelope) -> None:
+        """Deliver to local subscribers now, marked ``x-degraded:true``; when the same
+        envelope (same id) comes back through the bus or a log read later, it is
+        not delivered again (its offset is skipped here)."""
         now = time.monotonic()
         self._delivered_early[envelope.id] = now
         while self._delivered_early:
@@ -264,32 +444,146 @@ class Router:
             if now - since < EARLY_DELIVERY_MEMORY:
                 break
             del self._delivered_early[oldest_id]
-        self._fan_out(channel, envelope)
-
-    def dispatch(self, channel: str, envelope: Envelope) -> None:
-        """Bus handler: fan one envelope out to the local subscribers."""
-        if self._delivered_early and self._delivered_early.pop(envelope.id, None) is not None:
+        if not self._channel_ok(channel, envelope):
             return
-        self._fan_out(channel, envelope)
-
-    def _fan_out(self, channel: str, envelope: Envelope) -> None:
         subscribers = self._local.get(envelope.destination)
         if not subscribers:
             return
+        message = PreparedMessage(
+            envelope.destination,
+            envelope.id,
+            (*envelope.headers, ("x-degraded", "true")),
+            envelope.body,
+        )
+        self._deliver(message, list(subscribers.items()))
+
+    # -- delivery -------------------------------------------------------------
+
+    def dispatch(self, channel: str, envelope: Envelope) -> None:
+        """Bus handler: fan one envelope out to the local subscribers."""
+        if not self._channel_ok(channel, envelope):
+            return
+        feed = self.feeds.get(envelope.destination) if envelope.offset else None
+        if feed is not None and channel != self._own_channel:
+            self._effects(envelope.destination, feed, feed.live(envelope))
+            return
+        if self._delivered_early and self._delivered_early.pop(envelope.id, None) is not None:
+            return
+        subscribers = self._local.get(envelope.destination)
+        if subscribers:
+            self._deliver(self._prepare(envelope), list(subscribers.items()))
+
+    def bus_restored(self) -> None:
+        """The relay's subscriptions broke and are back: every feed reads what it missed."""
+        for destination, feed in list(self.feeds.items()):
+            self._effects(destination, feed, feed.broken())
+
+    def _channel_ok(self, channel: str, envelope: Envelope) -> bool:
         try:
             route = parse_destination(envelope.destination)
         except PolicyError:
             log.warning("dropping envelope %s with bad destination", envelope.id)
-            return
+            return False
         if channel != self._own_channel and channel not in channels_for(route, self.keys):
             log.warning("dropping envelope %s: %s is not its channel", envelope.id, channel)
-            return
-        message = PreparedMessage(
-            envelope.destination, envelope.id, envelope.headers, envelope.body
-        )
+            return False
+        return True
+
+    def _prepare(self, envelope: Envelope) -> PreparedMessage:
+        headers = envelope.headers
+        if envelope.offset:
+            headers = (*headers, ("x-offset", str(envelope.offset)), ("x-epoch", envelope.epoch))
+        return PreparedMessage(envelope.destination, envelope.id, headers, envelope.body)
+
+    def _deliver(
+        self,
+        message: PreparedMessage,
+        targets: list[tuple[Key, Sink]] | tuple[tuple[Key, Sink], ...],
+    ) -> None:
         now = time.monotonic()
         delivered = self.on_delivered
-        for (_, sub_id), sink in list(subscribers.items()):
+        for (_, sub_id), sink in targets:
             if sink.session.deliver(message, sub_id, now) and delivered is not None:
                 delivered()
             sink.flush()
+
+    def _targets(self, destination: str, keys: tuple[object, ...]) -> list[tuple[Key, Sink]]:
+        subscribers = self._local.get(destination, {})
+        out = []
+        for key in keys:
+            sink = subscribers.get(key)  # type: ignore[call-overload]
+            if sink is not None:
+                out.append((key, sink))
+        return out  # type: ignore[return-value]
+
+    def _effects(self, destination: str, feed: Feed, effects: list[Effect]) -> None:
+        for effect in effects:
+            if isinstance(effect, Deliver):
+                envelope = effect.envelope
+                if self._delivered_early and envelope.id in self._delivered_early:
+                    del self._delivered_early[envelope.id]
+                    continue
+                if effect.keys:
+                    self._deliver(self._prepare(envelope), self._targets(destination, effect.keys))
+            elif isinstance(effect, Gap):
+                self._notice(destination, effect)
+            elif isinstance(effect, Fetch):
+                self._run(destination, feed, [effect])
+        if feed.known and not feed.inflight:
+            ready = self._ready.get(destination)
+            if ready is not None:
+                ready.set()
+
+    def _notice(self, destination: str, gap: Gap) -> None:
+        """An empty MESSAGE telling subscribers what they lost for good."""
+        value = "reset" if gap.end == 0 else f"{gap.start}-{gap.end}"
+        log.warning("%s: subscribers lost offsets %s (epoch %s)", destination, value, gap.epoch)
+        if gap.keys:
+            message = PreparedMessage(
+                destination,
+                self.next_message_id(),
+                (("x-gap", value), ("x-epoch", gap.epoch)),
+                b"",
+            )
+            self._deliver(message, self._targets(destination, gap.keys))
+        if self.on_lost is not None:
+            self.on_lost(destination)
+
+    def _run(self, destination: str, feed: Feed, effects: list[Effect]) -> None:
+        for effect in effects:
+            if isinstance(effect, Fetch):
+                task = asyncio.get_running_loop().create_task(
+                    self._fetch(destination, feed, effect.after)
+                )
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            else:
+                self._effects(destination, feed, [effect])
+
+    async def _fetch(self, destination: str, feed: Feed, after: int) -> None:
+        started = time.monotonic()
+        before = feed.repaired
+        log_ = self.log
+        try:
+            if log_ is None or self.degraded():
+                raise BackendUnavailable("redis down")
+            if after < 0:
+                read = await log_.read(feed.log_id, 0, 0)
+            else:
+                read = await log_.read(feed.log_id, after, READ_PAGE)
+        except BackendUnavailable as exc:
+            log.info("could not read the log of %s: %s", destination, exc)
+            feed.fetch_failed()
+            ready = self._ready.get(destination)
+            if ready is not None:
+                ready.set()
+            return
+        if self.feeds.get(destination) is not feed:
+            return
+        self._effects(destination, feed, feed.fetched(read, max(after, 0)))
+        if feed.repaired > before and self.on_repaired is not None:
+            self.on_repaired(feed.repaired - before, time.monotonic() - started)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()

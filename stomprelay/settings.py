@@ -67,3 +67,26 @@ class Settings:
     sweep_interval: float = 5.0
     #: How long a sweeper's lock on a dead relay lives (ms).
     reaper_lock_ms: int = 5_000
+    #: Durable rooms (docs/history.md): messages kept per destination's log (0
+    #: turns history and offsets off), and how long a log outlives its last message.
+    history_size: int = 200
+    history_ttl: float = 24 * 3600.0
+    #: Most logs of client-invented ``/topic/{name}`` destinations (rooms and
+    #: ``/topic/broadcast`` not counted); past it new topics go unlogged.
+    history_max_topics: int = 1000
+    #: Log rooms only (plain topics are relayed without offsets).
+    history_rooms_only: bool = False
+    #: Most messages a SUBSCRIBE with ``x-history`` may ask for.
+    max_history_request: int = 1000
+    #: What a relay keeps of its clients' messages while Redis is unreachable,
+    #: to append once it is back: messages, and their body bytes. A SEND past
+    #: either gets an ERROR, never a RECEIPT.
+    journal_messages: int = 10_000
+    journal_bytes: int = 16 * 1024 * 1024
+    #: Seconds between probes of an unreachable Redis.
+    probe_interval: float = 0.5
+    #: Seconds a relay waits for one Redis command before it counts Redis as down.
+    redis_timeout: float = 3.0
+    #: Seconds after a lost-history repair before the SYNC event reads the
+    #: registry (other relays re-register meanwhile).
+    sync_settle: float = 2.0

@@ -179,10 +179,23 @@ class RelaySpec:
     host: str = "127.0.0.1"
 
 
+def is_registry_key(key: str) -> bool:
+    """Registry keys (contract section 4), as opposed to room logs (section 6) and
+    the liveness bookkeeping (fence, tombstones), which their own tests check."""
+    parts = key.split(":")
+    return not (
+        parts[1:2] == ["history"]
+        or key == f"{PREFIX}:servers:liveness"
+        or (parts[1:2] == ["servers"] and parts[-1] == "reaped")
+    )
+
+
 def snapshot(r: redis.Redis) -> dict[str, tuple[str, Any]]:
-    """Every ``stomp:*`` key: name -> (type, value). Strings carry (value, pttl)."""
+    """Every ``stomp:*`` registry key: name -> (type, value). Strings carry (value, pttl)."""
     out: dict[str, tuple[str, Any]] = {}
     for key in r.scan_iter(match=f"{PREFIX}:*", count=1000):
+        if not is_registry_key(key):
+            continue
         kind = r.type(key)
         if kind == "string":
             value: Any = (r.get(key), r.pttl(key))

@@ -7,6 +7,10 @@ plain JSON with short, documented fields (docs/redis.md)::
      "destination": "/topic/room/lobby", "headers": [["name", "value"], ...],
      "body": "<text>", "encoding": "utf-8" | "base64", "ts": <ms since epoch>}
 
+Envelopes of logged destinations (docs/history.md) are published with two more
+fields in front, ``"offset": <n>, "epoch": "<epoch>"``: the append script adds
+them, so the stream keeps the envelope as the relay made it.
+
 Bodies that are valid UTF-8 travel as text; anything else as base64, so every
 byte survives.
 """
@@ -32,6 +36,9 @@ class Envelope:
     headers: Headers
     body: bytes
     ts: int
+    #: Position in the destination's log (1, 2, ...); 0 when not logged.
+    offset: int = 0
+    epoch: str = ""
 
     def to_json(self) -> bytes:
         try:
@@ -40,7 +47,11 @@ class Envelope:
         except UnicodeDecodeError:
             text = base64.b64encode(self.body).decode("ascii")
             encoding = "base64"
-        payload = {
+        payload: dict[str, object] = {}
+        if self.offset:
+            payload["offset"] = self.offset
+            payload["epoch"] = self.epoch
+        payload |= {
             "v": ENVELOPE_VERSION,
             "id": self.id,
             "origin": self.origin,
@@ -69,6 +80,8 @@ class Envelope:
                 headers=headers,
                 body=body,
                 ts=int(data["ts"]),
+                offset=int(data.get("offset") or 0),
+                epoch=str(data.get("epoch") or ""),
             )
         except (ValueError, KeyError, TypeError, binascii.Error) as exc:
             raise ProtocolError("Malformed bus envelope", str(exc)) from None

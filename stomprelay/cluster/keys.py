@@ -36,6 +36,13 @@ TEMPLATES: dict[str, str] = {
     "server_info": "{p}:servers:{x}:info",
     "server_heartbeat": "{p}:servers:{x}:heartbeat",
     "reaper_lock": "{p}:servers:{x}:reaper_lock",
+    "reaped": "{p}:servers:{x}:reaped",
+    "liveness": "{p}:servers:liveness",
+    # history (docs/history.md); {x} is a log id: room:<id>, topic:<name>, global
+    "history": "{p}:history:{x}",
+    "history_meta": "{p}:history:{x}:meta",
+    "history_ids": "{p}:history:{x}:ids",
+    "history_topics": "{p}:history:topics",
 }
 
 
@@ -121,6 +128,29 @@ class Keys:
 
     def reaper_lock(self, server_id: str) -> str:
         return self._name("reaper_lock", server_id)
+
+    def reaped(self, server_id: str) -> str:
+        """Tombstone a sweeper leaves: this relay (incarnation) was reaped."""
+        return self._name("reaped", server_id)
+
+    @property
+    def liveness(self) -> str:
+        """Hash: when any relay last refreshed, and until when nobody may reap."""
+        return self._name("liveness")
+
+    def history(self, log_id: str) -> str:
+        """Stream of a destination's log; entry ids are ``<offset>-0``."""
+        return self._name("history", log_id)
+
+    def history_meta(self, log_id: str) -> str:
+        return self._name("history_meta", log_id)
+
+    def history_ids(self, log_id: str) -> str:
+        return self._name("history_ids", log_id)
+
+    @property
+    def history_topics(self) -> str:
+        return self._name("history_topics")
 
     @property
     def pattern(self) -> str:

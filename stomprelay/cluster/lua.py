@@ -17,18 +17,78 @@ local published = {}
 
 -- fixed_id: the id the relay already gave this event when it delivered it
 -- locally during an outage (so the relay can recognise it and not deliver twice).
+-- Returns the envelope JSON and its id.
 local function envelope(eid, origin, destination, body, ts, fixed_id)
   seq = seq + 1
   if fixed_id then published[#published + 1] = fixed_id end
-  return cjson.encode({v = 1, id = fixed_id or (eid .. '-' .. seq), origin = origin,
+  local id = fixed_id or eid
+  if not fixed_id and destination == '' then id = eid .. '-' .. seq end
+  return cjson.encode({v = 1, id = id, origin = origin,
     destination = destination, headers = {{'content-type', EVENT_TYPE}},
-    body = body, encoding = 'utf-8', ts = ts})
+    body = body, encoding = 'utf-8', ts = ts}), id
 end
 
 local function room_event(kind, room, sid, username, server, ts, count, reason, message)
   return cjson.encode({type = kind, roomId = room, sessionId = sid, username = username,
     serverId = server, timestamp = ts, participants = count, reason = reason,
     message = message})
+end
+
+local function script_now()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), t
+end
+
+-- Is this log kept? Rooms and the global broadcast always (history on);
+-- client-invented topics up to HISTORY_MAX_TOPICS live logs.
+local function logged(lid, ts)
+  if HISTORY_SIZE <= 0 then return false end
+  if string.sub(lid, 1, 6) ~= 'topic:' then return true end
+  if HISTORY_ROOMS_ONLY then return false end
+  local index = k_history_topics()
+  if redis.call('ZSCORE', index, lid) then return true end
+  redis.call('ZREMRANGEBYSCORE', index, '-inf', ts - HISTORY_TTL_MS)
+  return redis.call('ZCARD', index) < HISTORY_MAX_TOPICS
+end
+
+-- Append env (an envelope JSON object without offset) to the log lid and
+-- PUBLISH it on channel with "offset" and "epoch" in front, in this one step.
+-- Idempotent by message id mid: a known id returns its offset, publishes nothing.
+-- Returns epoch, offset (0 when the destination is not logged), duplicate.
+local function log_append(lid, channel, env, mid, ts)
+  if not logged(lid, ts) then
+    redis.call('PUBLISH', channel, env)
+    return '', 0, false
+  end
+  local stream, meta, ids = k_history(lid), k_history_meta(lid), k_history_ids(lid)
+  local epoch = redis.call('HGET', meta, 'epoch')
+  if epoch then
+    local known = redis.call('HGET', ids, mid)
+    if known then return epoch, tonumber(known), true end
+  else
+    local _, t = script_now()
+    epoch = string.format('%x%06d', tonumber(t[1]), tonumber(t[2]))
+    redis.call('DEL', stream, ids)
+    redis.call('HSET', meta, 'epoch', epoch, 'seq', 0, 'created-at', ts)
+  end
+  local offset = redis.call('HINCRBY', meta, 'seq', 1)
+  local excess = redis.call('XLEN', stream) - HISTORY_SIZE + 1
+  if excess > 0 then
+    for _, entry in ipairs(redis.call('XRANGE', stream, '-', '+', 'COUNT', excess)) do
+      redis.call('HDEL', ids, entry[2][2])
+    end
+  end
+  redis.call('XADD', stream, 'MAXLEN', HISTORY_SIZE, offset .. '-0', 'i', mid, 'e', env)
+  redis.call('HSET', ids, mid, offset)
+  redis.call('HSET', meta, 'last-at', ts)
+  for _, key in ipairs({stream, meta, ids}) do redis.call('PEXPIRE', key, HISTORY_TTL_MS) end
+  if string.sub(lid, 1, 6) == 'topic:' then
+    redis.call('ZADD', k_history_topics(), ts, lid)
+    redis.call('PEXPIRE', k_history_topics(), HISTORY_TTL_MS)
+  end
+  redis.call('PUBLISH', channel,
+    '{"offset":' .. offset .. ',"epoch":"' .. epoch .. '",' .. string.sub(env, 2))
+  return epoch, offset, false
 end
 
 local function split_rooms(value)
@@ -64,28 +124,28 @@ local function room_count(room, ts)
   return count
 end
 
--- Add sid to room; JOIN event when newly added and announce is set.
+-- Add sid to room; JOIN event (id eid) when newly added and announce is set.
 local function join_room(sid, room, username, server, ts, eid, announce, fixed_id)
   local added = redis.call('SADD', k_room_participants(room), sid)
   local count = room_count(room, ts)
   if added == 1 and announce then
     local body = room_event('JOIN', room, sid, username, server, ts, count, nil,
       username .. ' joined')
-    redis.call('PUBLISH', k_join_channel(room),
-      envelope(eid, server, '/topic/room/' .. room, body, ts, fixed_id))
+    local env, id = envelope(eid, server, '/topic/room/' .. room, body, ts, fixed_id)
+    log_append('room:' .. room, k_join_channel(room), env, id, ts)
   end
   return added, count
 end
 
--- Remove sid from room; one LEAVE event when it was a participant.
+-- Remove sid from room; one LEAVE event (id eid) when it was a participant.
 local function leave_room(sid, room, username, server, reason, ts, eid, fixed_id)
   local removed = redis.call('SREM', k_room_participants(room), sid)
   local count = room_count(room, ts)
   if removed == 1 then
     local body = room_event('LEAVE', room, sid, username, server, ts, count, reason,
       username .. ' left')
-    redis.call('PUBLISH', k_leave_channel(room),
-      envelope(eid, server, '/topic/room/' .. room, body, ts, fixed_id))
+    local env, id = envelope(eid, server, '/topic/room/' .. room, body, ts, fixed_id)
+    log_append('room:' .. room, k_leave_channel(room), env, id, ts)
   end
   return removed, count
 end
@@ -106,7 +166,8 @@ local function remove_session(sid, server, extra_rooms, reason, ts, eid, origin,
   end
   local left = 0
   for _, room in ipairs(rooms) do
-    left = left + leave_room(sid, room, username, owner, reason, ts, eid, leave_ids[room])
+    left = left + leave_room(sid, room, username, owner, reason, ts, eid .. '/' .. room,
+      leave_ids[room])
   end
   local existed = redis.call('DEL', skey)
   redis.call('DEL', k_current_room(sid))
@@ -115,8 +176,8 @@ local function remove_session(sid, server, extra_rooms, reason, ts, eid, origin,
   if existed == 1 or left > 0 then
     local body = cjson.encode({type = 'DISCONNECT', sessionId = sid, serverId = owner,
       username = username, reason = reason, timestamp = ts})
-    redis.call('PUBLISH', k_session_disconnect_channel(),
-      envelope(eid, origin, '', body, ts))
+    local env = envelope(eid, origin, '', body, ts)
+    redis.call('PUBLISH', k_session_disconnect_channel(), env)
   end
   return existed
 end
@@ -124,7 +185,7 @@ end
 local function remove_server(server, reason, ts, eid, origin)
   local sids = redis.call('SMEMBERS', k_server_sessions(server))
   for _, sid in ipairs(sids) do
-    remove_session(sid, server, {}, reason, ts, eid, origin)
+    remove_session(sid, server, {}, reason, ts, eid .. '/' .. sid, origin)
   end
   redis.call('DEL', k_server_sessions(server), k_server_info(server),
     k_server_heartbeat(server))
@@ -139,7 +200,7 @@ end
 REGISTER_SERVER = r"""
 local server = ARGV[1]
 for _, sid in ipairs(redis.call('SMEMBERS', k_server_sessions(server))) do
-  remove_session(sid, server, {}, 'server-lost', tonumber(ARGV[8]), ARGV[9], server)
+  remove_session(sid, server, {}, 'server-lost', tonumber(ARGV[8]), ARGV[9] .. '/' .. sid, server)
 end
 redis.call('SADD', k_servers_active(), server)
 redis.call('DEL', k_server_info(server))
@@ -149,9 +210,19 @@ redis.call('SET', k_server_heartbeat(server), ARGV[2], 'PX', ARGV[7])
 return 1
 """
 
-# ARGV: server, incarnation, ttl_ms
+# ARGV: server, incarnation, ttl_ms, stall_ms
+# Every refresh is also a pulse: when no relay at all refreshed for stall_ms,
+# Redis itself was unreachable to everyone (a stall, a restart), so heartbeats
+# that expired meanwhile say nothing about their relays: nobody may reap until
+# one full TTL after the first refresh since (the "fence").
 REFRESH_SERVER = r"""
 local server = ARGV[1]
+local now = script_now()
+local pulse = tonumber(redis.call('HGET', k_liveness(), 'pulse') or '0')
+if pulse > 0 and now - pulse > tonumber(ARGV[4]) then
+  redis.call('HSET', k_liveness(), 'fence-until', now + tonumber(ARGV[3]))
+end
+redis.call('HSET', k_liveness(), 'pulse', now)
 if redis.call('SISMEMBER', k_servers_active(), server) == 0 then return 0 end
 if redis.call('HGET', k_server_info(server), 'incarnation') ~= ARGV[2] then return 0 end
 redis.call('SET', k_server_heartbeat(server), ARGV[2], 'PX', ARGV[3])
@@ -177,8 +248,8 @@ redis.call('SADD', k_sessions_active(), sid)
 redis.call('SADD', k_server_sessions(s['server-id']), sid)
 local body = cjson.encode({type = 'CONNECT', sessionId = sid, serverId = s['server-id'],
   username = s['username'], timestamp = ts})
-redis.call('PUBLISH', k_session_connect_channel(),
-  envelope(ARGV[2], s['server-id'], '', body, ts))
+local env = envelope(ARGV[2], s['server-id'], '', body, ts)
+redis.call('PUBLISH', k_session_connect_channel(), env)
 return 1
 """
 
@@ -217,16 +288,47 @@ end
 return {removed, count}
 """
 
-# ARGV: sid, room, channel, envelope, now
+# ARGV: sid, room, channel, envelope, now, message id
 CHAT = r"""
-local ts = ARGV[5]
+local ts = tonumber(ARGV[5])
 if redis.call('EXISTS', k_room_info(ARGV[2])) == 1 then
   redis.call('HSET', k_room_info(ARGV[2]), 'last-activity', ts)
 end
 if redis.call('EXISTS', k_session(ARGV[1])) == 1 then
   redis.call('HSET', k_session(ARGV[1]), 'last-seen', ts)
 end
-return redis.call('PUBLISH', ARGV[3], ARGV[4])
+local epoch, offset = log_append('room:' .. ARGV[2], ARGV[3], ARGV[4], ARGV[6], ts)
+return {epoch, offset}
+"""
+
+# ARGV: log id, channel, envelope, message id, now
+APPEND = r"""
+local epoch, offset, dup = log_append(ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]))
+return {epoch, offset, dup and 1 or 0}
+"""
+
+# ARGV: log id, after, limit, tail
+# Returns {epoch, first, last, id1, envelope1, id2, envelope2, ...}; epoch ''
+# when the log does not exist.
+READ = r"""
+local stream, meta = k_history(ARGV[1]), k_history_meta(ARGV[1])
+local epoch = redis.call('HGET', meta, 'epoch')
+if not epoch then return {'', 1, 0} end
+local last = tonumber(redis.call('HGET', meta, 'seq'))
+local head = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)
+local first = last + 1
+if #head > 0 then first = tonumber(string.match(head[1][1], '^(%d+)')) end
+local after = tonumber(ARGV[2])
+if tonumber(ARGV[4]) > 0 then after = math.max(0, last - tonumber(ARGV[4])) end
+local out = {epoch, first, last}
+if tonumber(ARGV[3]) > 0 then
+  local entries = redis.call('XRANGE', stream, (after + 1) .. '-0', '+', 'COUNT', ARGV[3])
+  for _, entry in ipairs(entries) do
+    out[#out + 1] = string.match(entry[1], '^(%d+)')
+    out[#out + 1] = entry[2][4]
+  end
+end
+return out
 """
 
 # ARGV: server, incarnation, lock token, sweeper id, now, event id
@@ -240,6 +342,12 @@ if redis.call('SISMEMBER', k_servers_active(), server) == 0 then return -4 end
 if redis.call('EXISTS', k_server_heartbeat(server)) == 1 then return -2 end
 local inc = redis.call('HGET', k_server_info(server), 'incarnation')
 if inc and inc ~= ARGV[2] then return -3 end
+if script_now() < tonumber(redis.call('HGET', k_liveness(), 'fence-until') or '0') then
+  return -5
+end
+-- The tombstone tells this relay, should it come back, that it was reaped
+-- (everyone saw its people leave), as opposed to Redis having lost its data.
+redis.call('SET', k_reaped(server), inc or ARGV[2], 'PX', 3600000)
 return remove_server(server, 'server-lost', tonumber(ARGV[5]), ARGV[6], ARGV[4])
 """
 
@@ -276,7 +384,8 @@ for _, s in ipairs(cjson.decode(ARGV[11])) do
   local existed = redis.call('EXISTS', k_session(sid))
   for _, room in ipairs(split_rooms(redis.call('HGET', k_session(sid), 'rooms'))) do
     if not keep[room] then
-      leave_room(sid, room, s['username'], server, 'left', ts, ARGV[10], s['leaves'][room])
+      local eid = ARGV[10] .. '/' .. sid .. '/' .. room
+      leave_room(sid, room, s['username'], server, 'left', ts, eid, s['leaves'][room])
     end
   end
   redis.call('HSET', k_session(sid), 'server-id', server, 'username', s['username'],
@@ -287,18 +396,19 @@ for _, s in ipairs(cjson.decode(ARGV[11])) do
   if existed == 0 and s['new'] == '1' then
     local body = cjson.encode({type = 'CONNECT', sessionId = sid, serverId = server,
       username = s['username'], timestamp = tonumber(s['connected-at'])})
-    redis.call('PUBLISH', k_session_connect_channel(),
-      envelope(ARGV[10], server, '', body, ts))
+    local env = envelope(ARGV[10], server, '', body, ts)
+    redis.call('PUBLISH', k_session_connect_channel(), env)
   end
   for _, room in ipairs(rooms) do
     local fixed = s['joins'][room]
-    join_room(sid, room, s['username'], server, ts, ARGV[10], announce or fixed ~= nil, fixed)
+    join_room(sid, room, s['username'], server, ts, ARGV[10] .. '/' .. sid .. '/' .. room,
+      announce or fixed ~= nil, fixed)
   end
   set_current(sid, rooms)
 end
 for _, sid in ipairs(redis.call('SMEMBERS', k_server_sessions(server))) do
   if not held[sid] then
-    remove_session(sid, server, {}, 'disconnected', ts, ARGV[10], server, gone[sid])
+    remove_session(sid, server, {}, 'disconnected', ts, ARGV[10] .. '/' .. sid, server, gone[sid])
   end
 end
 return published
@@ -324,6 +434,8 @@ SCRIPTS = {
     "join": JOIN,
     "leave": LEAVE,
     "chat": CHAT,
+    "append": APPEND,
+    "read": READ,
     "reap": REAP,
     "unregister": UNREGISTER,
     "restore": RESTORE,

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 
 from stomprelay.cluster.base import BusHandler
 from stomprelay.cluster.envelope import Envelope
+from stomprelay.cluster.history import HistoryPolicy, MemoryLog
 from stomprelay.cluster.keys import Keys
 from stomprelay.cluster.registry import (
     EVENT_CONTENT_TYPE,
@@ -40,9 +41,17 @@ class _Room:
 class MemoryHub:
     """What in-process relays share: the buses and the registry's data."""
 
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, clock: Callable[[], float] = time.time, policy: HistoryPolicy | None = None
+    ) -> None:
         self.buses: set[MemoryBus] = set()
         self.clock = clock
+        self.log = MemoryLog(policy or HistoryPolicy(), self.publish, clock)
+        #: server id -> incarnation reaped (the sweeper's tombstone)
+        self.reaped: dict[str, str] = {}
+        #: When any relay last refreshed, and until when nobody may reap (clock s).
+        self.pulse = 0.0
+        self.fence_until = 0.0
         self.servers: dict[str, ServerRecord] = {}
         #: server id -> heartbeat expiry (clock seconds)
         self.heartbeats: dict[str, float] = {}
@@ -116,28 +125,49 @@ class _Events:
         body: bytes,
         origin: str = "",
         fixed_id: str | None = None,
+        event_id: str | None = None,
     ) -> None:
+        """Room events (``event_id`` given: their exact id) go through the room's
+        log; session events are numbered ``<event id>-<n>``, as in the scripts."""
         self.seq += 1
         if fixed_id is not None:
             self.fixed_published.append(fixed_id)
         envelope = Envelope(
-            id=fixed_id or f"{self.event_id}-{self.seq}",
+            id=fixed_id or event_id or f"{self.event_id}-{self.seq}",
             origin=origin or self.origin,
             destination=destination,
             headers=(("content-type", EVENT_CONTENT_TYPE),),
             body=body,
             ts=self.now,
         )
-        self.hub.publish(channel, envelope)
+        if destination.startswith("/topic/room/"):
+            log_id = "room:" + destination[len("/topic/room/") :]
+            self.hub.log.append_now(log_id, channel, envelope)
+        else:
+            self.hub.publish(channel, envelope)
 
 
 class MemoryRegistry:
-    def __init__(self, hub: MemoryHub, keys: Keys | None = None) -> None:
+    def __init__(self, hub: MemoryHub, keys: Keys | None = None, stall_ms: int = 1_500) -> None:
         self.hub = hub
         self.keys = keys or Keys()
+        self.stall_ms = stall_ms
+        self.log = hub.log
 
     async def close(self) -> None:
         return None
+
+    async def reset(self) -> None:
+        return None
+
+    async def ping(self) -> None:
+        return None
+
+    async def eviction_policy(self) -> str | None:
+        return "noeviction"
+
+    async def was_reaped(self, server_id: str, incarnation: str) -> bool:
+        return self.hub.reaped.get(server_id) == incarnation
 
     async def backend_id(self) -> str:
         return f"memory-{id(self.hub):x}"
@@ -162,6 +192,7 @@ class MemoryRegistry:
         ev: _Events,
         announce: bool,
         fixed_id: str | None = None,
+        event_id: str | None = None,
     ) -> tuple[bool, int]:
         room = self.hub.rooms.setdefault(room_id, _Room())
         added = sid not in room.participants
@@ -170,7 +201,12 @@ class MemoryRegistry:
         if added and announce:
             body = join_event(room_id, sid, username, server, ev.now, count)
             ev.publish(
-                self.keys.join_channel(room_id), f"/topic/room/{room_id}", body, server, fixed_id
+                self.keys.join_channel(room_id),
+                f"/topic/room/{room_id}",
+                body,
+                server,
+                fixed_id,
+                event_id or ev.event_id,
             )
         return added, count
 
@@ -183,6 +219,7 @@ class MemoryRegistry:
         reason: str,
         ev: _Events,
         fixed_id: str | None = None,
+        event_id: str | None = None,
     ) -> tuple[bool, int]:
         room = self.hub.rooms.get(room_id)
         removed = room is not None and sid in room.participants
@@ -192,7 +229,12 @@ class MemoryRegistry:
         if removed:
             body = leave_event(room_id, sid, username, server, ev.now, count, reason)
             ev.publish(
-                self.keys.leave_channel(room_id), f"/topic/room/{room_id}", body, server, fixed_id
+                self.keys.leave_channel(room_id),
+                f"/topic/room/{room_id}",
+                body,
+                server,
+                fixed_id,
+                event_id or ev.event_id,
             )
         return removed, count
 
@@ -210,7 +252,9 @@ class MemoryRegistry:
         reason: str,
         ev: _Events,
         leave_ids: dict[str, str] | None = None,
+        event_id: str | None = None,
     ) -> bool:
+        eid = event_id or ev.event_id
         record = self.hub.sessions.pop(sid, None)
         owner = record.server_id if record else server
         username = record.username if record else ""
@@ -220,7 +264,7 @@ class MemoryRegistry:
         left = False
         for room_id in rooms:
             removed, _ = self._leave_room(
-                sid, room_id, username, owner, reason, ev, ids.get(room_id)
+                sid, room_id, username, owner, reason, ev, ids.get(room_id), f"{eid}/{room_id}"
             )
             left = left or removed
         self.hub.current_room.pop(sid, None)
@@ -235,7 +279,7 @@ class MemoryRegistry:
     def _remove_server(self, server: str, reason: str, ev: _Events) -> int:
         sids = sorted(self.hub.server_sessions.get(server, set()))
         for sid in sids:
-            self._remove_session(sid, server, [], reason, ev)
+            self._remove_session(sid, server, [], reason, ev, event_id=f"{ev.event_id}/{sid}")
         self.hub.server_sessions.pop(server, None)
         self.hub.servers.pop(server, None)
         self.hub.heartbeats.pop(server, None)
@@ -255,10 +299,16 @@ class MemoryRegistry:
     ) -> None:
         ev = _Events(self.hub, event_id, server.server_id, now)
         for sid in sorted(self.hub.server_sessions.get(server.server_id, set())):
-            self._remove_session(sid, server.server_id, [], "server-lost", ev)
+            self._remove_session(
+                sid, server.server_id, [], "server-lost", ev, event_id=f"{event_id}/{sid}"
+            )
         self._add_server(server, ttl_ms)
 
     async def refresh_server(self, server_id: str, incarnation: str, ttl_ms: int) -> bool:
+        now = self.hub.clock()
+        if self.hub.pulse and now - self.hub.pulse > self.stall_ms / 1000:
+            self.hub.fence_until = now + ttl_ms / 1000
+        self.hub.pulse = now
         current = self.hub.servers.get(server_id)
         if current is None or current.incarnation != incarnation:
             return False
@@ -320,15 +370,15 @@ class MemoryRegistry:
         return result
 
     async def chat(
-        self, session_id: str, room_id: str, channel: str, envelope: bytes, now: int
-    ) -> None:
+        self, session_id: str, room_id: str, channel: str, envelope: Envelope, now: int
+    ) -> Envelope:
         room = self.hub.rooms.get(room_id)
         if room is not None:
             room.last_activity = now
         record = self.hub.sessions.get(session_id)
         if record is not None:
             record.last_seen = now
-        self.hub.publish(channel, Envelope.from_json(envelope))
+        return self.hub.log.append_now(f"room:{room_id}", channel, envelope)
 
     async def participants(self, room_id: str) -> list[Participant]:
         room = self.hub.rooms.get(room_id)
@@ -362,6 +412,9 @@ class MemoryRegistry:
                 return None
             if current is not None and current.incarnation != dead.incarnation:
                 return None
+            if self.hub.clock() < self.hub.fence_until:
+                return None
+            self.hub.reaped[dead.server_id] = current.incarnation if current else ""
             ev = _Events(self.hub, event_id, sweeper_id, now)
             return self._remove_server(dead.server_id, "server-lost", ev)
         finally:
@@ -401,6 +454,7 @@ class MemoryRegistry:
                         "left",
                         ev,
                         pending.leaves.get((sid, room_id)),
+                        f"{event_id}/{sid}/{room_id}",
                     )
             self.hub.sessions[sid] = stored
             self.hub.server_sessions.setdefault(server.server_id, set()).add(sid)
@@ -419,11 +473,14 @@ class MemoryRegistry:
                     ev,
                     announce or fixed is not None,
                     fixed,
+                    f"{event_id}/{sid}/{room_id}",
                 )
             self._set_current(sid, stored.rooms)
         for sid in sorted(self.hub.server_sessions.get(server.server_id, set()) - held):
             leave_ids = {room: i for (s, room), i in pending.leaves.items() if s == sid}
-            self._remove_session(sid, server.server_id, [], "disconnected", ev, leave_ids)
+            self._remove_session(
+                sid, server.server_id, [], "disconnected", ev, leave_ids, f"{event_id}/{sid}"
+            )
         return ev.fixed_published
 
     async def servers(self) -> list[tuple[ServerRecord, bool, int]]:

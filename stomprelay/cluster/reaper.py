@@ -64,14 +64,26 @@ class Liveness:
                 self.relay.note_backend_error(exc)
 
     async def sweep(self) -> int:
-        """Clean up every dead relay this sweeper wins; sessions reaped in total."""
+        """Clean up every dead relay this sweeper wins; sessions reaped in total.
+
+        Two fences keep a Redis outage from reaping live relays: this relay
+        judges nobody within one TTL of its own trouble with Redis (what it saw
+        expire may have expired while nobody could refresh), and the REAP
+        script refuses while Redis's own fence holds (no relay at all refreshed
+        for a while: a stall or restart of Redis itself; docs/redis.md).
+        """
         relay = self.relay
+        if not relay.sync.health.may_judge(relay.sync.clock(), self.settings.liveness_ttl):
+            return 0
         total = 0
-        for dead in await relay.registry.dead_servers():
+        registry = relay.registry
+        for dead in await relay.sync.guard(registry.dead_servers):
             if dead.server_id == relay.server_id:
                 continue
-            reaped = await relay.registry.reap(
-                dead, relay.server_id, relay.clock_ms(), relay.router.next_message_id()
+            reaped = await relay.sync.guard(
+                lambda dead=dead: registry.reap(  # type: ignore[misc]
+                    dead, relay.server_id, relay.clock_ms(), relay.router.next_message_id()
+                )
             )
             if reaped is not None:
                 log.warning(

@@ -17,17 +17,20 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from stomprelay.cluster.base import BusHandler
 from stomprelay.cluster.envelope import Envelope
+from stomprelay.cluster.history import HistoryPolicy, LogSlice
 from stomprelay.cluster.keys import Keys
 from stomprelay.cluster.lua import LIBRARY, SCRIPTS
 from stomprelay.cluster.registry import (
@@ -49,18 +52,24 @@ CONNECT_TIMEOUT = 2.0
 COMMAND_TIMEOUT = 3.0
 
 
-def make_client(url: str, decode: bool, health_check: int = 0) -> aioredis.Redis:
-    """A client that fails fast: no retries, short timeouts.
+def make_client(
+    url: str, decode: bool, health_check: int = 0, timeout: float = COMMAND_TIMEOUT
+) -> aioredis.Redis:
+    """A client that fails fast: short timeouts, no retry after a timeout.
 
     ``health_check``: PING a pooled connection idle this long (s) before using
     it, so one left stale by a Redis restart fails the check, not a command.
+    A command that fails on a broken connection ("Connection closed by
+    server") is retried once on a fresh one; every script is idempotent (an
+    append by message id, a membership change only when SADD/SREM changed
+    something), so a retry never doubles an event. A timeout is never retried.
     """
     return aioredis.Redis.from_url(
         url,
         decode_responses=decode,
-        socket_connect_timeout=CONNECT_TIMEOUT,
-        socket_timeout=COMMAND_TIMEOUT,
-        retry=Retry(NoBackoff(), 0),
+        socket_connect_timeout=min(CONNECT_TIMEOUT, timeout),
+        socket_timeout=timeout,
+        retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
         health_check_interval=health_check,
     )
 
@@ -69,7 +78,7 @@ async def _guard(call: Awaitable[T]) -> T:
     try:
         return await call
     except (RedisTimeoutError, TimeoutError) as exc:
-        raise BackendTimeout(f"redis: no answer within {COMMAND_TIMEOUT:g} s") from exc
+        raise BackendTimeout("redis: no answer in time") from exc
     except (RedisError, OSError) as exc:
         raise BackendUnavailable(f"redis: {type(exc).__name__}: {exc}") from exc
 
@@ -264,18 +273,52 @@ def _fields(mapping: Any) -> dict[str, str]:
 class RedisRegistry:
     """The registry in Redis hashes and sets (contract section 4)."""
 
-    def __init__(self, url: str, keys: Keys | None = None, lock_ttl_ms: int = 5_000) -> None:
+    def __init__(
+        self,
+        url: str,
+        keys: Keys | None = None,
+        lock_ttl_ms: int = 5_000,
+        policy: HistoryPolicy | None = None,
+        timeout: float = COMMAND_TIMEOUT,
+        stall_ms: int = 1_500,
+    ) -> None:
         self.keys = keys or Keys()
         self.lock_ttl_ms = lock_ttl_ms
-        self._client = make_client(url, decode=True, health_check=1)
-        prelude = self.keys.lua_prelude() + LIBRARY
+        self.policy = policy or HistoryPolicy()
+        self.stall_ms = stall_ms
+        self._client = make_client(url, decode=True, health_check=1, timeout=timeout)
+        prelude = self.keys.lua_prelude() + self.policy.lua() + LIBRARY
         self._scripts = {
             name: self._client.register_script(prelude + body) for name, body in SCRIPTS.items()
         }
+        self.log = RedisLog(self)
 
     async def close(self) -> None:
         with contextlib.suppress(RedisError, OSError):
             await self._client.aclose()
+
+    async def reset(self) -> None:
+        """Drop every pooled connection (after an outage: none of them is trusted)."""
+        with contextlib.suppress(RedisError, OSError):
+            await self._client.connection_pool.disconnect()
+
+    async def ping(self) -> None:
+        await _guard(self._client.ping())
+
+    async def eviction_policy(self) -> str | None:
+        """Redis's ``maxmemory-policy``, or None when CONFIG is not allowed."""
+        try:
+            reply = await _guard(self._client.config_get("maxmemory-policy"))
+        except BackendUnavailable:
+            raise
+        except Exception:
+            return None
+        return str(reply.get("maxmemory-policy", "")) or None
+
+    async def was_reaped(self, server_id: str, incarnation: str) -> bool:
+        """Did a sweeper reap this incarnation (its tombstone), as opposed to
+        Redis having lost everything?"""
+        return bool(await _guard(self._client.get(self.keys.reaped(server_id))) == incarnation)
 
     async def _scan(self, pattern: str) -> list[str]:
         async def scan() -> list[str]:
@@ -307,7 +350,9 @@ class RedisRegistry:
         )
 
     async def refresh_server(self, server_id: str, incarnation: str, ttl_ms: int) -> bool:
-        return bool(await self._script("refresh_server", server_id, incarnation, ttl_ms))
+        return bool(
+            await self._script("refresh_server", server_id, incarnation, ttl_ms, self.stall_ms)
+        )
 
     async def add_session(self, record: SessionRecord, event_id: str, incarnation: str) -> bool:
         fields = {"session-id": record.session_id, **record.to_fields()}
@@ -345,9 +390,12 @@ class RedisRegistry:
         return bool(removed), int(count)
 
     async def chat(
-        self, session_id: str, room_id: str, channel: str, envelope: bytes, now: int
-    ) -> None:
-        await self._script("chat", session_id, room_id, channel, envelope, now)
+        self, session_id: str, room_id: str, channel: str, envelope: Envelope, now: int
+    ) -> Envelope:
+        epoch, offset = await self._script(
+            "chat", session_id, room_id, channel, envelope.to_json(), now, envelope.id
+        )
+        return replace(envelope, epoch=_text(epoch), offset=int(offset))
 
     async def participants(self, room_id: str) -> list[Participant]:
         flat = await self._script("participants", room_id)
@@ -526,3 +574,29 @@ def _room(room_id: str, info: dict[str, str]) -> RoomRecord:
         int(info.get("created-at") or 0),
         int(info.get("last-activity") or 0),
     )
+
+
+class RedisLog:
+    """Destination logs in Redis Streams (docs/history.md), through the registry's scripts."""
+
+    def __init__(self, registry: RedisRegistry) -> None:
+        self._registry = registry
+
+    async def append(self, log_id: str, channel: str, envelope: Envelope, now: int) -> Envelope:
+        epoch, offset, _dup = await self._registry._script(
+            "append", log_id, channel, envelope.to_json(), envelope.id, now
+        )
+        return replace(envelope, epoch=_text(epoch), offset=int(offset))
+
+    async def read(self, log_id: str, after: int, limit: int, tail: int = 0) -> LogSlice:
+        reply = await self._registry._script("read", log_id, after, limit, tail)
+        epoch = _text(reply[0])
+        entries = []
+        for i in range(3, len(reply), 2):
+            try:
+                envelope = Envelope.from_json(reply[i + 1])
+            except ProtocolError as exc:
+                log.warning("skipping malformed log entry of %s: %s", log_id, exc.detail)
+                continue
+            entries.append(replace(envelope, offset=int(reply[i]), epoch=epoch))
+        return LogSlice(epoch, int(reply[1]), int(reply[2]), tuple(entries))

@@ -14,6 +14,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from stomprelay.cluster.envelope import Envelope
+
 #: content-type of room events (contract section 3).
 EVENT_CONTENT_TYPE = "application/json;charset=utf-8"
 
@@ -179,6 +181,22 @@ def leave_event(
     )
 
 
+def sync_event(room_id: str, server_id: str, ts: int, participants: list[Participant]) -> bytes:
+    """A SYNC body: the room's full participant list (docs/history.md)."""
+    event: dict[str, object] = {
+        "type": "SYNC",
+        "roomId": room_id,
+        "serverId": server_id,
+        "timestamp": ts,
+        "count": len(participants),
+        "participants": [
+            {"sessionId": p.session_id, "username": p.username, "serverId": p.server_id}
+            for p in participants
+        ],
+    }
+    return json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
 def session_event(
     kind: str, session_id: str, server_id: str, username: str, ts: int, reason: str | None = None
 ) -> bytes:
@@ -285,9 +303,24 @@ class Registry(Protocol):
         ...
 
     async def chat(
-        self, session_id: str, room_id: str, channel: str, envelope: bytes, now: int
-    ) -> None:
-        """Publish a room message and record the room's and session's activity."""
+        self, session_id: str, room_id: str, channel: str, envelope: Envelope, now: int
+    ) -> Envelope:
+        """Append a room message to the room's log (publishing it), record the
+        room's and session's activity; the envelope with its offset."""
+        ...
+
+    async def reset(self) -> None:
+        """Drop pooled connections (after an outage)."""
+        ...
+
+    async def ping(self) -> None: ...
+
+    async def eviction_policy(self) -> str | None:
+        """The backend's eviction policy (Redis ``maxmemory-policy``), None if unknown."""
+        ...
+
+    async def was_reaped(self, server_id: str, incarnation: str) -> bool:
+        """True if a sweeper reaped this relay's incarnation (its tombstone)."""
         ...
 
     async def participants(self, room_id: str) -> list[Participant]: ...

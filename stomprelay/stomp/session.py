@@ -431,10 +431,12 @@ class ServerSession:
         out, self._outbox = self._outbox, []
         return out
 
-    def send_receipt(self, receipt_id: str, now: float) -> None:
+    def send_receipt(self, receipt_id: str, now: float, headers: Headers = ()) -> None:
+        """RECEIPT, with any extra headers the relay adds (e.g. ``x-offset``)."""
         if self.state in (State.OPEN, State.CLOSING):
             self._queue(
-                encode_frame("RECEIPT", (("receipt-id", receipt_id),), b"", self.version), now
+                encode_frame("RECEIPT", (("receipt-id", receipt_id), *headers), b"", self.version),
+                now,
             )
 
     def deliver(self, message: PreparedMessage, subscription_id: str, now: float) -> bool:

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from clusterhelpers import is_registry_key
 from procs import RedisServer
 
 from stomprelay.cluster.base import Bus
@@ -259,6 +260,8 @@ class RedisCluster(Cluster):
     async def snapshot(self) -> Snapshot:
         out: Snapshot = {}
         async for key in self.raw.scan_iter(match=self.keys.pattern, count=1000):
+            if not is_registry_key(key.replace(self.keys.prefix + ":", "stomp:", 1)):
+                continue
             kind = await self.raw.type(key)
             if key.endswith(":heartbeat"):
                 assert kind == "string", key

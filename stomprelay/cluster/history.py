@@ -1,0 +1,159 @@
+"""Per-destination logs: the one source of order of durable rooms (docs/history.md).
+
+A log has an ``epoch`` (a name for one unbroken history, made when the log is
+created, so a Redis that lost its data starts a new one) and contiguous
+offsets 1, 2, 3, ... Appending is idempotent by message id: an append of an id
+the log already holds returns its offset and publishes nothing. The Redis
+implementation is the ``APPEND`` Lua function in :mod:`lua` (XADD with an
+explicit ``<offset>-0`` id and an exact MAXLEN, then PUBLISH, in one script);
+:class:`MemoryLog` is the single-node one with the same rules.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Protocol
+
+from stomprelay.cluster.envelope import Envelope
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryPolicy:
+    """Which destinations are logged and how much of each is kept."""
+
+    size: int = 200
+    ttl_ms: int = 24 * 3600 * 1000
+    max_topics: int = 1000
+    rooms_only: bool = False
+
+    def logs(self, log_id: str) -> bool:
+        """Whether a destination is logged at all (the topic cap aside)."""
+        if self.size <= 0 or not log_id:
+            return False
+        return not (self.rooms_only and log_id.startswith("topic:"))
+
+    def lua(self) -> str:
+        """The same policy as Lua constants for the scripts."""
+        return (
+            f"local HISTORY_SIZE = {int(self.size)}\n"
+            f"local HISTORY_TTL_MS = {int(self.ttl_ms)}\n"
+            f"local HISTORY_MAX_TOPICS = {int(self.max_topics)}\n"
+            f"local HISTORY_ROOMS_ONLY = {'true' if self.rooms_only else 'false'}\n"
+        )
+
+
+def new_epoch(now_us: int) -> str:
+    """An epoch name from a clock in microseconds (the scripts use Redis TIME)."""
+    return f"{now_us:x}"
+
+
+@dataclass(frozen=True, slots=True)
+class LogSlice:
+    """What a read found: the log's epoch ("" when it does not exist), its
+    first retained and last offsets, and the entries asked for, in order."""
+
+    epoch: str
+    first: int
+    last: int
+    entries: tuple[Envelope, ...] = ()
+
+    @property
+    def length(self) -> int:
+        return max(0, self.last - self.first + 1) if self.epoch else 0
+
+
+class Log(Protocol):
+    async def append(self, log_id: str, channel: str, envelope: Envelope, now: int) -> Envelope:
+        """Append and publish on ``channel`` atomically; the envelope with its
+        offset and epoch (offset 0: not logged, published as it is)."""
+        ...
+
+    async def read(self, log_id: str, after: int, limit: int, tail: int = 0) -> LogSlice:
+        """Entries with offsets after ``after`` (or the last ``tail``), at most ``limit``."""
+        ...
+
+
+@dataclass(slots=True)
+class _MemLog:
+    epoch: str
+    seq: int = 0
+    last_at: float = 0.0
+    entries: deque[Envelope] = field(default_factory=deque)
+    ids: dict[str, int] = field(default_factory=dict)
+
+
+class MemoryLog:
+    """Logs in memory with the Redis logs' rules (single node, and the reference)."""
+
+    def __init__(
+        self,
+        policy: HistoryPolicy,
+        publish: Callable[[str, Envelope], None],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.policy = policy
+        self._publish = publish
+        self._clock = clock
+        self.logs: dict[str, _MemLog] = {}
+        self._last_epoch_us = 0
+
+    def _expire(self, now: float) -> None:
+        ttl = self.policy.ttl_ms / 1000
+        for log_id in [k for k, v in self.logs.items() if now - v.last_at >= ttl]:
+            del self.logs[log_id]
+
+    def _epoch(self) -> str:
+        us = max(int(self._clock() * 1_000_000), self._last_epoch_us + 1)
+        self._last_epoch_us = us
+        return new_epoch(us)
+
+    def append_now(self, log_id: str, channel: str, envelope: Envelope) -> Envelope:
+        """Synchronous append (the memory registry calls it inside its operations)."""
+        now = self._clock()
+        self._expire(now)
+        log = self.logs.get(log_id)
+        if not self.policy.logs(log_id) or (
+            log is None
+            and log_id.startswith("topic:")
+            and sum(1 for k in self.logs if k.startswith("topic:")) >= self.policy.max_topics
+        ):
+            self._publish(channel, envelope)
+            return envelope
+        if log is None:
+            log = self.logs[log_id] = _MemLog(self._epoch())
+        known = log.ids.get(envelope.id)
+        if known is not None:
+            return replace(envelope, offset=known, epoch=log.epoch)
+        log.seq += 1
+        stored = replace(envelope, offset=log.seq, epoch=log.epoch)
+        while len(log.entries) >= self.policy.size:
+            log.ids.pop(log.entries.popleft().id, None)
+        log.entries.append(stored)
+        log.ids[envelope.id] = log.seq
+        log.last_at = now
+        self._publish(channel, stored)
+        return stored
+
+    async def append(self, log_id: str, channel: str, envelope: Envelope, now: int) -> Envelope:
+        return self.append_now(log_id, channel, envelope)
+
+    async def read(self, log_id: str, after: int, limit: int, tail: int = 0) -> LogSlice:
+        self._expire(self._clock())
+        log = self.logs.get(log_id)
+        if log is None:
+            return LogSlice("", 1, 0)
+        first = log.entries[0].offset if log.entries else log.seq + 1
+        if tail:
+            after = max(0, log.seq - tail)
+        start = max(after + 1, first)
+        picked = tuple(
+            log.entries[i - first] for i in range(start, min(log.seq, start + limit - 1) + 1)
+        )
+        return LogSlice(log.epoch, first, log.seq, picked)
+
+    def wipe(self) -> None:
+        """Forget every log (tests: the memory twin of FLUSHALL)."""
+        self.logs.clear()
