@@ -281,6 +281,9 @@ class Relay:
 
     def _sync_state(self, up: bool) -> None:
         self.metrics.degraded.set(0 if up else 1)
+        if up and self.bus.available:
+            # Reads refused while Redis counted as down are due now.
+            self.router.bus_restored()
 
     async def _resync(self) -> None:
         """Once per outage, when Redis answers again: fresh connections, then this

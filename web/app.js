@@ -12,6 +12,13 @@
  * After a drop, stompjs reconnects by itself (reconnectDelay); onConnect then subscribes to
  * the room again and re-joins it, on whichever relay the load balancer picked.
  *
+ * Durable rooms (docs/history.md): a first visit to a room subscribes with x-history:50; the
+ * page remembers, per room, the last (x-epoch, x-offset) it showed and the last 50 entries,
+ * in sessionStorage, and every later subscription to that room (a reconnect, a relay
+ * failover, a reload of the tab, coming back to the room) asks for x-since-offset /
+ * x-since-epoch instead. MESSAGEs whose (epoch, offset) or message-id it already showed are
+ * dropped; the RECEIPT (x-recovered, x-offset) tells it how many it missed.
+ *
  * Text that came from the network is only ever put in the page with textContent.
  */
 "use strict";
@@ -23,6 +30,16 @@
   const CONTROL = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/g;
   const MAX_MESSAGES = 500;
   const ROOMS_REFRESH_MS = 5000;
+  /** x-history asked for on a first visit to a room, and entries kept per room for a reload. */
+  const HISTORY_SIZE = 50;
+  /** Rooms whose position and entries are kept in sessionStorage (the most recently used). */
+  const STORED_ROOMS = 10;
+  /** (epoch, offset) keys and message-ids remembered per room to drop duplicates. */
+  const MAX_SEEN = 5000;
+  /** How long to wait for the replayed messages a RECEIPT announced before giving up. */
+  const REPLAY_TIMEOUT_MS = 5000;
+  const ROOMS_KEY = "stomprelay.rooms";
+  const TAB_KEY = "stomprelay.tab";
   const params = new URLSearchParams(window.location.search);
   const DEBUG = params.has("debug");
 
@@ -59,6 +76,13 @@
     /** The room we are in; kept across reconnects so onConnect can rejoin it. */
     room: "",
     roomSubscription: null,
+    /** The current room subscription's replay state (see enterRoom). */
+    feed: null,
+    /** Per room: {epoch, offset, entries, keys, ids, used} (see roomRecord). */
+    history: new Map(),
+    /** The room to enter once connected, after a reload of a tab that was in it. */
+    resumeRoom: "",
+    receipts: 0,
     /** Session ids this page had before its current one (to recognise their LEAVEs). */
     pastSessions: new Set(),
     /** True between losing a live connection and getting the next CONNECTED. */
@@ -149,16 +173,37 @@
   // -- the message log -------------------------------------------------------------------
 
   /**
-   * Append one entry: type is CHAT, JOIN, LEAVE, SYSTEM, STATUS or ERROR.
-   * Every string goes in through textContent.
+   * Put one entry in the log: type is CHAT, JOIN, LEAVE, SYSTEM, STATUS or ERROR.
+   * `before` inserts it ahead of that entry (replayed history goes above the join line);
+   * `history` marks an entry that came from the room's log rather than live; `degraded`
+   * one the relay delivered while it could not reach Redis. Every string goes in through
+   * textContent. Returns the entry.
    */
-  function addEntry(type, { author = "", text = "", timestamp, sessionId = "", serverId = "" }) {
+  function addEntry(
+    type,
+    {
+      author = "",
+      text = "",
+      timestamp,
+      sessionId = "",
+      serverId = "",
+      before = null,
+      history = false,
+      degraded = false,
+      offset = null,
+      messageId = "",
+    },
+  ) {
     const item = document.createElement("li");
     item.className = `entry entry-${type.toLowerCase()}`;
     item.dataset.type = type;
     if (sessionId) item.dataset.sessionId = sessionId;
     if (serverId) item.dataset.serverId = serverId;
-    if (sessionId && sessionId === chat.sessionId) item.classList.add("own");
+    if (offset !== null) item.dataset.offset = String(offset);
+    if (messageId) item.dataset.messageId = messageId;
+    if (history) item.dataset.history = "true";
+    if (degraded) item.dataset.degraded = "true";
+    if (isOwn(sessionId)) item.classList.add("own");
 
     const meta = document.createElement("div");
     meta.className = "meta";
@@ -174,21 +219,61 @@
     when.textContent = formatTime(date.getTime());
     if (serverId) when.title = `via relay ${serverId}`;
     meta.append(when);
+    if (degraded) {
+      const mark = document.createElement("span");
+      mark.className = "degraded";
+      mark.textContent = "not synced";
+      mark.title =
+        "Delivered while this relay could not reach the cluster: " +
+        "people on other relays may get it later.";
+      meta.append(mark);
+    }
 
     const body = document.createElement("p");
     body.className = "text";
     body.textContent = text;
     item.append(meta, body);
+    place(item, before, sessionId && sessionId === chat.sessionId);
+    return item;
+  }
 
+  /**
+   * A line of its own in the log (no time): HISTORY ("Earlier messages"), MISSED
+   * ("N messages you missed") or GAP ("... could not be recovered").
+   */
+  function addNotice(type, text, { before = null, count = null, reason = "" } = {}) {
+    const item = document.createElement("li");
+    item.className = `entry notice entry-${type.toLowerCase()}`;
+    item.dataset.type = type;
+    if (count !== null) item.dataset.count = String(count);
+    if (reason) item.dataset.reason = reason;
+    const body = document.createElement("p");
+    body.className = "text";
+    body.textContent = text;
+    item.append(body);
+    place(item, before, false);
+    return item;
+  }
+
+  function place(item, before, own) {
     const log = ui.messages;
     const atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 40;
-    log.append(item);
+    if (before && before.isConnected && before.parentNode === log) log.insertBefore(item, before);
+    else log.append(item);
     while (log.children.length > MAX_MESSAGES) log.firstElementChild.remove();
-    if (atBottom || sessionId === chat.sessionId) log.scrollTop = log.scrollHeight;
+    if (atBottom || own) log.scrollTop = log.scrollHeight;
   }
 
   function status(text, type = "STATUS") {
-    addEntry(type, { text });
+    return addEntry(type, { text });
+  }
+
+  function isOwn(sessionId) {
+    return Boolean(sessionId) && (sessionId === chat.sessionId || chat.pastSessions.has(sessionId));
+  }
+
+  function plural(n, one, many) {
+    return `${n} ${n === 1 ? one : many}`;
   }
 
   const LEAVE_REASONS = {
@@ -197,55 +282,352 @@
     "server-lost": " (their relay went away)",
   };
 
-  function onRoomMessage(roomId, message) {
-    if (roomId !== chat.room) return;
-    let event = null;
+  function parseEvent(body) {
     try {
-      event = JSON.parse(message.body);
+      const event = JSON.parse(body);
+      return event && typeof event === "object" && typeof event.type === "string" ? event : null;
     } catch {
-      event = null;
+      return null;
     }
-    if (!event || typeof event !== "object" || typeof event.type !== "string") {
+  }
+
+  /**
+   * Show one room event (parsed body, or null for a body that is not one); `where` holds
+   * addEntry's placement and history options. Returns [kind, entry]: kind is "message"
+   * (CHAT, SYSTEM and anything else people wrote) or "presence" (JOIN, LEAVE).
+   */
+  function renderRoomEvent(event, body, where) {
+    if (!event) {
       // Something published straight to /topic/room/{id} by another kind of client.
-      addEntry("CHAT", { author: "(raw message)", text: message.body });
-      return;
+      return ["message", addEntry("CHAT", { ...where, author: "(raw message)", text: body })];
     }
     const who = typeof event.username === "string" && event.username ? event.username : "someone";
     const details = {
+      ...where,
       timestamp: event.timestamp,
-      sessionId: event.sessionId,
-      serverId: event.serverId,
+      sessionId: typeof event.sessionId === "string" ? event.sessionId : "",
+      serverId: typeof event.serverId === "string" ? event.serverId : "",
     };
     switch (event.type) {
       case "CHAT":
-        addEntry("CHAT", { ...details, author: who, text: String(event.message ?? "") });
-        break;
+        return [
+          "message",
+          addEntry("CHAT", { ...details, author: who, text: String(event.message ?? "") }),
+        ];
       case "JOIN":
-        addEntry("JOIN", { ...details, text: `${who} joined` });
-        requestParticipants();
-        refreshRooms();
-        break;
+        return ["presence", addEntry("JOIN", { ...details, text: `${who} joined` })];
       case "LEAVE":
         if (chat.pastSessions.has(event.sessionId)) {
-          // Our connection from before a reconnect, cleaned up by the cluster.
-          const where = event.serverId ? ` on ${event.serverId}` : "";
+          // Our connection from before a reconnect (or a reload), cleaned up by the cluster.
+          const on = event.serverId ? ` on ${event.serverId}` : "";
           const why = event.reason === "server-lost" ? ": that relay went away" : "";
-          addEntry("LEAVE", {
-            ...details,
-            text: `Your previous connection${where} left the room${why}`,
-          });
-        } else {
-          addEntry("LEAVE", { ...details, text: `${who} left${LEAVE_REASONS[event.reason] ?? ""}` });
+          const text = `Your previous connection${on} left the room${why}`;
+          return ["presence", addEntry("LEAVE", { ...details, text })];
         }
+        const text = `${who} left${LEAVE_REASONS[event.reason] ?? ""}`;
+        return ["presence", addEntry("LEAVE", { ...details, text })];
+      case "SYSTEM":
+        return [
+          "message",
+          addEntry("SYSTEM", { ...details, text: String(event.message ?? "System message") }),
+        ];
+      default:
+        return [
+          "message",
+          addEntry("CHAT", { ...details, author: who, text: String(event.message ?? body) }),
+        ];
+    }
+  }
+
+  // -- durable rooms: offsets, duplicates, replay ------------------------------------------
+
+  const OFFSET = /^\d{1,15}$/;
+
+  function parseOffset(value) {
+    return typeof value === "string" && OFFSET.test(value) ? Number(value) : null;
+  }
+
+  function addCapped(set, value) {
+    set.add(value);
+    if (set.size > MAX_SEEN) set.delete(set.values().next().value);
+  }
+
+  /** What the page knows of one room's log: where it is in it, and what it showed. */
+  function roomRecord(roomId) {
+    let record = chat.history.get(roomId);
+    if (!record) {
+      record = { epoch: "", offset: 0, entries: [], keys: new Set(), ids: new Set(), used: 0 };
+      chat.history.set(roomId, record);
+    }
+    return record;
+  }
+
+  /** Note a shown MESSAGE: its key and id (duplicates), the position, the entry (a reload). */
+  function remember(record, { epoch, offset, id, degraded, body }) {
+    if (epoch && offset !== null) {
+      addCapped(record.keys, `${epoch}:${offset}`);
+      if (epoch !== record.epoch) {
+        record.epoch = epoch;
+        record.offset = offset;
+      } else if (offset > record.offset) {
+        record.offset = offset;
+      }
+    }
+    if (id) addCapped(record.ids, id);
+    record.entries.push({ epoch, offset, id, degraded, body });
+    const extra = record.entries.length - HISTORY_SIZE;
+    if (extra > 0) record.entries.splice(0, extra);
+    saveRoomsSoon();
+  }
+
+  function onRoomMessage(feed, message) {
+    if (feed !== chat.feed || feed.roomId !== chat.room) return;
+    const headers = message.headers;
+    const record = feed.record;
+    const offset = parseOffset(headers["x-offset"]);
+    const epoch = headers["x-epoch"] || "";
+    const id = headers["message-id"] || "";
+    const degraded = headers["x-degraded"] === "true";
+
+    if (Object.prototype.hasOwnProperty.call(headers, "x-gap")) {
+      onGap(feed, headers["x-gap"], epoch, id);
+      return;
+    }
+    const event = parseEvent(message.body);
+    if (headers["x-sync"] === "true" || (event && event.type === "SYNC")) {
+      if (event && Array.isArray(event.participants)) {
+        renderParticipants(event.participants);
+        refreshRooms();
+      }
+      return;
+    }
+
+    // A message past the end of the replay the RECEIPT announced: the replay is over.
+    if (feed.replaying && offset !== null && offset > feed.replayTo && epoch === feed.replayEpoch) {
+      endReplay(feed);
+    }
+    const duplicate =
+      (epoch && offset !== null && record.keys.has(`${epoch}:${offset}`)) ||
+      (id && record.ids.has(id));
+    if (!duplicate) {
+      const replayed = feed.replaying && offset !== null;
+      if (replayed && feed.history && !feed.firstReplayed) {
+        // A first visit: the room's recent history, above the line saying we joined.
+        feed.firstReplayed = addNotice("HISTORY", "Earlier messages", { before: feed.seam });
+      }
+      const [kind, item] = renderRoomEvent(event, message.body, {
+        before: replayed ? feed.seam : null,
+        history: replayed,
+        degraded,
+        offset,
+        messageId: id,
+      });
+      remember(record, { epoch, offset, id, degraded, body: message.body });
+      if (replayed) {
+        if (!feed.firstReplayed) feed.firstReplayed = item;
+        if (kind === "message") feed.missed += 1;
+        else feed.presence += 1;
+      } else if (kind === "presence") {
         requestParticipants();
         refreshRooms();
-        break;
-      case "SYSTEM":
-        addEntry("SYSTEM", { ...details, text: String(event.message ?? "System message") });
-        break;
-      default:
-        addEntry("CHAT", { ...details, author: who, text: String(event.message ?? message.body) });
+      }
     }
+    if (feed.replaying && offset !== null && offset >= feed.replayTo) endReplay(feed);
+  }
+
+  /** x-gap:FROM-TO (trimmed before we got them) or x-gap:reset (a new epoch). */
+  function onGap(feed, value, epoch, id) {
+    const record = feed.record;
+    if (id && record.ids.has(id)) return;
+    if (id) addCapped(record.ids, id);
+    let text = "Some messages could not be recovered";
+    let count = null;
+    let reason = "gap";
+    const range = /^(\d{1,15})-(\d{1,15})$/.exec(String(value).trim());
+    if (String(value).trim() === "reset") {
+      text = "The room's history was reset";
+      reason = "reset";
+      if (epoch) record.epoch = epoch;
+      record.offset = 0;
+    } else if (range) {
+      const from = Number(range[1]);
+      const to = Number(range[2]);
+      if (to >= from) {
+        count = to - from + 1;
+        text = `${plural(count, "message", "messages")} could not be recovered`;
+      }
+      if (!record.epoch && epoch) record.epoch = epoch;
+      if ((!epoch || epoch === record.epoch) && to > record.offset) record.offset = to;
+    }
+    addNotice("GAP", text, { before: feed.replaying ? feed.seam : null, count, reason });
+    announce(text);
+    saveRoomsSoon();
+  }
+
+  /** The SUBSCRIBE's RECEIPT: where the log is now, and whether everything we missed is coming. */
+  function onRoomReceipt(feed, frame) {
+    if (feed !== chat.feed) return;
+    const headers = frame.headers;
+    const record = feed.record;
+    const last = parseOffset(headers["x-offset"]);
+    const epoch = headers["x-epoch"] || "";
+    if (feed.since !== null && headers["x-recovered"] === "false") {
+      const text = "Some messages could not be recovered";
+      addNotice("GAP", text, { before: feed.seam, reason: "unrecovered" });
+      announce(text);
+    } else if (feed.since !== null) {
+      feed.counting = true;
+    }
+    if (last === null) {
+      // This destination has no log (history off, or no Redis): everything is live.
+      endReplay(feed);
+      return;
+    }
+    const sameEpoch = Boolean(epoch) && epoch === feed.sinceEpoch;
+    if (epoch && epoch !== record.epoch) {
+      // A new history (or our first look at this one): positions restart.
+      record.epoch = epoch;
+      record.offset = 0;
+      saveRoomsSoon();
+    }
+    const from = feed.since !== null && sameEpoch ? feed.since : 0;
+    if (last > from) {
+      feed.replaying = true;
+      feed.replayTo = last;
+      feed.replayEpoch = epoch;
+      window.clearTimeout(feed.timer);
+      feed.timer = window.setTimeout(() => endReplay(feed), REPLAY_TIMEOUT_MS);
+    } else {
+      endReplay(feed);
+    }
+  }
+
+  /** The replayed messages are all in: say how many we missed, let the live region speak. */
+  function endReplay(feed) {
+    if (feed.done) return;
+    feed.done = true;
+    feed.replaying = false;
+    window.clearTimeout(feed.timer);
+    if (feed === chat.feed) ui.messages.removeAttribute("aria-busy");
+    if (feed.counting && feed.missed > 0) {
+      const text = `${plural(feed.missed, "message", "messages")} you missed`;
+      addNotice("MISSED", text, { before: feed.firstReplayed || feed.seam, count: feed.missed });
+      announce(text);
+    }
+    if (feed.presence > 0 && feed === chat.feed) {
+      requestParticipants();
+      refreshRooms();
+    }
+  }
+
+  // -- sessionStorage: positions per room, and the tab's session (for a reload) -----------
+
+  function storageGet(key) {
+    try {
+      return window.sessionStorage.getItem(key);
+    } catch {
+      return null;
+    }
+  }
+
+  function storageSet(key, value) {
+    try {
+      window.sessionStorage.setItem(key, value);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  function storageRemove(key) {
+    try {
+      window.sessionStorage.removeItem(key);
+    } catch {
+      // Storage may be disabled.
+    }
+  }
+
+  function loadRooms() {
+    let data = null;
+    try {
+      data = JSON.parse(storageGet(ROOMS_KEY) || "null");
+    } catch {
+      data = null;
+    }
+    if (!data || typeof data !== "object") return;
+    for (const [roomId, saved] of Object.entries(data)) {
+      if (!ROOM_ID.test(roomId) || !saved || typeof saved.epoch !== "string") continue;
+      if (!Number.isSafeInteger(saved.offset) || saved.offset < 0) continue;
+      const record = roomRecord(roomId);
+      record.epoch = saved.epoch;
+      record.offset = saved.offset;
+      record.used = Number(saved.used) || 0;
+      const entries = Array.isArray(saved.entries) ? saved.entries : [];
+      for (const entry of entries.slice(-HISTORY_SIZE)) {
+        if (!entry || typeof entry.body !== "string") continue;
+        const restored = {
+          epoch: typeof entry.epoch === "string" ? entry.epoch : "",
+          offset: Number.isSafeInteger(entry.offset) ? entry.offset : null,
+          id: typeof entry.id === "string" ? entry.id : "",
+          degraded: entry.degraded === true,
+          body: entry.body,
+        };
+        record.entries.push(restored);
+        if (restored.epoch && restored.offset !== null) {
+          addCapped(record.keys, `${restored.epoch}:${restored.offset}`);
+        }
+        if (restored.id) addCapped(record.ids, restored.id);
+      }
+    }
+  }
+
+  let saveTimer = 0;
+  function saveRoomsSoon() {
+    if (!saveTimer) saveTimer = window.setTimeout(saveRooms, 250);
+  }
+
+  function saveRooms() {
+    window.clearTimeout(saveTimer);
+    saveTimer = 0;
+    const kept = [...chat.history.entries()]
+      .filter(([, record]) => record.epoch)
+      .sort((a, b) => b[1].used - a[1].used)
+      .slice(0, STORED_ROOMS);
+    const data = (withEntries) =>
+      JSON.stringify(
+        Object.fromEntries(
+          kept.map(([roomId, r]) => {
+            const entries = withEntries ? r.entries : [];
+            return [roomId, { epoch: r.epoch, offset: r.offset, used: r.used, entries }];
+          }),
+        ),
+      );
+    // Over the quota: keep the positions at least (a reload then shows only what it missed).
+    if (!storageSet(ROOMS_KEY, data(true))) storageSet(ROOMS_KEY, data(false));
+  }
+
+  function saveTab() {
+    if (!chat.username || !(chat.client && chat.client.active)) return;
+    const sessions = [...chat.pastSessions];
+    if (chat.sessionId) sessions.push(chat.sessionId);
+    storageSet(
+      TAB_KEY,
+      JSON.stringify({
+        username: chat.username,
+        room: chat.room || chat.resumeRoom,
+        sessions: sessions.slice(-20),
+      }),
+    );
+  }
+
+  function loadTab() {
+    try {
+      const tab = JSON.parse(storageGet(TAB_KEY) || "null");
+      if (tab && typeof tab.username === "string" && clean(tab.username)) return tab;
+    } catch {
+      // Not ours, or damaged: start afresh.
+    }
+    return null;
   }
 
   // -- participants ------------------------------------------------------------------------
@@ -369,7 +751,15 @@
     document.title = roomId ? `#${roomId} · stomprelay chat` : "stomprelay chat";
   }
 
-  /** Subscribe to the room's topic, then join it (also used to rejoin after a reconnect). */
+  /**
+   * Subscribe to the room's topic, then join it (also used to rejoin after a reconnect).
+   *
+   * A room this tab has been in before (its record has an epoch) is resumed with
+   * x-since-offset/x-since-epoch: on a reconnect the log is still on screen; otherwise the
+   * entries kept for it are shown first, under "Earlier messages". A first visit asks for
+   * x-history. Either way messages up to the RECEIPT's x-offset are the replay: they go
+   * above the "joined" line, and the live region waits (aria-busy) until they are in.
+   */
   function enterRoom(roomId, { rejoin = false } = {}) {
     const client = chat.client;
     if (!isConnected()) return;
@@ -378,14 +768,66 @@
       return;
     }
     if (!rejoin && chat.room && chat.room !== roomId) leaveRoom();
+    const record = roomRecord(roomId);
+    record.used = Date.now();
+    const resume = Boolean(record.epoch);
+    if (chat.feed) endReplay(chat.feed);
+    ui.messages.setAttribute("aria-busy", "true");
     if (!rejoin) {
       ui.messages.replaceChildren();
       renderParticipants([]);
+      if (resume && record.entries.length) {
+        addNotice("HISTORY", "Earlier messages");
+        for (const entry of record.entries) {
+          renderRoomEvent(parseEvent(entry.body), entry.body, {
+            history: true,
+            degraded: entry.degraded,
+            offset: entry.offset,
+            messageId: entry.id,
+          });
+        }
+      }
     }
     chat.room = roomId;
+    chat.resumeRoom = "";
     showRoom(roomId);
-    chat.roomSubscription = client.subscribe(`/topic/room/${roomId}`, (message) =>
-      onRoomMessage(roomId, message),
+    let line = `You joined #${roomId}.`;
+    if (rejoin) line = `Rejoined #${roomId}.`;
+    else if (resume) line = `Back in #${roomId}.`;
+    const feed = {
+      roomId,
+      record,
+      seam: status(line),
+      history: !resume,
+      since: resume ? record.offset : null,
+      sinceEpoch: resume ? record.epoch : "",
+      replaying: false,
+      replayTo: 0,
+      replayEpoch: "",
+      firstReplayed: null,
+      counting: false,
+      missed: 0,
+      presence: 0,
+      done: false,
+      timer: 0,
+    };
+    chat.feed = feed;
+    chat.receipts += 1;
+    const receipt = `room-${chat.receipts}`;
+    const headers = { receipt };
+    if (resume) {
+      headers["x-since-offset"] = String(record.offset);
+      headers["x-since-epoch"] = record.epoch;
+    } else {
+      headers["x-history"] = String(HISTORY_SIZE);
+    }
+    // No RECEIPT at all (an old relay): stop waiting for a replay after a while.
+    feed.timer = window.setTimeout(() => endReplay(feed), REPLAY_TIMEOUT_MS);
+    client.watchForReceipt(receipt, (frame) => onRoomReceipt(feed, frame));
+    chat.roomSubscription = client.subscribe(
+      `/topic/room/${roomId}`,
+      (message) => onRoomMessage(feed, message),
+      headers,
     );
     client.publish({
       destination: `/app/room/${roomId}/join`,
@@ -393,7 +835,8 @@
       headers: { "content-type": "application/json" },
     });
     requestParticipants();
-    status(rejoin ? `Rejoined #${roomId}.` : `You joined #${roomId}.`);
+    saveTab();
+    saveRoomsSoon();
     updateControls();
     refreshRooms();
   }
@@ -405,12 +848,16 @@
       chat.client.publish({ destination: `/app/room/${room}/leave`, body: "" });
       if (chat.roomSubscription) chat.roomSubscription.unsubscribe();
     }
+    if (chat.feed) endReplay(chat.feed);
+    chat.feed = null;
     chat.roomSubscription = null;
     chat.room = "";
     chat.participantsAgain = false;
     showRoom("");
     renderParticipants([]);
     status(`You left #${room}.`);
+    saveTab();
+    saveRooms();
     updateControls();
     refreshRooms();
   }
@@ -473,7 +920,16 @@
         }
         addEntry("SYSTEM", { text });
       });
-      if (chat.room) enterRoom(chat.room, { rejoin: true });
+      saveTab();
+      if (chat.room) {
+        enterRoom(chat.room, { rejoin: true });
+      } else if (chat.resumeRoom) {
+        // This tab was in the room before a reload: resume it from where the tab left off.
+        enterRoom(chat.resumeRoom);
+        if (document.activeElement === ui.username || document.activeElement === document.body) {
+          ui.message.focus();
+        }
+      }
       refreshRooms();
     };
 
@@ -481,6 +937,7 @@
       if (chat.client !== client) return;
       chat.roomSubscription = null;
       chat.participantsInFlight = false;
+      if (chat.feed) endReplay(chat.feed);
       if (client.active) {
         if (ui.state.dataset.state === "connected") {
           const why = event && event.code ? ` (code ${event.code})` : "";
@@ -507,13 +964,20 @@
     chat.dropped = false;
     setState("connecting");
     client.activate();
+    saveTab();
   }
 
   async function disconnect() {
     const client = chat.client;
     if (!client) return;
+    if (chat.feed) endReplay(chat.feed);
+    chat.feed = null;
     chat.room = "";
+    chat.resumeRoom = "";
     chat.roomSubscription = null;
+    // Signed out on purpose: a reload of this tab does not sign in again.
+    storageRemove(TAB_KEY);
+    saveRooms();
     showRoom("");
     renderParticipants([]);
     await client.deactivate();
@@ -584,6 +1048,12 @@
   }
   if (params.get("room") && ROOM_ID.test(params.get("room"))) ui.room.value = params.get("room");
 
+  loadRooms();
+  window.addEventListener("pagehide", () => {
+    saveRooms();
+    saveTab();
+  });
+
   if (!StompJs) {
     status(
       "The STOMP library did not load: run `npm ci` in web/ on the relay's host.",
@@ -595,4 +1065,20 @@
   refreshRooms();
   chat.roomsTimer = window.setInterval(refreshRooms, ROOMS_REFRESH_MS);
   ui.username.focus();
+
+  // A reload of a tab that was signed in: sign in again and go back to its room.
+  const tab = StompJs ? loadTab() : null;
+  if (tab) {
+    ui.username.value = clean(tab.username);
+    if (typeof tab.room === "string" && ROOM_ID.test(tab.room)) {
+      ui.room.value = tab.room;
+      chat.resumeRoom = tab.room;
+    }
+    if (Array.isArray(tab.sessions)) {
+      for (const session of tab.sessions) {
+        if (typeof session === "string" && session) chat.pastSessions.add(session);
+      }
+    }
+    connect();
+  }
 })();

@@ -7,6 +7,7 @@ directory uses.
 from __future__ import annotations
 
 import importlib.util
+import re
 import shutil
 import signal
 import subprocess
@@ -158,6 +159,64 @@ class Cluster:
         return "\n".join(parts)
 
 
+# -- a tab's WebSocket, seen from the test -----------------------------------------------
+
+
+def stomp_frames(messages: list[str], command: str) -> list[dict[str, str]]:
+    """The headers (and ``command``) of every ``command`` frame in WebSocket messages."""
+    found = []
+    for message in messages:
+        for raw in message.split("\x00"):
+            raw = raw.lstrip("\r\n")
+            head, _, _ = raw.partition("\n\n")
+            lines = head.split("\n")
+            if not lines or lines[0].strip() != command:
+                continue
+            headers = {"command": command}
+            for line in lines[1:]:
+                name, sep, value = line.rstrip("\r").partition(":")
+                if sep and name not in headers:
+                    headers[name] = value
+            found.append(headers)
+    return found
+
+
+class WebSocketTap:
+    """Every WebSocket a browser context opens to ``/ws``, routed through Playwright.
+
+    Records what the page sends (``sent``, one string per WebSocket message) and, while
+    ``hold`` is true, closes each new connection at once, so the page is offline and retries
+    by itself (stompjs' reconnect delay) until the test lets it through again.
+    """
+
+    def __init__(self, context: Any) -> None:
+        self.sent: list[str] = []
+        self.hold = False
+        self.refused = 0
+        context.route_web_socket(re.compile(r"/ws(\?.*)?$"), self._route)
+
+    def _route(self, ws: Any) -> None:
+        if self.hold:
+            self.refused += 1
+            ws.close(code=1013, reason="held by the test")
+            return
+        server = ws.connect_to_server()
+
+        def forward(message: str | bytes) -> None:
+            self.sent.append(message if isinstance(message, str) else message.decode())
+            server.send(message)
+
+        ws.on_message(forward)
+
+    def frames(self, command: str) -> list[dict[str, str]]:
+        return stomp_frames(self.sent, command)
+
+    def room_subscriptions(self, room: str) -> list[dict[str, str]]:
+        """The SUBSCRIBE frames the page sent for ``/topic/room/{room}``, in order."""
+        destination = f"/topic/room/{room}"
+        return [f for f in self.frames("SUBSCRIBE") if f.get("destination") == destination]
+
+
 # -- the chat page ------------------------------------------------------------------------
 
 
@@ -215,6 +274,10 @@ class ChatPage:
         self.page.click("#send")
         self.expect(self.page.locator("#message")).to_have_value("")
 
+    def reload(self) -> None:
+        """Reload the tab (same tab: its sessionStorage stays)."""
+        self.page.reload()
+
     def close(self) -> None:
         if not self.closed:
             self.closed = True
@@ -238,6 +301,21 @@ class ChatPage:
         self.expect(entry).to_have_count(1)
         self.expect(entry.locator(".author")).to_have_text(author)
         self.expect(entry.locator(".text")).to_have_text(text)
+
+    def chat_texts(self) -> list[str]:
+        """The text of every CHAT entry in the log, top to bottom."""
+        texts: list[str] = self.page.locator(
+            '#messages li[data-type="CHAT"] .text'
+        ).all_text_contents()
+        return texts
+
+    def log_lines(self) -> list[str]:
+        """Every log entry as ``TYPE: text``, top to bottom."""
+        lines: list[str] = self.page.locator("#messages li").evaluate_all(
+            "items => items.map(li =>"
+            " li.dataset.type + ': ' + li.querySelector('.text').textContent)"
+        )
+        return lines
 
     def participants(self) -> Any:
         return self.page.locator("#participants li")

@@ -1,0 +1,544 @@
+"""The fault matrix: durable rooms under restarts, stalls, partitions and data loss.
+
+Each scenario runs three relays (A, B, C) on one Redis, with the fault-matrix liveness
+timings (TTL 3 s, refresh 1 s, sweep 1 s; conftest.py). On every relay: subscribers of
+one room (``/topic/room/fm-<scenario>``), all joined under a username, each also
+subscribed to ``/topic/news``; a publisher sending numbered SENDs with receipts to both
+destinations, 20 per second, through the whole fault. A resumer on C leaves before the
+fault and comes back after it with ``x-since-offset``/``x-since-epoch``. The fault hits
+Redis, or relay A (killed, paused past the TTL, or cut off from Redis by a proxy).
+
+Then :mod:`checker` computes per subscriber: acknowledged SENDs lost, duplicates, out of
+order, skipped offsets, gap notices, spurious JOIN/LEAVE events; checks that
+``(epoch, offset) -> message-id`` is the same for everybody, that the Redis registry is
+exactly the connected clients within TTL + sweep (+ slack), that every participant list
+equals the real members, that the resumer got exactly what came after its offset, and
+that no relay closed a client except those of the relay killed or paused.
+The per-fault figures are printed (``pytest -s``) and appended to
+``test-artifacts/faults.jsonl``; the relays' logs are copied to ``test-artifacts/faults/``.
+"""
+
+# ruff: noqa: ASYNC109
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import shutil
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import redis
+from checker import (
+    LIVENESS_TTL,
+    SWEEP_INTERVAL,
+    TTL_MS,
+    Cluster,
+    FaultInfo,
+    Member,
+    Publisher,
+    RecordingClient,
+    ResumeResult,
+    analyze,
+    check_resumer,
+    last_position,
+    registry_problems,
+    session_spec,
+    table,
+)
+from clusterhelpers import RelaySpec, SessionSpec
+from procs import ROOT
+
+MakeCluster = Callable[..., Awaitable[Cluster]]
+
+pytestmark = [pytest.mark.redis, pytest.mark.timeout(100)]
+
+RELAYS = ["relay-a", "relay-b", "relay-c"]
+FAULTED = "relay-a"
+#: subscribers per relay (A is the one faults hit)
+LAYOUT = {"relay-a": 2, "relay-b": 2, "relay-c": 1}
+RESUMER_RELAY = "relay-c"
+ROOM_TAG, NEWS_TAG = "room", "news"
+NEWS = "/topic/news"
+#: each publisher sends one SEND per destination every INTERVAL: 20 msg/s per publisher
+INTERVAL = 0.1
+WARMUP = 1.5
+AFTER_FAULT = 2.0
+QUIET = 1.0
+#: the registry must be exact within TTL + one sweep of the end of the fault (+ slack
+#: for the refresh phase and process scheduling on a 2-core machine)
+REGISTRY_DEADLINE = LIVENESS_TTL + SWEEP_INTERVAL + 2.0
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+@dataclass
+class Run:
+    """Everything one scenario made, for the fault functions and the checks."""
+
+    scenario: Scenario
+    cluster: Cluster
+    room: str
+    members: list[Member] = field(default_factory=list)
+    publishers: list[Publisher] = field(default_factory=list)
+    fault: FaultInfo = field(default_factory=lambda: FaultInfo("?"))
+    dead: set[str] = field(default_factory=set)
+    notes: list[str] = field(default_factory=list)
+
+    def relay(self, server_id: str) -> Any:
+        return next(r for r in self.cluster.relays if r.server_id == server_id)
+
+    @property
+    def destinations(self) -> dict[str, str]:
+        return {ROOM_TAG: f"/topic/room/{self.room}", NEWS_TAG: NEWS}
+
+    def expected_registry(self) -> tuple[list[RelaySpec], list[SessionSpec]]:
+        relays = [
+            RelaySpec(r.server_id, r.port)
+            for r in self.cluster.relays
+            if r.server_id not in self.dead
+        ]
+        sessions = [
+            session_spec(m, [self.room])
+            for m in self.members
+            if m.kind in ("subscriber", "resumer-after") and m.stayed()
+        ]
+        for p in self.publishers:
+            client = p.live_client()
+            if client is not None:
+                sessions.append(
+                    SessionSpec(
+                        client.session_id, p.relay_id, client.remote_address(), "", rooms=[]
+                    )
+                )
+        return relays, sessions
+
+
+@dataclass
+class Scenario:
+    name: str
+    fault: Callable[[Run], Awaitable[None]]
+    #: the relay whose members may truly LEAVE server-lost (and JOIN back unless killed)
+    affected: str | None = None
+    killed: bool = False
+    #: the affected relay's clients may be closed (killed or paused relay)
+    may_close: bool = False
+    aof: bool = False
+    proxied: frozenset[str] = frozenset()
+    expect_recovered: str = "true"
+
+
+# -- faults ------------------------------------------------------------------------------
+
+
+def _started(run: Run) -> None:
+    run.fault.started = time.monotonic()
+
+
+def _ended(run: Run) -> None:
+    run.fault.ended = time.monotonic()
+
+
+async def redis_restart_aof(run: Run) -> None:
+    _started(run)
+    await asyncio.to_thread(run.cluster.redis.stop)  # SIGKILL: only the fsynced AOF survives
+    await asyncio.sleep(2.5)
+    await asyncio.to_thread(run.cluster.redis.start)  # same port, same directory
+    _ended(run)
+
+
+def redis_pause(seconds: float) -> Callable[[Run], Awaitable[None]]:
+    async def fault(run: Run) -> None:
+        _started(run)
+        run.cluster.redis.pause()
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            run.cluster.redis.resume()
+        _ended(run)
+
+    return fault
+
+
+async def flushall(run: Run) -> None:
+    _started(run)
+    await asyncio.to_thread(run.cluster.rdb.flushall)
+    _ended(run)
+
+
+async def proxy_cut(run: Run) -> None:
+    assert run.cluster.proxy is not None
+    _started(run)
+    run.cluster.proxy.cut()
+    try:
+        await asyncio.sleep(5.0)
+    finally:
+        run.cluster.proxy.heal()
+    _ended(run)
+
+
+async def relay_kill(run: Run) -> None:
+    for p in run.publishers:
+        if p.relay_id == FAULTED:
+            p.may_reconnect = False
+    _started(run)
+    await asyncio.to_thread(run.relay(FAULTED).kill)
+    run.dead.add(FAULTED)
+    _ended(run)
+
+
+async def relay_pause(run: Run) -> None:
+    relay = run.relay(FAULTED)
+    _started(run)
+    relay.signal(signal.SIGSTOP)
+    try:
+        await asyncio.sleep(5.0)
+    finally:
+        relay.signal(signal.SIGCONT)
+    _ended(run)
+
+
+# -- the run -----------------------------------------------------------------------------
+
+
+async def _until(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(interval)
+
+
+async def _registry_now(run: Run) -> list[str]:
+    relays, sessions = run.expected_registry()
+    try:
+        return await asyncio.to_thread(registry_problems, run.cluster.rdb, relays, sessions, TTL_MS)
+    except redis.RedisError as exc:
+        return [f"registry unreadable: {exc!r}"]
+
+
+async def _converge(run: Run, timeout: float) -> tuple[float | None, list[str]]:
+    """Seconds from the end of the fault until the registry was exact (None: not within
+    ``timeout``), and the last differences seen."""
+    last: list[str] = []
+    while True:
+        problems = await _registry_now(run)
+        elapsed = time.monotonic() - run.fault.ended
+        if not problems:
+            return elapsed, []
+        last = problems
+        if elapsed > timeout:
+            return None, last
+        await asyncio.sleep(0.1)
+
+
+def _unreceived(run: Run) -> int:
+    """Acknowledged SENDs not yet received by a subscriber that is still connected."""
+    missing = 0
+    sent = [s for p in run.publishers for s in p.sent if s.acked]
+    for m in run.members:
+        if m.kind == "publisher" or not m.stayed():
+            continue
+        for tag, since in m.subscribed_at.items():
+            got = {x.body for x in m.client.msgs if x.sub == tag}
+            missing += sum(1 for s in sent if s.tag == tag and s.t >= since and s.body not in got)
+    return missing
+
+
+async def _connect(run: Run, relay_id: str, name: str) -> RecordingClient:
+    client = await RecordingClient.connect(run.relay(relay_id).ws_url, name=name)
+    assert isinstance(client, RecordingClient)
+    return client
+
+
+async def _subscribe(
+    m: Member, tag: str, destination: str, headers: Any = (), timeout: float = 5
+) -> None:
+    await m.client.subscribe(destination, tag, headers=headers, timeout=timeout)
+    m.subscribed_at[tag] = m.client.receipt_frames[f"subscribe-{tag}"][0]
+
+
+async def run_scenario(make_cluster: MakeCluster, sc: Scenario) -> None:
+    cluster = await make_cluster(RELAYS, aof=sc.aof, proxied=sc.proxied)
+    run = Run(sc, cluster, room=f"fm-{sc.name}")
+    run.fault = FaultInfo(sc.name, affected=sc.affected, killed=sc.killed)
+    problems: list[str] = []
+    try:
+        await _scenario_body(run, problems)
+    finally:
+        for m in run.members:
+            with contextlib.suppress(Exception):
+                await m.client.close()
+        for p in run.publishers:
+            for client in p.clients:
+                with contextlib.suppress(Exception):
+                    await client.close()
+        _keep_logs(run)
+
+
+async def _scenario_body(run: Run, problems: list[str]) -> None:
+    sc = run.scenario
+    dests = run.destinations
+    t0 = time.monotonic()
+    # -- set-up: subscribers subscribe, then join, then everyone has seen every JOIN -----
+    for relay_id, count in LAYOUT.items():
+        for i in range(1, count + 1):
+            name = f"{relay_id[-1]}{i}@{relay_id}"
+            client = await _connect(run, relay_id, name)
+            m = Member(name, relay_id, client, "subscriber", username=f"{relay_id[-1]}{i}-user")
+            run.members.append(m)
+            for tag, destination in dests.items():
+                await _subscribe(m, tag, destination)
+    subscribers = [m for m in run.members if m.kind == "subscriber"]
+    for m in subscribers:
+        await m.client.join(run.room, m.username)
+        m.joined = True
+    sids = {m.sid for m in subscribers}
+
+    def all_joins_seen() -> bool:
+        for m in subscribers:
+            seen = {
+                x.event.get("sessionId")
+                for x in m.client.msgs
+                if x.sub == ROOM_TAG and x.event is not None and x.event.get("type") == "JOIN"
+            }
+            if not sids <= seen:
+                return False
+        return True
+
+    assert await _until(all_joins_seen, 10), "set-up: not every subscriber saw every JOIN"
+    # -- the resumer, and the publishers -----------------------------------------------
+    resumer = Member(
+        "resumer@c",
+        RESUMER_RELAY,
+        await _connect(run, RESUMER_RELAY, "resumer@c"),
+        "resumer-before",
+    )
+    run.members.append(resumer)
+    for tag, destination in dests.items():
+        await _subscribe(resumer, tag, destination)
+    stop = asyncio.Event()
+    for relay in run.cluster.relays:
+        p = Publisher(f"pub@{relay.server_id}", relay.server_id, relay.ws_url, dests, INTERVAL)
+        await p.connect()
+        run.publishers.append(p)
+    tasks = [asyncio.create_task(p.run(stop), name=p.name) for p in run.publishers]
+    try:
+        await asyncio.sleep(WARMUP)
+        await resumer.client.disconnect()
+        since = {tag: last_position(resumer.client.msgs, tag) for tag in dests}
+        await asyncio.sleep(0.5)
+        # -- the fault -----------------------------------------------------------------
+        await sc.fault(run)
+        converged, registry_left = await _converge(run, REGISTRY_DEADLINE)
+        if converged is None:
+            problems.append(
+                f"registry not exact {REGISTRY_DEADLINE:.1f}s after the fault: "
+                + "; ".join(registry_left[:12])
+            )
+        # -- the resumer comes back ----------------------------------------------------
+        after = Member(
+            "resumer'@c",
+            RESUMER_RELAY,
+            await _connect(run, RESUMER_RELAY, "resumer'@c"),
+            "resumer-after",
+        )
+        run.members.append(after)
+        for tag, destination in dests.items():
+            epoch, offset = since[tag]
+            headers = []
+            if offset is not None and epoch is not None:
+                headers = [("x-since-offset", str(offset)), ("x-since-epoch", epoch)]
+            try:
+                await _subscribe(after, tag, destination, headers, timeout=10)
+            except AssertionError as exc:
+                problems.append(f"resumer SUBSCRIBE {tag}: {exc}")
+        await asyncio.sleep(AFTER_FAULT)
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    # -- drain ---------------------------------------------------------------------------
+    await _until(lambda: all(p.outstanding() == 0 for p in run.publishers), 4)
+    await _until(lambda: _unreceived(run) == 0, 8)
+    await asyncio.sleep(QUIET)
+
+    # -- participant lists ---------------------------------------------------------------
+    truth = {(m.sid, m.username, m.relay_id) for m in subscribers if m.stayed()}
+    listed_ok = 0
+    for n, m in enumerate(m for m in subscribers if m.stayed()):
+        sub_id = f"who-{n}"
+        try:
+            await m.client.subscribe(f"/app/room/{run.room}/participants", sub_id, receipt=False)
+            frame = await m.client.next_message(sub_id, timeout=5)
+            body = json.loads(frame.body)
+            listed = {(p["sessionId"], p["username"], p["serverId"]) for p in body["participants"]}
+        except Exception as exc:
+            problems.append(f"{m.name}: participant list request failed: {exc!r}"[:300])
+            continue
+        if listed != truth or body.get("count") != len(truth):
+            problems.append(
+                f"{m.name}: participant list {sorted(listed)} (count {body.get('count')}) "
+                f"!= members {sorted(truth)}"
+            )
+        else:
+            listed_ok += 1
+
+    # -- the registry, with the resumer back ---------------------------------------------
+    final_registry: list[str] = []
+    for _ in range(30):
+        final_registry = await _registry_now(run)
+        if not final_registry:
+            break
+        await asyncio.sleep(0.1)
+    if final_registry:
+        problems.append("registry at the end: " + "; ".join(final_registry[:12]))
+
+    # -- clients the relays closed, ERROR frames -----------------------------------------
+    everyone: list[tuple[str, str, RecordingClient]] = [
+        (m.name, m.relay_id, m.client) for m in run.members
+    ] + [(p.name, p.relay_id, c) for p in run.publishers for c in p.clients]
+    closed: list[str] = []
+    for name, relay_id, client in everyone:
+        excused = sc.may_close and relay_id == sc.affected
+        if client.closed_by_relay and not excused:
+            closed.append(f"{name} (code {client.close_code})")
+        for _, frame in client.error_frames:
+            if not excused:
+                problems.append(
+                    f"{name}: ERROR {frame.get('message')!r} receipt-id={frame.get('receipt-id')} "
+                    f"{frame.body[:200]!r}"
+                )
+    if closed:
+        problems.append(f"clients closed by a relay during the fault: {closed}")
+
+    # -- the checker -------------------------------------------------------------------
+    analysis = analyze(run.members, run.publishers, run.fault, list(dests), ROOM_TAG)
+    problems.extend(analysis.problems)
+    resumes: list[ResumeResult] = []
+    for tag in dests:
+        epoch, offset = since[tag]
+        result = ResumeResult(tag, epoch, offset, expected_recovered=sc.expect_recovered)
+        if tag in after.subscribed_at:
+            check_resumer(result, after, f"subscribe-{tag}", analysis)
+        else:
+            result.problems.append(f"resumer {tag}: not subscribed")
+        resumes.append(result)
+        problems.extend(result.problems)
+
+    # -- figures -------------------------------------------------------------------------
+    figures = {
+        "scenario": sc.name,
+        "at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "seconds": round(time.monotonic() - t0, 1),
+        "fault_seconds": round(run.fault.ended - run.fault.started, 2),
+        "lost": analysis.total("lost"),
+        "duplicated": analysis.total("duplicated"),
+        "out_of_order": analysis.total("out_of_order"),
+        "spurious": analysis.total("spurious"),
+        "gaps": analysis.total("gaps"),
+        "resets": analysis.total("resets"),
+        "holes": analysis.total("holes"),
+        "degraded": analysis.total("degraded"),
+        "syncs": analysis.total("syncs"),
+        "mapping_conflicts": analysis.mapping_conflicts,
+        "registry_converged_s": None if converged is None else round(converged, 2),
+        "participant_lists_ok": listed_ok,
+        "closed_by_relay": closed,
+        "publishers": {p.name: p.stats() for p in run.publishers},
+        "resumer": [r.summary() for r in resumes],
+        "epochs": {tag: sorted(str(e) for e in analysis.max_offset[tag]) for tag in dests},
+        "passed": not problems,
+        "problems": problems[:40],
+    }
+    _report(run, analysis, figures)
+    assert not problems, f"{sc.name}: {len(problems)} problems:\n- " + "\n- ".join(problems[:60])
+
+
+def _report(run: Run, analysis: Any, figures: dict[str, Any]) -> None:
+    print(f"\n=== fault matrix: {run.scenario.name} ({figures['seconds']}s) ===")
+    print(table(analysis.rows))
+    print(
+        "figures: "
+        + ", ".join(
+            f"{k}={figures[k]}"
+            for k in (
+                "lost",
+                "duplicated",
+                "out_of_order",
+                "spurious",
+                "gaps",
+                "resets",
+                "holes",
+                "degraded",
+                "syncs",
+                "mapping_conflicts",
+                "registry_converged_s",
+                "participant_lists_ok",
+            )
+        )
+    )
+    for name, stats in figures["publishers"].items():
+        print(f"  {name}: {stats}")
+    for summary in figures["resumer"]:
+        print(f"  resumer: {summary}")
+    if figures["problems"]:
+        print(f"  problems ({len(figures['problems'])} shown):")
+        for problem in figures["problems"]:
+            print(f"   - {problem[:400]}")
+    ARTIFACTS.mkdir(exist_ok=True)
+    with open(ARTIFACTS / "faults.jsonl", "a", encoding="utf-8") as out:
+        out.write(json.dumps(figures) + "\n")
+
+
+def _keep_logs(run: Run) -> None:
+    folder = ARTIFACTS / "faults" / run.scenario.name
+    with contextlib.suppress(OSError):
+        folder.mkdir(parents=True, exist_ok=True)
+        for relay in run.cluster.relays:
+            if relay.log_path.exists():
+                shutil.copyfile(relay.log_path, folder / relay.log_path.name)
+
+
+# -- the scenarios -----------------------------------------------------------------------
+
+
+async def test_redis_restart_with_aof(make_cluster: MakeCluster) -> None:
+    await run_scenario(make_cluster, Scenario("redis-restart-aof", redis_restart_aof, aof=True))
+
+
+async def test_redis_sigstop_shorter_than_ttl(make_cluster: MakeCluster) -> None:
+    await run_scenario(make_cluster, Scenario("redis-sigstop-2s", redis_pause(2.0)))
+
+
+async def test_redis_sigstop_longer_than_ttl(make_cluster: MakeCluster) -> None:
+    await run_scenario(make_cluster, Scenario("redis-sigstop-5s", redis_pause(5.0)))
+
+
+async def test_flushall(make_cluster: MakeCluster) -> None:
+    await run_scenario(make_cluster, Scenario("flushall", flushall, expect_recovered="false"))
+
+
+async def test_one_relay_cut_off_by_a_proxy(make_cluster: MakeCluster) -> None:
+    await run_scenario(
+        make_cluster,
+        Scenario("proxy-cut-5s", proxy_cut, affected=FAULTED, proxied=frozenset({FAULTED})),
+    )
+
+
+async def test_relay_sigkill(make_cluster: MakeCluster) -> None:
+    await run_scenario(
+        make_cluster,
+        Scenario("relay-sigkill", relay_kill, affected=FAULTED, killed=True, may_close=True),
+    )
+
+
+async def test_relay_sigstop_past_ttl(make_cluster: MakeCluster) -> None:
+    await run_scenario(
+        make_cluster, Scenario("relay-sigstop-5s", relay_pause, affected=FAULTED, may_close=True)
+    )
