@@ -1,0 +1,154 @@
+"""The destination-log contract (docs/history.md), over the memory and the Redis log.
+
+Append and publish are one step; offsets are contiguous from 1; an append of a
+known message id adds nothing and publishes nothing; the log is trimmed to its
+size exactly (ids of trimmed entries forgotten); an emptied store starts a new
+epoch; topic logs are capped; reads give first/last and pages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from conftest import Cluster, MemoryCluster, RedisCluster
+
+from stomprelay.cluster.envelope import Envelope
+from stomprelay.cluster.history import HistoryPolicy, Log
+from stomprelay.cluster.keys import Keys
+from stomprelay.cluster.memory import MemoryHub, MemoryRegistry
+from stomprelay.cluster.redis_backend import RedisRegistry
+
+K = Keys()
+CHANNEL = K.room_channel("lobby")
+
+
+@dataclass
+class Logs:
+    cluster: Cluster
+    log: Log
+    wipe: Any
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+async def logs(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    """``await logs(policy)`` -> a :class:`Logs` of that backend with that policy."""
+    made: list[Cluster] = []
+
+    async def factory(policy: HistoryPolicy) -> Logs:
+        cluster: Cluster
+        if request.param == "memory":
+            mem = MemoryCluster()
+            mem.hub = MemoryHub(clock=mem.clock, policy=policy)
+            mem.registry = MemoryRegistry(mem.hub, mem.keys)
+            cluster = mem
+            made.append(cluster)
+            async def wipe() -> None:
+                mem.hub.log.wipe()
+
+            return Logs(cluster, mem.hub.log, wipe)
+        server = request.getfixturevalue("redis_server")
+        red = RedisCluster(server.url)
+        await red.raw.flushall()
+        await red.registry.close()
+        red.registry = RedisRegistry(server.url, red.keys, policy=policy)
+        made.append(red)
+        return Logs(red, red.registry.log, red.raw.flushall)
+
+    yield factory
+    for cluster in made:
+        await cluster.close()
+
+
+def message(n: int, dest: str = "/topic/room/lobby") -> Envelope:
+    return Envelope(f"m{n}", "r1", dest, (("content-type", "text/plain"),), f"b{n}".encode(), n)
+
+
+async def test_appends_get_contiguous_offsets_and_are_published_with_them(logs) -> None:
+    it = await logs(HistoryPolicy())
+    probe = await it.cluster.probe(CHANNEL)
+    got = [await it.log.append("room:lobby", CHANNEL, message(i), i) for i in range(1, 4)]
+    assert [e.offset for e in got] == [1, 2, 3]
+    assert len({e.epoch for e in got}) == 1 and got[0].epoch
+    published = await probe.wait_count(CHANNEL, 3)
+    assert published == got
+    assert [replace(e, offset=0, epoch="") for e in published] == [message(i) for i in (1, 2, 3)]
+    read = await it.log.read("room:lobby", 1, 10)
+    assert (read.epoch, read.first, read.last, read.length) == (got[0].epoch, 1, 3, 3)
+    assert list(read.entries) == got[1:]
+
+
+async def test_an_append_is_idempotent_by_message_id(logs) -> None:
+    it = await logs(HistoryPolicy())
+    probe = await it.cluster.probe(CHANNEL)
+    first = await it.log.append("room:lobby", CHANNEL, message(1), 1)
+    again = await it.log.append("room:lobby", CHANNEL, message(1), 1)
+    assert again == first
+    await it.log.append("room:lobby", CHANNEL, message(2), 2)
+    await probe.barrier()
+    assert [e.id for e in probe.on(CHANNEL)] == ["m1", "m2"]
+    assert (await it.log.read("room:lobby", 0, 10)).last == 2
+
+
+async def test_the_log_is_trimmed_exactly_and_forgets_trimmed_ids(logs) -> None:
+    it = await logs(HistoryPolicy(size=3))
+    for i in range(1, 6):
+        await it.log.append("room:lobby", CHANNEL, message(i), i)
+    read = await it.log.read("room:lobby", 0, 10)
+    assert (read.first, read.last, [e.offset for e in read.entries]) == (3, 5, [3, 4, 5])
+    # a trimmed id is new again (its offset is gone), a retained one is known
+    assert (await it.log.append("room:lobby", CHANNEL, message(4), 9)).offset == 4
+    assert (await it.log.append("room:lobby", CHANNEL, message(1), 9)).offset == 6
+    tail = await it.log.read("room:lobby", 0, 10, tail=2)
+    assert [e.offset for e in tail.entries] == [5, 6]
+    page = await it.log.read("room:lobby", 3, 1)
+    assert [e.offset for e in page.entries] == [4]
+
+
+async def test_a_lost_store_starts_a_new_epoch(logs) -> None:
+    it = await logs(HistoryPolicy())
+    old = await it.log.append("room:lobby", CHANNEL, message(1), 1)
+    await it.wipe()
+    assert (await it.log.read("room:lobby", 0, 10)).epoch == ""
+    new = await it.log.append("room:lobby", CHANNEL, message(2), 2)
+    assert new.offset == 1 and new.epoch and new.epoch != old.epoch
+
+
+async def test_topic_logs_are_capped_rooms_are_not(logs) -> None:
+    it = await logs(HistoryPolicy(max_topics=1))
+    a = await it.log.append("topic:a", K.topic_channel("a"), message(1, "/topic/a"), 1)
+    b = await it.log.append("topic:b", K.topic_channel("b"), message(2, "/topic/b"), 2)
+    room = await it.log.append("room:lobby", CHANNEL, message(3), 3)
+    assert (a.offset, b.offset, room.offset) == (1, 0, 1)
+    assert (await it.log.read("topic:b", 0, 10)).epoch == ""
+
+
+async def test_rooms_only_and_size_zero_log_nothing_else(logs) -> None:
+    it = await logs(HistoryPolicy(rooms_only=True))
+    topic = await it.log.append("topic:a", K.topic_channel("a"), message(1, "/topic/a"), 1)
+    assert topic.offset == 0
+    off = await logs(HistoryPolicy(size=0))
+    assert (await off.log.append("room:lobby", CHANNEL, message(1), 1)).offset == 0
+
+
+@pytest.mark.redis
+async def test_redis_log_keys_expire_after_the_ttl_and_read_like_the_docs(redis_server) -> None:
+    raw = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+    await raw.flushall()
+    reg = RedisRegistry(redis_server.url, K, policy=HistoryPolicy(ttl_ms=60_000))
+    try:
+        await reg.log.append("room:lobby", CHANNEL, message(1), 1)
+        for key in (K.history("room:lobby"), K.history_meta("room:lobby")):
+            assert 0 < await raw.pttl(key) <= 60_000
+        entries = await raw.xrange(K.history("room:lobby"))
+        assert entries[0][0] == "1-0"
+        assert entries[0][1]["i"] == "m1"
+        assert Envelope.from_json(entries[0][1]["e"]) == message(1)
+        meta = await raw.hgetall(K.history_meta("room:lobby"))
+        assert meta["seq"] == "1" and meta["epoch"]
+    finally:
+        await reg.close()
+        await raw.aclose()

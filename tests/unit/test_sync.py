@@ -1,0 +1,195 @@
+"""The sync component, driven frame by frame with no sockets and a fake clock.
+
+A :class:`Feed` is fed live envelopes and log reads in the orders faults produce
+(a bus that dropped messages, a read racing live delivery, a trimmed log, a lost
+history); every subscriber must see each offset once, in order, and be told of
+what cannot be filled.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from stomprelay.cluster.envelope import Envelope
+from stomprelay.cluster.history import LogSlice
+from stomprelay.errors import PolicyError
+from stomprelay.sync import Deliver, Feed, Fetch, Gap, Health, Journal, JournalEntry
+
+
+def env(offset: int, epoch: str = "E1") -> Envelope:
+    return Envelope(f"m{epoch}-{offset}", "r1", "/topic/room/x", (), b"", 0, offset, epoch)
+
+
+def log(first: int, last: int, epoch: str = "E1", after: int = 0, limit: int = 500) -> LogSlice:
+    start = max(first, after + 1)
+    entries = tuple(env(o, epoch) for o in range(start, min(last, start + limit - 1) + 1))
+    return LogSlice(epoch, first, last, entries)
+
+
+class Sub:
+    """What one subscriber received, and the checks a checker client makes."""
+
+    def __init__(self) -> None:
+        self.got: list[tuple[str, int]] = []
+        self.gaps: list[tuple[int, int]] = []
+
+
+def run(feed: Feed, effects: list, subs: dict[str, Sub], reads: list[int]) -> None:
+    for effect in effects:
+        if isinstance(effect, Deliver):
+            for key in effect.keys:
+                subs[key].got.append((effect.envelope.epoch, effect.envelope.offset))
+        elif isinstance(effect, Gap):
+            for key in effect.keys:
+                subs[key].gaps.append((effect.start, effect.end))
+        elif isinstance(effect, Fetch):
+            reads.append(effect.after)
+
+
+def started(last: int = 0, epoch: str = "E1", subs: tuple[str, ...] = ("a",)) -> Feed:
+    feed = Feed("room:x")
+    for key in subs:
+        feed.add(key)
+    assert feed.start() == [Fetch(-1)]
+    assert feed.fetched(LogSlice(epoch, 1, last), 0) == []
+    assert feed.known and not feed.repairing and feed.last == last
+    return feed
+
+
+def test_live_in_order_is_delivered_once() -> None:
+    feed, subs, reads = started(3), {"a": Sub()}, []
+    for o in (4, 5, 5, 3, 6):
+        run(feed, feed.live(env(o)), subs, reads)
+    assert subs["a"].got == [("E1", 4), ("E1", 5), ("E1", 6)]
+    assert reads == []
+
+
+def test_a_hole_is_read_from_the_log_and_live_messages_wait() -> None:
+    feed, subs, reads = started(0), {"a": Sub()}, []
+    run(feed, feed.live(env(1)), subs, reads)
+    run(feed, feed.live(env(4)), subs, reads)  # 2 and 3 lost on the bus
+    assert reads == [1]
+    run(feed, feed.live(env(5)), subs, reads)  # held while the read is in flight
+    assert reads == [1]
+    run(feed, feed.fetched(log(1, 5, after=1), 1), subs, reads)
+    assert subs["a"].got == [("E1", o) for o in range(1, 6)]
+    assert subs["a"].gaps == []
+    assert not feed.repairing and feed.held == {}
+
+
+def test_a_read_older_than_held_messages_reads_again() -> None:
+    feed, subs, reads = started(0), {"a": Sub()}, []
+    run(feed, feed.broken(), subs, reads)
+    run(feed, feed.live(env(6)), subs, reads)
+    run(feed, feed.fetched(log(1, 3), 0), subs, reads)  # the read saw 1..3 only
+    assert subs["a"].got == [("E1", 1), ("E1", 2), ("E1", 3)]
+    assert reads == [0, 3]
+    run(feed, feed.fetched(log(1, 6, after=3), 3), subs, reads)
+    assert [o for _, o in subs["a"].got] == [1, 2, 3, 4, 5, 6]
+    assert not feed.repairing
+
+
+def test_trimmed_offsets_become_one_gap_notice() -> None:
+    feed, subs, reads = started(2), {"a": Sub()}, []
+    run(feed, feed.live(env(9)), subs, reads)
+    run(feed, feed.fetched(log(6, 9, after=2), 2), subs, reads)
+    assert subs["a"].gaps == [(3, 5)]
+    assert [o for _, o in subs["a"].got] == [6, 7, 8, 9]
+
+
+def test_a_new_epoch_resets_subscribers_and_reads_it_from_the_start() -> None:
+    feed, subs, reads = started(7), {"a": Sub()}, []
+    run(feed, feed.live(env(2, "E2")), subs, reads)
+    assert subs["a"].gaps == [(1, 0)]  # reset notice
+    assert reads == [0]
+    run(feed, feed.fetched(log(1, 2, "E2"), 0), subs, reads)
+    assert subs["a"].got == [("E2", 1), ("E2", 2)]
+    assert feed.epoch == "E2" and not feed.repairing
+
+
+def test_a_fresh_log_is_adopted_silently() -> None:
+    feed, subs, reads = started(0, epoch=""), {"a": Sub()}, []
+    run(feed, feed.live(env(1, "E9")), subs, reads)
+    assert subs["a"].got == [("E9", 1)]
+    assert subs["a"].gaps == []
+
+
+def test_a_break_during_a_read_reads_again_after_it() -> None:
+    feed, subs, reads = started(0), {"a": Sub()}, []
+    run(feed, feed.broken(), subs, reads)
+    run(feed, feed.broken(), subs, reads)  # the bus broke again meanwhile
+    assert reads == [0]
+    run(feed, feed.fetched(log(1, 2), 0), subs, reads)
+    assert reads == [0, 2]
+    run(feed, feed.fetched(log(1, 3, after=2), 2), subs, reads)
+    assert [o for _, o in subs["a"].got] == [1, 2, 3]
+    assert not feed.repairing
+
+
+def test_a_failed_read_is_retried_on_the_next_break() -> None:
+    feed, subs, reads = started(0), {"a": Sub()}, []
+    run(feed, feed.broken(), subs, reads)
+    feed.fetch_failed()
+    assert feed.repairing and not feed.inflight
+    run(feed, feed.broken(), subs, reads)
+    assert reads == [0, 0]
+
+
+def test_replaying_subscribers_join_the_feed_at_their_seam() -> None:
+    feed, subs, reads = started(5, subs=("a", "b")), {"a": Sub(), "b": Sub()}, []
+    feed.add("r", live=False)
+    subs["r"] = Sub()
+    run(feed, feed.live(env(6)), subs, reads)
+    assert subs["r"].got == []  # still replaying: the replay reads up to here itself
+    assert feed.go_live("r", 5) is False  # behind the feed: read on
+    assert feed.go_live("r", 6) is True
+    run(feed, feed.live(env(7)), subs, reads)
+    assert subs["r"].got == [("E1", 7)]
+    # a subscriber whose replay read ahead of the feed skips what it already has
+    feed.add("s", live=False)
+    subs["s"] = Sub()
+    assert feed.go_live("s", 9)
+    for o in (8, 9, 10):
+        run(feed, feed.live(env(o)), subs, reads)
+    assert subs["s"].got == [("E1", 10)]
+    assert [o for _, o in subs["a"].got] == [6, 7, 8, 9, 10]
+
+
+def test_subscribers_added_before_the_head_is_known_start_at_the_head() -> None:
+    feed = Feed("room:x")
+    feed.add("a")
+    feed.start()
+    feed.live(env(13))  # arrived before the head read answered
+    subs, reads = {"a": Sub()}, []
+    run(feed, feed.fetched(LogSlice("E1", 1, 12), 0), subs, reads)
+    assert subs["a"].got == [("E1", 13)]
+
+
+def test_health_fails_fast_and_fences_judging() -> None:
+    health = Health(now=0.0)
+    assert not health.may_judge(5.0, ttl=10)  # just started: wait one TTL
+    assert health.may_judge(10.0, ttl=10)
+    assert health.fail(20.0, "timeout") is True
+    assert health.fail(21.0, "again") is False
+    assert health.down and not health.may_judge(40.0, ttl=10)
+    assert health.recovered(25.0) == 5.0
+    assert not health.may_judge(30.0, ttl=10)  # within a TTL of its own trouble
+    assert health.may_judge(35.0, ttl=10)
+    assert health.degraded_total(35.0) == 5.0
+    assert health.outages == 1
+
+
+def test_the_journal_is_bounded_by_count_and_bytes() -> None:
+    journal = Journal(max_messages=2, max_bytes=10)
+    big = Envelope("m", "r", "/topic/x", (), b"x" * 8, 0)
+    journal.add(JournalEntry("topic:x", "c", big))
+    with pytest.raises(PolicyError, match="Journal full"):
+        journal.add(JournalEntry("topic:x", "c", big))  # bytes
+    small = Envelope("s", "r", "/topic/x", (), b"x", 0)
+    journal.add(JournalEntry("topic:x", "c", small))
+    with pytest.raises(PolicyError):
+        journal.add(JournalEntry("topic:x", "c", small))  # count
+    assert [journal.peek() is not None, len(journal)] == [True, 2]
+    journal.pop()
+    journal.pop()
+    assert journal.peek() is None and journal.bytes == 0
