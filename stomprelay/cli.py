@@ -212,6 +212,21 @@ async def notify(args: argparse.Namespace) -> int:
     except PolicyError as exc:
         print(f"stomprelay notify: {exc.detail}", file=sys.stderr)
         return 2
+    if args.room and not args.server:
+        # A room's SYSTEM event takes its place in the room's log (docs/history.md).
+        from stomprelay.cluster.redis_backend import RedisRegistry
+        from stomprelay.errors import BackendUnavailable
+
+        registry = RedisRegistry(args.redis_url, Keys(args.key_prefix))
+        try:
+            logged = await registry.log.append(f"room:{args.room}", channel, envelope, envelope.ts)
+        except BackendUnavailable as exc:
+            print(f"stomprelay notify: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            await registry.close()
+        print(f"appended to the log of room {args.room} at offset {logged.offset}")
+        return 0
     client = aioredis.Redis.from_url(args.redis_url)
     try:
         relays = await client.publish(channel, envelope.to_json())
@@ -336,19 +351,21 @@ async def inspect(args: argparse.Namespace) -> int:
             if not args.id:
                 print("stomprelay inspect room: give a room id", file=sys.stderr)
                 return 2
+            from stomprelay.cluster.history import log_json
+
             room = await registry.room(args.id)
-            if room is None:
+            history = await registry.log.read(f"room:{args.id}", 0, 0)
+            if room is None and not history.epoch:
                 print(f"no room {args.id}", file=sys.stderr)
                 return 1
+            info = {
+                **(room_json(room) if room else {"roomId": args.id, "participants": 0}),
+                **{f"history.{k}": v for k, v in log_json(history).items()},
+            }
             rows = [
-                {
-                    **room_json(room),
-                    "sessionId": p.session_id,
-                    "username": p.username,
-                    "serverId": p.server_id,
-                }
+                {**info, "sessionId": p.session_id, "username": p.username, "serverId": p.server_id}
                 for p in await registry.participants(args.id)
-            ] or [room_json(room)]
+            ] or [info]
         else:
             if not args.id:
                 print("stomprelay inspect session: give a session id", file=sys.stderr)

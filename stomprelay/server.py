@@ -30,11 +30,12 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
+from stomprelay.cluster.history import log_json
 from stomprelay.cluster.registry import room_json, server_json, session_json
 from stomprelay.errors import BackendUnavailable, PolicyError
 from stomprelay.notify import system_notification
 from stomprelay.relay import Relay
-from stomprelay.router import ROOM_ID, Sink
+from stomprelay.router import ROOM_ID, Sink, parse_destination
 from stomprelay.stomp.session import Connected
 
 log = logging.getLogger(__name__)
@@ -528,7 +529,16 @@ class RelayServer:
             }
         except PolicyError as exc:
             return HTTPStatus.BAD_REQUEST, {"error": exc.detail}
-        await self.relay.bus.publish(channel, envelope)
+        if room and not target:
+            # into the room's log, like any room event (a full journal is a 503)
+            try:
+                await self.relay.publish_envelope(
+                    parse_destination(envelope.destination), channel, envelope
+                )
+            except PolicyError as exc:
+                return HTTPStatus.SERVICE_UNAVAILABLE, {"error": exc.detail}
+        else:
+            await self.relay.bus.publish(channel, envelope)
         log.info("operator notification %s published on %s", envelope.id, channel)
         return HTTPStatus.ACCEPTED, {"published": True, "id": envelope.id, "channel": channel}
 
@@ -576,13 +586,18 @@ class RelayServer:
         if not ROOM_ID.fullmatch(room_id):
             return _json(HTTPStatus.BAD_REQUEST, {"error": "invalid room id"})
         room = await self.relay.registry.room(room_id)
-        if room is None:
+        history = None
+        if self.relay.log is not None and self.relay.policy.logs(f"room:{room_id}"):
+            history = await self.relay.log.read(f"room:{room_id}", 0, 0)
+        if room is None and (history is None or not history.epoch):
             return _json(HTTPStatus.NOT_FOUND, {"error": f"no room {room_id}"})
         people = await self.relay.registry.participants(room_id)
+        info = room_json(room) if room is not None else {"roomId": room_id, "participants": 0}
         return _json(
             HTTPStatus.OK,
             {
-                **room_json(room),
+                **info,
+                "history": log_json(history) if history is not None else None,
                 "participants": [
                     {"sessionId": p.session_id, "username": p.username, "serverId": p.server_id}
                     for p in people
@@ -591,6 +606,8 @@ class RelayServer:
         )
 
     async def _metrics(self) -> Response:
+        sync = self.relay.sync
+        self.relay.metrics.degraded_seconds.set(sync.health.degraded_total(sync.clock()))
         return _plain(HTTPStatus.OK, self.relay.metrics.render(), "text/plain; version=0.0.4")
 
     def _static(self, path: str) -> Response:

@@ -65,6 +65,16 @@ class LogSlice:
         return max(0, self.last - self.first + 1) if self.epoch else 0
 
 
+def log_json(read: LogSlice) -> dict[str, object]:
+    """What ``/api/rooms/{id}`` and ``stomprelay inspect room`` show of a log."""
+    return {
+        "epoch": read.epoch or None,
+        "firstOffset": read.first if read.length else None,
+        "lastOffset": read.last,
+        "length": read.length,
+    }
+
+
 class Log(Protocol):
     async def append(self, log_id: str, channel: str, envelope: Envelope, now: int) -> Envelope:
         """Append and publish on ``channel`` atomically; the envelope with its

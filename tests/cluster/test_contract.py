@@ -138,7 +138,8 @@ def room_event(env: Envelope, *, origin: str, event_id: str) -> dict[str, Any]:
     A room event's id is the operation's event id, or ``<event id>/...`` when
     one operation makes several (a LEAVE per room of a removed session)."""
     assert env.id == event_id or env.id.startswith(f"{event_id}/"), env.id
-    assert env.offset > 0 and env.epoch, "room events go through the room's log"
+    assert env.offset > 0, "room events go through the room's log"
+    assert env.epoch
     assert env.origin == origin
     assert env.headers == (("content-type", EVENT_CONTENT_TYPE),)
     body = json.loads(env.body)
@@ -579,7 +580,7 @@ async def test_remove_session(cluster: Cluster) -> None:
     assert len(ids) == 3
     assert len(set(ids)) == 3
     assert sorted(i for i in ids if "/" in i) == ["ev-r/games", "ev-r/lobby"]
-    assert [i for i in ids if "/" not in i][0].startswith("ev-r-")
+    assert next(i for i in ids if "/" not in i).startswith("ev-r-")
 
     assert await cluster.snapshot() == state(
         servers=[R1, R2],
@@ -625,7 +626,8 @@ async def test_chat_publishes_and_records_activity(cluster: Cluster) -> None:
     (got,) = await probe.wait_count(K.room_channel("lobby"), 1)
     assert got == logged
     assert replace(got, offset=0, epoch="") == message
-    assert got.offset > 0 and got.epoch
+    assert got.offset > 0
+    assert got.epoch
     assert await cluster.snapshot() == state(
         servers=[R1, R2],
         sessions=[records["s1"], in_rooms(records["s2"], ["lobby"], NOW + 90), records["s3"]],

@@ -46,6 +46,7 @@ async def logs(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
             mem.registry = MemoryRegistry(mem.hub, mem.keys)
             cluster = mem
             made.append(cluster)
+
             async def wipe() -> None:
                 mem.hub.log.wipe()
 
@@ -72,7 +73,8 @@ async def test_appends_get_contiguous_offsets_and_are_published_with_them(logs) 
     probe = await it.cluster.probe(CHANNEL)
     got = [await it.log.append("room:lobby", CHANNEL, message(i), i) for i in range(1, 4)]
     assert [e.offset for e in got] == [1, 2, 3]
-    assert len({e.epoch for e in got}) == 1 and got[0].epoch
+    assert len({e.epoch for e in got}) == 1
+    assert got[0].epoch
     published = await probe.wait_count(CHANNEL, 3)
     assert published == got
     assert [replace(e, offset=0, epoch="") for e in published] == [message(i) for i in (1, 2, 3)]
@@ -114,7 +116,9 @@ async def test_a_lost_store_starts_a_new_epoch(logs) -> None:
     await it.wipe()
     assert (await it.log.read("room:lobby", 0, 10)).epoch == ""
     new = await it.log.append("room:lobby", CHANNEL, message(2), 2)
-    assert new.offset == 1 and new.epoch and new.epoch != old.epoch
+    assert new.offset == 1
+    assert new.epoch
+    assert new.epoch != old.epoch
 
 
 async def test_topic_logs_are_capped_rooms_are_not(logs) -> None:
@@ -148,7 +152,8 @@ async def test_redis_log_keys_expire_after_the_ttl_and_read_like_the_docs(redis_
         assert entries[0][1]["i"] == "m1"
         assert Envelope.from_json(entries[0][1]["e"]) == message(1)
         meta = await raw.hgetall(K.history_meta("room:lobby"))
-        assert meta["seq"] == "1" and meta["epoch"]
+        assert meta["seq"] == "1"
+        assert meta["epoch"]
     finally:
         await reg.close()
         await raw.aclose()

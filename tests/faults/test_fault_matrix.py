@@ -88,6 +88,8 @@ class Run:
     fault: FaultInfo = field(default_factory=lambda: FaultInfo("?"))
     dead: set[str] = field(default_factory=set)
     notes: list[str] = field(default_factory=list)
+    #: wall-clock times of the fault's steps, to find them in the relays' logs
+    wall: dict[str, str] = field(default_factory=dict)
 
     def relay(self, server_id: str) -> Any:
         return next(r for r in self.cluster.relays if r.server_id == server_id)
@@ -105,7 +107,7 @@ class Run:
         sessions = [
             session_spec(m, [self.room])
             for m in self.members
-            if m.kind in ("subscriber", "resumer-after") and m.stayed()
+            if m.kind in ("subscriber", "resumer-after", "early") and m.stayed()
         ]
         for p in self.publishers:
             client = p.live_client()
@@ -137,10 +139,18 @@ class Scenario:
 
 def _started(run: Run) -> None:
     run.fault.started = time.monotonic()
+    run.wall["fault_started"] = _wall()
 
 
 def _ended(run: Run) -> None:
     run.fault.ended = time.monotonic()
+    run.wall["fault_ended"] = _wall()
+
+
+def _wall() -> str:
+    """Wall-clock time as the relays' log lines show it."""
+    now = time.time()
+    return time.strftime("%H:%M:%S", time.localtime(now)) + f",{int(now * 1000) % 1000:03d}"
 
 
 async def redis_restart_aof(run: Run) -> None:
@@ -236,6 +246,19 @@ async def _converge(run: Run, timeout: float) -> tuple[float | None, list[str]]:
         if elapsed > timeout:
             return None, last
         await asyncio.sleep(0.1)
+
+
+async def _all_ready(run: Run, timeout: float) -> float | None:
+    """Seconds from the end of the fault until every live relay's /ready said 200."""
+    live = [r for r in run.cluster.relays if r.server_id not in run.dead]
+    deadline = time.monotonic() + timeout
+    while True:
+        states = await asyncio.gather(*(asyncio.to_thread(r.ready) for r in live))
+        if all(states):
+            return time.monotonic() - run.fault.ended
+        if time.monotonic() >= deadline:
+            return None
+        await asyncio.sleep(0.05)
 
 
 def _unreceived(run: Run) -> int:
@@ -336,13 +359,27 @@ async def _scenario_body(run: Run, problems: list[str]) -> None:
         await asyncio.sleep(0.5)
         # -- the fault -----------------------------------------------------------------
         await sc.fault(run)
+        # A client connecting the moment the fault is over (the relay may still be
+        # recovering): it must be in the registry like any other.
+        try:
+            early = Member(
+                "early@c", RESUMER_RELAY, await _connect(run, RESUMER_RELAY, "early@c"), "early"
+            )
+            run.members.append(early)
+            run.wall["early_connected"] = f"{_wall()} session {early.sid}"
+        except Exception as exc:
+            problems.append(f"early@c could not connect after the fault: {exc!r}"[:300])
         converged, registry_left = await _converge(run, REGISTRY_DEADLINE)
         if converged is None:
             problems.append(
                 f"registry not exact {REGISTRY_DEADLINE:.1f}s after the fault: "
                 + "; ".join(registry_left[:12])
             )
-        # -- the resumer comes back ----------------------------------------------------
+        # -- the resumer comes back once the relays say they are ready -----------------
+        ready = await _all_ready(run, 10.0)
+        if ready is None:
+            problems.append("relays not /ready 200 within 10 s of the end of the fault")
+        run.wall["resumer_back"] = _wall()
         after = Member(
             "resumer'@c",
             RESUMER_RELAY,
@@ -448,6 +485,10 @@ async def _scenario_body(run: Run, problems: list[str]) -> None:
         "syncs": analysis.total("syncs"),
         "mapping_conflicts": analysis.mapping_conflicts,
         "registry_converged_s": None if converged is None else round(converged, 2),
+        "ready_s": None if ready is None else round(ready, 2),
+        "wall": run.wall,
+        "registry_diff_at_deadline": registry_left[:40],
+        "registry_diff_at_end": final_registry[:40],
         "participant_lists_ok": listed_ok,
         "closed_by_relay": closed,
         "publishers": {p.name: p.stats() for p in run.publishers},
@@ -479,10 +520,12 @@ def _report(run: Run, analysis: Any, figures: dict[str, Any]) -> None:
                 "syncs",
                 "mapping_conflicts",
                 "registry_converged_s",
+                "ready_s",
                 "participant_lists_ok",
             )
         )
     )
+    print(f"  wall clock: {figures['wall']}")
     for name, stats in figures["publishers"].items():
         print(f"  {name}: {stats}")
     for summary in figures["resumer"]:

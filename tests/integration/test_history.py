@@ -97,7 +97,8 @@ async def test_x_history_replays_the_last_k_after_the_receipt(relay, connect) ->
     assert offsets(got) == [7, 8, 9, 10]
     await publish(pub, LOBBY, ["live"])
     (live,) = await late.collect(1, "h")
-    assert live.body == b"live" and live.get("x-offset") == "11"
+    assert live.body == b"live"
+    assert live.get("x-offset") == "11"
     await late.expect_no_message("h", within=0.3)
 
 
@@ -188,7 +189,8 @@ async def test_relay_headers_on_a_send_are_replaced(relay, connect) -> None:
     (frame,) = await sub.collect(1, "a")
     assert frame.get("x-offset") == "1"
     assert frame.get("x-epoch") != "fake"
-    assert frame.get("x-gap") is None and frame.get("x-degraded") is None
+    assert frame.get("x-gap") is None
+    assert frame.get("x-degraded") is None
     assert [k for k, _ in frame.headers].count("x-offset") == 1
 
 
@@ -217,7 +219,8 @@ async def test_topics_past_the_log_cap_are_relayed_without_offsets(make_relay, c
         await sub.subscribe(f"/topic/{name}", name)
         await publish(pub, f"/topic/{name}", [name])
     got = {name: (await sub.collect(1, name))[0] for name in ("t1", "t2", "t3")}
-    assert got["t1"].get("x-offset") == "1" and got["t2"].get("x-offset") == "1"
+    assert got["t1"].get("x-offset") == "1"
+    assert got["t2"].get("x-offset") == "1"
     assert got["t3"].get("x-offset") is None
     # rooms are not counted against the cap
     await sub.subscribe(LOBBY, "room")
@@ -259,7 +262,8 @@ async def test_stomp_py_resumes_with_plain_headers(relay, connect, pyclients) ->
     assert receipt.headers.get("x-recovered") == "true"
     assert receipt.headers.get("x-offset") == "3"
     (message,) = [await client.message()]
-    assert message.body == b"c" and message.headers["x-offset"] == "3"
+    assert message.body == b"c"
+    assert message.headers["x-offset"] == "3"
 
 
 @pytest.mark.node

@@ -52,7 +52,9 @@ def started(last: int = 0, epoch: str = "E1", subs: tuple[str, ...] = ("a",)) ->
         feed.add(key)
     assert feed.start() == [Fetch(-1)]
     assert feed.fetched(LogSlice(epoch, 1, last), 0) == []
-    assert feed.known and not feed.repairing and feed.last == last
+    assert feed.known
+    assert not feed.repairing
+    assert feed.last == last
     return feed
 
 
@@ -74,7 +76,8 @@ def test_a_hole_is_read_from_the_log_and_live_messages_wait() -> None:
     run(feed, feed.fetched(log(1, 5, after=1), 1), subs, reads)
     assert subs["a"].got == [("E1", o) for o in range(1, 6)]
     assert subs["a"].gaps == []
-    assert not feed.repairing and feed.held == {}
+    assert not feed.repairing
+    assert feed.held == {}
 
 
 def test_a_read_older_than_held_messages_reads_again() -> None:
@@ -104,7 +107,8 @@ def test_a_new_epoch_resets_subscribers_and_reads_it_from_the_start() -> None:
     assert reads == [0]
     run(feed, feed.fetched(log(1, 2, "E2"), 0), subs, reads)
     assert subs["a"].got == [("E2", 1), ("E2", 2)]
-    assert feed.epoch == "E2" and not feed.repairing
+    assert feed.epoch == "E2"
+    assert not feed.repairing
 
 
 def test_a_fresh_log_is_adopted_silently() -> None:
@@ -130,7 +134,8 @@ def test_a_failed_read_is_retried_on_the_next_break() -> None:
     feed, subs, reads = started(0), {"a": Sub()}, []
     run(feed, feed.broken(), subs, reads)
     feed.fetch_failed()
-    assert feed.repairing and not feed.inflight
+    assert feed.repairing
+    assert not feed.inflight
     run(feed, feed.broken(), subs, reads)
     assert reads == [0, 0]
 
@@ -171,7 +176,8 @@ def test_health_fails_fast_and_fences_judging() -> None:
     assert health.may_judge(10.0, ttl=10)
     assert health.fail(20.0, "timeout") is True
     assert health.fail(21.0, "again") is False
-    assert health.down and not health.may_judge(40.0, ttl=10)
+    assert health.down
+    assert not health.may_judge(40.0, ttl=10)
     assert health.recovered(25.0) == 5.0
     assert not health.may_judge(30.0, ttl=10)  # within a TTL of its own trouble
     assert health.may_judge(35.0, ttl=10)
@@ -192,4 +198,5 @@ def test_the_journal_is_bounded_by_count_and_bytes() -> None:
     assert [journal.peek() is not None, len(journal)] == [True, 2]
     journal.pop()
     journal.pop()
-    assert journal.peek() is None and journal.bytes == 0
+    assert journal.peek() is None
+    assert journal.bytes == 0
