@@ -49,6 +49,12 @@ def test_compose_services() -> None:
     services = load_compose()["services"]
     assert set(services) == {"redis", "relay-1", "relay-2", "nginx"}
     assert services["redis"]["image"] == "redis:7-alpine"
+    redis_args = services["redis"]["command"]
+    # history survives a restart (AOF on a volume) and is never evicted
+    assert redis_args[redis_args.index("--appendonly") + 1] == "yes"
+    assert redis_args[redis_args.index("--maxmemory-policy") + 1] == "noeviction"
+    assert services["redis"]["volumes"] == ["redis-data:/data"]
+    assert "redis-data" in load_compose()["volumes"]
 
     for name in RELAYS:
         relay = services[name]
