@@ -281,6 +281,7 @@ async def serve(args: argparse.Namespace) -> int:
                 policy=history_policy(settings),
                 timeout=settings.redis_timeout,
                 stall_ms=stall_ms(settings),
+                fence_ms=int(settings.liveness_ttl * 1000),
             ),
             keys=keys,
         )

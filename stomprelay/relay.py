@@ -143,7 +143,9 @@ class Relay:
         if bus is None or registry is None:
             hub = MemoryHub(policy=self.policy)
             bus = bus or MemoryBus(hub)
-            registry = registry or MemoryRegistry(hub, self.keys, stall_ms(self.settings))
+            registry = registry or MemoryRegistry(
+                hub, self.keys, stall_ms(self.settings), int(self.settings.liveness_ttl * 1000)
+            )
         self.bus: Bus = bus
         self.registry: Registry = registry
         found_log = log_ or getattr(registry, "log", None)
@@ -306,6 +308,9 @@ class Relay:
         )
         if not registered:
             await self.sync.guard(self.reregister)
+        elif self.sync.pending:
+            # changes made while a recovery was finishing: Redis has not seen them
+            await self.sync.guard(lambda: self.restore(announce=False))
 
     async def reregister(self) -> None:
         """The registry no longer knows this relay: put back everything it holds.

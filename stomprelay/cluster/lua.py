@@ -331,7 +331,7 @@ end
 return out
 """
 
-# ARGV: server, incarnation, lock token, sweeper id, now, event id
+# ARGV: server, incarnation, lock token, sweeper id, now, event id, stall_ms, ttl_ms
 # Fenced: only the lock holder, only while the heartbeat is still missing and
 # the relay has not re-registered under another incarnation.
 REAP = r"""
@@ -342,7 +342,13 @@ if redis.call('SISMEMBER', k_servers_active(), server) == 0 then return -4 end
 if redis.call('EXISTS', k_server_heartbeat(server)) == 1 then return -2 end
 local inc = redis.call('HGET', k_server_info(server), 'incarnation')
 if inc and inc ~= ARGV[2] then return -3 end
-if script_now() < tonumber(redis.call('HGET', k_liveness(), 'fence-until') or '0') then
+local now = script_now()
+if now < tonumber(redis.call('HGET', k_liveness(), 'fence-until') or '0') then return -5 end
+-- No refresh by anyone for stall_ms: Redis itself was unreachable (this reap ran
+-- first after a stall): fence now, before judging anyone.
+local pulse = tonumber(redis.call('HGET', k_liveness(), 'pulse') or '0')
+if pulse > 0 and now - pulse > tonumber(ARGV[7]) then
+  redis.call('HSET', k_liveness(), 'fence-until', now + tonumber(ARGV[8]))
   return -5
 end
 -- The tombstone tells this relay, should it come back, that it was reaped

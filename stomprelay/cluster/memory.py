@@ -148,10 +148,17 @@ class _Events:
 
 
 class MemoryRegistry:
-    def __init__(self, hub: MemoryHub, keys: Keys | None = None, stall_ms: int = 1_500) -> None:
+    def __init__(
+        self,
+        hub: MemoryHub,
+        keys: Keys | None = None,
+        stall_ms: int = 1_500,
+        fence_ms: int = 10_000,
+    ) -> None:
         self.hub = hub
         self.keys = keys or Keys()
         self.stall_ms = stall_ms
+        self.fence_ms = fence_ms
         self.log = hub.log
 
     async def close(self) -> None:
@@ -412,7 +419,11 @@ class MemoryRegistry:
                 return None
             if current is not None and current.incarnation != dead.incarnation:
                 return None
-            if self.hub.clock() < self.hub.fence_until:
+            now_s = self.hub.clock()
+            if now_s < self.hub.fence_until:
+                return None
+            if self.hub.pulse and now_s - self.hub.pulse > self.stall_ms / 1000:
+                self.hub.fence_until = now_s + self.fence_ms / 1000
                 return None
             self.hub.reaped[dead.server_id] = current.incarnation if current else ""
             ev = _Events(self.hub, event_id, sweeper_id, now)

@@ -281,11 +281,14 @@ class RedisRegistry:
         policy: HistoryPolicy | None = None,
         timeout: float = COMMAND_TIMEOUT,
         stall_ms: int = 1_500,
+        fence_ms: int = 10_000,
     ) -> None:
         self.keys = keys or Keys()
         self.lock_ttl_ms = lock_ttl_ms
         self.policy = policy or HistoryPolicy()
         self.stall_ms = stall_ms
+        #: How long a fence found by a reap holds (one liveness TTL).
+        self.fence_ms = fence_ms
         self._client = make_client(url, decode=True, health_check=1, timeout=timeout)
         prelude = self.keys.lua_prelude() + self.policy.lua() + LIBRARY
         self._scripts = {
@@ -428,7 +431,15 @@ class RedisRegistry:
             return None
         result = int(
             await self._script(
-                "reap", dead.server_id, dead.incarnation, token, sweeper_id, now, event_id
+                "reap",
+                dead.server_id,
+                dead.incarnation,
+                token,
+                sweeper_id,
+                now,
+                event_id,
+                self.stall_ms,
+                self.fence_ms,
             )
         )
         return result if result >= 0 else None

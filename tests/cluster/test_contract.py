@@ -23,12 +23,14 @@ from procs import free_port
 
 from stomprelay.cluster.envelope import Envelope
 from stomprelay.cluster.keys import Keys
+from stomprelay.cluster.memory import MemoryRegistry
 from stomprelay.cluster.redis_backend import RedisRegistry
 from stomprelay.cluster.registry import (
     EVENT_CONTENT_TYPE,
     DeadServer,
     Participant,
     Pending,
+    Registry,
     RoomRecord,
     ServerRecord,
     SessionRecord,
@@ -1118,3 +1120,52 @@ async def test_restore_publishes_pending_changes_under_their_ids(cluster: Cluste
     assert await reg.participants("kitchen") == [Participant("s1", "alice", "r1")]
     assert await reg.participants("games") == []
     assert {p.session_id for p in await reg.participants("lobby")} == {"s1", "s3"}
+
+
+# -- fences and tombstones (docs/redis.md "Liveness and the reaper") ----------------------
+
+
+def fenced_registry(cluster: Cluster, stall_ms: int, fence_ms: int) -> Registry:
+    from conftest import MemoryCluster
+
+    if isinstance(cluster, MemoryCluster):
+        return MemoryRegistry(cluster.hub, K, stall_ms, fence_ms)
+    return RedisRegistry(cluster.url, K, stall_ms=stall_ms, fence_ms=fence_ms)  # type: ignore[attr-defined]
+
+
+async def pause(cluster: Cluster, seconds: float) -> None:
+    from conftest import MemoryCluster
+
+    if isinstance(cluster, MemoryCluster):
+        cluster.clock.advance(seconds)
+    else:
+        await asyncio.sleep(seconds)
+
+
+async def test_nobody_is_reaped_right_after_every_relay_was_silent(cluster: Cluster) -> None:
+    """A stall of Redis itself: no refresh from anyone for longer than stall_ms."""
+    reg = fenced_registry(cluster, stall_ms=300, fence_ms=900)
+    try:
+        await reg.register_server(R1, SHORT_TTL, NOW, "reg")
+        await reg.register_server(R2, LONG_TTL, NOW, "reg")
+        assert await reg.refresh_server("r2", "inc-2", 900)
+        await pause(cluster, 0.5)  # nobody refreshes: r1's heartbeat expires meanwhile
+        await cluster.expire("r1")
+        (dead,) = await reg.dead_servers()
+        # the first reap after the silence fences itself; so does the first refresh
+        # (its fence lasts one TTL, the refresh's own: 900 ms here)
+        assert await reg.reap(dead, "r2", NOW, "ev") is None
+        assert await reg.refresh_server("r2", "inc-2", 900)
+        assert await reg.reap(dead, "r2", NOW, "ev") is None
+        assert await reg.servers() == [(R1, False, 0), (R2, True, 0)]
+        assert not await reg.was_reaped("r1", "inc-1")
+        # once the fence is over, with r2 refreshing all along, r1 is reaped for real
+        for _ in range(6):
+            await pause(cluster, 0.2)
+            assert await reg.refresh_server("r2", "inc-2", 900)
+        assert await reg.reap(dead, "r2", NOW, "ev") == 0
+        assert await reg.was_reaped("r1", "inc-1")
+        assert not await reg.was_reaped("r1", "inc-other")
+        assert not await reg.was_reaped("r2", "inc-2")
+    finally:
+        await reg.close()
