@@ -15,8 +15,6 @@ import logging
 import secrets
 import socket
 import time
-from collections.abc import AsyncIterator
-from dataclasses import replace
 
 from stomprelay import __version__
 from stomprelay.cluster.base import Bus
@@ -26,16 +24,12 @@ from stomprelay.cluster.keys import Keys
 from stomprelay.cluster.memory import MemoryBus, MemoryHub, MemoryRegistry
 from stomprelay.cluster.reaper import Liveness
 from stomprelay.cluster.registry import (
-    EVENT_CONTENT_TYPE,
-    Pending,
     Registry,
-    ServerRecord,
     SessionRecord,
-    join_event,
-    leave_event,
 )
 from stomprelay.errors import BackendUnavailable, PeerError, PolicyError
 from stomprelay.metrics import Metrics
+from stomprelay.registration import Registration
 from stomprelay.rooms import Rooms, now_ms
 from stomprelay.router import (
     Replay,
@@ -70,46 +64,6 @@ def default_server_id() -> str:
     """Hostname plus a short random suffix, so restarted relays never collide."""
     host = "".join(c if c.isalnum() or c in "-_." else "-" for c in socket.gethostname())
     return f"{host[:40] or 'relay'}-{secrets.token_hex(3)}"
-
-
-class Gate:
-    """Registry operations run side by side; a restore runs alone.
-
-    A restore sends Redis a snapshot of everything this relay holds; a connect,
-    disconnect, join or leave whose registry call interleaved with it could be
-    undone by the stale snapshot, so those wait while a restore runs, and a
-    restore waits for those in flight.
-    """
-
-    def __init__(self) -> None:
-        self._cond = asyncio.Condition()
-        self._ops = 0
-        self._exclusive = False
-
-    @contextlib.asynccontextmanager
-    async def shared(self) -> AsyncIterator[None]:
-        async with self._cond:
-            await self._cond.wait_for(lambda: not self._exclusive)
-            self._ops += 1
-        try:
-            yield
-        finally:
-            async with self._cond:
-                self._ops -= 1
-                self._cond.notify_all()
-
-    @contextlib.asynccontextmanager
-    async def exclusive(self) -> AsyncIterator[None]:
-        async with self._cond:
-            await self._cond.wait_for(lambda: not self._exclusive)
-            self._exclusive = True
-            await self._cond.wait_for(lambda: self._ops == 0)
-        try:
-            yield
-        finally:
-            async with self._cond:
-                self._exclusive = False
-                self._cond.notify_all()
 
 
 def history_policy(settings: Settings) -> HistoryPolicy:
@@ -154,7 +108,7 @@ class Relay:
         self.sync = Sync(
             found_log if found_log is not None else _NoLog(),
             probe=self.registry.ping,
-            recover=self._resync,
+            recover=self._recover,
             clock=time.monotonic,
             journal=Journal(self.settings.journal_messages, self.settings.journal_bytes),
             probe_interval=self.settings.probe_interval,
@@ -164,22 +118,33 @@ class Relay:
         self.router = Router(
             self.bus, self.keys, self.server_id, found_log, self.policy, lambda: self.sync.down
         )
-        self.rooms = Rooms(self)
+        self._background: set[asyncio.Task[None]] = set()
+        self.registration = Registration(
+            self.settings,
+            self.server_id,
+            self.keys,
+            self.registry,
+            found_log,
+            self.router,
+            self.sync,
+            on_history_lost=self._history_lost,
+        )
+        self.rooms = Rooms(
+            self.settings,
+            self.server_id,
+            self.keys,
+            self.registration,
+            self.sync,
+            self.router,
+            self.metrics,
+            spawn=self.background,
+        )
         self.liveness = Liveness(self)
         self.router.on_delivered = self.metrics.delivered.inc
         self.router.on_repaired = self.metrics.repaired
         self.router.on_lost = self.rooms.lost
         self.sinks: dict[str, Sink] = {}
-        #: Registry records of this relay's connected sessions (the truth to restore).
-        self.records: dict[str, SessionRecord] = {}
-        self.started_at = time.time()
-        self.host = "127.0.0.1"
-        self.port = 0
-        self.incarnation = secrets.token_hex(8)
         self._started = False
-        self._registered = False
-        self.gate = Gate()
-        self._background: set[asyncio.Task[None]] = set()
         #: (session id, receipt id) -> RECEIPT headers and replay of a SUBSCRIBE.
         self._after_receipt: dict[tuple[str, str], tuple[Headers, Replay | None]] = {}
 
@@ -187,6 +152,40 @@ class Relay:
 
     def clock_ms(self) -> int:
         return now_ms()
+
+    # what the transport and the tests read of the registration
+    @property
+    def records(self) -> dict[str, SessionRecord]:
+        return self.registration.records
+
+    @property
+    def started_at(self) -> float:
+        return self.registration.started_at
+
+    @property
+    def host(self) -> str:
+        return self.registration.host
+
+    @host.setter
+    def host(self, value: str) -> None:
+        self.registration.host = value
+
+    @property
+    def port(self) -> int:
+        return self.registration.port
+
+    @port.setter
+    def port(self, value: int) -> None:
+        self.registration.port = value
+
+    async def refresh(self) -> None:
+        await self.registration.refresh()
+
+    async def _recover(self) -> None:
+        await self.registration.resync()
+
+    def _history_lost(self, destination: str) -> None:
+        self.rooms.lost(destination)
 
     @property
     def ready(self) -> bool:
@@ -201,51 +200,15 @@ class Relay:
             return "redis pub/sub connection lost"
         return None
 
-    @property
-    def pending(self) -> Pending:
-        return self.sync.pending
-
-    def server_record(self) -> ServerRecord:
-        return ServerRecord(
-            self.server_id,
-            self.host,
-            self.port,
-            __version__,
-            int(self.started_at * 1000),
-            self.incarnation,
-        )
-
-    @property
-    def ttl_ms(self) -> int:
-        return int(self.settings.liveness_ttl * 1000)
-
     async def start(self) -> None:
         self.bus.on_state_change = self._bus_state
         await self.bus.start(self.router.dispatch)
         await self.router.retain_always(self.keys.server_channel(self.server_id))
         # Without Redis now, the probe registers this relay once it answers.
         with contextlib.suppress(BackendUnavailable):
-            await self.sync.guard(self._register)
+            await self.sync.guard(self.registration.register)
         self._started = True
         self.liveness.start()
-
-    async def _register(self) -> None:
-        policy = await self.registry.eviction_policy()
-        if policy is None:
-            log.warning(
-                "could not read Redis's maxmemory-policy (CONFIG refused): make sure it "
-                "is noeviction, or Redis may evict room history"
-            )
-        elif policy != "noeviction":
-            log.error(
-                "Redis maxmemory-policy is %r: under memory pressure Redis will evict room "
-                "history and registry keys; set it to noeviction",
-                policy,
-            )
-        await self.registry.register_server(
-            self.server_record(), self.ttl_ms, self.clock_ms(), self.router.next_message_id()
-        )
-        self._registered = True
 
     async def close(self) -> None:
         """After every client is gone: stop liveness, drop this relay's keys."""
@@ -254,14 +217,7 @@ class Relay:
         await self.router.close()
         for task in list(self._background):
             task.cancel()
-        try:
-            await self.sync.guard(
-                lambda: self.registry.unregister_server(
-                    self.server_id, self.clock_ms(), self.router.next_message_id()
-                )
-            )
-        except BackendUnavailable as exc:
-            log.warning("could not remove this relay's keys: %s", exc)
+        await self.registration.unregister()
         await self.bus.close()
         await self.registry.close()
 
@@ -287,126 +243,6 @@ class Relay:
             # Reads refused while Redis counted as down are due now.
             self.router.bus_restored()
 
-    async def _resync(self) -> None:
-        """Once per outage, when Redis answers again: fresh connections, then this
-        relay's registration and everything it holds put back (Sync calls it)."""
-        await self.registry.reset()
-        if not self._registered:
-            await self._register()
-        registered = await self.registry.refresh_server(
-            self.server_id, self.incarnation, self.ttl_ms
-        )
-        if not registered:
-            await self.reregister()
-        else:
-            await self.restore(announce=False)
-
-    async def refresh(self) -> None:
-        """Heartbeat; re-register everything this relay holds if it was dropped."""
-        registered = await self.sync.guard(
-            lambda: self.registry.refresh_server(self.server_id, self.incarnation, self.ttl_ms)
-        )
-        if not registered:
-            await self.sync.guard(self.reregister)
-        elif self.sync.pending:
-            # changes made while a recovery was finishing: Redis has not seen them
-            await self.sync.guard(lambda: self.restore(announce=False))
-
-    async def reregister(self) -> None:
-        """The registry no longer knows this relay: put back everything it holds.
-
-        A sweeper that reaps a relay leaves a tombstone naming its incarnation:
-        then everyone saw its participants LEAVE, and the restore announces them
-        again. Without one, Redis lost its data (FLUSHALL, a restart without
-        persistence): nobody saw a LEAVE, the restore is silent (but for changes
-        made meanwhile, which the pending set announces), and this relay's local
-        subscribers get a SYNC of each room once the others had time to restore.
-        """
-        reaped = await self.registry.was_reaped(self.server_id, self.incarnation)
-        await self.restore(announce=reaped)
-        if not reaped:
-            for destination in list(self.router.feeds):
-                self.rooms.lost(destination)
-
-    async def restore(self, announce: bool) -> None:
-        """Re-register this relay and every session it holds, alone (see :class:`Gate`)."""
-        async with self.gate.exclusive():
-            incarnation = secrets.token_hex(8)
-            server = replace(self.server_record(), incarnation=incarnation)
-            pending, events = self.sync.pending, self.sync.pending_events
-            published = await self.registry.restore(
-                server,
-                [replace(r, rooms=list(r.rooms)) for r in self.records.values()],
-                self.ttl_ms,
-                announce,
-                self.clock_ms(),
-                self.router.next_message_id(),
-                pending,
-            )
-            self.incarnation = incarnation
-            self.sync.pending, self.sync.pending_events = Pending(), {}
-            # A LEAVE of a membership older than the outage that the restore did
-            # not publish (Redis had lost the membership): the others saw the
-            # JOIN, so they get the LEAVE too, through the room's log.
-            for key, event_id in pending.leaves.items():
-                if event_id not in published and key not in pending.joins and event_id in events:
-                    channel, envelope = events[event_id]
-                    if self.log is not None:
-                        await self.log.append(f"room:{key[1]}", channel, envelope, self.clock_ms())
-                    else:
-                        await self.bus.publish(channel, envelope)
-            log.warning(
-                "re-registered %d sessions in the registry (announce=%s)",
-                len(self.records),
-                announce,
-            )
-
-    def unsynced(
-        self,
-        exc: BackendUnavailable,
-        kind: str,
-        record: SessionRecord,
-        room_id: str,
-        event_id: str,
-        reason: str = "left",
-    ) -> None:
-        """A JOIN or LEAVE the registry did not take: remember it for the restore.
-
-        Local subscribers are told now, under the id the registry call used (so
-        if it did run, its event and this one are the same message), and the
-        restore appends it under that id; the router will not deliver it twice.
-        """
-        self.sync.fail(exc)
-        key = (record.session_id, room_id)
-        (self.sync.pending.joins if kind == "JOIN" else self.sync.pending.leaves)[key] = event_id
-        count = self.rooms.local_count(room_id)
-        if kind == "JOIN":
-            channel = self.keys.join_channel(room_id)
-            body = join_event(
-                room_id, record.session_id, record.username, self.server_id, now_ms(), count
-            )
-        else:
-            channel = self.keys.leave_channel(room_id)
-            body = leave_event(
-                room_id,
-                record.session_id,
-                record.username,
-                self.server_id,
-                now_ms(),
-                count,
-                reason,
-            )
-        envelope = Envelope(
-            id=event_id,
-            origin=self.server_id,
-            destination=f"/topic/room/{room_id}",
-            headers=(("content-type", EVENT_CONTENT_TYPE),),
-            body=body,
-            ts=now_ms(),
-        )
-        self.sync.pending_events[event_id] = (channel, envelope)
-        self.router.deliver_early(channel, envelope)
-
     # -- connections --------------------------------------------------------
 
     def new_session(self) -> ServerSession:
@@ -430,28 +266,7 @@ class Relay:
         self.metrics.connections.dec()
         await self.router.drop(session.session_id)
         session.subscriptions.clear()
-        async with self.gate.shared():
-            record = self.records.pop(session.session_id, None)
-            if record is None:
-                return
-            self.sync.pending.new_sessions.discard(record.session_id)
-            event_id = self.router.next_message_id()
-            try:
-                await self.sync.guard(
-                    lambda: self.registry.remove_session(
-                        record.session_id,
-                        self.server_id,
-                        list(record.rooms),
-                        "disconnected",
-                        self.clock_ms(),
-                        event_id,
-                    )
-                )
-            except BackendUnavailable as exc:
-                for room_id in record.rooms:
-                    self.unsynced(
-                        exc, "LEAVE", record, room_id, f"{event_id}/{room_id}", "disconnected"
-                    )
+        await self.registration.disconnect(session.session_id)
 
     async def handle(self, sink: Sink, events: list[Event]) -> None:
         """Act on a connection's events in order; refusals become ERROR frames."""
@@ -532,23 +347,7 @@ class Relay:
             sink.remote,
             event.version,
         )
-        async with self.gate.shared():
-            self.records[session.session_id] = record
-            try:
-                added = await self.sync.guard(
-                    lambda: self.registry.add_session(
-                        record, self.router.next_message_id(), self.incarnation
-                    )
-                )
-            except BackendUnavailable:
-                self.sync.pending.new_sessions.add(record.session_id)
-                return
-            if not added:
-                self.sync.pending.new_sessions.add(record.session_id)
-        if not added:
-            # This relay was reaped: put it back, this session with it.
-            with contextlib.suppress(BackendUnavailable):
-                await self.sync.guard(self.reregister)
+        await self.registration.connect(record)
 
     async def _on_send(self, sink: Sink, event: MessageSent) -> None:
         frame = event.frame

@@ -16,6 +16,7 @@ import json
 import logging
 import time
 import unicodedata
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from stomprelay.cluster.envelope import Envelope
@@ -31,8 +32,11 @@ from stomprelay.stomp.frames import PreparedMessage
 
 if TYPE_CHECKING:
     from stomprelay.cluster.registry import SessionRecord
-    from stomprelay.relay import Relay
-    from stomprelay.router import Sink
+    from stomprelay.metrics import Metrics
+    from stomprelay.registration import Registration
+    from stomprelay.router import Router, Sink
+    from stomprelay.settings import Settings
+    from stomprelay.sync import Sync
 
 log = logging.getLogger(__name__)
 
@@ -72,17 +76,35 @@ def _clean_text(value: object, field: str, limit: int) -> str:
 
 
 class Rooms:
-    def __init__(self, relay: Relay) -> None:
-        self.relay = relay
+    """Handed what it needs (no Relay inside): the registration (records, gate,
+    what Redis missed), the sync component, the router, metrics, and ``spawn``
+    for the background tasks it starts."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        server_id: str,
+        keys: Keys,
+        registration: Registration,
+        sync: Sync,
+        router: Router,
+        metrics: Metrics,
+        spawn: Callable[[asyncio.Task[None]], None],
+    ) -> None:
+        self.settings = settings
+        self.server_id = server_id
+        self.keys = keys
+        self.registration = registration
+        self.registry = registration.registry
+        self.sync = sync
+        self.router = router
+        self.metrics = metrics
+        self.spawn = spawn
         #: Rooms whose SYNC event is scheduled.
         self._syncing: set[str] = set()
 
-    @property
-    def keys(self) -> Keys:
-        return self.relay.keys
-
     def _record(self, sink: Sink) -> SessionRecord:
-        record = self.relay.records.get(sink.session.session_id)
+        record = self.registration.records.get(sink.session.session_id)
         if record is None:
             raise PolicyError("Not connected", "This session is not registered.")
         return record
@@ -93,65 +115,62 @@ class Rooms:
         username = _clean_text(
             data.get("username") or sink.session.login or "",
             "username",
-            self.relay.settings.max_username,
+            self.settings.max_username,
         )
-        relay = self.relay
-        async with relay.gate.shared():
+        async with self.registration.gate.shared():
             already = room_id in record.rooms
-            if not already and len(record.rooms) >= relay.settings.max_rooms_per_session:
+            if not already and len(record.rooms) >= self.settings.max_rooms_per_session:
                 raise PolicyError(
                     "Too many rooms",
-                    f"A session may be in at most {relay.settings.max_rooms_per_session} rooms.",
+                    f"A session may be in at most {self.settings.max_rooms_per_session} rooms.",
                 )
             record.rooms = [r for r in record.rooms if r != room_id] + [room_id]
             record.username = username
-            event_id = relay.router.next_message_id()
+            event_id = self.router.next_message_id()
             try:
-                result = await relay.sync.guard(
-                    lambda: relay.registry.join(
-                        record.session_id, room_id, username, relay.server_id, now_ms(), event_id
+                result = await self.sync.guard(
+                    lambda: self.registry.join(
+                        record.session_id, room_id, username, self.server_id, now_ms(), event_id
                     )
                 )
             except BackendUnavailable as exc:
                 if not already:
-                    relay.unsynced(exc, "JOIN", record, room_id, event_id)
+                    self.registration.unsynced(exc, "JOIN", record, room_id, event_id)
                 return
             if result is None:
                 # Redis no longer knows this session (restarted, or this relay was
                 # reaped): the re-registration below announces this join.
-                relay.pending.joins[(record.session_id, room_id)] = event_id
+                self.sync.pending.joins[(record.session_id, room_id)] = event_id
         if result is None:
             with contextlib.suppress(BackendUnavailable):
-                await relay.sync.guard(relay.reregister)
+                await self.sync.guard(self.registration.reregister)
 
     async def leave(self, sink: Sink, room_id: str, reason: str = "left") -> None:
         record = self._record(sink)
-        relay = self.relay
-        async with relay.gate.shared():
+        async with self.registration.gate.shared():
             if room_id not in record.rooms:
                 raise PolicyError("Not a participant", f"This session has not joined {room_id}.")
             record.rooms.remove(room_id)
-            event_id = relay.router.next_message_id()
+            event_id = self.router.next_message_id()
             try:
-                await relay.sync.guard(
-                    lambda: relay.registry.leave(
-                        record.session_id, room_id, relay.server_id, reason, now_ms(), event_id
+                await self.sync.guard(
+                    lambda: self.registry.leave(
+                        record.session_id, room_id, self.server_id, reason, now_ms(), event_id
                     )
                 )
             except BackendUnavailable as exc:
-                relay.unsynced(exc, "LEAVE", record, room_id, event_id, reason)
+                self.registration.unsynced(exc, "LEAVE", record, room_id, event_id, reason)
 
     async def message(self, sink: Sink, room_id: str, body: bytes) -> None:
         record = self._record(sink)
         if room_id not in record.rooms:
             raise PolicyError("Not a participant", f"Join {room_id} before sending messages to it.")
         data = _json_body(body, "message")
-        text = _clean_text(data.get("message"), "message", self.relay.settings.max_chat_message)
-        relay = self.relay
+        text = _clean_text(data.get("message"), "message", self.settings.max_chat_message)
         now = now_ms()
         envelope = Envelope(
-            id=relay.router.next_message_id(),
-            origin=relay.server_id,
+            id=self.router.next_message_id(),
+            origin=self.server_id,
             destination=f"/topic/room/{room_id}",
             headers=(("content-type", EVENT_CONTENT_TYPE),),
             body=room_event(
@@ -159,7 +178,7 @@ class Rooms:
                 room_id,
                 record.session_id,
                 record.username,
-                relay.server_id,
+                self.server_id,
                 now,
                 message=text,
             ),
@@ -167,30 +186,27 @@ class Rooms:
         )
         channel = self.keys.room_channel(room_id)
         try:
-            await relay.sync.guard(
-                lambda: relay.registry.chat(record.session_id, room_id, channel, envelope, now)
+            await self.sync.guard(
+                lambda: self.registry.chat(record.session_id, room_id, channel, envelope, now)
             )
         except BackendUnavailable:
             # Journaled (a timed-out chat that did run is the same id: the
             # append of the journal finds it and adds nothing).
-            relay.sync.keep(f"room:{room_id}", channel, envelope)
-            relay.metrics.journaled.inc()
-            relay.router.deliver_early(channel, envelope)
+            self.sync.keep(f"room:{room_id}", channel, envelope)
+            self.metrics.journaled.inc()
+            self.router.deliver_early(channel, envelope)
         else:
-            relay.metrics.appends.inc()
-        relay.metrics.published.inc()
-
-    def local_count(self, room_id: str) -> int:
-        return sum(1 for r in self.relay.records.values() if room_id in r.rooms)
+            self.metrics.appends.inc()
+        self.metrics.published.inc()
 
     async def participants(self, room_id: str) -> list[Participant]:
         try:
-            return await self.relay.sync.guard(lambda: self.relay.registry.participants(room_id))
+            return await self.sync.guard(lambda: self.registry.participants(room_id))
         except BackendUnavailable:
             return sorted(
                 (
                     Participant(r.session_id, r.username, r.server_id)
-                    for r in self.relay.records.values()
+                    for r in self.registration.records.values()
                     if room_id in r.rooms
                 ),
                 key=lambda p: (p.username, p.session_id),
@@ -213,7 +229,7 @@ class Rooms:
         ).encode("utf-8")
         message = PreparedMessage(
             f"/app/room/{room_id}/participants",
-            self.relay.router.next_message_id(),
+            self.router.next_message_id(),
             (("content-type", EVENT_CONTENT_TYPE),),
             body,
         )
@@ -231,25 +247,24 @@ class Rooms:
         self._syncing.add(room_id)
         loop = asyncio.get_running_loop()
         task = loop.create_task(self._sync_later(room_id))
-        self.relay.background(task)
+        self.spawn(task)
 
     async def _sync_later(self, room_id: str) -> None:
         try:
-            await asyncio.sleep(self.relay.settings.sync_settle)
+            await asyncio.sleep(self.settings.sync_settle)
         finally:
             self._syncing.discard(room_id)
         self.send_sync(room_id, await self.participants(room_id))
 
     def send_sync(self, room_id: str, people: list[Participant]) -> None:
         """The SYNC event (local, no offset, ``x-sync:true``) to this relay's subscribers."""
-        relay = self.relay
-        body = sync_event(room_id, relay.server_id, now_ms(), people)
+        body = sync_event(room_id, self.server_id, now_ms(), people)
         envelope = Envelope(
-            id=relay.router.next_message_id(),
-            origin=relay.server_id,
+            id=self.router.next_message_id(),
+            origin=self.server_id,
             destination=f"/topic/room/{room_id}",
             headers=(("content-type", EVENT_CONTENT_TYPE), ("x-sync", "true")),
             body=body,
             ts=now_ms(),
         )
-        relay.router.dispatch(relay.keys.server_channel(relay.server_id), envelope)
+        self.router.dispatch(self.keys.server_channel(self.server_id), envelope)

@@ -316,3 +316,10 @@ async def cluster(request: pytest.FixtureRequest) -> AsyncIterator[Cluster]:
         yield backend
     finally:
         await backend.close()
+
+
+@pytest.fixture
+def backend_classes() -> tuple[type[MemoryCluster], type[RedisCluster]]:
+    """The two backends' classes, for tests that build their own (test modules cannot
+    import this conftest by name when other test folders have one too)."""
+    return MemoryCluster, RedisCluster

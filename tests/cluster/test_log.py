@@ -10,17 +10,19 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import redis.asyncio as aioredis
-from conftest import Cluster, MemoryCluster, RedisCluster
 
 from stomprelay.cluster.envelope import Envelope
 from stomprelay.cluster.history import HistoryPolicy, Log
 from stomprelay.cluster.keys import Keys
 from stomprelay.cluster.memory import MemoryHub, MemoryRegistry
 from stomprelay.cluster.redis_backend import RedisRegistry
+
+if TYPE_CHECKING:
+    from conftest import Cluster
 
 K = Keys()
 CHANNEL = K.room_channel("lobby")
@@ -34,14 +36,15 @@ class Logs:
 
 
 @pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
-async def logs(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+async def logs(request: pytest.FixtureRequest, backend_classes: Any) -> AsyncIterator[Any]:
     """``await logs(policy)`` -> a :class:`Logs` of that backend with that policy."""
+    memory_cluster, redis_cluster = backend_classes
     made: list[Cluster] = []
 
     async def factory(policy: HistoryPolicy) -> Logs:
         cluster: Cluster
         if request.param == "memory":
-            mem = MemoryCluster()
+            mem = memory_cluster()
             mem.hub = MemoryHub(clock=mem.clock, policy=policy)
             mem.registry = MemoryRegistry(mem.hub, mem.keys)
             cluster = mem
@@ -52,7 +55,7 @@ async def logs(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
 
             return Logs(cluster, mem.hub.log, wipe)
         server = request.getfixturevalue("redis_server")
-        red = RedisCluster(server.url)
+        red = redis_cluster(server.url)
         await red.raw.flushall()
         await red.registry.close()
         red.registry = RedisRegistry(server.url, red.keys, policy=policy)
