@@ -8,12 +8,14 @@ what cannot be filled.
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from stomprelay.cluster.envelope import Envelope
 from stomprelay.cluster.history import LogSlice
-from stomprelay.errors import PolicyError
-from stomprelay.sync import Deliver, Feed, Fetch, Gap, Health, Journal, JournalEntry
+from stomprelay.errors import BackendUnavailable, PolicyError
+from stomprelay.sync import Deliver, Feed, Fetch, Gap, Health, Journal, JournalEntry, Sync
 
 
 def env(offset: int, epoch: str = "E1") -> Envelope:
@@ -200,3 +202,97 @@ def test_the_journal_is_bounded_by_count_and_bytes() -> None:
     journal.pop()
     assert journal.peek() is None
     assert journal.bytes == 0
+
+
+class FakeLog:
+    def __init__(self) -> None:
+        self.appended: list[str] = []
+        self.fail = False
+
+    async def append(self, log_id: str, channel: str, envelope: Envelope, now: int) -> Envelope:
+        if self.fail:
+            raise BackendUnavailable("still down")
+        self.appended.append(envelope.id)
+        return envelope
+
+    async def read(self, log_id: str, after: int, limit: int, tail: int = 0) -> LogSlice:
+        raise AssertionError("not used")
+
+
+async def test_sync_fails_fast_while_down_and_recovers_once() -> None:
+    clock = [100.0]
+    log_, calls, states = FakeLog(), {"probe": 0, "recover": 0, "redis": 0}, []
+    up = asyncio.Event()
+    redis_answers = False
+
+    async def probe() -> None:
+        calls["probe"] += 1
+        if not redis_answers:
+            raise BackendUnavailable("refused")
+
+    async def recover() -> None:
+        calls["recover"] += 1
+
+    def on_state(value: bool) -> None:
+        states.append(value)
+        if value:
+            up.set()
+
+    sync = Sync(
+        log_, probe, recover, lambda: clock[0], Journal(10, 1000), 0.01, on_state, lambda: 0
+    )
+
+    async def redis_op() -> str:
+        calls["redis"] += 1
+        raise BackendUnavailable("timeout")
+
+    with pytest.raises(BackendUnavailable):
+        await sync.guard(redis_op)
+    assert sync.down
+    assert states == [False]
+    # down: no more calls reach Redis, every one fails at once
+    for _ in range(5):
+        with pytest.raises(BackendUnavailable, match="redis down"):
+            await sync.guard(redis_op)
+    assert calls["redis"] == 1
+    for i in range(3):
+        sync.keep("room:x", "c", Envelope(f"j{i}", "r", "/topic/room/x", (), b"", 0))
+    await asyncio.sleep(0.05)
+    assert calls["probe"] >= 2
+    assert calls["recover"] == 0
+    redis_answers = True
+    await asyncio.wait_for(up.wait(), 2)
+    assert calls["recover"] == 1
+    assert log_.appended == ["j0", "j1", "j2"]  # in order, under the ids already used
+    assert len(sync.journal) == 0
+    assert not sync.down
+    assert states == [False, True]
+    await sync.close()
+
+
+async def test_a_journal_append_failing_keeps_the_rest_for_the_next_probe() -> None:
+    log_ = FakeLog()
+    up = asyncio.Event()
+    sync = Sync(
+        log_,
+        probe=_ok,
+        recover=_ok,
+        clock=lambda: 0.0,
+        journal=Journal(10, 1000),
+        probe_interval=0.01,
+        on_state=lambda v: up.set() if v else None,
+    )
+    sync.fail(BackendUnavailable("x"))
+    sync.keep("room:x", "c", Envelope("a", "r", "/topic/room/x", (), b"", 0))
+    log_.fail = True
+    await asyncio.sleep(0.05)
+    assert sync.down
+    assert len(sync.journal) == 1
+    log_.fail = False
+    await asyncio.wait_for(up.wait(), 2)
+    assert log_.appended == ["a"]
+    await sync.close()
+
+
+async def _ok() -> None:
+    return None
