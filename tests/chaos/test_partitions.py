@@ -41,6 +41,7 @@ from stomprelay.errors import BackendUnavailable
 from stomprelay.relay import Relay
 from stomprelay.server import RelayServer
 from stomprelay.settings import Settings
+from stomprelay.stomp.frames import Frame
 
 pytestmark = pytest.mark.redis
 
@@ -753,3 +754,54 @@ async def test_restore_retried_after_a_redis_restart_stays_silent(
     await asyncio.sleep(1.0)
     joins = b1.events("room", type="JOIN", sessionId=a1.session_id)
     assert len(joins) == 1, f"Redis restarted empty, yet ben saw ann join {len(joins)} times"
+
+
+async def test_a_relay_cut_off_journals_sends_and_resumes_are_not_recovered(
+    start_relay, clients, proxy: Proxy
+) -> None:
+    """Degraded mode (docs/history.md): local delivery with x-degraded, a RECEIPT
+    for what is journaled, x-recovered:false for a resume, then the journal
+    reaches the other relay once, with offsets, and is not delivered twice here."""
+    b = await start_relay("relay-b")
+    a = await start_relay("relay-a", url=proxy.url, extra=PARTITIONED)
+    a1 = await clients(a.ws_url, name="a1@A")
+    b1 = await clients(b.ws_url, name="b1@B")
+    for client in (a1, b1):
+        await client.subscribe(TOPIC, "room")
+    await a1.send(TOPIC, b"before", receipt=True)
+    (before,) = await b1.collect(1, "room")
+    epoch = before.get("x-epoch") or ""
+
+    proxy.cut()
+    await eventually(_ready(a, 503), timeout=5, what="relay-a degraded")
+    await a1.send(TOPIC, b"while cut", receipt=True)  # a RECEIPT: journaled
+    local = await a1.next_message("room", lambda f: f.body == b"while cut")
+    assert local.get("x-degraded") == "true"
+    assert local.get("x-offset") is None
+    resumer = await clients(a.ws_url, name="resumer@A")
+    receipt_id = "r-resume"
+    future = resumer._expect_receipt(receipt_id)
+    await resumer.send_frame(
+        Frame(
+            "SUBSCRIBE",
+            (
+                ("id", "s"),
+                ("destination", TOPIC),
+                ("x-since-offset", "0"),
+                ("x-since-epoch", epoch),
+                ("receipt", receipt_id),
+            ),
+        )
+    )
+    receipt = await resumer._await_receipt(receipt_id, future, 5)
+    assert receipt.get("x-recovered") == "false"
+
+    proxy.heal()
+    await eventually(_ready(a, 200), timeout=10, what="relay-a ready again")
+    got = await b1.next_message("room", lambda f: f.body == b"while cut", timeout=10)
+    assert got.get("message-id") == local.get("message-id")
+    assert got.get("x-offset") == "2"
+    await a1.send(TOPIC, b"after", receipt=True)
+    after = await a1.next_message("room", lambda f: f.body == b"after", timeout=5)
+    assert after.get("x-offset") == "3"  # offset 2 skipped here: a1 had it already
+    assert len(a1.received("room", lambda f: f.body == b"while cut")) == 1
