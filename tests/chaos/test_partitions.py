@@ -805,3 +805,22 @@ async def test_a_relay_cut_off_journals_sends_and_resumes_are_not_recovered(
     after = await a1.next_message("room", lambda f: f.body == b"after", timeout=5)
     assert after.get("x-offset") == "3"  # offset 2 skipped here: a1 had it already
     assert len(a1.received("room", lambda f: f.body == b"while cut")) == 1
+
+
+async def test_a_full_journal_refuses_the_send_with_an_error_not_a_receipt(
+    start_relay, clients, proxy: Proxy
+) -> None:
+    a = await start_relay("relay-a", url=proxy.url, extra=[*PARTITIONED, "--journal-size", "2"])
+    a1 = await clients(a.ws_url, name="a1@A")
+    await a1.subscribe(TOPIC, "room")
+    proxy.cut()
+    await eventually(_ready(a, 503), timeout=5, what="relay-a degraded")
+    await a1.send(TOPIC, b"one", receipt=True)
+    await a1.send(TOPIC, b"two", receipt=True)
+    with pytest.raises(StompClientError):
+        await a1.send(TOPIC, b"three", receipt=True, timeout=2)
+    (error,) = a1.errors
+    assert error.get("message") == "Journal full"
+    assert (error.get("receipt-id") or "").startswith("send-")
+    assert not a1.received("room", lambda f: f.body == b"three")
+    proxy.heal()

@@ -366,6 +366,8 @@ class Row:
     gaps: int = 0
     resets: int = 0
     spurious: int = 0
+    #: LEAVE server-lost and JOIN-back events of the affected relay's members (true)
+    true_events: int = 0
     syncs: int = 0
     unlogged: int = 0
     epochs: list[str] = field(default_factory=list)
@@ -574,8 +576,9 @@ def analyze(
                     )
             # presence (subscribers that joined before the fault, room only)
             if tag == room_tag and m.kind == "subscriber":
-                spurious, view = _presence(msgs, everybody_joined, fault)
+                spurious, view, true_events = _presence(msgs, everybody_joined, fault)
                 row.spurious = len(spurious)
+                row.true_events = true_events
                 if spurious:
                     problems.append(
                         f"{m.name}: {len(spurious)} spurious room events: {_examples(spurious)}"
@@ -593,13 +596,15 @@ def analyze(
 
 def _presence(
     msgs: Sequence[Msg], joined: Mapping[str, Member], fault: FaultInfo
-) -> tuple[list[str], dict[str, str]]:
-    """Replay a subscriber's room events; return the spurious ones and its final view."""
+) -> tuple[list[str], dict[str, str], int]:
+    """Replay a subscriber's room events; return the spurious ones, its final view and
+    how many true LEAVE/JOIN-back events of the affected relay's members it saw."""
     view: dict[str, str] = {}
     first_seen: set[str] = set()
     leaves: collections.Counter[str] = collections.Counter()
     rejoins: collections.Counter[str] = collections.Counter()
     spurious: list[str] = []
+    true_events = 0
     for x in msgs:
         ev = x.event
         if ev is None:
@@ -628,6 +633,7 @@ def _presence(
                 spurious.append(f"JOIN of a session that never left: {x.short()}")
             else:
                 rejoins[sid] += 1
+                true_events += 1
             first_seen.add(sid)
             view[sid] = str(ev.get("username"))
         else:
@@ -640,9 +646,11 @@ def _presence(
                 and x.t >= fault.started
             ):
                 spurious.append(f"LEAVE of a connected member: {x.short()}")
+            else:
+                true_events += 1
             leaves[sid] += 1
             view.pop(sid, None)
-    return spurious, view
+    return spurious, view, true_events
 
 
 # -- the resumer -------------------------------------------------------------------------
@@ -814,6 +822,7 @@ _COLUMNS = (
     ("gaps", 4),
     ("resets", 6),
     ("spurious", 8),
+    ("true_events", 11),
     ("syncs", 5),
 )
 

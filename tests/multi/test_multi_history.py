@@ -106,3 +106,13 @@ async def test_operators_see_the_log_of_a_room(start_relay, stomp_clients, redis
     await run_cli("notify", "closing soon", "--room", ROOM, "--redis-url", redis_server.url)
     event = await bob.next_message("s", lambda f: b"closing soon" in f.body)
     assert event.get("x-offset") == "7"
+
+
+async def test_a_relay_warns_when_redis_may_evict_history(start_relay, rdb) -> None:
+    rdb.config_set("maxmemory-policy", "allkeys-lru")
+    try:
+        relay = start_relay("relay-a")
+        assert "maxmemory-policy is 'allkeys-lru'" in relay.log()
+        assert "set it to noeviction" in relay.log()
+    finally:
+        rdb.config_set("maxmemory-policy", "noeviction")
