@@ -300,6 +300,25 @@ class StompClient:
             await self._await_receipt(receipt_id, future, timeout)
         return sub_id
 
+    async def subscribe_receipt(
+        self,
+        destination: str,
+        sub_id: str,
+        headers: Iterable[tuple[str, str]] = (),
+        *,
+        timeout: float = 5,
+    ) -> Frame:
+        """SUBSCRIBE with extra headers (``x-since-offset``, ``x-history``, ...); the
+        RECEIPT frame, whose headers say what the relay will replay."""
+        receipt_id = f"subscribe-{sub_id}"
+        future = self._expect_receipt(receipt_id)
+        frame = Frame(
+            "SUBSCRIBE",
+            (("id", sub_id), ("destination", destination), *headers, ("receipt", receipt_id)),
+        )
+        await self.send_frame(frame)
+        return await self._await_receipt(receipt_id, future, timeout)
+
     async def unsubscribe(self, sub_id: str, *, receipt: bool = True, timeout: float = 5) -> None:
         hdrs = [("id", sub_id)]
         future = None

@@ -41,7 +41,6 @@ from stomprelay.errors import BackendUnavailable
 from stomprelay.relay import Relay
 from stomprelay.server import RelayServer
 from stomprelay.settings import Settings
-from stomprelay.stomp.frames import Frame
 
 pytestmark = pytest.mark.redis
 
@@ -779,21 +778,9 @@ async def test_a_relay_cut_off_journals_sends_and_resumes_are_not_recovered(
     assert local.get("x-degraded") == "true"
     assert local.get("x-offset") is None
     resumer = await clients(a.ws_url, name="resumer@A")
-    receipt_id = "r-resume"
-    future = resumer._expect_receipt(receipt_id)
-    await resumer.send_frame(
-        Frame(
-            "SUBSCRIBE",
-            (
-                ("id", "s"),
-                ("destination", TOPIC),
-                ("x-since-offset", "0"),
-                ("x-since-epoch", epoch),
-                ("receipt", receipt_id),
-            ),
-        )
+    receipt = await resumer.subscribe_receipt(
+        TOPIC, "s", [("x-since-offset", "0"), ("x-since-epoch", epoch)]
     )
-    receipt = await resumer._await_receipt(receipt_id, future, 5)
     assert receipt.get("x-recovered") == "false"
 
     proxy.heal()

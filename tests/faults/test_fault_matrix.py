@@ -5,8 +5,11 @@ timings (TTL 3 s, refresh 1 s, sweep 1 s; conftest.py). On every relay: subscrib
 one room (``/topic/room/fm-<scenario>``), all joined under a username, each also
 subscribed to ``/topic/news``; a publisher sending numbered SENDs with receipts to both
 destinations, 20 per second, through the whole fault. A resumer on C leaves before the
-fault and comes back after it with ``x-since-offset``/``x-since-epoch``. The fault hits
-Redis, or relay A (killed, paused past the TTL, or cut off from Redis by a proxy).
+fault and comes back with ``x-since-offset``/``x-since-epoch`` once every relay's /ready
+says 200 again (while a relay still recovers, ``x-recovered:false`` is its right). From
+the end of the fault until then, a new client connects to C every 0.25 s: sessions made
+during a relay's recovery must reach the registry too. The fault hits Redis, or relay A
+(killed, paused past the TTL, or cut off from Redis by a proxy).
 
 Then :mod:`checker` computes per subscriber: acknowledged SENDs lost, duplicates, out of
 order, skipped offsets, gap notices, spurious JOIN/LEAVE events; checks that

@@ -41,13 +41,9 @@ async def connect(make_relay: Any) -> AsyncIterator[Any]:
 
 
 async def subscribe_raw(client: StompClient, destination: str, sub_id: str, **extra: str) -> Frame:
-    """SUBSCRIBE with extra headers; returns the RECEIPT frame."""
-    receipt = f"r-{sub_id}"
-    headers = [("id", sub_id), ("destination", destination), ("receipt", receipt)]
-    headers += [(k.replace("_", "-"), v) for k, v in extra.items()]
-    future = client._expect_receipt(receipt)
-    await client.send_frame(Frame("SUBSCRIBE", tuple(headers)))
-    return await client._await_receipt(receipt, future, 5)
+    """SUBSCRIBE with extra headers (``x_since_offset=...``); returns the RECEIPT frame."""
+    headers = [(k.replace("_", "-"), v) for k, v in extra.items()]
+    return await client.subscribe_receipt(destination, sub_id, headers)
 
 
 async def publish(client: StompClient, destination: str, bodies: list[str]) -> None:

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import sys
 import urllib.request
 
 import pytest
-from procs import ROOT
-from stompclient import Frame
+from test_multi_notify import run_stomprelay
 
 pytestmark = pytest.mark.redis
 
@@ -19,19 +15,7 @@ TOPIC = f"/topic/room/{ROOM}"
 
 
 async def run_cli(*args: str) -> str:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "stomprelay",
-        *args,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await asyncio.wait_for(proc.communicate(), 20)
-    assert proc.returncode == 0, out.decode()
-    return out.decode()
+    return await run_stomprelay(*args)
 
 
 def metric(relay, name: str) -> float:  # type: ignore[no-untyped-def]
@@ -81,21 +65,9 @@ async def test_operators_see_the_log_of_a_room(start_relay, stomp_clients, redis
 
     # a resume is counted, recovered or not
     bob = await stomp_clients(a, name="bob")
-    receipt = "r1"
-    future = bob._expect_receipt(receipt)
-    await bob.send_frame(
-        Frame(
-            "SUBSCRIBE",
-            (
-                ("id", "s"),
-                ("destination", TOPIC),
-                ("x-since-offset", "3"),
-                ("x-since-epoch", row["history.epoch"]),
-                ("receipt", receipt),
-            ),
-        )
+    frame = await bob.subscribe_receipt(
+        TOPIC, "s", [("x-since-offset", "3"), ("x-since-epoch", row["history.epoch"])]
     )
-    frame = await bob._await_receipt(receipt, future, 5)
     assert frame.get("x-recovered") == "true"
     assert len(await bob.collect(3, "s")) == 3
     assert metric(a, 'stomprelay_resumes_total{recovered="true"}') == 1

@@ -13,13 +13,15 @@ pytestmark = pytest.mark.redis
 
 
 async def run_notify(redis_url: str, *args: str) -> str:
+    return await run_stomprelay("notify", "--redis-url", redis_url, *args)
+
+
+async def run_stomprelay(*args: str) -> str:
+    """``python -m stomprelay ARGS``; its output (it must exit 0)."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "stomprelay",
-        "notify",
-        "--redis-url",
-        redis_url,
         *args,
         cwd=ROOT,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
