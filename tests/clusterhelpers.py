@@ -42,16 +42,23 @@ SWEEP_INTERVAL = 0.5
 DRAIN_TIMEOUT = 3.0
 TTL_MS = int(LIVENESS_TTL * 1000)
 REAP_DEADLINE = LIVENESS_TTL + SWEEP_INTERVAL + 2.5
-RELAY_ARGS = [
-    "--liveness-interval",
-    str(LIVENESS_INTERVAL),
-    "--liveness-ttl",
-    str(LIVENESS_TTL),
-    "--sweep-interval",
-    str(SWEEP_INTERVAL),
-    "--drain-timeout",
-    str(DRAIN_TIMEOUT),
-]
+
+
+def liveness_args(interval: float, ttl: float, sweep: float, drain: float) -> list[str]:
+    """``stomprelay serve`` flags for the liveness timings of a test."""
+    return [
+        "--liveness-interval",
+        str(interval),
+        "--liveness-ttl",
+        str(ttl),
+        "--sweep-interval",
+        str(sweep),
+        "--drain-timeout",
+        str(drain),
+    ]
+
+
+RELAY_ARGS = liveness_args(LIVENESS_INTERVAL, LIVENESS_TTL, SWEEP_INTERVAL, DRAIN_TIMEOUT)
 
 
 # -- polling -----------------------------------------------------------------------------

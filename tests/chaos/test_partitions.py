@@ -31,7 +31,7 @@ from clusterhelpers import (
     eventually,
     right_after_refresh,
 )
-from procs import RedisServer, RelayProcess, redis_server_binary
+from procs import Proxy, RedisServer, RelayProcess, redis_server_binary
 from stompclient import StompClient, StompClientError, is_event
 
 from stomprelay.cluster.envelope import Envelope
@@ -49,93 +49,6 @@ TOPIC = f"/topic/room/{ROOM}"
 K = Keys()
 
 # -- helpers ---------------------------------------------------------------------------
-
-
-class Proxy:
-    """A TCP proxy in front of Redis that can be cut (a network partition) and can
-    delay what Redis sends back (network latency), per chunk, keeping the order."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.port = 0
-        self.delay = 0.0
-        self.is_cut = False
-        self._server: asyncio.Server | None = None
-        self._transports: set[asyncio.BaseTransport] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    async def start(self) -> Proxy:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self.is_cut:
-            writer.transport.abort()
-            return
-        try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
-        except OSError:
-            writer.transport.abort()
-            return
-        self._transports.update((writer.transport, up_writer.transport))
-        for task in (
-            asyncio.create_task(self._pump(reader, up_writer, False)),
-            asyncio.create_task(self._pump(up_reader, writer, True)),
-        ):
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    async def _pump(
-        self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, delayed: bool
-    ) -> None:
-        queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
-        loop = asyncio.get_running_loop()
-
-        async def writer() -> None:
-            while True:
-                due, data = await queue.get()
-                if not data:
-                    break
-                wait = due - loop.time()
-                if wait > 0:
-                    await asyncio.sleep(wait)
-                dst.write(data)
-                await dst.drain()
-
-        out = asyncio.create_task(writer())
-        try:
-            while data := await src.read(65536):
-                queue.put_nowait((loop.time() + (self.delay if delayed else 0.0), data))
-            queue.put_nowait((0.0, b""))
-            await out
-        except (OSError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            out.cancel()
-            dst.transport.abort()
-
-    def cut(self) -> None:
-        """Drop every connection and refuse new ones until :meth:`heal`."""
-        self.is_cut = True
-        for transport in list(self._transports):
-            transport.abort()  # type: ignore[attr-defined]
-        self._transports.clear()
-
-    def heal(self) -> None:
-        self.is_cut = False
-
-    async def close(self) -> None:
-        self.cut()
-        for task in list(self._tasks):
-            task.cancel()
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
 
 
 def stall_redis(url: str, seconds: float) -> threading.Thread:

@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -28,158 +25,19 @@ from checker import (
     SWEEP_INTERVAL,
     Cluster,
 )
-from procs import ROOT, RedisServer, RelayProcess, redis_server_binary, wait_for
+from clusterhelpers import liveness_args
+from procs import Proxy, RedisServer, RelayProcess, redis_server_binary
 
 _FAULT_PROCS = pytest.StashKey[list[Any]]()
 _LOG_TAIL = 40_000
 
 
-class AofRedisServer(RedisServer):
-    """:class:`procs.RedisServer` that can persist: ``aof=True`` starts redis-server with
-    ``--appendonly yes --appendfsync always`` (every write fsynced before the reply), so a
-    SIGKILL and restart on the same directory loses nothing that was acknowledged."""
-
-    def __init__(self, workdir: Path, port: int | None = None, *, aof: bool = False) -> None:
-        super().__init__(workdir, port)
-        self.aof = aof
-
-    def start(self) -> AofRedisServer:
-        if not self.aof:
-            super().start()
-            return self
-        log = open(self.workdir / f"redis-{self.port}.log", "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [
-                redis_server_binary(),
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-                "--dir",
-                str(self.workdir),
-                "--daemonize",
-                "no",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        # loading the AOF may take a moment: PING answers -LOADING meanwhile
-        wait_for(self.ping, timeout=20, what=f"redis-server (AOF) on {self.port}")
-        return self
-
-    def log(self) -> str:
-        path = self.workdir / f"redis-{self.port}.log"
-        return path.read_text(errors="replace") if path.exists() else ""
-
-
-class Proxy:
-    """A TCP proxy in front of Redis (after tests/chaos/test_partitions.py): :meth:`cut`
-    drops every connection and refuses new ones until :meth:`heal` (a partition of the
-    relays that reach Redis through it)."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.port = 0
-        self.is_cut = False
-        self._server: asyncio.Server | None = None
-        self._transports: set[asyncio.BaseTransport] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    async def start(self) -> Proxy:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self.is_cut:
-            writer.transport.abort()
-            return
-        try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
-        except OSError:
-            writer.transport.abort()
-            return
-        if self.is_cut:  # cut while connecting upstream
-            writer.transport.abort()
-            up_writer.transport.abort()
-            return
-        self._transports.update((writer.transport, up_writer.transport))
-        for task in (
-            asyncio.create_task(self._pump(reader, up_writer)),
-            asyncio.create_task(self._pump(up_reader, writer)),
-        ):
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    async def _pump(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-        try:
-            while data := await src.read(65536):
-                if self.is_cut:
-                    break
-                dst.write(data)
-                await dst.drain()
-        except (OSError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            dst.transport.abort()
-
-    def cut(self) -> None:
-        self.is_cut = True
-        for transport in list(self._transports):
-            transport.abort()  # type: ignore[attr-defined]
-        self._transports.clear()
-
-    def heal(self) -> None:
-        self.is_cut = False
-
-    async def close(self) -> None:
-        self.cut()
-        for task in list(self._tasks):
-            task.cancel()
-        if self._server is not None:
-            self._server.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 2)
-
-
-@functools.cache
-def serve_flags() -> frozenset[str]:
-    """The ``--flags`` this checkout's ``stomprelay serve`` accepts."""
-    out = subprocess.run(
-        [sys.executable, "-m", "stomprelay", "serve", "--help"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    ).stdout
-    return frozenset(word.rstrip(",") for word in out.split() if word.startswith("--"))
-
-
 def relay_args() -> list[str]:
-    args = [
-        "--liveness-interval",
-        str(LIVENESS_INTERVAL),
-        "--liveness-ttl",
-        str(LIVENESS_TTL),
-        "--sweep-interval",
-        str(SWEEP_INTERVAL),
-        "--drain-timeout",
-        str(DRAIN_TIMEOUT),
+    return [
+        *liveness_args(LIVENESS_INTERVAL, LIVENESS_TTL, SWEEP_INTERVAL, DRAIN_TIMEOUT),
+        "--history-size",
+        str(HISTORY_SIZE),
     ]
-    if "--history-size" in serve_flags():
-        args += ["--history-size", str(HISTORY_SIZE)]
-    return args
 
 
 @pytest.fixture
@@ -204,7 +62,7 @@ async def make_cluster(
         aof: bool = False,
         proxied: set[str] | frozenset[str] = frozenset(),
     ) -> Cluster:
-        server = AofRedisServer(tmp_path, aof=aof)
+        server = RedisServer(tmp_path, aof=aof)
         await asyncio.to_thread(server.start)
         shown.append(server)
         rdb = redis.Redis(
