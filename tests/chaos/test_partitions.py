@@ -724,3 +724,35 @@ async def test_a_full_journal_refuses_the_send_with_an_error_not_a_receipt(
     assert (error.get("receipt-id") or "").startswith("send-")
     assert not a1.received("room", lambda f: f.body == b"three")
     proxy.heal()
+
+
+async def test_a_gap_the_log_no_longer_holds_is_one_notice_then_a_sync(
+    start_relay, clients, proxy: Proxy
+) -> None:
+    """relay-a is cut off while more than --history-size messages are sent: after the
+    heal its subscriber gets one x-gap notice for the trimmed offsets, then the
+    retained ones in order, then a SYNC with the participant list."""
+    b = await start_relay("relay-b", extra=["--history-size", "5"])
+    a = await start_relay("relay-a", url=proxy.url, extra=[*PARTITIONED, "--history-size", "5"])
+    a1 = await clients(a.ws_url, name="a1@A")
+    b1 = await clients(b.ws_url, name="b1@B")
+    for client, name in ((a1, "ann"), (b1, "ben")):
+        await client.subscribe(TOPIC, "room")
+        await client.join(ROOM, name)
+    await a1.collect(2, "room", lambda f: is_event(f, type="JOIN"))
+    proxy.cut()
+    await eventually(_ready(a, 503), timeout=5, what="relay-a degraded")
+    for i in range(20):
+        await b1.send(TOPIC, f"m{i}".encode(), receipt=True)
+    proxy.heal()
+    (notice,) = await a1.collect(1, "room", lambda f: f.get("x-gap") is not None, timeout=10)
+    assert notice.get("x-gap") == "3-17"  # offsets 1-2 were the JOINs; 18-22 retained
+    assert notice.body == b""
+    retained = await a1.collect(5, "room", lambda f: f.body.startswith(b"m"), timeout=5)
+    assert [f.get("x-offset") for f in retained] == ["18", "19", "20", "21", "22"]
+    assert [f.body for f in retained] == [f"m{i}".encode() for i in range(15, 20)]
+    (sync,) = await a1.collect(1, "room", lambda f: f.get("x-sync") == "true", timeout=10)
+    body = json.loads(sync.body)
+    assert body["type"] == "SYNC"
+    assert sorted(p["username"] for p in body["participants"]) == ["ann", "ben"]
+    assert sync.get("x-offset") is None
