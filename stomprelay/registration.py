@@ -109,6 +109,7 @@ class Registration:
         self.host = "127.0.0.1"
         self.port = 0
         self.incarnation = secrets.token_hex(8)
+        self._previous_incarnation = ""
         self.gate = Gate()
         self._registered = False
 
@@ -186,6 +187,8 @@ class Registration:
         subscribers get a SYNC of each room once the others had time to restore.
         """
         reaped = await self.registry.was_reaped(self.server_id, self.incarnation)
+        if not reaped and self._previous_incarnation:
+            reaped = await self.registry.was_reaped(self.server_id, self._previous_incarnation)
         await self.restore(announce=reaped)
         if not reaped:
             for destination in list(self.router.feeds):
@@ -194,7 +197,11 @@ class Registration:
     async def restore(self, announce: bool) -> None:
         """Re-register this relay and every session it holds, alone (see :class:`Gate`)."""
         async with self.gate.exclusive():
-            incarnation = secrets.token_hex(8)
+            # The new incarnation counts from before the call: a restore that timed
+            # out may still have run (then Redis holds this one); the previous one is
+            # kept for the tombstone check.
+            self._previous_incarnation = self.incarnation
+            self.incarnation = incarnation = secrets.token_hex(8)
             server = replace(self.server_record(), incarnation=incarnation)
             pending, events = self.sync.pending, self.sync.pending_events
             published = await self.registry.restore(
@@ -206,7 +213,6 @@ class Registration:
                 self.router.next_message_id(),
                 pending,
             )
-            self.incarnation = incarnation
             self.sync.pending, self.sync.pending_events = Pending(), {}
             # A LEAVE of a membership older than the outage that the restore did
             # not publish (Redis had lost the membership): the others saw the

@@ -143,6 +143,7 @@ class Relay:
         self.router.on_delivered = self.metrics.delivered.inc
         self.router.on_repaired = self.metrics.repaired
         self.router.on_lost = self.rooms.lost
+        self.router.on_read_failed = self.sync.fail
         self.sinks: dict[str, Sink] = {}
         self._started = False
         #: (session id, receipt id) -> RECEIPT headers and replay of a SUBSCRIBE.

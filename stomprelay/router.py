@@ -18,7 +18,7 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 from stomprelay.cluster.base import Bus
@@ -233,13 +233,18 @@ class Router:
         self._prefix = f"{server_id}-{int(time.time() * 1000):x}"
         self._counter = 0
         #: Ids of envelopes delivered ahead of the bus (during an outage), by time.
-        self._delivered_early: dict[str, float] = {}
+        #: id -> (when, the subscriptions that got it then).
+        self._delivered_early: dict[str, tuple[float, frozenset[Key]]] = {}
         #: Called once per MESSAGE queued to a client (metrics).
         self.on_delivered: Callable[[], None] | None = None
         #: Called with (messages, seconds) after a gap was filled from a log.
         self.on_repaired: Callable[[int, float], None] | None = None
         #: Called with the destination when its subscribers lost messages for good.
         self.on_lost: Callable[[str], None] | None = None
+        #: Called when a log read failed (Redis counts as down then: the recovery
+        #: tells every feed to read again).
+        self.on_read_failed: Callable[[BackendUnavailable], None] | None = None
+        self._last_read = LogSlice("", 1, 0)
 
     def next_message_id(self) -> str:
         self._counter += 1
@@ -321,7 +326,8 @@ class Router:
             ready = self._ready.get(destination)
             if ready is None or (ready.is_set() and not feed.inflight):
                 ready = self._ready[destination] = asyncio.Event()
-                self._run(destination, feed, feed.start())
+                if not feed.inflight:  # a live message may have started the head read
+                    self._run(destination, feed, feed.start())
             await ready.wait()
         if not resume.asked:
             if not feed.known:
@@ -361,13 +367,21 @@ class Router:
     async def _replay(
         self, key: Key, sink: Sink, destination: str, feed: Feed, read: LogSlice
     ) -> None:
-        """Deliver what the log holds for one subscriber, then hand it to the live feed."""
+        """Deliver what the log holds for one subscriber, then hand it to the live feed
+        at the offset it reached; what it cannot get is told as a gap notice."""
+        epoch = read.epoch
         cursor = read.entries[0].offset - 1 if read.entries else read.last
         for _ in range(64):
             if feed.subs.get(key) is None or self.feeds.get(destination) is not feed:
                 return
-            if read.epoch != feed.epoch and feed.epoch:
-                break  # the history changed under us: the feed's reset covers it
+            if read.epoch != epoch:
+                # The history was lost meanwhile: say so, read the new one from its start.
+                self._notice(destination, Gap(1, 0, read.epoch, ()), [(key, sink)])
+                epoch, cursor = read.epoch, 0
+                if not await self._replay_read(feed, key, sink, destination, 0):
+                    return
+                read = self._last_read
+                continue
             for envelope in read.entries:
                 if envelope.offset > cursor:
                     self._deliver(self._prepare(envelope), ((key, sink),))
@@ -375,12 +389,37 @@ class Router:
             if not read.entries:
                 cursor = max(cursor, read.last)
             sink.flush()
-            if feed.go_live(key, cursor) or self.log is None:
+            if feed.go_live(key, cursor, epoch) or self.log is None:
                 return
-            try:
-                read = await self.log.read(feed.log_id, cursor, READ_PAGE)
-            except BackendUnavailable:
-                break
+            if not await self._replay_read(feed, key, sink, destination, cursor):
+                return
+            read = self._last_read
+        self._give_up(feed, key, sink, destination, cursor, epoch)
+
+    async def _replay_read(
+        self, feed: Feed, key: Key, sink: Sink, destination: str, after: int
+    ) -> bool:
+        """One page for a replay; on failure the subscriber is told what it misses."""
+        assert self.log is not None
+        try:
+            self._last_read = await self.log.read(feed.log_id, after, READ_PAGE)
+        except BackendUnavailable as exc:
+            if self.on_read_failed is not None:
+                self.on_read_failed(exc)
+            self._give_up(feed, key, sink, destination, after, feed.epoch)
+            return False
+        return True
+
+    def _give_up(
+        self, feed: Feed, key: Key, sink: Sink, destination: str, cursor: int, epoch: str
+    ) -> None:
+        """End a replay that cannot read on: a gap notice for what it did not get,
+        then live delivery from the feed's place."""
+        if feed.known and (epoch != feed.epoch or cursor < feed.last):
+            gap = Gap(cursor + 1, feed.last, feed.epoch, ())
+            if epoch != feed.epoch:
+                gap = Gap(1, 0, feed.epoch, ())
+            self._notice(destination, gap, [(key, sink)])
         feed.go_live(key, feed.last)
 
     async def unsubscribe(self, sink: Sink, subscription: Subscription) -> None:
@@ -438,15 +477,15 @@ class Router:
         envelope (same id) comes back through the bus or a log read later, it is
         not delivered again (its offset is skipped here)."""
         now = time.monotonic()
-        self._delivered_early[envelope.id] = now
         while self._delivered_early:
-            oldest_id, since = next(iter(self._delivered_early.items()))
+            oldest_id, (since, _) = next(iter(self._delivered_early.items()))
             if now - since < EARLY_DELIVERY_MEMORY:
                 break
             del self._delivered_early[oldest_id]
         if not self._channel_ok(channel, envelope):
             return
         subscribers = self._local.get(envelope.destination)
+        self._delivered_early[envelope.id] = (now, frozenset(subscribers or ()))
         if not subscribers:
             return
         message = PreparedMessage(
@@ -467,11 +506,9 @@ class Router:
         if feed is not None and channel != self._own_channel:
             self._effects(envelope.destination, feed, feed.live(envelope))
             return
-        if self._delivered_early and self._delivered_early.pop(envelope.id, None) is not None:
-            return
         subscribers = self._local.get(envelope.destination)
         if subscribers:
-            self._deliver(self._prepare(envelope), list(subscribers.items()))
+            self._deliver(self._prepare(envelope), self._not_early(envelope, subscribers.items()))
 
     def bus_restored(self) -> None:
         """The relay's subscriptions broke and are back: every feed reads what it missed."""
@@ -507,6 +544,16 @@ class Router:
                 delivered()
             sink.flush()
 
+    def _not_early(
+        self, envelope: Envelope, targets: Iterable[tuple[Key, Sink]]
+    ) -> list[tuple[Key, Sink]]:
+        """Targets minus those that got ``envelope`` already in degraded mode (a
+        subscriber that came later gets it now, with its offset)."""
+        if not self._delivered_early or envelope.id not in self._delivered_early:
+            return list(targets)
+        _, had = self._delivered_early.pop(envelope.id)
+        return [(key, sink) for key, sink in targets if key not in had]
+
     def _targets(self, destination: str, keys: tuple[object, ...]) -> list[tuple[Key, Sink]]:
         subscribers = self._local.get(destination, {})
         out = []
@@ -520,32 +567,31 @@ class Router:
         for effect in effects:
             if isinstance(effect, Deliver):
                 envelope = effect.envelope
-                if self._delivered_early and envelope.id in self._delivered_early:
-                    del self._delivered_early[envelope.id]
-                    continue
                 if effect.keys:
-                    self._deliver(self._prepare(envelope), self._targets(destination, effect.keys))
+                    targets = self._not_early(envelope, self._targets(destination, effect.keys))
+                    if targets:
+                        self._deliver(self._prepare(envelope), targets)
             elif isinstance(effect, Gap):
-                self._notice(destination, effect)
+                self._notice(destination, effect, self._targets(destination, effect.keys))
             elif isinstance(effect, Fetch):
                 self._run(destination, feed, [effect])
-        if feed.known and not feed.inflight:
+        if feed.known and not feed.inflight and self.feeds.get(destination) is feed:
             ready = self._ready.get(destination)
             if ready is not None:
                 ready.set()
 
-    def _notice(self, destination: str, gap: Gap) -> None:
+    def _notice(self, destination: str, gap: Gap, targets: list[tuple[Key, Sink]]) -> None:
         """An empty MESSAGE telling subscribers what they lost for good."""
         value = "reset" if gap.end == 0 else f"{gap.start}-{gap.end}"
         log.warning("%s: subscribers lost offsets %s (epoch %s)", destination, value, gap.epoch)
-        if gap.keys:
+        if targets:
             message = PreparedMessage(
                 destination,
                 self.next_message_id(),
                 (("x-gap", value), ("x-epoch", gap.epoch)),
                 b"",
             )
-            self._deliver(message, self._targets(destination, gap.keys))
+            self._deliver(message, targets)
         if self.on_lost is not None:
             self.on_lost(destination)
 
@@ -574,9 +620,12 @@ class Router:
         except BackendUnavailable as exc:
             log.info("could not read the log of %s: %s", destination, exc)
             feed.fetch_failed()
-            ready = self._ready.get(destination)
-            if ready is not None:
-                ready.set()
+            if self.feeds.get(destination) is feed:
+                ready = self._ready.get(destination)
+                if ready is not None:
+                    ready.set()
+            if self.on_read_failed is not None and log_ is not None and not self.degraded():
+                self.on_read_failed(exc)
             return
         if self.feeds.get(destination) is not feed:
             return

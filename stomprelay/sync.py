@@ -197,12 +197,15 @@ class Feed:
     def remove(self, key: Hashable) -> None:
         self.subs.pop(key, None)
 
-    def go_live(self, key: Hashable, offset: int) -> bool:
-        """A replaying subscriber has everything up to ``offset``; live if that
-        reaches what this relay has handled (else it must read on)."""
+    def go_live(self, key: Hashable, offset: int, epoch: str | None = None) -> bool:
+        """A replaying subscriber has everything up to ``offset`` (of ``epoch``);
+        live if that reaches what this relay has handled (else it must read on,
+        and in another epoch than the feed's it must read the feed's)."""
         cursor = self.subs.get(key)
         if cursor is None:
             return True
+        if epoch is not None and self.known and epoch != self.epoch:
+            return False
         cursor.offset = offset
         if offset >= self.last or not self.known:
             cursor.live = True
@@ -256,9 +259,15 @@ class Feed:
         if not self.known:
             self.known = True
             self.epoch, self.last = read.epoch, read.last
+            # Subscribers that came before the head was known want everything
+            # after their SUBSCRIBE: what arrived live meanwhile included.
+            start = min(
+                [read.last, *(o - 1 for o, e in self.held.items() if e.epoch == read.epoch)]
+            )
             for cursor in self.subs.values():
                 if cursor.offset is None:
-                    cursor.offset = read.last
+                    cursor.offset = start
+            self.last = start
             self.repairing = True
         elif read.epoch != self.epoch:
             if self.epoch == "" and self.last == 0:

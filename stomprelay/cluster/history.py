@@ -35,10 +35,17 @@ class HistoryPolicy:
             return False
         return not (self.rooms_only and log_id.startswith("topic:"))
 
+    @property
+    def id_window(self) -> int:
+        """Appends a message id is remembered for (idempotency outlives the entries,
+        so a journal appended after a long outage still finds what did run)."""
+        return max(10 * self.size, 2000)
+
     def lua(self) -> str:
         """The same policy as Lua constants for the scripts."""
         return (
             f"local HISTORY_SIZE = {int(self.size)}\n"
+            f"local HISTORY_ID_WINDOW = {self.id_window}\n"
             f"local HISTORY_TTL_MS = {int(self.ttl_ms)}\n"
             f"local HISTORY_MAX_TOPICS = {int(self.max_topics)}\n"
             f"local HISTORY_ROOMS_ONLY = {'true' if self.rooms_only else 'false'}\n"
@@ -93,6 +100,8 @@ class _MemLog:
     last_at: float = 0.0
     entries: deque[Envelope] = field(default_factory=deque)
     ids: dict[str, int] = field(default_factory=dict)
+    #: (offset, id) in append order, to forget ids past the id window.
+    id_order: deque[tuple[int, str]] = field(default_factory=deque)
 
 
 class MemoryLog:
@@ -140,9 +149,12 @@ class MemoryLog:
         log.seq += 1
         stored = replace(envelope, offset=log.seq, epoch=log.epoch)
         while len(log.entries) >= self.policy.size:
-            log.ids.pop(log.entries.popleft().id, None)
+            log.entries.popleft()
         log.entries.append(stored)
         log.ids[envelope.id] = log.seq
+        log.id_order.append((log.seq, envelope.id))
+        while log.id_order and log.id_order[0][0] <= log.seq - self.policy.id_window:
+            log.ids.pop(log.id_order.popleft()[1], None)
         log.last_at = now
         self._publish(channel, stored)
         return stored

@@ -63,7 +63,7 @@ local function log_append(lid, channel, env, mid, ts)
   local stream, meta, ids = k_history(lid), k_history_meta(lid), k_history_ids(lid)
   local epoch = redis.call('HGET', meta, 'epoch')
   if epoch then
-    local known = redis.call('HGET', ids, mid)
+    local known = redis.call('ZSCORE', ids, mid)
     if known then return epoch, tonumber(known), true end
   else
     local _, t = script_now()
@@ -72,14 +72,11 @@ local function log_append(lid, channel, env, mid, ts)
     redis.call('HSET', meta, 'epoch', epoch, 'seq', 0, 'created-at', ts)
   end
   local offset = redis.call('HINCRBY', meta, 'seq', 1)
-  local excess = redis.call('XLEN', stream) - HISTORY_SIZE + 1
-  if excess > 0 then
-    for _, entry in ipairs(redis.call('XRANGE', stream, '-', '+', 'COUNT', excess)) do
-      redis.call('HDEL', ids, entry[2][2])
-    end
-  end
   redis.call('XADD', stream, 'MAXLEN', HISTORY_SIZE, offset .. '-0', 'i', mid, 'e', env)
-  redis.call('HSET', ids, mid, offset)
+  -- ids outlive their entries (HISTORY_ID_WINDOW appends), so a journal replayed
+  -- after a long outage still finds an append that did run
+  redis.call('ZADD', ids, offset, mid)
+  redis.call('ZREMRANGEBYSCORE', ids, '-inf', offset - HISTORY_ID_WINDOW)
   redis.call('HSET', meta, 'last-at', ts)
   for _, key in ipairs({stream, meta, ids}) do redis.call('PEXPIRE', key, HISTORY_TTL_MS) end
   if string.sub(lid, 1, 6) == 'topic:' then

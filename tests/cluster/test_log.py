@@ -104,13 +104,25 @@ async def test_the_log_is_trimmed_exactly_and_forgets_trimmed_ids(logs) -> None:
         await it.log.append("room:lobby", CHANNEL, message(i), i)
     read = await it.log.read("room:lobby", 0, 10)
     assert (read.first, read.last, [e.offset for e in read.entries]) == (3, 5, [3, 4, 5])
-    # a trimmed id is new again (its offset is gone), a retained one is known
+    # ids outlive their entries: a trimmed message appended again is still known
     assert (await it.log.append("room:lobby", CHANNEL, message(4), 9)).offset == 4
-    assert (await it.log.append("room:lobby", CHANNEL, message(1), 9)).offset == 6
+    assert (await it.log.append("room:lobby", CHANNEL, message(1), 9)).offset == 1
+    assert (await it.log.read("room:lobby", 0, 10)).last == 5
     tail = await it.log.read("room:lobby", 0, 10, tail=2)
-    assert [e.offset for e in tail.entries] == [5, 6]
+    assert [e.offset for e in tail.entries] == [4, 5]
     page = await it.log.read("room:lobby", 3, 1)
     assert [e.offset for e in page.entries] == [4]
+
+
+async def test_ids_are_forgotten_past_the_id_window(logs) -> None:
+    policy = HistoryPolicy(size=3)
+    it = await logs(policy)
+    for i in range(1, policy.id_window + 3):
+        await it.log.append("room:lobby", CHANNEL, message(i), i)
+    assert (await it.log.append("room:lobby", CHANNEL, message(1), 0)).offset == (
+        policy.id_window + 3
+    )
+    assert (await it.log.append("room:lobby", CHANNEL, message(10), 0)).offset == 10
 
 
 async def test_a_lost_store_starts_a_new_epoch(logs) -> None:

@@ -296,3 +296,16 @@ async def test_a_journal_append_failing_keeps_the_rest_for_the_next_probe() -> N
 
 async def _ok() -> None:
     return None
+
+
+def test_a_replay_in_another_epoch_never_goes_live_on_old_offsets() -> None:
+    feed, subs, reads = started(3), {"a": Sub()}, []
+    feed.add("r", live=False)
+    subs["r"] = Sub()
+    run(feed, feed.live(env(1, "E2")), subs, reads)  # the history was lost meanwhile
+    run(feed, feed.fetched(log(1, 1, "E2"), 0), subs, reads)
+    assert feed.epoch == "E2"
+    assert feed.go_live("r", 500, "E1") is False  # read the new epoch instead
+    assert feed.go_live("r", 1, "E2") is True
+    run(feed, feed.live(env(2, "E2")), subs, reads)
+    assert subs["r"].got == [("E2", 2)]
