@@ -155,6 +155,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds one Redis command may take before Redis counts as down",
     )
     serve.add_argument(
+        "--redis-pool-size",
+        type=int,
+        default=int(_env_number("REDIS_POOL_SIZE", DEFAULTS.redis_pool_size)),
+        help="most connections to Redis for the registry and logs (commands past it wait)",
+    )
+    serve.add_argument(
         "--web-root",
         default=os.environ.get("WEB_ROOT") or None,
         help="folder served at / (env WEB_ROOT; default: the web/ folder beside the package)",
@@ -259,12 +265,15 @@ async def serve(args: argparse.Namespace) -> int:
         journal_messages=args.journal_size,
         journal_bytes=args.journal_bytes,
         redis_timeout=args.redis_timeout,
+        redis_pool_size=args.redis_pool_size,
     )
     for name in ("history_size", "history_max_topics", "journal_size", "journal_bytes"):
         if getattr(args, name) < 0:
             raise SystemExit(f"stomprelay: --{name.replace('_', '-')} must not be negative")
-    if args.history_ttl <= 0 or args.redis_timeout <= 0:
-        raise SystemExit("stomprelay: --history-ttl and --redis-timeout must be positive")
+    if args.history_ttl <= 0 or args.redis_timeout <= 0 or args.redis_pool_size <= 0:
+        raise SystemExit(
+            "stomprelay: --history-ttl, --redis-timeout and --redis-pool-size must be positive"
+        )
     keys = Keys(args.key_prefix)
     if args.redis_url:
         from stomprelay.cluster.redis_backend import RedisBus, RedisRegistry
@@ -282,6 +291,7 @@ async def serve(args: argparse.Namespace) -> int:
                 timeout=settings.redis_timeout,
                 stall_ms=stall_ms(settings),
                 fence_ms=int(settings.liveness_ttl * 1000),
+                pool_size=settings.redis_pool_size,
             ),
             keys=keys,
         )

@@ -18,6 +18,7 @@ import contextlib
 import logging
 import re
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -57,6 +58,8 @@ RESERVED_HEADERS = frozenset(
 )
 #: Log entries read per round trip when replaying or repairing.
 READ_PAGE = 500
+#: Logged MESSAGEs kept built for replays (a few destinations' worth of history).
+PREPARED_CACHE = 4096
 DEFAULT_TEXT_TYPE = "text/plain;charset=utf-8"
 #: Seconds an envelope delivered ahead of the bus is remembered, to skip its echo.
 EARLY_DELIVERY_MEMORY = 600.0
@@ -245,6 +248,10 @@ class Router:
         #: tells every feed to read again).
         self.on_read_failed: Callable[[BackendUnavailable], None] | None = None
         self._last_read = LogSlice("", 1, 0)
+        #: Replay reads in flight, shared by identical requests.
+        self._reads: dict[tuple[str, int, int, int], asyncio.Future[LogSlice]] = {}
+        #: (destination, epoch, offset) -> its MESSAGE, the most recent ones.
+        self._prepared: OrderedDict[tuple[str, str, int], PreparedMessage] = OrderedDict()
 
     def next_message_id(self) -> str:
         self._counter += 1
@@ -345,12 +352,12 @@ class Router:
             return headers, None
         try:
             if resume.since is not None:
-                first = await log_.read(feed.log_id, resume.since, READ_PAGE)
+                first = await self._read(feed.log_id, resume.since, READ_PAGE)
                 recovered = first.epoch == resume.epoch and first.first <= resume.since + 1
                 if first.epoch != resume.epoch and first.epoch:
-                    first = await log_.read(feed.log_id, 0, READ_PAGE)
+                    first = await self._read(feed.log_id, 0, READ_PAGE)
             else:
-                first = await log_.read(feed.log_id, 0, READ_PAGE, tail=resume.history)
+                first = await self._read(feed.log_id, 0, READ_PAGE, resume.history)
                 recovered = True
         except BackendUnavailable:
             feed.go_live(key, feed.last)
@@ -396,13 +403,29 @@ class Router:
             read = self._last_read
         self._give_up(feed, key, sink, destination, cursor, epoch)
 
+    async def _read(self, log_id: str, after: int, limit: int, tail: int = 0) -> LogSlice:
+        """A log read for a replay; identical reads in flight at once are one read
+        (a thousand clients resuming from the same offset cost one round trip)."""
+        assert self.log is not None
+        key = (log_id, after, limit, tail)
+        pending = self._reads.get(key)
+        if pending is None:
+            pending = asyncio.ensure_future(self.log.read(log_id, after, limit, tail))
+            self._reads[key] = pending
+            pending.add_done_callback(lambda done: self._forget_read(key, done))
+        return await asyncio.shield(pending)
+
+    def _forget_read(self, key: tuple[str, int, int, int], done: asyncio.Future[LogSlice]) -> None:
+        if self._reads.get(key) is done:
+            del self._reads[key]
+
     async def _replay_read(
         self, feed: Feed, key: Key, sink: Sink, destination: str, after: int
     ) -> bool:
         """One page for a replay; on failure the subscriber is told what it misses."""
         assert self.log is not None
         try:
-            self._last_read = await self.log.read(feed.log_id, after, READ_PAGE)
+            self._last_read = await self._read(feed.log_id, after, READ_PAGE)
         except BackendUnavailable as exc:
             if self.on_read_failed is not None:
                 self.on_read_failed(exc)
@@ -527,10 +550,25 @@ class Router:
         return True
 
     def _prepare(self, envelope: Envelope) -> PreparedMessage:
-        headers = envelope.headers
-        if envelope.offset:
-            headers = (*headers, ("x-offset", str(envelope.offset)), ("x-epoch", envelope.epoch))
-        return PreparedMessage(envelope.destination, envelope.id, headers, envelope.body)
+        """The MESSAGE of an envelope, built once: a logged one is kept a while, so
+        replays of the same offsets to many resuming subscribers share it."""
+        if not envelope.offset:
+            return PreparedMessage(
+                envelope.destination, envelope.id, envelope.headers, envelope.body
+            )
+        key = (envelope.destination, envelope.epoch, envelope.offset)
+        message = self._prepared.get(key)
+        if message is None or message.message_id != envelope.id:
+            headers = (
+                *envelope.headers,
+                ("x-offset", str(envelope.offset)),
+                ("x-epoch", envelope.epoch),
+            )
+            message = PreparedMessage(envelope.destination, envelope.id, headers, envelope.body)
+            self._prepared[key] = message
+            if len(self._prepared) > PREPARED_CACHE:
+                self._prepared.popitem(last=False)
+        return message
 
     def _deliver(
         self,

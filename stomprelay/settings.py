@@ -87,6 +87,9 @@ class Settings:
     probe_interval: float = 0.5
     #: Seconds a relay waits for one Redis command before it counts Redis as down.
     redis_timeout: float = 3.0
+    #: Most connections the registry/log client opens to Redis; commands past it
+    #: wait (up to ``redis_timeout``) for one to come free.
+    redis_pool_size: int = 64
     #: Seconds after a lost-history repair before the SYNC event reads the
     #: registry (other relays re-register meanwhile).
     sync_settle: float = 2.0

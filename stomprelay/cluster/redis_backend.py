@@ -52,10 +52,18 @@ CONNECT_TIMEOUT = 2.0
 COMMAND_TIMEOUT = 3.0
 
 
+#: Most connections one client (registry and log, or the bus) opens to Redis.
+POOL_SIZE = 64
+
+
 def make_client(
-    url: str, decode: bool, health_check: int = 0, timeout: float = COMMAND_TIMEOUT
+    url: str,
+    decode: bool,
+    health_check: int = 0,
+    timeout: float = COMMAND_TIMEOUT,
+    pool_size: int = POOL_SIZE,
 ) -> aioredis.Redis:
-    """A client that fails fast: short timeouts, no retry after a timeout.
+    """A client that fails fast on a dead Redis, and queues on a busy pool.
 
     ``health_check``: PING a pooled connection idle this long (s) before using
     it, so one left stale by a Redis restart fails the check, not a command.
@@ -63,15 +71,21 @@ def make_client(
     server") is retried once on a fresh one; every script is idempotent (an
     append by message id, a membership change only when SADD/SREM changed
     something), so a retry never doubles an event. A timeout is never retried.
+    The pool is bounded and blocking: past ``pool_size`` connections a command
+    waits (up to ``timeout``) for one to come free, rather than failing as if
+    Redis were down (a thousand clients connecting at once).
     """
-    return aioredis.Redis.from_url(
+    pool = aioredis.BlockingConnectionPool.from_url(
         url,
+        max_connections=pool_size,
+        timeout=timeout,
         decode_responses=decode,
         socket_connect_timeout=min(CONNECT_TIMEOUT, timeout),
         socket_timeout=timeout,
         retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
         health_check_interval=health_check,
     )
+    return aioredis.Redis.from_pool(pool)  # the client owns (and closes) its pool
 
 
 async def _guard(call: Awaitable[T]) -> T:
@@ -282,6 +296,7 @@ class RedisRegistry:
         timeout: float = COMMAND_TIMEOUT,
         stall_ms: int = 1_500,
         fence_ms: int = 10_000,
+        pool_size: int = POOL_SIZE,
     ) -> None:
         self.keys = keys or Keys()
         self.lock_ttl_ms = lock_ttl_ms
@@ -289,7 +304,9 @@ class RedisRegistry:
         self.stall_ms = stall_ms
         #: How long a fence found by a reap holds (one liveness TTL).
         self.fence_ms = fence_ms
-        self._client = make_client(url, decode=True, health_check=1, timeout=timeout)
+        self._client = make_client(
+            url, decode=True, health_check=1, timeout=timeout, pool_size=pool_size
+        )
         prelude = self.keys.lua_prelude() + self.policy.lua() + LIBRARY
         self._scripts = {
             name: self._client.register_script(prelude + body) for name, body in SCRIPTS.items()

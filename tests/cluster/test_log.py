@@ -8,6 +8,7 @@ epoch; topic logs are capped; reads give first/last and pages.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -172,3 +173,17 @@ async def test_redis_log_keys_expire_after_the_ttl_and_read_like_the_docs(redis_
     finally:
         await reg.close()
         await raw.aclose()
+
+
+@pytest.mark.redis
+async def test_a_busy_pool_makes_commands_wait_not_fail(redis_server) -> None:
+    """More concurrent operations than connections: they queue (a connect storm must
+    not look like Redis being down)."""
+    reg = RedisRegistry(redis_server.url, K, pool_size=2)
+    try:
+        results = await asyncio.gather(
+            *(reg.log.append("room:pool", CHANNEL, message(i), i) for i in range(1, 201))
+        )
+        assert sorted(e.offset for e in results) == list(range(1, 201))
+    finally:
+        await reg.close()

@@ -478,6 +478,18 @@ async def _scenario_body(run: Run, problems: list[str]) -> None:
     if closed:
         problems.append(f"clients closed by a relay during the fault: {closed}")
 
+    # -- one outage, one recovery: no flapping on stale pooled connections ---------------
+    recoveries: dict[str, int] = {}
+    for relay in run.cluster.relays:
+        if relay.server_id in run.dead:
+            continue
+        text = relay.log()
+        recoveries[relay.server_id] = text.count("redis back after")
+        if text.count("redis unreachable, serving local clients only") > 1:
+            problems.append(f"{relay.server_id} went degraded more than once in one fault")
+        if recoveries[relay.server_id] > 1:
+            problems.append(f"{relay.server_id} recovered {recoveries[relay.server_id]} times")
+
     # -- the checker -------------------------------------------------------------------
     analysis = analyze(run.members, run.publishers, run.fault, list(dests), ROOM_TAG)
     problems.extend(analysis.problems)
@@ -498,6 +510,7 @@ async def _scenario_body(run: Run, problems: list[str]) -> None:
         "at": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "seconds": round(time.monotonic() - t0, 1),
         "fault_seconds": round(run.fault.ended - run.fault.started, 2),
+        "recoveries": recoveries,
         "lost": analysis.total("lost"),
         "duplicated": analysis.total("duplicated"),
         "out_of_order": analysis.total("out_of_order"),
