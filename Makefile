@@ -50,8 +50,14 @@ unit: $(STAMP)
 test: lint node-deps web-deps redis-dep
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
+# The peer: RabbitMQ's Web-STOMP plugin on ws://127.0.0.1:15674/ws, where a
+# RabbitMQ runs here (the scripts print a row for it when it answers).
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[bench]'
+	@command -v rabbitmq-plugins >/dev/null 2>&1 \
+		&& rabbitmq-plugins enable --quiet rabbitmq_web_stomp >/dev/null 2>&1 \
+		&& echo "RabbitMQ Web-STOMP enabled for the peer rows" \
+		|| echo "RabbitMQ Web-STOMP could not be enabled here: no peer rows"
 	@for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
 clean:

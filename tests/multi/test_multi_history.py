@@ -6,6 +6,7 @@ import json
 import urllib.request
 
 import pytest
+from clusterhelpers import eventually
 from test_multi_notify import run_stomprelay
 
 pytestmark = pytest.mark.redis
@@ -84,7 +85,9 @@ async def test_a_relay_warns_when_redis_may_evict_history(start_relay, rdb) -> N
     rdb.config_set("maxmemory-policy", "allkeys-lru")
     try:
         relay = start_relay("relay-a")
-        assert "maxmemory-policy is 'allkeys-lru'" in relay.log()
+        await eventually(
+            lambda: "maxmemory-policy is 'allkeys-lru'" in relay.log(), what="the warning"
+        )
         assert "set it to noeviction" in relay.log()
     finally:
         rdb.config_set("maxmemory-policy", "noeviction")
