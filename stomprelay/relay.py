@@ -190,7 +190,8 @@ class Relay:
 
     @property
     def ready(self) -> bool:
-        return self.bus.available and not self.sync.down
+        """Started (registered, or known to be waiting for Redis) and Redis reachable."""
+        return self._started and self.bus.available and not self.sync.down
 
     @property
     def backend_error(self) -> str | None:
@@ -199,6 +200,8 @@ class Relay:
             return self.sync.health.reason or "redis unreachable"
         if not self.bus.available:
             return "redis pub/sub connection lost"
+        if not self._started:
+            return "starting"
         return None
 
     async def start(self) -> None:
