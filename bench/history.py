@@ -39,7 +39,6 @@ import re
 import resource
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -51,6 +50,7 @@ from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
+from fanout import free_port, reachable  # the other benchmark's helpers (bench/ is on the path)
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -79,18 +79,6 @@ T = TypeVar("T")
 
 
 # -- processes ----------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def reachable(port: int) -> bool:
-    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
-        return True
-    return False
 
 
 def redis_server_binary() -> str | None:

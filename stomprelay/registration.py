@@ -32,15 +32,12 @@ from stomprelay.cluster.registry import (
     leave_event,
 )
 from stomprelay.errors import BackendUnavailable
+from stomprelay.rooms import now_ms
 from stomprelay.router import Router
 from stomprelay.settings import Settings
 from stomprelay.sync import Sync
 
 log = logging.getLogger(__name__)
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class Gate:

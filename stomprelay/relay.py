@@ -15,6 +15,7 @@ import logging
 import secrets
 import socket
 import time
+from collections.abc import Awaitable, Callable
 
 from stomprelay import __version__
 from stomprelay.cluster.base import Bus
@@ -38,7 +39,6 @@ from stomprelay.router import (
     Router,
     Sink,
     channels_for,
-    log_id_for,
     parse_destination,
 )
 from stomprelay.settings import Settings
@@ -138,6 +138,7 @@ class Relay:
             self.router,
             self.metrics,
             spawn=self.background,
+            publish=self.append_or_journal,
         )
         self.liveness = Liveness(self)
         self.router.on_delivered = self.metrics.delivered.inc
@@ -383,16 +384,31 @@ class Relay:
         await self.publish_envelope(route, channels_for(route, self.keys)[0], envelope)
 
     async def publish_envelope(self, route: Route, channel: str, envelope: Envelope) -> None:
-        """Append to the destination's log (publishing it), or, with Redis down,
-        journal it and deliver it locally now; a full journal raises PolicyError."""
-        log_id = log_id_for(route) if self.policy.logs(log_id_for(route)) else ""
+        """Append to the destination's log (publishing it), or publish it as it is
+        where the destination is not logged."""
+        log_id = self.router.logged(route)
         log_ = self.log
         if not log_id or log_ is None:
             await self.router.publish(channel, envelope)
             self.metrics.published.inc()
             return
+        await self.append_or_journal(
+            log_id, channel, envelope, lambda: log_.append(log_id, channel, envelope, now_ms())
+        )
+
+    async def append_or_journal(
+        self,
+        log_id: str,
+        channel: str,
+        envelope: Envelope,
+        append: Callable[[], Awaitable[object]],
+    ) -> None:
+        """Run ``append`` (it appends ``envelope`` to ``log_id``); with Redis down,
+        journal the envelope and deliver it locally now. A timed-out append that
+        did run has the same id, so the journal's append later adds nothing. A
+        full journal raises PolicyError (an ERROR, never a RECEIPT)."""
         try:
-            await self.sync.guard(lambda: log_.append(log_id, channel, envelope, now_ms()))
+            await self.sync.guard(append)
         except BackendUnavailable:
             self.sync.keep(log_id, channel, envelope)
             self.metrics.journaled.inc()

@@ -16,7 +16,7 @@ import json
 import logging
 import time
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from stomprelay.cluster.envelope import Envelope
@@ -75,10 +75,14 @@ def _clean_text(value: object, field: str, limit: int) -> str:
     return text
 
 
+#: (log id, channel, envelope, the append to run) -> appended, or journaled.
+Publish = Callable[[str, str, Envelope, Callable[[], Awaitable[object]]], Awaitable[None]]
+
+
 class Rooms:
     """Handed what it needs (no Relay inside): the registration (records, gate,
-    what Redis missed), the sync component, the router, metrics, and ``spawn``
-    for the background tasks it starts."""
+    what Redis missed), the sync component, the router, metrics, ``spawn`` for
+    the background tasks it starts and ``publish`` for room messages."""
 
     def __init__(
         self,
@@ -90,6 +94,7 @@ class Rooms:
         router: Router,
         metrics: Metrics,
         spawn: Callable[[asyncio.Task[None]], None],
+        publish: Publish,
     ) -> None:
         self.settings = settings
         self.server_id = server_id
@@ -100,6 +105,8 @@ class Rooms:
         self.router = router
         self.metrics = metrics
         self.spawn = spawn
+        #: Append to a log, or journal and deliver locally (Relay.append_or_journal).
+        self.publish = publish
         #: Rooms whose SYNC event is scheduled.
         self._syncing: set[str] = set()
 
@@ -185,19 +192,12 @@ class Rooms:
             ts=now,
         )
         channel = self.keys.room_channel(room_id)
-        try:
-            await self.sync.guard(
-                lambda: self.registry.chat(record.session_id, room_id, channel, envelope, now)
-            )
-        except BackendUnavailable:
-            # Journaled (a timed-out chat that did run is the same id: the
-            # append of the journal finds it and adds nothing).
-            self.sync.keep(f"room:{room_id}", channel, envelope)
-            self.metrics.journaled.inc()
-            self.router.deliver_early(channel, envelope)
-        else:
-            self.metrics.appends.inc()
-        self.metrics.published.inc()
+        await self.publish(
+            f"room:{room_id}",
+            channel,
+            envelope,
+            lambda: self.registry.chat(record.session_id, room_id, channel, envelope, now),
+        )
 
     async def participants(self, room_id: str) -> list[Participant]:
         try:

@@ -298,7 +298,8 @@ class Router:
 
     # -- subscriptions ------------------------------------------------------
 
-    def _logged(self, route: Route) -> str:
+    def logged(self, route: Route) -> str:
+        """The log id of a route's destination, or "" when it is not logged here."""
         log_id = log_id_for(route)
         return log_id if self.log is not None and self.policy.logs(log_id) else ""
 
@@ -315,7 +316,7 @@ class Router:
         key = (session_id, subscription.id)
         destination = subscription.destination
         resume = resume or Resume()
-        log_id = self._logged(route)
+        log_id = self.logged(route)
         feed = self.feeds.get(destination) if log_id else None
         if log_id and feed is None:
             feed = self.feeds[destination] = Feed(log_id)

@@ -97,7 +97,6 @@ class Journal:
         self.max_bytes = max_bytes
         self._entries: deque[JournalEntry] = deque()
         self.bytes = 0
-        self.total = 0
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -114,7 +113,6 @@ class Journal:
             )
         self._entries.append(entry)
         self.bytes += size
-        self.total += 1
 
     def peek(self) -> JournalEntry | None:
         return self._entries[0] if self._entries else None
@@ -380,8 +378,6 @@ class Sync:
         self.pending_events: dict[str, tuple[str, Envelope]] = {}
         self._task: asyncio.Task[None] | None = None
         self._closing = False
-        #: Messages journaled since start (metrics).
-        self.journaled = 0
 
     @property
     def down(self) -> bool:
@@ -408,7 +404,6 @@ class Sync:
     def keep(self, log_id: str, channel: str, envelope: Envelope) -> None:
         """Journal a message Redis did not take (raises PolicyError when full)."""
         self.journal.add(JournalEntry(log_id, channel, envelope))
-        self.journaled += 1
 
     def _ensure_probe(self) -> None:
         if self._closing or (self._task is not None and not self._task.done()):
