@@ -247,7 +247,6 @@ class Router:
         #: Called when a log read failed (Redis counts as down then: the recovery
         #: tells every feed to read again).
         self.on_read_failed: Callable[[BackendUnavailable], None] | None = None
-        self._last_read = LogSlice("", 1, 0)
         #: Replay reads in flight, shared by identical requests.
         self._reads: dict[tuple[str, int, int, int], asyncio.Future[LogSlice]] = {}
         #: (destination, epoch, offset) -> its MESSAGE, the most recent ones.
@@ -386,9 +385,10 @@ class Router:
                 # The history was lost meanwhile: say so, read the new one from its start.
                 self._notice(destination, Gap(1, 0, read.epoch, ()), [(key, sink)])
                 epoch, cursor = read.epoch, 0
-                if not await self._replay_read(feed, key, sink, destination, 0):
+                page = await self._replay_read(feed, key, sink, destination, 0)
+                if page is None:
                     return
-                read = self._last_read
+                read = page
                 continue
             for envelope in read.entries:
                 if envelope.offset > cursor:
@@ -399,9 +399,10 @@ class Router:
             sink.flush()
             if feed.go_live(key, cursor, epoch) or self.log is None:
                 return
-            if not await self._replay_read(feed, key, sink, destination, cursor):
+            page = await self._replay_read(feed, key, sink, destination, cursor)
+            if page is None:
                 return
-            read = self._last_read
+            read = page
         self._give_up(feed, key, sink, destination, cursor, epoch)
 
     async def _read(self, log_id: str, after: int, limit: int, tail: int = 0) -> LogSlice:
@@ -422,17 +423,15 @@ class Router:
 
     async def _replay_read(
         self, feed: Feed, key: Key, sink: Sink, destination: str, after: int
-    ) -> bool:
-        """One page for a replay; on failure the subscriber is told what it misses."""
-        assert self.log is not None
+    ) -> LogSlice | None:
+        """One page for a replay; on failure (None) the subscriber is told what it misses."""
         try:
-            self._last_read = await self._read(feed.log_id, after, READ_PAGE)
+            return await self._read(feed.log_id, after, READ_PAGE)
         except BackendUnavailable as exc:
             if self.on_read_failed is not None:
                 self.on_read_failed(exc)
             self._give_up(feed, key, sink, destination, after, feed.epoch)
-            return False
-        return True
+            return None
 
     def _give_up(
         self, feed: Feed, key: Key, sink: Sink, destination: str, cursor: int, epoch: str
