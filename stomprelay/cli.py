@@ -8,12 +8,15 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
+from typing import Any
 
 from stomprelay import __version__
 from stomprelay.settings import Settings
+from stomprelay.transport.workers import Supervisor, worker_count
 
 log = logging.getLogger("stomprelay")
 
@@ -81,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--heartbeat-ms",
         type=int,
         default=int(_env_number("HEARTBEAT_MS", DEFAULTS.heartbeat_send_ms)),
-        help="STOMP heart-beat the relay offers, both directions (0: none)",
+        help="shortest STOMP heart-beat interval the relay agrees to, both directions; "
+        "a client asking for more gets what it asks (0: no heart-beats)",
     )
     serve.add_argument(
         "--connect-timeout",
@@ -177,7 +181,32 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("ADMIN_TOKEN") or None,
         help="Bearer token of POST /api/system/notifications (env ADMIN_TOKEN; unset: off)",
     )
-    serve.add_argument("--uvloop", action="store_true", help="run on uvloop if installed")
+    serve.add_argument(
+        "--uvloop",
+        action=argparse.BooleanOptionalAction,
+        default=os.environ.get("UVLOOP", "1") not in ("0", "false", "no"),
+        help="run on uvloop where it is installed (the default; env UVLOOP=0 or --no-uvloop: off)",
+    )
+    serve.add_argument(
+        "--workers",
+        default=os.environ.get("WORKERS", "1"),
+        help="relay processes on this port, N or 'auto' (one per core); needs Redis",
+    )
+    serve.add_argument(
+        "--listen-backlog",
+        type=int,
+        default=int(_env_number("LISTEN_BACKLOG", DEFAULTS.listen_backlog)),
+        help="connections the kernel queues before the relay accepts them",
+    )
+    serve.add_argument(
+        "--worker-http-port",
+        type=int,
+        default=None,
+        help="also serve HTTP (/metrics, /health) on this port, for this process only",
+    )
+    # set by the --workers supervisor for its children
+    serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+    serve.add_argument("--listen-fd", type=int, default=None, help=argparse.SUPPRESS)
 
     inspect = commands.add_parser("inspect", help="print the cluster registry")
     _add_redis_options(inspect)
@@ -248,7 +277,7 @@ async def notify(args: argparse.Namespace) -> int:
 async def serve(args: argparse.Namespace) -> int:
     from stomprelay.cluster.keys import Keys
     from stomprelay.relay import Relay
-    from stomprelay.server import RelayServer
+    from stomprelay.transport import RelayServer
 
     settings = Settings(
         heartbeat_send_ms=args.heartbeat_ms,
@@ -266,6 +295,7 @@ async def serve(args: argparse.Namespace) -> int:
         journal_bytes=args.journal_bytes,
         redis_timeout=args.redis_timeout,
         redis_pool_size=args.redis_pool_size,
+        listen_backlog=args.listen_backlog,
     )
     for name in ("history_size", "history_max_topics", "journal_size", "journal_bytes"):
         if getattr(args, name) < 0:
@@ -305,6 +335,9 @@ async def serve(args: argparse.Namespace) -> int:
         web_root=Path(args.web_root) if args.web_root else None,
         trust_proxy=args.trust_proxy,
         admin_token=args.admin_token,
+        reuse_port=args.reuse_port,
+        sock=socket.socket(fileno=args.listen_fd) if args.listen_fd is not None else None,
+        extra_port=args.worker_http_port,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -421,14 +454,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("websockets").setLevel(max(logging.WARNING, logging.getLogger().level))
     if args.command == "serve":
-        if args.uvloop:
-            import uvloop  # type: ignore[import-not-found]
-
-            return int(uvloop.run(serve(args)))
-        return asyncio.run(serve(args))
+        workers = worker_count(args.workers)
+        if workers > 1:
+            if not args.redis_url:
+                raise SystemExit(
+                    "stomprelay: --workers above 1 needs --redis-url: without Redis each "
+                    "worker would be a separate single node, and clients on different "
+                    "workers could not talk to each other"
+                )
+            if args.port == 0:
+                raise SystemExit("stomprelay: --workers needs a fixed --port")
+            supervisor = Supervisor(
+                workers,
+                list(sys.argv[2:] if argv is None else argv[1:]),
+                args.host,
+                args.port,
+                args.server_id,
+                args.drain_timeout,
+            )
+            return supervisor.run() or 0
+        return run_loop(serve(args), args.uvloop)
     if args.command == "notify":
         return asyncio.run(notify(args))
     return asyncio.run(inspect(args))
+
+
+def run_loop(main: Coroutine[Any, Any, int], use_uvloop: bool) -> int:
+    """Run on uvloop where it is installed and wanted, else on asyncio's loop."""
+    if use_uvloop:
+        try:
+            import uvloop
+        except ImportError:
+            log.info("uvloop is not installed: running on asyncio's event loop")
+        else:
+            return int(uvloop.run(main))
+    return asyncio.run(main)
 
 
 if __name__ == "__main__":

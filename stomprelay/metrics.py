@@ -39,6 +39,11 @@ class Metrics:
             "Clients dropped for not reading",
             registry=self.registry,
         )
+        self.publisher_pauses = Counter(
+            "stomprelay_publisher_pauses",
+            "Times a publisher's socket was read no further until a slow subscriber caught up",
+            registry=self.registry,
+        )
 
         self.appends = Counter(
             "stomprelay_log_appends",

@@ -15,7 +15,7 @@ import logging
 import secrets
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from stomprelay import __version__
 from stomprelay.cluster.base import Bus
@@ -30,6 +30,7 @@ from stomprelay.cluster.registry import (
 )
 from stomprelay.errors import BackendUnavailable, PeerError, PolicyError
 from stomprelay.metrics import Metrics
+from stomprelay.publish import Publisher
 from stomprelay.registration import Registration
 from stomprelay.rooms import Rooms, now_ms
 from stomprelay.router import (
@@ -146,6 +147,14 @@ class Relay:
         self.router.on_lost = self.rooms.lost
         self.router.on_read_failed = self.sync.fail
         self.sinks: dict[str, Sink] = {}
+        #: The pipeline of clients' SENDs to logged destinations (None: no log).
+        self.publisher = (
+            Publisher(found_log, self.sync, self.router.deliver_early, self.metrics, now_ms)
+            if found_log is not None
+            else None
+        )
+        #: session id -> its SENDs still in the pipeline
+        self._inflight: dict[str, _Inflight] = {}
         self._started = False
         #: (session id, receipt id) -> RECEIPT headers and replay of a SUBSCRIBE.
         self._after_receipt: dict[tuple[str, str], tuple[Headers, Replay | None]] = {}
@@ -217,6 +226,8 @@ class Relay:
 
     async def close(self) -> None:
         """After every client is gone: stop liveness, drop this relay's keys."""
+        if self.publisher is not None:
+            await self.publisher.close()
         await self.liveness.stop()
         await self.sync.close()
         await self.router.close()
@@ -269,12 +280,18 @@ class Relay:
         if self.sinks.pop(session.session_id, None) is None:
             return
         self.metrics.connections.dec()
+        self._inflight.pop(session.session_id, None)
         await self.router.drop(session.session_id)
         session.subscriptions.clear()
         await self.registration.disconnect(session.session_id)
 
     async def handle(self, sink: Sink, events: list[Event]) -> None:
-        """Act on a connection's events in order; refusals become ERROR frames."""
+        """Act on a connection's events in order; refusals become ERROR frames.
+
+        A SEND to a logged destination goes into the publish pipeline and the
+        next event is taken at once; any other event (a RECEIPT among them)
+        first waits for the session's SENDs before it, so everything a session
+        does still happens in the order it asked."""
         session = sink.session
         for event in events:
             # Frames that arrived before an error are still handled (a SEND is
@@ -284,11 +301,97 @@ class Relay:
                     self._after_receipt.pop((session.session_id, event.receipt_id), None)
                 continue
             try:
+                if isinstance(event, MessageSent) and self._pipelined(sink, event):
+                    continue
+                await self._settle(session)
+                if isinstance(event, ReceiptDue) and session.closed:
+                    continue  # a SEND before it was refused: no RECEIPT
                 await self._handle(sink, event)
             except PeerError as exc:
                 self.metrics.errors.labels(exc.message).inc()
                 session.fail(exc, _receipt_of(event))
         sink.flush()
+        await self._throttle(session)
+
+    @staticmethod
+    def sent_to(events: list[Event]) -> set[str]:
+        """Destinations the events publish to (the transport's backpressure asks)."""
+        return {
+            e.destination
+            for e in events
+            if isinstance(e, MessageSent) and not e.destination.startswith("/app/")
+        }
+
+    def _pipelined(self, sink: Sink, event: MessageSent) -> bool:
+        """Put a SEND to a logged destination into the pipeline; False for any other."""
+        publisher = self.publisher
+        if publisher is None:
+            return False
+        route = parse_destination(event.destination)
+        if route.kind in ("app", "system"):
+            return False
+        log_id = self.router.logged(route)
+        if not log_id:
+            return False
+        frame = event.frame
+        envelope = self.router.envelope(event.destination, frame.headers, frame.body)
+        session = sink.session
+        done = publisher.submit(log_id, channels_for(route, self.keys)[0], envelope)
+        state = self._inflight.get(session.session_id)
+        if state is None:
+            state = self._inflight[session.session_id] = _Inflight(done)
+        state.count += 1
+        state.last = done
+        done.add_done_callback(lambda f: self._published(session, sink, event.receipt, f))
+        return True
+
+    def _published(
+        self,
+        session: ServerSession,
+        sink: Sink,
+        receipt: str | None,
+        done: asyncio.Future[None],
+    ) -> None:
+        state = self._inflight.get(session.session_id)
+        if state is not None:
+            state.count -= 1
+            if state.count <= 0 and state.last is done:
+                del self._inflight[session.session_id]
+        if done.cancelled():
+            return
+        exc = done.exception()
+        if isinstance(exc, PeerError):
+            self.metrics.errors.labels(exc.message).inc()
+            session.fail(exc, receipt)
+            sink.flush()
+
+    async def _settle(self, session: ServerSession, limit: float | None = None) -> None:
+        """Wait until the session's SENDs in the pipeline are acknowledged (or journaled)."""
+        state = self._inflight.get(session.session_id)
+        if state is None or state.last.done():
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(state.last), limit)
+        except TimeoutError:
+            raise PolicyError(
+                "Publish backlog",
+                f"{state.count} messages of this session waited more than {limit:g} s for Redis.",
+            ) from None
+        except (PeerError, BackendUnavailable):
+            pass  # reported to the session by _published
+
+    async def _throttle(self, session: ServerSession) -> None:
+        """Flow control: past ``publish_pause`` SENDs in the pipeline, the session
+        waits (its socket is read no further meanwhile); past ``publish_timeout``
+        of waiting it gets ERROR ``Publish backlog``."""
+        state = self._inflight.get(session.session_id)
+        if state is None or state.count < self.settings.publish_pause:
+            return
+        try:
+            await self._settle(session, self.settings.publish_timeout)
+        except PeerError as exc:
+            self.metrics.errors.labels(exc.message).inc()
+            session.fail(exc)
 
     async def _handle(self, sink: Sink, event: Event) -> None:
         session = sink.session
@@ -418,10 +521,25 @@ class Relay:
         self.metrics.published.inc()
 
 
+class _Inflight:
+    """A session's SENDs in the publish pipeline: how many, and the last one."""
+
+    __slots__ = ("count", "last")
+
+    def __init__(self, last: asyncio.Future[None]) -> None:
+        self.count = 0
+        self.last = last
+
+
 class _NoLog:
     """Stands in when a backend has no log (history is then off)."""
 
     async def append(self, log_id: str, channel: str, envelope: Envelope, now: int) -> Envelope:
+        raise BackendUnavailable("no log")
+
+    async def append_many(
+        self, items: Sequence[tuple[str, str, Envelope]], now: int
+    ) -> list[Envelope | BackendUnavailable]:
         raise BackendUnavailable("no log")
 
     async def read(self, log_id: str, after: int, limit: int, tail: int = 0) -> LogSlice:

@@ -21,6 +21,7 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from stomprelay.cluster.base import Bus
 from stomprelay.cluster.envelope import Envelope
@@ -182,15 +183,22 @@ def message_headers(headers: Headers, body: bytes) -> Headers:
     return (*kept, ("content-type", default))
 
 
-class Sink:
-    """Where a subscriber's frames go: a session and the transport that flushes it."""
+class Sink(Protocol):
+    """Where a subscriber's frames go: a session, and the transport that writes
+    its output (``flush`` only marks it; the write happens once per loop turn)."""
 
-    __slots__ = ("flush", "remote", "session")
+    @property
+    def session(self) -> ServerSession: ...
 
-    def __init__(self, session: ServerSession, flush: Callable[[], None], remote: str = "") -> None:
-        self.session = session
-        self.flush = flush
-        self.remote = remote
+    @property
+    def remote(self) -> str: ...
+
+    @property
+    def write_paused(self) -> bool:
+        """True while the client's socket takes nothing more (its buffer is full)."""
+        ...
+
+    def flush(self) -> None: ...
 
 
 @dataclass(slots=True)
@@ -532,6 +540,18 @@ class Router:
         subscribers = self._local.get(envelope.destination)
         if subscribers:
             self._deliver(self._prepare(envelope), self._not_early(envelope, subscribers.items()))
+
+    def congested(self, destinations: Iterable[str]) -> bool:
+        """Whether a local subscriber of one of ``destinations`` cannot take more
+        now (the publisher's socket is then read no further until it can)."""
+        local = self._local
+        for destination in destinations:
+            subscribers = local.get(destination)
+            if subscribers:
+                for sink in subscribers.values():
+                    if sink.write_paused:
+                        return True
+        return False
 
     def bus_restored(self) -> None:
         """The relay's subscriptions broke and are back: every feed reads what it missed."""

@@ -30,9 +30,13 @@ class Settings:
     limits: Limits = Limits()
     #: A connection that sends no CONNECT within this time is closed.
     connect_timeout: float = 10.0
-    #: Heart-beat the server offers: (can send every ms, wants every ms).
-    heartbeat_send_ms: int = 10_000
-    heartbeat_receive_ms: int = 10_000
+    #: Heart-beat the server offers (STOMP 1.2 "Heart-beating": can send every
+    #: ms, wants every ms). The spec takes the larger of each side's value, so
+    #: these are floors: a client asking ``10000,10000`` gets 10 s, one asking
+    #: ``1000,1000`` gets 1 s, one asking ``100,100`` gets these; 0 on either
+    #: side turns that direction off.
+    heartbeat_send_ms: int = 1_000
+    heartbeat_receive_ms: int = 1_000
     #: A client silent for grace x the negotiated interval is closed
     #: (the contract asks for 2-3x; 3 also absorbs browser timer throttling).
     heartbeat_grace: float = 3.0
@@ -49,8 +53,31 @@ class Settings:
     #: Outgoing frames, and bytes, queued for one client before it counts as too slow.
     send_queue_frames: int = 4096
     send_queue_bytes: int = 8 * 1024 * 1024
-    #: Longest time one WebSocket write may block before the client is dropped.
+    #: Longest time a client's socket may take nothing (its write buffer full)
+    #: before the client is dropped.
     send_timeout: float = 10.0
+    #: STOMP messages read from one socket and not yet handled, past which the
+    #: relay stops reading that socket until they are (TCP flow control).
+    inbox_frames: int = 256
+    #: A client's SENDs whose publish to Redis is not yet acknowledged: past
+    #: ``publish_pause`` the relay reads nothing more from it; a publisher held
+    #: up for ``publish_timeout`` s gets ERROR ``Publish backlog``.
+    publish_pause: int = 1024
+    publish_timeout: float = 10.0
+    #: Largest WebSocket message (it may carry several STOMP frames); a larger
+    #: one gets ERROR ``Message too large``, then close 1009.
+    max_message_size: int = 256 * 1024
+    #: Pending connections the kernel queues per listener (capped by
+    #: net.core.somaxconn).
+    listen_backlog: int = 4096
+    #: Seconds an HTTP connection may take to send a request head (also the
+    #: keep-alive idle time), and the most bytes of a head and of a body.
+    handshake_timeout: float = 10.0
+    max_request_head: int = 16 * 1024
+    max_request_body: int = 16 * 1024
+    #: TCP keepalive on every client socket (finds dead peers that negotiated no
+    #: heart-beat, such as stomp.py's default ``0,0``).
+    tcp_keepalive: bool = True
     #: Time a graceful stop allows for closing clients and cleaning up.
     drain_timeout: float = 10.0
     #: Longest chat message (characters) and username accepted by /app/room/....

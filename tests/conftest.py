@@ -15,7 +15,7 @@ import pytest
 from procs import RelayProcess
 
 from stomprelay.relay import Relay
-from stomprelay.server import RelayServer
+from stomprelay.transport import RelayServer
 from stomprelay.settings import Settings
 
 #: Per test: (title, read log) pairs whose text goes into the report when the test fails.

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from stomprelay.cluster.envelope import Envelope
+from stomprelay.errors import BackendUnavailable
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +87,13 @@ class Log(Protocol):
     async def append(self, log_id: str, channel: str, envelope: Envelope, now: int) -> Envelope:
         """Append and publish on ``channel`` atomically; the envelope with its
         offset and epoch (offset 0: not logged, published as it is)."""
+        ...
+
+    async def append_many(
+        self, items: Sequence[tuple[str, str, Envelope]], now: int
+    ) -> list[Envelope | BackendUnavailable]:
+        """:meth:`append` for each ``(log_id, channel, envelope)``, in order, in
+        one round trip; an item Redis refused comes back as its error."""
         ...
 
     async def read(self, log_id: str, after: int, limit: int, tail: int = 0) -> LogSlice:
@@ -161,6 +169,11 @@ class MemoryLog:
 
     async def append(self, log_id: str, channel: str, envelope: Envelope, now: int) -> Envelope:
         return self.append_now(log_id, channel, envelope)
+
+    async def append_many(
+        self, items: Sequence[tuple[str, str, Envelope]], now: int
+    ) -> list[Envelope | BackendUnavailable]:
+        return [self.append_now(log_id, channel, envelope) for log_id, channel, envelope in items]
 
     async def read(self, log_id: str, after: int, limit: int, tail: int = 0) -> LogSlice:
         self._expire(self._clock())

@@ -16,7 +16,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from typing import Any, TypeVar
 
@@ -24,7 +24,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
@@ -615,6 +615,34 @@ class RedisLog:
             "append", log_id, channel, envelope.to_json(), envelope.id, now
         )
         return replace(envelope, epoch=_text(epoch), offset=int(offset))
+
+    async def append_many(
+        self, items: Sequence[tuple[str, str, Envelope]], now: int
+    ) -> list[Envelope | BackendUnavailable]:
+        """One pipeline of EVALSHA (non-transactional: each append stays atomic on
+        its own, and Redis runs them in order); a script Redis lost is loaded and
+        the append run again, alone."""
+        registry = self._registry
+        script = registry._scripts["append"]
+        pipe = registry._client.pipeline(transaction=False)
+        for log_id, channel, envelope in items:
+            pipe.evalsha(script.sha, 0, log_id, channel, envelope.to_json(), envelope.id, now)
+        try:
+            replies = await _guard(pipe.execute(raise_on_error=False))
+        finally:
+            await pipe.reset()  # type: ignore[no-untyped-call]
+        out: list[Envelope | BackendUnavailable] = []
+        for (log_id, channel, envelope), reply in zip(items, replies, strict=True):
+            if isinstance(reply, NoScriptError):
+                reply = await registry._script(
+                    "append", log_id, channel, envelope.to_json(), envelope.id, now
+                )
+            if isinstance(reply, BaseException):
+                out.append(BackendUnavailable(f"redis: {type(reply).__name__}: {reply}"))
+                continue
+            epoch, offset, _dup = reply
+            out.append(replace(envelope, epoch=_text(epoch), offset=int(offset)))
+        return out
 
     async def read(self, log_id: str, after: int, limit: int, tail: int = 0) -> LogSlice:
         reply = await self._registry._script("read", log_id, after, limit, tail)

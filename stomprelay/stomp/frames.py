@@ -175,6 +175,21 @@ HEARTBEAT = b"\n"
 EOL = HEARTBEAT
 
 
+class Binary(bytes):
+    """Frame bytes that are not valid UTF-8 (a MESSAGE with a binary body): the
+    WebSocket transport sends them as a binary message, everything else as text."""
+
+    __slots__ = ()
+
+
+def is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 class PreparedMessage:
     """A MESSAGE built once per publish and rendered cheaply per subscriber.
 
@@ -183,7 +198,7 @@ class PreparedMessage:
     version (at most three times) and each delivery only prepends two lines.
     """
 
-    __slots__ = ("_cache", "body", "destination", "headers", "message_id")
+    __slots__ = ("_cache", "body", "destination", "headers", "message_id", "text")
 
     def __init__(self, destination: str, message_id: str, headers: Headers, body: bytes) -> None:
         self.destination = destination
@@ -192,6 +207,8 @@ class PreparedMessage:
         self.headers = headers
         self.body = body
         self._cache: dict[str, bytes] = {}
+        #: Decided once per message, not per subscriber: headers are always UTF-8.
+        self.text = is_utf8(body)
 
     def _shared(self, version: str) -> bytes:
         shared = self._cache.get(version)
@@ -213,6 +230,7 @@ class PreparedMessage:
         lines = [("subscription", subscription)]
         if ack is not None:
             lines.append(("ack", ack))
-        return b"".join(
+        data = b"".join(
             (b"MESSAGE\n", encode_headers(lines, version, "MESSAGE"), self._shared(version))
         )
+        return data if self.text else Binary(data)

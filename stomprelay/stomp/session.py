@@ -166,6 +166,8 @@ class ServerSession:
         self._connect_deadline = now + self.settings.connect_timeout
         self._last_received = now
         self._last_sent = now
+        #: True while the transport reads nothing from the peer (flow control).
+        self._receive_paused = False
         #: Negotiated heart-beat periods in seconds (0: none).
         self.send_interval = 0.0
         self.receive_interval = 0.0
@@ -508,11 +510,19 @@ class ServerSession:
         deadlines = []
         if self.send_interval:
             deadlines.append(self._last_sent + self.send_interval)
-        if self.receive_interval:
+        if self.receive_interval and not self._receive_paused:
             deadlines.append(
                 self._last_received + self.receive_interval * self.settings.heartbeat_grace
             )
         return min(deadlines) if deadlines else None
+
+    def pause_receive(self, paused: bool, now: float) -> None:
+        """The transport stopped (or resumed) reading the peer's socket for flow
+        control: the peer's heart-beats wait unread meanwhile, so its silence is
+        not held against it; the clock starts again when reading resumes."""
+        self._receive_paused = paused
+        if not paused:
+            self._last_received = now
 
     def tick(self, now: float) -> None:
         """Send a heart-beat if due; close a peer that went silent or never connected."""
@@ -528,7 +538,11 @@ class ServerSession:
         if self.state is not State.OPEN:
             return
         grace = self.receive_interval * self.settings.heartbeat_grace
-        if self.receive_interval and now - self._last_received >= grace:
+        if (
+            self.receive_interval
+            and not self._receive_paused
+            and now - self._last_received >= grace
+        ):
             self._fail(
                 PolicyError(
                     "Heart-beat timeout",

@@ -39,7 +39,7 @@ from stomprelay.cluster.keys import Keys
 from stomprelay.cluster.redis_backend import RedisBus, RedisRegistry
 from stomprelay.errors import BackendUnavailable
 from stomprelay.relay import Relay
-from stomprelay.server import RelayServer
+from stomprelay.transport import RelayServer
 from stomprelay.settings import Settings
 
 pytestmark = pytest.mark.redis

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from rawstomp import RawStomp
 
-from stomprelay.server import RelayServer
+from stomprelay.transport import RelayServer
 from stomprelay.stomp.frames import Frame
 
 WATCH = "/topic/watch"

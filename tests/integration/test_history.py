@@ -16,7 +16,7 @@ from jsclient import StompJsClient
 from pyclient import PyClients
 from stompclient import StompClient
 
-from stomprelay.server import RelayServer
+from stomprelay.transport import RelayServer
 from stomprelay.stomp.frames import Frame
 
 LOBBY = "/topic/room/lobby"

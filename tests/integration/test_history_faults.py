@@ -20,7 +20,7 @@ from stomprelay.cluster.history import HistoryPolicy, LogSlice, MemoryLog
 from stomprelay.cluster.memory import MemoryBus, MemoryHub, MemoryRegistry
 from stomprelay.errors import BackendUnavailable
 from stomprelay.relay import Relay
-from stomprelay.server import RelayServer
+from stomprelay.transport import RelayServer
 from stomprelay.settings import Settings
 
 LOBBY = "/topic/room/lobby"

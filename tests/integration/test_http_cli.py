@@ -20,7 +20,7 @@ from procs import ROOT, RelayProcess, wait_for
 from rawstomp import RawStomp
 
 from stomprelay import __version__
-from stomprelay.server import RelayServer
+from stomprelay.transport import RelayServer
 
 MakeProc = Callable[..., RelayProcess]
 

@@ -22,7 +22,7 @@ from rawstomp import RawStomp
 
 from stomprelay.relay import Relay
 from stomprelay.router import parse_destination
-from stomprelay.server import Connection, RelayServer
+from stomprelay.transport import Connection, RelayServer
 from stomprelay.settings import Settings
 from stomprelay.stomp.frames import V10, V12, Frame
 from stomprelay.stomp.parser import FrameParser

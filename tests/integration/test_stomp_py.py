@@ -24,7 +24,7 @@ from pyclient import (
     PyClients,
 )
 
-from stomprelay.server import RelayServer
+from stomprelay.transport import RelayServer
 
 MakeClient = Callable[..., PyClient]
 

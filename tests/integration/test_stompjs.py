@@ -15,7 +15,7 @@ import pytest
 from jsclient import StompJsClient, decode_binary_body
 from pyclient import BINARY_BODY, HEADERS, HEADERS_12, TEXT_BODY, PyClients
 
-from stomprelay.server import RelayServer
+from stomprelay.transport import RelayServer
 
 pytestmark = pytest.mark.node
 

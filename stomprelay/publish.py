@@ -1,0 +1,132 @@
+"""The relay-wide publish pipeline: clients' SENDs to Redis without a round trip each.
+
+Every client SEND to a logged destination becomes one item in one queue.
+While a batch is with Redis, new items wait; the next batch is everything
+that waited, sent as one pipeline (``Log.append_many``), so a publisher is no
+longer held to one SEND per round trip, and items leave in the order they
+came: per session, and across sessions. An item's future completes when Redis
+acknowledged its append (its RECEIPT may go out then), or when it went to the
+journal because Redis counts as down (delivered locally at once, appended
+after recovery, as ``Relay.append_or_journal`` does for room events). A full
+journal fails the item with ``PolicyError``: an ERROR, never a RECEIPT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from stomprelay.cluster.envelope import Envelope
+from stomprelay.cluster.history import Log
+from stomprelay.errors import BackendUnavailable, PolicyError
+from stomprelay.metrics import Metrics
+from stomprelay.sync import Sync
+
+log = logging.getLogger(__name__)
+
+#: Most appends in one pipeline.
+MAX_BATCH = 512
+
+
+@dataclass(slots=True)
+class _Item:
+    log_id: str
+    channel: str
+    envelope: Envelope
+    done: asyncio.Future[None]
+
+
+class Publisher:
+    def __init__(
+        self,
+        log_: Log,
+        sync: Sync,
+        deliver_early: Callable[[str, Envelope], None],
+        metrics: Metrics,
+        now_ms: Callable[[], int],
+    ) -> None:
+        self._log = log_
+        self._sync = sync
+        self._deliver_early = deliver_early
+        self._metrics = metrics
+        self._now_ms = now_ms
+        self._queue: deque[_Item] = deque()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    def submit(self, log_id: str, channel: str, envelope: Envelope) -> asyncio.Future[None]:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        if self._closing:
+            done.set_exception(BackendUnavailable("relay stopping"))
+            return done
+        self._queue.append(_Item(log_id, channel, envelope, done))
+        if self._task is None:
+            self._task = loop.create_task(self._run(), name="publish-pipeline")
+        return done
+
+    async def _run(self) -> None:
+        queue = self._queue
+        try:
+            while queue:
+                batch = [queue.popleft() for _ in range(min(len(queue), MAX_BATCH))]
+                await self._send(batch)
+        finally:
+            self._task = None
+            if queue and not self._closing:
+                self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _send(self, batch: list[_Item]) -> None:
+        sync = self._sync
+        items = [(i.log_id, i.channel, i.envelope) for i in batch]
+        try:
+            results: list[Envelope | BackendUnavailable] = await sync.guard(
+                lambda: self._log.append_many(items, self._now_ms())
+            )
+        except BackendUnavailable as exc:
+            results = [exc] * len(batch)
+        except asyncio.CancelledError:
+            for item in batch:
+                if not item.done.done():
+                    item.done.set_exception(BackendUnavailable("relay stopping"))
+            raise
+        metrics = self._metrics
+        for item, result in zip(batch, results, strict=True):
+            metrics.published.inc()
+            if isinstance(result, BackendUnavailable):
+                self._journal(item)
+            else:
+                metrics.appends.inc()
+                if not item.done.done():
+                    item.done.set_result(None)
+
+    def _journal(self, item: _Item) -> None:
+        try:
+            self._sync.keep(item.log_id, item.channel, item.envelope)
+        except PolicyError as exc:
+            if not item.done.done():
+                item.done.set_exception(exc)
+            return
+        self._metrics.journaled.inc()
+        self._deliver_early(item.channel, item.envelope)
+        if not item.done.done():
+            item.done.set_result(None)
+
+    async def close(self) -> None:
+        self._closing = True
+        task = self._task
+        if task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(task), 2.0)
+            except (TimeoutError, asyncio.CancelledError):
+                task.cancel()
+        for item in self._queue:
+            if not item.done.done():
+                item.done.set_exception(BackendUnavailable("relay stopping"))
+        self._queue.clear()
