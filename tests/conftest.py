@@ -15,8 +15,8 @@ import pytest
 from procs import RelayProcess
 
 from stomprelay.relay import Relay
-from stomprelay.transport import RelayServer
 from stomprelay.settings import Settings
+from stomprelay.transport import RelayServer
 
 #: Per test: (title, read log) pairs whose text goes into the report when the test fails.
 _FAILURE_LOGS = pytest.StashKey[list[tuple[str, Callable[[], str]]]]()

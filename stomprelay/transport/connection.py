@@ -35,8 +35,9 @@ import logging
 import socket
 import time
 from collections import deque
+from http import HTTPStatus
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import h11
 from websockets.exceptions import PayloadTooBig
@@ -57,7 +58,7 @@ if TYPE_CHECKING:
     from stomprelay.transport.timers import Timers
 
 log = logging.getLogger(__name__)
-ws_log = logging.getLogger("stomprelay.websocket")
+ws_log = logging.getLogger("websockets.server")
 
 SUBPROTOCOLS = [Subprotocol("v12.stomp"), Subprotocol("v11.stomp"), Subprotocol("v10.stomp")]
 
@@ -177,7 +178,8 @@ class Connection(asyncio.Protocol):
     # -- asyncio.Protocol ------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # uvloop's transports implement asyncio.Transport without subclassing it
+        transport = cast(asyncio.Transport, transport)
         self.transport = transport
         hub = self.hub
         settings = hub.settings
@@ -375,7 +377,7 @@ class Connection(asyncio.Protocol):
         """The client does not read: drop its backlog, send ERROR if it can still
         get through, and abort the socket if it has not closed shortly after."""
         session = self._session
-        if session is None or self._mode != _STOMP:
+        if session is None or self._mode != _STOMP or session.closed:
             return
         settings = self.hub.settings
         self.hub.metrics.slow_consumers.inc()
@@ -669,6 +671,11 @@ class Connection(asyncio.Protocol):
                 if self._mode == _HEAD and self._is_websocket(event):
                     self._start_websocket()
                     return
+                if sum(len(n) + len(v) + 4 for n, v in event.headers) > (
+                    self.hub.settings.max_request_head
+                ):
+                    self._http_refuse(431, "request head too large")
+                    return
                 self._mode = _HTTP
                 self._head = bytearray()
                 self._request = event
@@ -733,7 +740,8 @@ class Connection(asyncio.Protocol):
         if close:
             headers.append((b"connection", b"close"))
         try:
-            out = conn.send(h11.Response(status_code=status, headers=headers))
+            reason = HTTPStatus(status).phrase.encode("ascii")
+            out = conn.send(h11.Response(status_code=status, headers=headers, reason=reason))
             if payload and not head_only:
                 out = (out or b"") + (conn.send(h11.Data(data=payload)) or b"")
             out = (out or b"") + (conn.send(h11.EndOfMessage()) or b"")

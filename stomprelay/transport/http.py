@@ -62,7 +62,7 @@ def bearer_token(headers: list[tuple[bytes, bytes]]) -> str | None:
 
 
 class HttpApp:
-    """Routes of one relay; ``connections`` is what /health counts."""
+    """Routes of one relay; ``connections`` (the STOMP sessions) is what /health counts."""
 
     def __init__(
         self,

@@ -65,7 +65,7 @@ class RelayServer:
         relay = self.relay
         settings = relay.settings
         hub = Hub(relay, self.timers, None, self.trust_proxy)
-        hub.http = HttpApp(relay, hub.connections, self._web_root, self._admin_token)
+        hub.http = HttpApp(relay, relay.sinks, self._web_root, self._admin_token)
         hub.on_gone = self._gone.set
         self._hub = hub
         if self._sock is not None:

@@ -39,8 +39,8 @@ from stomprelay.cluster.keys import Keys
 from stomprelay.cluster.redis_backend import RedisBus, RedisRegistry
 from stomprelay.errors import BackendUnavailable
 from stomprelay.relay import Relay
-from stomprelay.transport import RelayServer
 from stomprelay.settings import Settings
+from stomprelay.transport import RelayServer
 
 pytestmark = pytest.mark.redis
 

@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 from rawstomp import RawStomp
 
-from stomprelay.transport import RelayServer
 from stomprelay.stomp.frames import Frame
+from stomprelay.transport import RelayServer
 
 WATCH = "/topic/watch"
 

@@ -16,8 +16,8 @@ from jsclient import StompJsClient
 from pyclient import PyClients
 from stompclient import StompClient
 
-from stomprelay.transport import RelayServer
 from stomprelay.stomp.frames import Frame
+from stomprelay.transport import RelayServer
 
 LOBBY = "/topic/room/lobby"
 

@@ -8,7 +8,7 @@ the feed and the replay is driven deterministically.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import pytest
@@ -20,8 +20,8 @@ from stomprelay.cluster.history import HistoryPolicy, LogSlice, MemoryLog
 from stomprelay.cluster.memory import MemoryBus, MemoryHub, MemoryRegistry
 from stomprelay.errors import BackendUnavailable
 from stomprelay.relay import Relay
-from stomprelay.transport import RelayServer
 from stomprelay.settings import Settings
+from stomprelay.transport import RelayServer
 
 LOBBY = "/topic/room/lobby"
 
@@ -42,6 +42,13 @@ class Flaky:
         if self.down:
             raise BackendUnavailable("redis: simulated outage")
         return await self.log.append(log_id, channel, envelope, now)
+
+    async def append_many(
+        self, items: Sequence[tuple[str, str, Envelope]], now: int
+    ) -> list[Envelope | BackendUnavailable]:
+        if self.down:
+            raise BackendUnavailable("redis: simulated outage")
+        return await self.log.append_many(items, now)
 
     async def read(self, log_id: str, after: int, limit: int, tail: int = 0) -> LogSlice:
         self.reads += 1

@@ -65,7 +65,7 @@ async def test_connected_headers(relay: RelayServer, clients: MakeClient, kind: 
         if kind == "tcp10":
             assert "heart-beat" not in headers
         else:
-            assert headers["heart-beat"] == "10000,10000"
+            assert headers["heart-beat"] == "1000,1000"
     assert first.headers["session"] != second.headers["session"]
 
 

@@ -74,7 +74,7 @@ async def test_connected_headers(
     assert headers["version"] == expected
     assert headers["session"]
     assert headers["server"].startswith("stomprelay/")
-    assert headers["heart-beat"] == "10000,10000"
+    assert headers["heart-beat"] == "1000,1000"
     assert headers["x-server-id"] == "test-relay"
 
 

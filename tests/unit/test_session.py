@@ -154,7 +154,7 @@ def test_connect(command: str) -> None:
     assert frame.get("version") == "1.2"
     assert frame.get("session") == "sess-1"
     assert frame.get("server") == "stomprelay/9.9"
-    assert frame.get("heart-beat") == "10000,10000"
+    assert frame.get("heart-beat") == "1000,1000"
     assert frame.get("x-server-id") == "relay-a"
     assert frame.body == b""
 
