@@ -39,6 +39,11 @@ class Metrics:
             "Clients dropped for not reading",
             registry=self.registry,
         )
+        self.publish_batches = Counter(
+            "stomprelay_publish_batches",
+            "Round trips of the publish pipeline (each carries every SEND that waited)",
+            registry=self.registry,
+        )
         self.publisher_pauses = Counter(
             "stomprelay_publisher_pauses",
             "Times a publisher's socket was read no further until a slow subscriber caught up",

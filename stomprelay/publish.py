@@ -84,6 +84,7 @@ class Publisher:
 
     async def _send(self, batch: list[_Item]) -> None:
         sync = self._sync
+        self._metrics.publish_batches.inc()
         items = [(i.log_id, i.channel, i.envelope) for i in batch]
         try:
             results: list[Envelope | BackendUnavailable] = await sync.guard(

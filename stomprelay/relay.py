@@ -303,7 +303,7 @@ class Relay:
             try:
                 if isinstance(event, MessageSent) and self._pipelined(sink, event):
                     continue
-                await self._settle(session)
+                await self._settle(session, self.settings.publish_timeout)
                 if isinstance(event, ReceiptDue) and session.closed:
                     continue  # a SEND before it was refused: no RECEIPT
                 await self._handle(sink, event)

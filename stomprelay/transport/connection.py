@@ -264,9 +264,6 @@ class Connection(asyncio.Protocol):
         try:
             await self.hub.relay.detach(self)
         finally:
-            # nothing of this connection outlives its cleanup
-            self._session = None
-            self._worker = None
             if self.hub.on_gone is not None:
                 self.hub.on_gone()
 
