@@ -199,10 +199,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="connections the kernel queues before the relay accepts them",
     )
     serve.add_argument(
+        "--ws-ping-interval",
+        type=float,
+        default=_env_number("WS_PING_INTERVAL", DEFAULTS.ws_ping_interval, float),
+        help="seconds between WebSocket pings (0: none; STOMP heart-beats find dead peers)",
+    )
+    serve.add_argument(
         "--worker-http-port",
         type=int,
         default=None,
-        help="also serve HTTP (/metrics, /health) on this port, for this process only",
+        help="also serve HTTP (/metrics, /health) on this port, for this process only; "
+        "with --workers, worker i uses this port + i",
     )
     # set by the --workers supervisor for its children
     serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
@@ -296,6 +303,7 @@ async def serve(args: argparse.Namespace) -> int:
         redis_timeout=args.redis_timeout,
         redis_pool_size=args.redis_pool_size,
         listen_backlog=args.listen_backlog,
+        ws_ping_interval=args.ws_ping_interval,
     )
     for name in ("history_size", "history_max_topics", "journal_size", "journal_bytes"):
         if getattr(args, name) < 0:
@@ -471,6 +479,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.port,
                 args.server_id,
                 args.drain_timeout,
+                args.worker_http_port,
             )
             return supervisor.run() or 0
         return run_loop(serve(args), args.uvloop)

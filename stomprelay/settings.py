@@ -75,6 +75,9 @@ class Settings:
     handshake_timeout: float = 10.0
     max_request_head: int = 16 * 1024
     max_request_body: int = 16 * 1024
+    #: Seconds between WebSocket pings to each client; 0 (the default): none, the
+    #: STOMP heart-beats (and TCP keepalive) already find dead peers.
+    ws_ping_interval: float = 0.0
     #: TCP keepalive on every client socket (finds dead peers that negotiated no
     #: heart-beat, such as stomp.py's default ``0,0``).
     tcp_keepalive: bool = True

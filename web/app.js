@@ -887,7 +887,7 @@
       maxReconnectDelay: 10000,
       reconnectTimeMode: StompJs.ReconnectionTimeMode.EXPONENTIAL,
       connectionTimeout: 5000,
-      // The relay offers 10 s heart-beats and closes a peer silent for 3x that; a Worker
+      // This page asks for 10 s heart-beats; the relay closes a peer silent for 3x that; a Worker
       // keeps our beats on time when the tab is in the background and timers are throttled.
       heartbeatIncoming: 10000,
       heartbeatOutgoing: 10000,

@@ -35,8 +35,8 @@ import logging
 import socket
 import time
 from collections import deque
-from http import HTTPStatus
 from collections.abc import Callable
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, cast
 
 import h11
@@ -167,6 +167,8 @@ class Connection(asyncio.Protocol):
         self._body = bytearray()
         self._request: h11.Request | None = None
         self._attached = False
+        #: Next WebSocket ping (only with ``ws_ping_interval``; STOMP heart-beats suffice).
+        self._ping_at: float | None = None
 
     @property
     def session(self) -> ServerSession:
@@ -295,6 +297,9 @@ class Connection(asyncio.Protocol):
             if paused is not None:
                 limit = paused + self.hub.settings.send_timeout
                 due = limit if due is None else min(due, limit)
+            ping = self._ping_at
+            if ping is not None:
+                due = ping if due is None else min(due, ping)
             return due
         if mode == _CLOSED:
             return None
@@ -312,6 +317,12 @@ class Connection(asyncio.Protocol):
                 )
                 self._drop_slow_consumer()
                 return
+            ping = self._ping_at
+            if ping is not None and now >= ping and self._ws is not None:
+                if self._ws.state is WsState.OPEN:
+                    self._ws.send_ping(b"")
+                    self._ws_output()
+                self._ping_at = now + self.hub.settings.ws_ping_interval
             if self._session is not None:
                 self._session.tick(now)
                 self.flush()
@@ -556,6 +567,9 @@ class Connection(asyncio.Protocol):
             # Behind a proxy the socket's peer is the proxy: record the client it names.
             self.remote = forwarded.split(",")[0].strip()[:64]
         self._open_session()
+        interval = self.hub.settings.ws_ping_interval
+        if interval > 0:
+            self._ping_at = time.monotonic() + interval
         self.hub.timers.update(self._token)
         # bytes after the handshake (a client that did not wait for the 101)
         self._ws_frames()

@@ -49,10 +49,10 @@ def worker_argv(argv: Sequence[str]) -> list[str]:
         if skip:
             skip = False
             continue
-        if arg in ("--workers", "--server-id"):
+        if arg in ("--workers", "--server-id", "--worker-http-port"):
             skip = True
             continue
-        if arg.startswith(("--workers=", "--server-id=")):
+        if arg.startswith(("--workers=", "--server-id=", "--worker-http-port=")):
             continue
         out.append(arg)
     return out
@@ -67,8 +67,11 @@ class Supervisor:
         port: int,
         base_id: str | None,
         drain_timeout: float,
+        http_port: int | None = None,
     ) -> None:
         self.count = count
+        #: Worker i also serves its own /metrics and /health on http_port + i.
+        self.http_port = http_port
         self.argv = worker_argv(argv)
         self.host = host
         self.port = port
@@ -95,6 +98,8 @@ class Supervisor:
         server_id = f"{self.base_id}-w{index}.{self._generation[index]}"
         command = [sys.executable, "-m", "stomprelay", "serve", *self.argv]
         command += ["--server-id", server_id]
+        if self.http_port is not None:
+            command += ["--worker-http-port", str(self.http_port + index)]
         pass_fds: tuple[int, ...] = ()
         if self.reuse_port:
             command.append("--reuse-port")

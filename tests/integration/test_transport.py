@@ -401,3 +401,50 @@ async def test_a_closed_connection_is_freed_without_the_garbage_collector(
         assert not [c for c in relay.connections if isinstance(c, Connection)]
     finally:
         gc.enable()
+
+
+async def ws_frames(port: int, seconds: float) -> list[Any]:
+    """Frames a WebSocket client sees in ``seconds`` after CONNECT, read through
+    websockets' sans-I/O client (so pings are visible, not answered away)."""
+    from websockets.client import ClientProtocol
+    from websockets.uri import parse_uri
+
+    protocol = ClientProtocol(parse_uri(f"ws://127.0.0.1:{port}/ws"))
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    from websockets.protocol import State
+
+    protocol.send_request(protocol.connect())
+    for data in protocol.data_to_send():
+        writer.write(data)
+    while protocol.state is not State.OPEN:
+        protocol.receive_data(await asyncio.wait_for(reader.read(65536), 5))
+    protocol.events_received()
+    protocol.send_text(stomp("CONNECT", ("accept-version", "1.2"), ("heart-beat", "0,0")))
+    seen: list[Any] = []
+    end = time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        for data in protocol.data_to_send():
+            if data:
+                writer.write(data)
+        try:
+            chunk = await asyncio.wait_for(reader.read(65536), left)
+        except TimeoutError:
+            break
+        if not chunk:
+            break
+        protocol.receive_data(chunk)
+        seen += protocol.events_received()
+    writer.close()
+    return seen
+
+
+async def test_no_websocket_ping_unless_configured(make_relay: Any) -> None:
+    from websockets.frames import Frame as WsFrame
+    from websockets.frames import Opcode
+
+    quiet = await make_relay()
+    pinging = await make_relay(ws_ping_interval=0.2)
+    for server, expected in ((quiet, 0), (pinging, 3)):
+        frames = await ws_frames(server.port, 1.0)
+        pings = [f for f in frames if isinstance(f, WsFrame) and f.opcode is Opcode.PING]
+        assert (len(pings) >= expected) if expected else not pings, frames

@@ -7,6 +7,7 @@ import contextlib
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import urllib.request
@@ -46,7 +47,7 @@ def metric(text: str, name: str) -> float:
 def supervisor(tmp_path: Path, redis_server: RedisServer) -> Any:
     procs: list[subprocess.Popen[bytes]] = []
 
-    def start(port: int) -> subprocess.Popen[bytes]:
+    def start(port: int, http_base: int) -> subprocess.Popen[bytes]:
         log = open(tmp_path / "workers.log", "ab")  # noqa: SIM115
         proc = subprocess.Popen(
             [
@@ -64,6 +65,8 @@ def supervisor(tmp_path: Path, redis_server: RedisServer) -> Any:
                 "2",
                 "--server-id",
                 "pool",
+                "--worker-http-port",
+                str(http_base),
                 *RELAY_ARGS,
             ],
             cwd=ROOT,
@@ -82,6 +85,15 @@ def supervisor(tmp_path: Path, redis_server: RedisServer) -> Any:
         for child in orphans:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(child, signal.SIGKILL)
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def children(pid: int) -> list[int]:
@@ -105,7 +117,10 @@ async def test_two_workers_serve_one_room_and_a_dead_worker_is_replaced(
     supervisor: Any,
 ) -> None:
     port = free_port()
-    proc = supervisor(port)
+    http_base = free_port()
+    while any(not _free(http_base + i) for i in range(2)):
+        http_base = free_port()
+    proc = supervisor(port, http_base)
     await eventually(lambda: get(f"http://127.0.0.1:{port}/ready")[0] == 200, timeout=20)
     url = f"ws://127.0.0.1:{port}/ws"
     made: list[StompClient] = []
@@ -120,6 +135,13 @@ async def test_two_workers_serve_one_room_and_a_dead_worker_is_replaced(
         for client in (first, second):
             got = await client.collect(2, "s")
             assert [f.body for f in got] == [b"from the first worker", b"from the second worker"]
+        # each worker has its own /health and /metrics besides the shared port
+        for i in range(2):
+            status, body = get(f"http://127.0.0.1:{http_base + i}/health")
+            assert status == 200
+            assert f'"pool-w{i}.1"' in body
+            status, body = get(f"http://127.0.0.1:{http_base + i}/metrics")
+            assert "stomprelay_connections" in body
         status, body = get(f"http://127.0.0.1:{port}/api/servers")
         assert status == 200
         assert {"pool-w0.1", "pool-w1.1"} <= set(re.findall(r"pool-w\d\.\d", body))
