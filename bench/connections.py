@@ -852,7 +852,7 @@ def report_fanout(title: str, how: str, rows: list[Row], relays: int) -> None:
     print(title)
     print(f"   {how}")
     print(
-        f"   {'target':<34} {'deliv/s':>9} {'B/deliv':>7} {'gen%':>5} | {'p50 ms':>7} "
+        f"   {'target':<40} {'deliv/s':>9} {'B/deliv':>7} {'gen%':>5} | {'p50 ms':>7} "
         f"{'p99 ms':>7} {'max ms':>7} {'samples':>8} {'gen%':>5}"
     )
     for row in rows:
@@ -865,11 +865,11 @@ def report_fanout(title: str, how: str, rows: list[Row], relays: int) -> None:
                 f"{row.p(0.5):>7.2f} {row.p(0.99):>7.2f} {row.samples[-1]:>7.2f} "
                 f"{len(row.samples):>8,} {share(row.paced):>5}"
             )
-        print(f"   {row.name:<34} {burst} | {paced}")
+        print(f"   {row.name:<40} {burst} | {paced}")
         if row.problem:
-            print(f"   {'':<34} ! {row.problem}")
+            print(f"   {'':<40} ! {row.problem}")
         if row.rate:
-            print(f"   {'':<34}   paced at {row.rate:.1f} SENDs/s per publisher")
+            print(f"   {'':<40}   paced at {row.rate:.1f} SENDs/s per publisher")
     print("   CPU per phase (bench = this load generator; the servers' seconds beside it):")
     for row in rows:
         for phase, usage in (("burst", row.burst), ("paced", row.paced)):

@@ -1,6 +1,7 @@
 """The relay-wide publish pipeline: clients' SENDs to Redis without a round trip each.
 
-Every client SEND to a logged destination becomes one item in one queue.
+Every client SEND becomes one item in one queue (a logged destination's an
+append, any other a plain PUBLISH).
 While a batch is with Redis, new items wait; the next batch is everything
 that waited, sent as one pipeline (``Log.append_many``), so a publisher is no
 longer held to one SEND per round trip, and items leave in the order they
@@ -16,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from stomprelay.cluster.envelope import Envelope
@@ -43,12 +44,14 @@ class Publisher:
     def __init__(
         self,
         log_: Log,
+        publish_many: Callable[[Sequence[tuple[str, Envelope]]], Awaitable[None]],
         sync: Sync,
         deliver_early: Callable[[str, Envelope], None],
         metrics: Metrics,
         now_ms: Callable[[], int],
     ) -> None:
         self._log = log_
+        self._publish_many = publish_many
         self._sync = sync
         self._deliver_early = deliver_early
         self._metrics = metrics
@@ -75,8 +78,11 @@ class Publisher:
         queue = self._queue
         try:
             while queue:
-                batch = [queue.popleft() for _ in range(min(len(queue), MAX_BATCH))]
-                await self._send(batch)
+                logged = bool(queue[0].log_id)
+                batch: list[_Item] = []
+                while queue and len(batch) < MAX_BATCH and bool(queue[0].log_id) == logged:
+                    batch.append(queue.popleft())
+                await (self._send(batch) if logged else self._publish(batch))
         finally:
             self._task = None
             if queue and not self._closing:
@@ -104,6 +110,18 @@ class Publisher:
                 self._journal(item)
             else:
                 metrics.appends.inc()
+                if not item.done.done():
+                    item.done.set_result(None)
+
+    async def _publish(self, batch: list[_Item]) -> None:
+        """Unlogged destinations: PUBLISH as they are (the bus delivers locally
+        while Redis is unreachable)."""
+        self._metrics.publish_batches.inc()
+        try:
+            await self._publish_many([(i.channel, i.envelope) for i in batch])
+        finally:
+            for item in batch:
+                self._metrics.published.inc()
                 if not item.done.done():
                     item.done.set_result(None)
 

@@ -147,11 +147,14 @@ class Relay:
         self.router.on_lost = self.rooms.lost
         self.router.on_read_failed = self.sync.fail
         self.sinks: dict[str, Sink] = {}
-        #: The pipeline of clients' SENDs to logged destinations (None: no log).
-        self.publisher = (
-            Publisher(found_log, self.sync, self.router.deliver_early, self.metrics, now_ms)
-            if found_log is not None
-            else None
+        #: The pipeline of clients' SENDs to Redis.
+        self.publisher = Publisher(
+            found_log if found_log is not None else _NoLog(),
+            self.bus.publish_many,
+            self.sync,
+            self.router.deliver_early,
+            self.metrics,
+            now_ms,
         )
         #: session id -> its SENDs still in the pipeline
         self._inflight: dict[str, _Inflight] = {}
@@ -226,8 +229,7 @@ class Relay:
 
     async def close(self) -> None:
         """After every client is gone: stop liveness, drop this relay's keys."""
-        if self.publisher is not None:
-            await self.publisher.close()
+        await self.publisher.close()
         await self.liveness.stop()
         await self.sync.close()
         await self.router.close()
@@ -323,16 +325,13 @@ class Relay:
         }
 
     def _pipelined(self, sink: Sink, event: MessageSent) -> bool:
-        """Put a SEND to a logged destination into the pipeline; False for any other."""
+        """Put a SEND to a topic or room into the pipeline (logged or not); False
+        for the application's destinations, which run their own scripts."""
         publisher = self.publisher
-        if publisher is None:
-            return False
         route = parse_destination(event.destination)
         if route.kind in ("app", "system"):
             return False
-        log_id = self.router.logged(route)
-        if not log_id:
-            return False
+        log_id = self.router.logged(route) if self.log is not None else ""
         frame = event.frame
         envelope = self.router.envelope(event.destination, frame.headers, frame.body)
         session = sink.session

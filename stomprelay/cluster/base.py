@@ -8,7 +8,7 @@ the distributed ones; one contract test suite runs against both.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from stomprelay.cluster.envelope import Envelope
@@ -43,3 +43,7 @@ class Bus(Protocol):
     async def unsubscribe(self, channel: str) -> None: ...
 
     async def publish(self, channel: str, envelope: Envelope) -> None: ...
+
+    async def publish_many(self, items: Sequence[tuple[str, Envelope]]) -> None:
+        """:meth:`publish` of each ``(channel, envelope)`` in order, in one round trip."""
+        ...

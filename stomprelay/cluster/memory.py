@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from stomprelay.cluster.base import BusHandler
@@ -101,6 +101,10 @@ class MemoryBus:
 
     async def publish(self, channel: str, envelope: Envelope) -> None:
         self.hub.publish(channel, envelope)
+
+    async def publish_many(self, items: Sequence[tuple[str, Envelope]]) -> None:
+        for channel, envelope in items:
+            self.hub.publish(channel, envelope)
 
     def deliver(self, channel: str, envelope: Envelope) -> None:
         if channel in self.channels and self.handler is not None:

@@ -267,6 +267,26 @@ class RedisBus:
                 log.info("publish on %s failed, delivering locally: %s", channel, exc)
         self.deliver_local(channel, envelope)
 
+    async def publish_many(self, items: Sequence[tuple[str, Envelope]]) -> None:
+        """PUBLISH each in one pipeline (Redis runs them in order); as :meth:`publish`
+        when Redis is unreachable or fails."""
+        if self._available:
+            pipe = self._client.pipeline(transaction=False)
+            for channel, envelope in items:
+                pipe.publish(channel, envelope.to_json())
+            try:
+                await pipe.execute()
+                return
+            except (RedisTimeoutError, TimeoutError):
+                log.warning("%d publishes timed out; not delivered locally", len(items))
+                return
+            except (RedisError, OSError) as exc:
+                log.info("%d publishes failed, delivering locally: %s", len(items), exc)
+            finally:
+                await pipe.reset()  # type: ignore[no-untyped-call]
+        for channel, envelope in items:
+            self.deliver_local(channel, envelope)
+
     def deliver_local(self, channel: str, envelope: Envelope) -> None:
         if self._handler is not None and channel in self._wanted:
             asyncio.get_running_loop().call_soon(self._handler, channel, envelope)
