@@ -2,11 +2,14 @@
 and what 5000 idle connections cost, beside the peers, in one run.
 
 Tables, each with stomprelay's rows, a bare ``websockets.broadcast`` server (the
-Python ceiling: no STOMP but a CONNECTED, RECEIPTs and one pre-built MESSAGE
-head, run as a child of this script) and RabbitMQ Web-STOMP
-(``ws://127.0.0.1:15674/ws``, guest/guest, ``/topic/<name>`` on the default topic
-exchange; ``rabbitmq-plugins enable rabbitmq_web_stomp`` is tried when it does not
-answer):
+Python ceiling, a child of this script with compression off like the relay: no
+STOMP but a fixed CONNECTED, RECEIPTs, the destination header to group
+subscribers by and one pre-built MESSAGE head before the SENT body) and
+RabbitMQ Web-STOMP (``ws://127.0.0.1:15674/ws``, guest/guest, ``/topic/<name>``
+on the default topic exchange; ``rabbitmq-plugins enable rabbitmq_web_stomp`` is
+tried when it does not answer; a row that needs more connections than its
+socket limit, from ``rabbitmqctl status``, says so and is skipped, and (d)
+measures it with as many as it holds):
 
 (a) 100 subscribers of one destination on one relay without Redis, with the
     default history and with ``--history-size 0``;
@@ -32,7 +35,8 @@ terminators and reads only the body's timestamp for latency. Its CPU share of a
 core is printed for every phase: near 100% would mean it, not the server, set
 the pace. Counts scale with ``BENCH_SCALE`` (0.1 for a quick run); the whole run
 gives up after ``BENCH_CONNECTIONS_BUDGET`` seconds (480) and every wait is
-bounded. Loopback only. Run: ``make bench``.
+bounded. Exits 1 when a stomprelay row has no figures. Loopback only. Run:
+``make bench``.
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
+from importlib.metadata import version
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -87,9 +92,10 @@ def scaled(count: int, least: int = 1) -> int:
     return max(least, round(count * SCALE))
 
 
-A_SUBS, A_BURST, A_RATE = scaled(100, 2), scaled(2000, 20), 200
-B_SUBS, B_BURST, B_RATE = scaled(1000, 2), scaled(300, 10), 50
-C_ROOMS, C_SUBS, C_BURST, C_RATE = 10, scaled(100, 2), scaled(200, 10), 20
+# Bursts of about a million deliveries: a few seconds each, even for the slowest server here.
+A_SUBS, A_BURST, A_RATE = scaled(100, 2), scaled(10_000, 20), 200
+B_SUBS, B_BURST, B_RATE = scaled(1000, 2), scaled(1000, 10), 50
+C_ROOMS, C_SUBS, C_BURST, C_RATE = 10, scaled(100, 2), scaled(1000, 10), 20
 PACED_SECONDS = max(2.0, 5.0 * SCALE)
 IDLE = scaled(5000, 10)
 IDLE_HEARTBEAT = 10_000  # ms, both ways
@@ -229,7 +235,7 @@ class WsClient(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
-        transport.write(self.request)
+        self.write(self.request)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = self.closed or f"connection lost ({exc or 'EOF'})"
@@ -466,7 +472,9 @@ async def open_clients(
     failed = [r for r in results if not isinstance(r, WsClient)]
     if failed:
         await shut(clients)
-        raise RuntimeError(f"{len(failed)} of {len(urls)} connections failed: {failed[0]!r}")
+        first = failed[0]
+        why = "timed out" if isinstance(first, TimeoutError) else f"{type(first).__name__}: {first}"
+        raise RuntimeError(f"{len(failed)} of {len(urls)} connections failed, the first: {why}")
     return clients
 
 
@@ -639,7 +647,8 @@ def find_rabbit() -> Rabbit:
             return rabbit
         said = (done.stdout + done.stderr).strip().splitlines()
         with contextlib.suppress(RuntimeError):
-            wait_until(lambda: reachable(RABBIT_PORT), 30, "Web-STOMP")
+            if done.returncode == 0:  # the listener comes up a moment later
+                wait_until(lambda: reachable(RABBIT_PORT), 30, "Web-STOMP")
         if not reachable(RABBIT_PORT):
             rabbit.note = (
                 f"`rabbitmq-plugins enable rabbitmq_web_stomp` exited {done.returncode} "
@@ -652,9 +661,7 @@ def find_rabbit() -> Rabbit:
     if pid is None:
         rabbit.note = "no beam.smp process found (pgrep -f beam.smp): no CPU or RSS for it"
     else:
-        limits = Path(f"/proc/{pid}/limits").read_text()
-        found = re.search(r"Max open files\s+(\d+)", limits)
-        rabbit.open_files = found[1] if found else "?"
+        rabbit.open_files = open_files(pid)
     if shutil.which("rabbitmqctl"):
         with contextlib.suppress(OSError, subprocess.TimeoutExpired):
             status = subprocess.run(
@@ -678,6 +685,7 @@ class Row:
     problem: str = ""  # why there are no figures (or only the burst's)
     delivered: float = 0.0  # deliveries per second over the burst
     frame_bytes: float = 0.0  # WebSocket payload bytes per delivery
+    burst_count: int = 0  # deliveries counted in the burst
     burst: Usage | None = None
     rate: float = 0.0  # SENDs per second actually paced, per publisher
     samples: list[float] = field(default_factory=list)  # ms, sorted
@@ -716,7 +724,7 @@ async def fanout(
         row.problem = await group.wait(WAIT)
         row.burst = meter.stop()
         await cancel(writers)
-        got = sum(c.count for c in subscribers)
+        row.burst_count = got = sum(c.count for c in subscribers)
         row.frame_bytes = sum(c.bytes for c in subscribers) / max(1, got)
         if row.problem:
             return row
@@ -847,7 +855,9 @@ def ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}x" if a and b else "-"
 
 
-def report_fanout(title: str, how: str, rows: list[Row], relays: int) -> None:
+def report_fanout(scenario: Scenario, title: str, relays: int) -> None:
+    rows = scenario.rows
+    how = scenario.how()
     print()
     print(title)
     print(f"   {how}")
@@ -871,11 +881,30 @@ def report_fanout(title: str, how: str, rows: list[Row], relays: int) -> None:
         if row.rate:
             print(f"   {'':<40}   paced at {row.rate:.1f} SENDs/s per publisher")
     print("   CPU per phase (bench = this load generator; the servers' seconds beside it):")
+    costs = []  # generator CPU seconds per delivery, paced
     for row in rows:
-        for phase, usage in (("burst", row.burst), ("paced", row.paced)):
-            if usage is not None:
-                print(f"     {row.name}, {phase}: {usage.note()}")
-                print_warnings(usage, "       ")
+        for phase, usage, count in (
+            ("burst", row.burst, row.burst_count),
+            ("paced", row.paced, len(row.samples)),
+        ):
+            if usage is None:
+                continue
+            cost = usage.bench / count if count else 0.0
+            each = f"; {cost * 1e6:.1f} us of it per delivery" if count else ""
+            print(f"     {row.name}, {phase}: {usage.note()}{each}")
+            print_warnings(usage, "       ")
+            if usage.wall and usage.bench / usage.wall > 0.8:
+                print("       ! the generator used over 80% of a core: it may have set the pace")
+            if phase == "paced" and count:
+                costs.append(cost)
+    if costs:
+        cost, per = sorted(costs)[len(costs) // 2], scenario.per_room
+        print(
+            f"   paced, this generator spent ~{cost * 1e6:.1f} us of CPU per delivery (all of its "
+            f"CPU over the deliveries): reading one message on a destination's {per:,} "
+            f"subscribers, one socket after another, takes it ~{cost * per * 1e3:.1f} ms, "
+            "part of the later subscribers' latency, alike for every target"
+        )
     measured = [r for r in rows if r.delivered and r.samples and not r.problem]
     pairs = [
         (a, b)
@@ -1012,7 +1041,8 @@ class Scenario:
         )
 
 
-def run_all(procs: Procs, redis_binary: str | None, deadline: float) -> None:
+def run_all(procs: Procs, redis_binary: str | None, deadline: float) -> bool:
+    """Every row, then the report; whether a stomprelay row has no figures."""
     a = Scenario("a", 1, A_SUBS, A_BURST, A_RATE)
     b = Scenario("b", 1, B_SUBS, B_BURST, B_RATE)
     c = Scenario("c", C_ROOMS, C_SUBS, C_BURST, C_RATE)
@@ -1077,26 +1107,20 @@ def run_all(procs: Procs, redis_binary: str | None, deadline: float) -> None:
         idle_rows.append(run_idle(peer, peer.pid, row, deadline))
 
     rooms = f"{C_ROOMS} rooms x {C_SUBS} subscribers"
-    report_fanout(
-        f"(a) {A_SUBS} subscribers of one destination, one publisher, one relay without Redis",
-        a.how(),
-        a.rows,
-        1,
+    title = f"(a) {A_SUBS} subscribers of one destination, one publisher, one relay without Redis"
+    report_fanout(a, title, 1)
+    title = (
+        f"(b) {B_SUBS} subscribers over 2 relays + Redis (half on each), the publisher on relay 1"
     )
-    report_fanout(
-        f"(b) {B_SUBS} subscribers over 2 relays + Redis (half on each), the publisher on relay 1",
-        b.how(),
-        b.rows,
-        2,
-    )
-    report_fanout(
+    report_fanout(b, title, 2)
+    title = (
         f"(c) {rooms} over 2 relays + Redis (half of each room on each relay), one publisher "
-        "per room on relay 1, all rooms at once",
-        c.how(),
-        c.rows,
-        2,
+        "per room on relay 1, all rooms at once"
     )
+    report_fanout(c, title, 2)
     report_idle(idle_rows)
+    rows = [*a.rows, *b.rows, *c.rows, *idle_rows]
+    return any(r.problem and r.name.startswith("relay") for r in rows)
 
 
 def run_idle(target: Target, pid: int, row: IdleRow, deadline: float) -> IdleRow:
@@ -1126,16 +1150,14 @@ def main() -> int:
         loop_note = "asyncio's own loop (uvloop not installed)"
     else:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-        loop_note = f"uvloop {uvloop.__version__}"
+        loop_note = f"uvloop {version('uvloop')}"
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     _, fd_note = raise_fd_limit(hard if hard > 0 else max(soft, 65536))
-    import websockets
-
     load = " ".join(f"{v:.2f}" for v in os.getloadavg())
     print(
         f"connections benchmark: loopback, {os.cpu_count()} CPUs, load average {load} at the "
         f"start; scale {SCALE:g}; Python {sys.version.split()[0]}, websockets "
-        f"{websockets.__version__}"
+        f"{version('websockets')}"
     )
     print(
         f"load generator: this one process, raw asyncio WebSocket clients on {loop_note}, "
@@ -1150,7 +1172,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-connections-") as tmp:
         procs = Procs(Path(tmp))
         try:
-            run_all(procs, redis_binary, deadline)
+            failed = run_all(procs, redis_binary, deadline)
         finally:
             procs.stop_all()
             signal.signal(signal.SIGTERM, previous)
@@ -1159,7 +1181,7 @@ def main() -> int:
         f"load generator over the whole run: {own_cpu() - cpu_start:.1f}s CPU over "
         f"{time.perf_counter() - run_start:.1f}s wall"
     )
-    return 0
+    return 1 if failed else 0
 
 
 def _terminate(signum: int, frame: object) -> None:

@@ -18,6 +18,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from subprocess import DEVNULL, Popen
 
 from websockets.asyncio.client import ClientConnection, connect
 
@@ -135,9 +136,9 @@ def reachable(port: int) -> bool:
     return False
 
 
-async def main() -> None:
-    port = free_port()
-    relay = await asyncio.create_subprocess_exec(
+def relay_argv(port: int) -> list[str]:
+    """A single-node relay on 127.0.0.1:``port`` (the package found from the cwd first)."""
+    return [
         sys.executable,
         "-m",
         "stomprelay",
@@ -148,8 +149,25 @@ async def main() -> None:
         str(port),
         "--log-level",
         "warning",
-        cwd=ROOT,
-        stdout=asyncio.subprocess.DEVNULL,
+    ]
+
+
+def start_relay(port: int, cwd: Path = ROOT, env: dict[str, str] | None = None) -> Popen[bytes]:
+    """Start :func:`relay_argv` in ``cwd`` and wait (20 s at most) until it listens."""
+    relay = Popen(relay_argv(port), cwd=cwd, env=env, stdout=DEVNULL)
+    deadline = time.monotonic() + 20
+    while not reachable(port):
+        if time.monotonic() > deadline or relay.poll() is not None:
+            relay.kill()
+            raise SystemExit("stomprelay did not start")
+        time.sleep(0.05)
+    return relay
+
+
+async def main() -> None:
+    port = free_port()
+    relay = await asyncio.create_subprocess_exec(
+        *relay_argv(port), cwd=ROOT, stdout=asyncio.subprocess.DEVNULL
     )
     try:
         deadline = time.monotonic() + 20
