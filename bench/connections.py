@@ -656,7 +656,53 @@ def find_rabbit() -> Rabbit:
             )
             return rabbit
         print(f"RabbitMQ Web-STOMP enabled: {said[-1] if said else 'done'}", flush=True)
-    pids = subprocess.run(["pgrep", "-f", "beam.smp"], capture_output=True, text=True).stdout
+    read_rabbit(rabbit)
+    if rabbit.sockets is not None and rabbit.sockets < WANTED_SOCKETS:
+        raise_rabbit_limit(rabbit)
+    return rabbit
+
+
+#: Web-STOMP connections the peer rows need: (b) and (c) hold about 1,010, (d) 5,000.
+WANTED_SOCKETS = 5_100
+RABBIT_DEFAULTS = Path("/etc/default/rabbitmq-server")
+LIMIT_MARK = "# raised for stomprelay's bench/connections.py"
+
+
+def raise_rabbit_limit(rabbit: Rabbit) -> None:
+    """RabbitMQ takes its socket limit from its open-files limit at start: raise
+    that (in the service's defaults file, to this machine's hard limit) and
+    restart it, where this runs as root with a SysV service; say why not otherwise."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    wanted = hard if hard != resource.RLIM_INFINITY else 65536
+    why = ""
+    if os.geteuid() != 0:
+        why = "not root"
+    elif not RABBIT_DEFAULTS.exists() or not shutil.which("service"):
+        why = f"no {RABBIT_DEFAULTS} and service command"
+    if why:
+        print(f"RabbitMQ's socket limit stays {rabbit.sockets}: cannot raise it ({why})")
+        return
+    lines = [line for line in RABBIT_DEFAULTS.read_text().splitlines() if LIMIT_MARK not in line]
+    RABBIT_DEFAULTS.write_text("\n".join([*lines, f"ulimit -n {wanted}  {LIMIT_MARK}", ""]))
+    print(
+        f"RabbitMQ holds {rabbit.sockets} sockets: raising its open-files limit to {wanted} "
+        f"in {RABBIT_DEFAULTS} and restarting it",
+        flush=True,
+    )
+    with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+        subprocess.run(["rabbitmqctl", "stop"], capture_output=True, timeout=120)
+        subprocess.run(["service", "rabbitmq-server", "start"], capture_output=True, timeout=180)
+    with contextlib.suppress(RuntimeError):
+        wait_until(lambda: reachable(RABBIT_PORT), 60, "Web-STOMP after the restart")
+    read_rabbit(rabbit)
+    print(f"RabbitMQ now holds {rabbit.sockets} sockets", flush=True)
+
+
+def read_rabbit(rabbit: Rabbit) -> None:
+    """beam.smp's pid and open-files limit, RabbitMQ's version and socket limit."""
+    pids = subprocess.run(
+        ["pgrep", "-u", "rabbitmq", "-f", "beam.smp"], capture_output=True, text=True
+    ).stdout
     pid = int(pids.split()[0]) if pids.split() else None
     if pid is None:
         rabbit.note = "no beam.smp process found (pgrep -f beam.smp): no CPU or RSS for it"
@@ -673,7 +719,6 @@ def find_rabbit() -> Rabbit:
             if found := re.search(r"RabbitMQ version: (\S+)", status):
                 rabbit.version = found[1]
     rabbit.peer = Peer("RabbitMQ Web-STOMP", RABBIT_URL, "guest", pid, "beam.smp")
-    return rabbit
 
 
 # -- (a)-(c): fan-out -----------------------------------------------------------

@@ -247,7 +247,7 @@ class Router:
         #: id -> (when, the subscriptions that got it then).
         self._delivered_early: dict[str, tuple[float, frozenset[Key]]] = {}
         #: Called once per MESSAGE queued to a client (metrics).
-        self.on_delivered: Callable[[], None] | None = None
+        self.on_delivered: Callable[[int], None] | None = None
         #: Called with (messages, seconds) after a gap was filled from a log.
         self.on_repaired: Callable[[int, float], None] | None = None
         #: Called with the destination when its subscribers lost messages for good.
@@ -596,11 +596,13 @@ class Router:
         targets: list[tuple[Key, Sink]] | tuple[tuple[Key, Sink], ...],
     ) -> None:
         now = time.monotonic()
-        delivered = self.on_delivered
+        count = 0
         for (_, sub_id), sink in targets:
-            if sink.session.deliver(message, sub_id, now) and delivered is not None:
-                delivered()
+            if sink.session.deliver(message, sub_id, now):
+                count += 1
             sink.flush()
+        if count and self.on_delivered is not None:
+            self.on_delivered(count)  # one metric update per fan-out, not per frame
 
     def _not_early(
         self, envelope: Envelope, targets: Iterable[tuple[Key, Sink]]

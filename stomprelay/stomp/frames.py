@@ -227,10 +227,29 @@ class PreparedMessage:
 
     def render(self, version: str, subscription: str, ack: str | None = None) -> bytes:
         """Wire bytes of this MESSAGE for one subscription (STOMP 1.2 "MESSAGE")."""
-        lines = [("subscription", subscription)]
-        if ack is not None:
-            lines.append(("ack", ack))
-        data = b"".join(
-            (b"MESSAGE\n", encode_headers(lines, version, "MESSAGE"), self._shared(version))
-        )
+        if ack is None:
+            head = _subscription_line(version, subscription)
+        else:
+            head = b"MESSAGE\n" + encode_headers(
+                (("subscription", subscription), ("ack", ack)), version, "MESSAGE"
+            )
+        data = head + self._shared(version)
         return data if self.text else Binary(data)
+
+
+#: ``MESSAGE\nsubscription:<id>\n`` per (version, id): most clients name their
+#: subscriptions alike (stomp.js: ``sub-0``, ``sub-1``, ...), so a fan-out to
+#: thousands escapes and encodes a handful of ids.
+_SUBSCRIPTION_LINES: dict[tuple[str, str], bytes] = {}
+_SUBSCRIPTION_LINES_MAX = 4096
+
+
+def _subscription_line(version: str, subscription: str) -> bytes:
+    key = (version, subscription)
+    line = _SUBSCRIPTION_LINES.get(key)
+    if line is None:
+        if len(_SUBSCRIPTION_LINES) >= _SUBSCRIPTION_LINES_MAX:
+            _SUBSCRIPTION_LINES.clear()
+        line = b"MESSAGE\n" + encode_headers((("subscription", subscription),), version, "MESSAGE")
+        _SUBSCRIPTION_LINES[key] = line
+    return line

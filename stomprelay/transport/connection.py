@@ -368,9 +368,9 @@ class Connection(asyncio.Protocol):
         if transport is None:
             return
         if self._write_paused_at is None:
+            # past the high-water mark the transport calls pause_writing at once,
+            # and what follows is held (and bounded) below
             transport.write(b"".join(chunks) if len(chunks) > 1 else chunks[0])
-            if transport.get_write_buffer_size() > self.hub.settings.send_queue_bytes:
-                self._drop_slow_consumer()
             return
         self._held.extend(chunks)
         self._held_bytes += sum(map(len, chunks))
