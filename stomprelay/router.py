@@ -259,6 +259,8 @@ class Router:
         self._reads: dict[tuple[str, int, int, int], asyncio.Future[LogSlice]] = {}
         #: (destination, epoch, offset) -> its MESSAGE, the most recent ones.
         self._prepared: OrderedDict[tuple[str, str, int], PreparedMessage] = OrderedDict()
+        #: Ids of this relay's own envelopes the bus brought back, latest last.
+        self._seen_own: OrderedDict[str, None] = OrderedDict()
 
     def next_message_id(self) -> str:
         self._counter += 1
@@ -515,6 +517,9 @@ class Router:
             del self._delivered_early[oldest_id]
         if not self._channel_ok(channel, envelope):
             return
+        if envelope.id in self._seen_own:
+            # an append that timed out had run: the bus brought it back already
+            return
         subscribers = self._local.get(envelope.destination)
         self._delivered_early[envelope.id] = (now, frozenset(subscribers or ()))
         if not subscribers:
@@ -533,6 +538,11 @@ class Router:
         """Bus handler: fan one envelope out to the local subscribers."""
         if not self._channel_ok(channel, envelope):
             return
+        if envelope.origin == self.server_id:
+            seen = self._seen_own
+            seen[envelope.id] = None
+            if len(seen) > PREPARED_CACHE:
+                seen.popitem(last=False)
         feed = self.feeds.get(envelope.destination) if envelope.offset else None
         if feed is not None and channel != self._own_channel:
             self._effects(envelope.destination, feed, feed.live(envelope))
