@@ -33,7 +33,7 @@ from connections import (
     subscribe,
 )
 from fanout import free_port, reachable, start_relay
-from history import percentile
+from history import own_cpu, percentile
 
 MEMBERS = int(os.environ.get("FLOOD_MEMBERS", "20"))
 RATE = 50.0
@@ -68,7 +68,7 @@ async def flood_while(
 
 def line(samples: list[float]) -> str:
     return (
-        f"p50 {percentile(samples, 50):6.1f}  p99 {percentile(samples, 99):6.1f}  "
+        f"p50 {percentile(samples, 0.5):6.1f}  p99 {percentile(samples, 0.99):6.1f}  "
         f"max {samples[-1]:6.1f} ms"
     )
 
@@ -85,14 +85,19 @@ async def measure(name: str, url: str, login: str | None, dest: str) -> None:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         flood = asyncio.create_task(flood_while(flooder, flooded, flood_room, done))
         await asyncio.sleep(1)
+        cpu, wall = own_cpu(), time.perf_counter()
         loaded = await calm_latency(calm_pub, calm, calm_room)
+        generator = (own_cpu() - cpu) / (time.perf_counter() - wall) * 100
         done.set_result(None)
         delivered, seconds = await flood
         lost = sum(1 for c in (*calm, *flooded) if c.closed)
-        ratio = percentile(loaded, 99) / max(percentile(alone, 99), 1e-9)
+        ratio = percentile(loaded, 0.99) / max(percentile(alone, 0.99), 1e-9)
         print(f"{name}")
         print(f"   calm room alone        {line(alone)}")
-        print(f"   calm room, flood on    {line(loaded)}   (p99 x{ratio:.1f})")
+        print(
+            f"   calm room, flood on    {line(loaded)}   (p99 x{ratio:.1f}; the load "
+            f"generator meanwhile at {generator:.0f}% of a core)"
+        )
         print(
             f"   flooded room           {delivered / max(seconds, 1e-9):,.0f} deliveries/s to "
             f"{MEMBERS} subscribers; {lost} subscribers lost their connection"

@@ -28,8 +28,8 @@ from stomprelay.sync import Sync
 
 log = logging.getLogger(__name__)
 
-#: Most appends in one pipeline.
-MAX_BATCH = 512
+#: Most appends in one pipeline (a batch is also one step of local fan-out).
+MAX_BATCH = 16
 
 
 @dataclass(slots=True)
@@ -56,36 +56,67 @@ class Publisher:
         self._deliver_early = deliver_early
         self._metrics = metrics
         self._now_ms = now_ms
-        self._queue: deque[_Item] = deque()
+        #: Per publisher (session id), its items in order; publishers take turns.
+        self._queues: dict[str, deque[_Item]] = {}
         self._task: asyncio.Task[None] | None = None
         self._closing = False
 
     def __len__(self) -> int:
-        return len(self._queue)
+        return sum(map(len, self._queues.values()))
 
-    def submit(self, log_id: str, channel: str, envelope: Envelope) -> asyncio.Future[None]:
+    def submit(
+        self, log_id: str, channel: str, envelope: Envelope, publisher: str = ""
+    ) -> asyncio.Future[None]:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
         if self._closing:
             done.set_exception(BackendUnavailable("relay stopping"))
             return done
-        self._queue.append(_Item(log_id, channel, envelope, done))
+        queue = self._queues.get(publisher)
+        if queue is None:
+            queue = self._queues[publisher] = deque()
+        queue.append(_Item(log_id, channel, envelope, done))
         if self._task is None:
             self._task = loop.create_task(self._run(), name="publish-pipeline")
         return done
 
+    def _take(self) -> tuple[bool, list[_Item]]:
+        """The next batch: publishers take turns, one item each per round, so one
+        that floods does not hold up the others; one kind (logged or not) per
+        batch, and each publisher's items in its order."""
+        queues = self._queues
+        logged = bool(next(iter(queues.values()))[0].log_id)
+        batch: list[_Item] = []
+        served: list[str] = []
+        while len(batch) < MAX_BATCH:
+            took = False
+            for key in list(queues):
+                queue = queues[key]
+                if bool(queue[0].log_id) != logged:
+                    continue
+                batch.append(queue.popleft())
+                served.append(key)
+                took = True
+                if not queue:
+                    del queues[key]
+                if len(batch) >= MAX_BATCH:
+                    break
+            if not took:
+                break
+        for key in dict.fromkeys(served):  # served ones go to the back of the turn order
+            if key in queues:
+                queues[key] = queues.pop(key)
+        return logged, batch
+
     async def _run(self) -> None:
-        queue = self._queue
         try:
-            while queue:
-                logged = bool(queue[0].log_id)
-                batch: list[_Item] = []
-                while queue and len(batch) < MAX_BATCH and bool(queue[0].log_id) == logged:
-                    batch.append(queue.popleft())
+            while self._queues:
+                logged, batch = self._take()
                 await (self._send(batch) if logged else self._publish(batch))
+                await asyncio.sleep(0)  # clients' frames get handled between batches
         finally:
             self._task = None
-            if queue and not self._closing:
+            if self._queues and not self._closing:
                 self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def _send(self, batch: list[_Item]) -> None:
@@ -145,7 +176,8 @@ class Publisher:
                 await asyncio.wait_for(asyncio.shield(task), 2.0)
             except (TimeoutError, asyncio.CancelledError):
                 task.cancel()
-        for item in self._queue:
-            if not item.done.done():
-                item.done.set_exception(BackendUnavailable("relay stopping"))
-        self._queue.clear()
+        for queue in self._queues.values():
+            for item in queue:
+                if not item.done.done():
+                    item.done.set_exception(BackendUnavailable("relay stopping"))
+        self._queues.clear()

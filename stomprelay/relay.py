@@ -335,7 +335,9 @@ class Relay:
         frame = event.frame
         envelope = self.router.envelope(event.destination, frame.headers, frame.body)
         session = sink.session
-        done = publisher.submit(log_id, channels_for(route, self.keys)[0], envelope)
+        done = publisher.submit(
+            log_id, channels_for(route, self.keys)[0], envelope, session.session_id
+        )
         state = self._inflight.get(session.session_id)
         if state is None:
             state = self._inflight[session.session_id] = _Inflight(done)

@@ -74,7 +74,7 @@ CLOSE_TIMEOUT = 2.0
 #: The transport's write buffer high-water mark: past it, frames wait in the connection.
 WRITE_HIGH_WATER = 256 * 1024
 #: Most STOMP messages read from one socket and handled in one step.
-BATCH = 64
+BATCH = 16
 
 # What a connection is doing.
 _HEAD = 0  # reading the first HTTP request head
