@@ -28,8 +28,10 @@ from stomprelay.sync import Sync
 
 log = logging.getLogger(__name__)
 
-#: Most appends in one pipeline (a batch is also one step of local fan-out).
-MAX_BATCH = 16
+#: Most appends in one pipeline, and most of one publisher's in it (on a single
+#: node a batch is also one step of local fan-out: small steps keep other rooms' latency).
+MAX_BATCH = 256
+PER_PUBLISHER = 16
 
 
 @dataclass(slots=True)
@@ -88,7 +90,7 @@ class Publisher:
         logged = bool(next(iter(queues.values()))[0].log_id)
         batch: list[_Item] = []
         served: list[str] = []
-        while len(batch) < MAX_BATCH:
+        for _ in range(PER_PUBLISHER):
             took = False
             for key in list(queues):
                 queue = queues[key]
@@ -101,7 +103,7 @@ class Publisher:
                     del queues[key]
                 if len(batch) >= MAX_BATCH:
                     break
-            if not took:
+            if not took or len(batch) >= MAX_BATCH:
                 break
         for key in dict.fromkeys(served):  # served ones go to the back of the turn order
             if key in queues:
