@@ -448,3 +448,17 @@ async def test_no_websocket_ping_unless_configured(make_relay: Any) -> None:
         frames = await ws_frames(server.port, 1.0)
         pings = [f for f in frames if isinstance(f, WsFrame) and f.opcode is Opcode.PING]
         assert (len(pings) >= expected) if expected else not pings, frames
+
+
+async def test_every_client_socket_has_tcp_keepalive(make_relay: Any) -> None:
+    """A client that negotiated no heart-beat (stomp.py's 0,0) is still found dead."""
+    server = await make_relay()
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.stomp_port)
+    writer.write(stomp("CONNECT", ("accept-version", "1.2"), ("heart-beat", "0,0")))
+    await reader.readuntil(b"\x00")
+    (connection,) = [c for c in server.connections if c.transport is not None]
+    sock = connection.transport.get_extra_info("socket")
+    assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+    if hasattr(socket, "TCP_KEEPIDLE"):
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 60
+    writer.close()
