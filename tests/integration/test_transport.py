@@ -270,18 +270,26 @@ async def raw_subscriber(port: int, destination: str, rcvbuf: int | None = None)
     return sock
 
 
-async def test_a_socket_that_takes_nothing_is_dropped_by_its_buffer_bound(
-    make_relay: Any,
+@pytest.mark.parametrize(
+    ("bound", "body"),
+    [
+        ({"send_queue_bytes": 256 * 1024, "send_queue_frames": 1_000_000}, 60_000),
+        ({"send_queue_bytes": 1 << 30, "send_queue_frames": 100}, 2_000),
+    ],
+    ids=["bytes", "frames"],
+)
+async def test_a_socket_that_takes_nothing_is_dropped_by_its_queue_bound(
+    make_relay: Any, bound: dict[str, int], body: int
 ) -> None:
-    server = await make_relay(send_queue_bytes=256 * 1024, send_queue_frames=1_000_000)
+    server = await make_relay(**bound)
     relay = server.relay
     sock = await raw_subscriber(server.stomp_port, "/topic/watch", rcvbuf=4096)
     route = parse_destination("/topic/watch")
-    for _ in range(200):  # 200 x 60 KB, far past what the kernel buffers hold
-        await relay.publish(route, "/topic/watch", (), b"z" * 60_000)
+    for _ in range(5000):  # far past what the kernel buffers hold
+        await relay.publish(route, "/topic/watch", (), b"z" * body)
         if relay.metrics.slow_consumers._value.get():
             break
-        await asyncio.sleep(0.005)
+        await asyncio.sleep(0.001)
     assert relay.metrics.slow_consumers._value.get() == 1
     await eventually(lambda: not relay.sinks, what="the slow consumer's session is gone")
     sock.close()
