@@ -66,7 +66,6 @@ SUBPROTOCOLS = [Subprotocol("v12.stomp"), Subprotocol("v11.stomp"), Subprotocol(
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY = 1008
-CLOSE_TOO_BIG = 1009
 
 #: Seconds a dropped slow consumer, or a closing WebSocket, gets before the socket is aborted.
 SLOW_CONSUMER_GRACE = 1.0
