@@ -8,7 +8,7 @@ longer held to one SEND per round trip, and items leave in the order they
 came: per session, and across sessions. An item's future completes when Redis
 acknowledged its append (its RECEIPT may go out then), or when it went to the
 journal because Redis counts as down (delivered locally at once, appended
-after recovery, as ``Relay.append_or_journal`` does for room events). A full
+after recovery, by ``Relay.journal``, as for room events). A full
 journal fails the item with ``PolicyError``: an ERROR, never a RECEIPT.
 """
 
@@ -48,14 +48,15 @@ class Publisher:
         log_: Log,
         publish_many: Callable[[Sequence[tuple[str, Envelope]]], Awaitable[None]],
         sync: Sync,
-        deliver_early: Callable[[str, Envelope], None],
+        journal: Callable[[str, str, Envelope], None],
         metrics: Metrics,
         now_ms: Callable[[], int],
     ) -> None:
         self._log = log_
         self._publish_many = publish_many
         self._sync = sync
-        self._deliver_early = deliver_early
+        #: Keeps what Redis did not take and delivers it locally (Relay.journal).
+        self._journal_one = journal
         self._metrics = metrics
         self._now_ms = now_ms
         #: Per publisher (session id), its items in order; publishers take turns.
@@ -136,13 +137,12 @@ class Publisher:
                 if not item.done.done():
                     item.done.set_exception(BackendUnavailable("relay stopping"))
             raise
-        metrics = self._metrics
+        self._metrics.published.inc(len(batch))
         for item, result in zip(batch, results, strict=True):
-            metrics.published.inc()
             if isinstance(result, BackendUnavailable):
                 self._journal(item)
             else:
-                metrics.appends.inc()
+                self._metrics.appends.inc()
                 if not item.done.done():
                     item.done.set_result(None)
 
@@ -153,20 +153,18 @@ class Publisher:
         try:
             await self._publish_many([(i.channel, i.envelope) for i in batch])
         finally:
+            self._metrics.published.inc(len(batch))
             for item in batch:
-                self._metrics.published.inc()
                 if not item.done.done():
                     item.done.set_result(None)
 
     def _journal(self, item: _Item) -> None:
         try:
-            self._sync.keep(item.log_id, item.channel, item.envelope)
+            self._journal_one(item.log_id, item.channel, item.envelope)
         except PolicyError as exc:
             if not item.done.done():
                 item.done.set_exception(exc)
             return
-        self._metrics.journaled.inc()
-        self._deliver_early(item.channel, item.envelope)
         if not item.done.done():
             item.done.set_result(None)
 

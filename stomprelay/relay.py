@@ -152,7 +152,7 @@ class Relay:
             found_log if found_log is not None else _NoLog(),
             self.bus.publish_many,
             self.sync,
-            self.router.deliver_early,
+            self.journal,
             self.metrics,
             now_ms,
         )
@@ -331,7 +331,7 @@ class Relay:
         route = parse_destination(event.destination)
         if route.kind in ("app", "system"):
             return False
-        log_id = self.router.logged(route) if self.log is not None else ""
+        log_id = self.router.logged(route)
         frame = event.frame
         envelope = self.router.envelope(event.destination, frame.headers, frame.body)
         session = sink.session
@@ -514,12 +514,17 @@ class Relay:
         try:
             await self.sync.guard(append)
         except BackendUnavailable:
-            self.sync.keep(log_id, channel, envelope)
-            self.metrics.journaled.inc()
-            self.router.deliver_early(channel, envelope)
+            self.journal(log_id, channel, envelope)
         else:
             self.metrics.appends.inc()
         self.metrics.published.inc()
+
+    def journal(self, log_id: str, channel: str, envelope: Envelope) -> None:
+        """Redis did not take ``envelope``: keep it for after recovery and deliver
+        it locally now (a full journal raises PolicyError)."""
+        self.sync.keep(log_id, channel, envelope)
+        self.metrics.journaled.inc()
+        self.router.deliver_early(channel, envelope)
 
 
 class _Inflight:

@@ -469,8 +469,7 @@ class ServerSession:
             else:
                 key = message.message_id
             pending.keys[key] = None
-        self._outbox.append(message.render(self.version, subscription_id, ack))
-        self._last_sent = now
+        self._queue(message.render(self.version, subscription_id, ack), now)
         return True
 
     def fail(self, error: PeerError, receipt_id: str | None = None) -> None:

@@ -425,6 +425,12 @@ class Connection(asyncio.Protocol):
             transport.close()
         self.hub.timers.update(self._token)
 
+    def _closing(self) -> None:
+        """Closing: the socket is aborted if the peer has not gone in CLOSE_TIMEOUT."""
+        self._mode = _CLOSING
+        self._deadline = time.monotonic() + CLOSE_TIMEOUT
+        self.hub.timers.update(self._token)
+
     def shutdown(self) -> None:
         """Server stopping: close this client with 1001 after what is queued."""
         if self._mode == _STOMP and self._session is not None:
@@ -551,15 +557,14 @@ class Connection(asyncio.Protocol):
         events = ws.events_received()
         if not events or not isinstance(events[0], Request):
             self._ws_output()
-            self._mode = _CLOSING
+            self._closing()
             return
         request = events[0]
         response = ws.accept(request)
         ws.send_response(response)
         self._ws_output()
         if ws.state is not WsState.OPEN:
-            self._mode = _CLOSING
-            self._deadline = time.monotonic() + CLOSE_TIMEOUT
+            self._closing()
             return
         forwarded = request.headers.get("X-Forwarded-For")
         if self.hub.trust_proxy and forwarded:
@@ -614,9 +619,7 @@ class Connection(asyncio.Protocol):
             # the client closed (or broke) the WebSocket: the session ends here
             if self._session is not None:
                 self._session.close("connection closed")
-            self._mode = _CLOSING
-            self._deadline = time.monotonic() + CLOSE_TIMEOUT
-            self.hub.timers.update(self._token)
+            self._closing()
         self._ws_output()
 
     def _too_big(self) -> None:
@@ -639,9 +642,7 @@ class Connection(asyncio.Protocol):
         )
         error = b"".join(session.data_to_send())
         encoded = WsFrame(Opcode.TEXT, error).serialize(mask=False, extensions=[])
-        self._mode = _CLOSING
-        self._deadline = time.monotonic() + CLOSE_TIMEOUT
-        self.hub.timers.update(self._token)
+        self._closing()
         if self.transport is not None:
             self.transport.write(encoded)
         self._ws_output()
@@ -659,9 +660,7 @@ class Connection(asyncio.Protocol):
             else:
                 transport.close()
         if ws.close_expected() and self._mode != _CLOSING:
-            self._mode = _CLOSING
-            self._deadline = time.monotonic() + CLOSE_TIMEOUT
-            self.hub.timers.update(self._token)
+            self._closing()
         if ws.state is WsState.CLOSED:
             transport.close()
 
@@ -782,8 +781,7 @@ class Connection(asyncio.Protocol):
             )
         elif self.transport is not None:
             self.transport.close()
-        self._mode = _CLOSING
-        self._deadline = time.monotonic() + CLOSE_TIMEOUT
+        self._closing()
 
 
 def _content_length(request: h11.Request) -> int | None:
