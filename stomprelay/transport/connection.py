@@ -99,7 +99,7 @@ class Hub:
         self,
         relay: Relay,
         timers: Timers,
-        http: HttpApp | None,
+        http: HttpApp,
         trust_proxy: bool = False,
     ) -> None:
         self.relay = relay
@@ -214,12 +214,9 @@ class Connection(asyncio.Protocol):
             else:
                 self._inbox.append(data)
                 self._take_input()
-        elif mode == _HEAD:
-            self._head += data
-            assert self._h11 is not None
-            self._h11.receive_data(data)
-            self._http_events()
-        elif mode == _HTTP:
+        elif mode in (_HEAD, _HTTP):
+            if mode == _HEAD:
+                self._head += data  # for ServerProtocol, should this be a WebSocket
             assert self._h11 is not None
             self._h11.receive_data(data)
             self._http_events()
@@ -716,12 +713,8 @@ class Connection(asyncio.Protocol):
         return request.method == b"GET" and request.target.split(b"?", 1)[0] == b"/ws"
 
     async def _http_answer(self, request: h11.Request, body: bytes) -> None:
-        app = self.hub.http
         try:
-            if app is None:
-                status, headers, payload = 404, [(b"content-type", b"text/plain")], b"not found\n"
-            else:
-                status, headers, payload = await app.answer(request, body)
+            status, headers, payload = await self.hub.http.answer(request, body)
         except Exception:
             log.exception("HTTP %s failed", request.target[:80])
             status, headers, payload = (

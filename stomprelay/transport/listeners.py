@@ -64,8 +64,8 @@ class RelayServer:
         loop = asyncio.get_running_loop()
         relay = self.relay
         settings = relay.settings
-        hub = Hub(relay, self.timers, None, self.trust_proxy)
-        hub.http = HttpApp(relay, relay.sinks, self._web_root, self._admin_token)
+        http = HttpApp(relay, relay.sinks, self._web_root, self._admin_token)
+        hub = Hub(relay, self.timers, http, self.trust_proxy)
         hub.on_gone = self._gone.set
         self._hub = hub
         if self._sock is not None:
