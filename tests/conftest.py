@@ -6,6 +6,8 @@ directory there), so test modules import the helpers as ``procs`` and ``jsclient
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
@@ -14,6 +16,7 @@ import jsclient
 import pytest
 from procs import RelayProcess
 
+from stomprelay.cluster.redis_backend import RedisBus, RedisRegistry
 from stomprelay.relay import Relay
 from stomprelay.settings import Settings
 from stomprelay.transport import RelayServer
@@ -132,3 +135,34 @@ async def stompjs(
         yield client
     finally:
         await client.close()
+
+
+@pytest.fixture
+async def inproc() -> AsyncIterator[Callable[..., Awaitable[RelayServer]]]:
+    """In-process relays on Redis, in the test's event loop (so a test can reach inside):
+    ``await inproc(url, server_id, bus=..., **settings)``."""
+    servers: list[RelayServer] = []
+
+    async def factory(
+        url: str,
+        server_id: str,
+        *,
+        bus: RedisBus | None = None,
+        **settings: Any,
+    ) -> RelayServer:
+        config = Settings(**settings)
+        relay = Relay(
+            settings=config,
+            server_id=server_id,
+            bus=bus or RedisBus(url),
+            registry=RedisRegistry(url, timeout=config.redis_timeout),
+        )
+        server = RelayServer(relay, host="127.0.0.1", port=0)
+        await server.start()
+        servers.append(server)
+        return server
+
+    yield factory
+    for server in reversed(servers):
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(server.stop(), 15)

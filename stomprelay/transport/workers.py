@@ -41,18 +41,22 @@ def worker_count(value: str) -> int:
     return count
 
 
+#: Options the supervisor sets per worker, or that only it reads.
+PER_WORKER = ("--workers", "--server-id", "--worker-http-port")
+
+
 def worker_argv(argv: Sequence[str]) -> list[str]:
-    """The serve arguments without ``--workers`` and ``--server-id`` (set per worker)."""
+    """The serve arguments without the :data:`PER_WORKER` options."""
     out: list[str] = []
     skip = False
     for arg in argv:
         if skip:
             skip = False
             continue
-        if arg in ("--workers", "--server-id", "--worker-http-port"):
+        if arg in PER_WORKER:
             skip = True
             continue
-        if arg.startswith(("--workers=", "--server-id=", "--worker-http-port=")):
+        if arg.startswith(tuple(f"{name}=" for name in PER_WORKER)):
             continue
         out.append(arg)
     return out

@@ -36,10 +36,9 @@ from stompclient import StompClient, StompClientError, is_event
 
 from stomprelay.cluster.envelope import Envelope
 from stomprelay.cluster.keys import Keys
-from stomprelay.cluster.redis_backend import RedisBus, RedisRegistry
+from stomprelay.cluster.redis_backend import RedisBus
 from stomprelay.errors import BackendUnavailable
 from stomprelay.relay import Relay
-from stomprelay.settings import Settings
 from stomprelay.transport import RelayServer
 
 pytestmark = pytest.mark.redis
@@ -149,35 +148,6 @@ async def clients() -> AsyncIterator[Callable[..., Awaitable[StompClient]]]:
     yield factory
     for client in made:
         await client.close()
-
-
-@pytest.fixture
-async def inproc() -> AsyncIterator[Callable[..., Awaitable[RelayServer]]]:
-    """In-process relays on Redis, in the test's event loop (so a test can reach inside)."""
-    servers: list[RelayServer] = []
-
-    async def factory(
-        url: str,
-        server_id: str,
-        *,
-        bus: RedisBus | None = None,
-        **settings: Any,
-    ) -> RelayServer:
-        relay = Relay(
-            settings=Settings(**settings),
-            server_id=server_id,
-            bus=bus or RedisBus(url),
-            registry=RedisRegistry(url),
-        )
-        server = RelayServer(relay, host="127.0.0.1", port=0)
-        await server.start()
-        servers.append(server)
-        return server
-
-    yield factory
-    for server in reversed(servers):
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(server.stop(), 15)
 
 
 def ws_url(server: RelayServer) -> str:

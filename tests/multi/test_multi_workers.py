@@ -11,7 +11,6 @@ import socket
 import subprocess
 import sys
 import urllib.request
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +19,7 @@ from clusterhelpers import RELAY_ARGS, eventually
 from procs import ROOT, RedisServer, free_port
 from stompclient import StompClient, StompClientError
 
-from stomprelay.cluster.redis_backend import RedisBus, RedisRegistry
-from stomprelay.relay import Relay
-from stomprelay.settings import Settings
 from stomprelay.stomp.frames import Frame
-from stomprelay.transport import RelayServer
 
 
 def get(url: str) -> tuple[int, str]:
@@ -184,34 +179,11 @@ def test_workers_without_redis_are_refused() -> None:
     assert "--workers above 1 needs --redis-url" in result.stderr
 
 
-@pytest.fixture
-async def inproc(redis_server: RedisServer) -> AsyncIterator[Callable[..., Awaitable[RelayServer]]]:
-    servers: list[RelayServer] = []
-
-    async def factory(**settings: Any) -> RelayServer:
-        config = Settings(**settings)
-        relay = Relay(
-            settings=config,
-            server_id=f"pipe-{len(servers)}",
-            bus=RedisBus(redis_server.url),
-            registry=RedisRegistry(redis_server.url, timeout=config.redis_timeout),
-        )
-        server = RelayServer(relay, host="127.0.0.1", port=0)
-        await server.start()
-        servers.append(server)
-        return server
-
-    yield factory
-    for server in reversed(servers):
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(server.stop(), 15)
-
-
 @pytest.mark.parametrize("history", [200, 0])
 async def test_a_publisher_is_not_held_to_one_send_per_round_trip(
-    inproc: Any, history: int
+    inproc: Any, redis_server: RedisServer, history: int
 ) -> None:
-    server = await inproc(history_size=history)
+    server = await inproc(redis_server.url, "pipe", history_size=history)
     url = f"ws://127.0.0.1:{server.port}/ws"
     reader = await StompClient.connect(url, name="reader")
     await reader.subscribe("/topic/room/fast", "s")
@@ -236,7 +208,9 @@ async def test_a_publisher_is_not_held_to_one_send_per_round_trip(
 async def test_a_publisher_backed_up_on_a_stalled_redis_gets_an_error_and_loses_nothing(
     inproc: Any, redis_server: RedisServer
 ) -> None:
-    server = await inproc(redis_timeout=6.0, publish_pause=5, publish_timeout=0.5)
+    server = await inproc(
+        redis_server.url, "stall", redis_timeout=6.0, publish_pause=5, publish_timeout=0.5
+    )
     url = f"ws://127.0.0.1:{server.port}/ws"
     reader = await StompClient.connect(url, name="reader")
     await reader.subscribe("/topic/room/stall", "s")
