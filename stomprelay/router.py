@@ -61,6 +61,8 @@ RESERVED_HEADERS = frozenset(
 READ_PAGE = 500
 #: Logged MESSAGEs kept built for replays (a few destinations' worth of history).
 PREPARED_CACHE = 4096
+#: Ids of this relay's own envelopes remembered after the bus brought them back.
+SEEN_OWN = 4096
 DEFAULT_TEXT_TYPE = "text/plain;charset=utf-8"
 #: Seconds an envelope delivered ahead of the bus is remembered, to skip its echo.
 EARLY_DELIVERY_MEMORY = 600.0
@@ -541,7 +543,7 @@ class Router:
         if envelope.origin == self.server_id:
             seen = self._seen_own
             seen[envelope.id] = None
-            if len(seen) > PREPARED_CACHE:
+            if len(seen) > SEEN_OWN:
                 seen.popitem(last=False)
         feed = self.feeds.get(envelope.destination) if envelope.offset else None
         if feed is not None and channel != self._own_channel:

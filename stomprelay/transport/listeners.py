@@ -143,13 +143,10 @@ class RelayServer:
     async def _wait_gone(self, hub: Hub, until: float) -> None:
         loop = asyncio.get_running_loop()
         relay = self.relay
-        while (hub.connections or _detaching(relay)) and loop.time() < until:
+        # connections open, or sessions still being detached (LEAVE events)
+        while (hub.connections or relay.sinks) and loop.time() < until:
             self._gone.clear()
             try:
                 await asyncio.wait_for(self._gone.wait(), max(until - loop.time(), 0.01))
             except TimeoutError:
                 return
-
-
-def _detaching(relay: Relay) -> bool:
-    return bool(relay.sinks)
