@@ -469,7 +469,9 @@ class ServerSession:
             else:
                 key = message.message_id
             pending.keys[key] = None
-        self._queue(message.render(self.version, subscription_id, ack), now)
+        # _queue inlined: this runs once per subscriber of every message
+        self._outbox.append(message.render(self.version, subscription_id, ack))
+        self._last_sent = now
         return True
 
     def fail(self, error: PeerError, receipt_id: str | None = None) -> None:
