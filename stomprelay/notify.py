@@ -7,17 +7,32 @@ Clients cannot SEND to ``/topic/system``; operators reach it through
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 
 from stomprelay.cluster.envelope import Envelope
 from stomprelay.cluster.keys import Keys
-from stomprelay.cluster.registry import EVENT_CONTENT_TYPE, room_event
+from stomprelay.cluster.registry import event_headers, room_event
 from stomprelay.errors import PolicyError
 from stomprelay.router import check_room_id
 
 #: Longest notification text accepted.
 MAX_NOTIFICATION = 4000
+
+
+def kick_command(user: str, until_ms: int | None, lift: bool = False) -> Envelope:
+    """The control-channel envelope of ``stomprelay kick``: every relay ends
+    ``user``'s sessions (unless ``lift``) and refuses it until ``until_ms``."""
+    body = {"action": "lift" if lift else "kick", "user": user, "until": until_ms}
+    return Envelope(
+        id=f"kick-{secrets.token_hex(6)}",
+        origin="operator",
+        destination="",
+        headers=(("content-type", "application/json"),),
+        body=json.dumps(body).encode("utf-8"),
+        ts=int(time.time() * 1000),
+    )
 
 
 def system_notification(
@@ -41,7 +56,7 @@ def system_notification(
         id=f"notify-{secrets.token_hex(6)}",
         origin="operator",
         destination=destination,
-        headers=(("content-type", EVENT_CONTENT_TYPE),),
+        headers=event_headers("SYSTEM"),
         body=room_event("SYSTEM", room, "", "", "operator", now, message=text),
         ts=now,
     )

@@ -23,11 +23,11 @@ from stomprelay.cluster.envelope import Envelope
 from stomprelay.cluster.history import Log
 from stomprelay.cluster.keys import Keys
 from stomprelay.cluster.registry import (
-    EVENT_CONTENT_TYPE,
     Pending,
     Registry,
     ServerRecord,
     SessionRecord,
+    event_headers,
     join_event,
     leave_event,
 )
@@ -266,7 +266,7 @@ class Registration:
             id=event_id,
             origin=self.server_id,
             destination=f"/topic/room/{room_id}",
-            headers=(("content-type", EVENT_CONTENT_TYPE),),
+            headers=event_headers(kind),
             body=body,
             ts=now_ms(),
         )

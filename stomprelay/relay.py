@@ -11,13 +11,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import secrets
 import socket
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 
 from stomprelay import __version__
+from stomprelay.auth import (
+    REFRESH_DESTINATION,
+    Acl,
+    Authenticator,
+    AuthError,
+    Identity,
+    check_name,
+    token_of,
+)
 from stomprelay.cluster.base import Bus
 from stomprelay.cluster.envelope import Envelope
 from stomprelay.cluster.history import HistoryPolicy, Log, LogSlice
@@ -30,6 +41,7 @@ from stomprelay.cluster.registry import (
 )
 from stomprelay.errors import BackendUnavailable, PeerError, PolicyError
 from stomprelay.metrics import Metrics
+from stomprelay.notify import kick_command
 from stomprelay.publish import Publisher
 from stomprelay.registration import Registration
 from stomprelay.rooms import Rooms, now_ms
@@ -52,6 +64,7 @@ from stomprelay.stomp.session import (
     ReceiptDue,
     ServerSession,
     Subscribed,
+    Subscription,
     Unsubscribed,
 )
 from stomprelay.sync import Journal, Sync
@@ -90,7 +103,28 @@ class Relay:
         registry: Registry | None = None,
         keys: Keys | None = None,
         log_: Log | None = None,
+        auth: Authenticator | None = None,
+        acl: Acl | None = None,
+        dev_tokens: bool = False,
     ) -> None:
+        if acl is not None and auth is None:
+            raise ValueError(
+                "an ACL needs authentication: without verified identities its rules would "
+                "trust whatever login a client claims (give --jwt-secret, --jwt-public-key "
+                "or --jwks)"
+            )
+        if dev_tokens and (auth is None or not auth.secret):
+            raise ValueError("--dev-tokens needs --jwt-secret (it signs tokens with it)")
+        #: Verifies credentials at CONNECT and refresh; None: authentication off.
+        self.auth = auth
+        #: Per-destination rules; None: every destination open (as RabbitMQ's default).
+        self.acl = acl
+        #: Development only: GET /dev/token hands out tokens for any user.
+        self.dev_tokens = dev_tokens
+        #: session id -> who it is (from its token, or its CONNECT login)
+        self.identities: dict[str, Identity] = {}
+        #: user -> refused until (ms since the epoch), from the operators' kicks
+        self.suspended: dict[str, int] = {}
         self.settings = settings or Settings()
         self.server_id = server_id or default_server_id()
         self.keys = keys or Keys()
@@ -140,6 +174,7 @@ class Relay:
             self.metrics,
             spawn=self.background,
             publish=self.append_or_journal,
+            identities=self.identities,
         )
         self.liveness = Liveness(self)
         self.router.on_delivered = self.metrics.delivered.inc
@@ -197,6 +232,11 @@ class Relay:
 
     async def _recover(self) -> None:
         await self.registration.resync()
+        await self._load_suspensions()
+
+    async def _load_suspensions(self) -> None:
+        """Kicks made while this relay was away (or before it started)."""
+        self.suspended = await self.registry.suspensions(now_ms())
 
     def _history_lost(self, destination: str) -> None:
         self.rooms.lost(destination)
@@ -218,9 +258,14 @@ class Relay:
         return None
 
     async def start(self) -> None:
+        if self.auth is not None:
+            await self.auth.start()
         self.bus.on_state_change = self._bus_state
-        await self.bus.start(self.router.dispatch)
+        await self.bus.start(self._dispatch)
+        await self.router.listen(self.keys.control_channel)
         await self.router.retain_always(self.keys.server_channel(self.server_id))
+        with contextlib.suppress(BackendUnavailable):
+            await self.sync.guard(self._load_suspensions)
         # Without Redis now, the probe registers this relay once it answers.
         with contextlib.suppress(BackendUnavailable):
             await self.sync.guard(self.registration.register)
@@ -238,6 +283,8 @@ class Relay:
         await self.registration.unregister()
         await self.bus.close()
         await self.registry.close()
+        if self.auth is not None:
+            await self.auth.close()
 
     def background(self, task: asyncio.Task[None]) -> None:
         """Keep a task of this relay's until it ends (cancelled at close)."""
@@ -270,6 +317,8 @@ class Relay:
             time.monotonic(),
             self.settings,
             SERVER_NAME,
+            defer_connect=True,
+            untransacted=frozenset({REFRESH_DESTINATION}),
         )
 
     def attach(self, sink: Sink) -> None:
@@ -282,6 +331,9 @@ class Relay:
         if self.sinks.pop(session.session_id, None) is None:
             return
         self.metrics.connections.dec()
+        if session.rate_limited is not None:
+            self.metrics.rate_limited.labels(session.rate_limited).inc()
+        self.identities.pop(session.session_id, None)
         self._inflight.pop(session.session_id, None)
         await self.router.drop(session.session_id)
         session.subscriptions.clear()
@@ -295,7 +347,9 @@ class Relay:
         first waits for the session's SENDs before it, so everything a session
         does still happens in the order it asked."""
         session = sink.session
-        for event in events:
+        pending = deque(events)
+        while pending:
+            event = pending.popleft()
             # Frames that arrived before an error are still handled (a SEND is
             # published); only new subscriptions of a closed session are skipped.
             if session.closed and isinstance(event, Subscribed | ReceiptDue):
@@ -303,11 +357,17 @@ class Relay:
                     self._after_receipt.pop((session.session_id, event.receipt_id), None)
                 continue
             try:
+                if isinstance(event, MessageSent | Subscribed):
+                    self._authorize(session, event)
                 if isinstance(event, MessageSent) and self._pipelined(sink, event):
                     continue
                 await self._settle(session, self.settings.publish_timeout)
                 if isinstance(event, ReceiptDue) and session.closed:
                     continue  # a SEND before it was refused: no RECEIPT
+                if isinstance(event, Connected):
+                    # the frames after the CONNECT, parsed once it is accepted
+                    pending.extendleft(reversed(await self._on_connect(sink, event)))
+                    continue
                 await self._handle(sink, event)
             except PeerError as exc:
                 self.metrics.errors.labels(exc.message).inc()
@@ -328,13 +388,17 @@ class Relay:
         """Put a SEND to a topic or room into the pipeline (logged or not); False
         for the application's destinations, which run their own scripts."""
         publisher = self.publisher
+        if event.destination == REFRESH_DESTINATION:
+            return False
         route = parse_destination(event.destination)
         if route.kind in ("app", "system"):
             return False
         log_id = self.router.logged(route)
         frame = event.frame
-        envelope = self.router.envelope(event.destination, frame.headers, frame.body)
         session = sink.session
+        envelope = self.router.envelope(
+            event.destination, frame.headers, frame.body, self.sender(session.session_id)
+        )
         done = publisher.submit(
             log_id, channels_for(route, self.keys)[0], envelope, session.session_id
         )
@@ -435,16 +499,170 @@ class Relay:
                 await replay()
         elif isinstance(event, DisconnectRequested):
             session.close("client disconnected")
-        elif isinstance(event, Connected):
-            await self._on_connect(sink, event)
 
-    async def _on_connect(self, sink: Sink, event: Connected) -> None:
+    # -- identity and access (docs/security.md) ------------------------------
+
+    def sender(self, session_id: str) -> Headers:
+        """``x-sender`` / ``x-sender-session`` the relay stamps on a client's SEND
+        (reserved: whatever the client put there was stripped)."""
+        identity = self.identities.get(session_id)
+        if identity is None or not identity.user:
+            return (("x-sender-session", session_id),)
+        return (("x-sender", identity.user), ("x-sender-session", session_id))
+
+    async def _identify(self, event: Connected) -> Identity:
+        """Who the CONNECT says it is: a verified token, or (authentication
+        off) its ``login`` as given; refused while an operator suspends it."""
+        if self.auth is not None:
+            identity = await self.auth.verify(token_of(event.headers))
+        elif event.login:
+            login = check_name(event.login, "login", self.settings.max_login)
+            identity = Identity(login, login)
+        else:
+            identity = Identity("", "")
+        until = self.suspended.get(identity.user) if identity.user else None
+        if until is not None and until > now_ms():
+            raise AuthError(
+                "access refused",
+                f"An operator suspended {identity.user!r} until "
+                f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(until / 1000))}.",
+            )
+        return identity
+
+    def _expire_at(self, session: ServerSession, identity: Identity) -> None:
+        """End the session at its token's ``exp`` (a deadline on its own clock)."""
+        if identity.expires is None:
+            session.expires_at = None
+            return
+        wall = time.time()
+        session.expires_at = time.monotonic() + max(0.0, identity.expires - wall)
+
+    def _authorize(self, session: ServerSession, event: MessageSent | Subscribed) -> None:
+        """The ACL's decision for a SEND or SUBSCRIBE (the refresh is outside it)."""
+        acl = self.acl
+        if acl is None:
+            return
+        if isinstance(event, MessageSent):
+            destination, action = event.destination, "send"
+            if destination == REFRESH_DESTINATION:
+                return
+        else:
+            destination, action = event.subscription.destination, "subscribe"
+        self._check(session, action, destination)
+
+    def _check(self, session: ServerSession, action: str, destination: str) -> None:
+        acl = self.acl
+        identity = self.identities.get(session.session_id)
+        if acl is None or identity is None:
+            return
+        record = self.registration.records.get(session.session_id)
+        rooms = record.rooms if record is not None else []
+        if not acl.allows(identity, action, destination, rooms.__contains__):
+            raise PolicyError(
+                "forbidden", f"{identity.user} may not {action} to {destination[:120]}."
+            )
+
+    async def _refresh(self, sink: Sink, body: bytes) -> None:
+        """``SEND /app/auth/refresh``: a new token for the same ``sub`` replaces
+        the credential; every subscription is checked again under it."""
         session = sink.session
+        auth = self.auth
+        if auth is None:
+            raise PolicyError(
+                "Unknown destination", "Authentication is off here: there is nothing to refresh."
+            )
+        try:
+            token = body.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            raise AuthError("invalid token: malformed", "The token is not text.") from None
+        identity = await auth.verify(token)
+        current = self.identities.get(session.session_id)
+        if current is not None and identity.user != current.user:
+            raise AuthError(
+                "invalid token: different subject",
+                "A refresh must carry the same sub as the session's token.",
+            )
+        self.identities[session.session_id] = identity
+        self._expire_at(session, identity)
+        log.info("session %s refreshed its credential", session.session_id)
+        for subscription in list(session.subscriptions.values()):
+            self._recheck(session, subscription)
+
+    def _recheck(self, session: ServerSession, subscription: Subscription) -> None:
+        try:
+            self._check(session, "subscribe", subscription.destination)
+        except PolicyError:
+            raise PolicyError(
+                "forbidden",
+                f"Subscription {subscription.id} to {subscription.destination[:120]} is no "
+                "longer allowed for this session.",
+            ) from None
+
+    async def kick(self, user: str, until_ms: int | None, lift: bool = False) -> None:
+        """End ``user``'s sessions on every relay (ERROR ``session ended by
+        operator``) and refuse its CONNECTs until ``until_ms`` (None: no ban);
+        ``lift``: only end a suspension."""
+        envelope = kick_command(user, None if lift else until_ms, lift)
+        try:
+            await self.registry.suspend(
+                user, None if lift else until_ms, self.keys.control_channel, envelope
+            )
+        except BackendUnavailable:
+            # Redis is down: end the sessions here at least (the others cannot hear)
+            self.control(envelope)
+            raise
+
+    def _dispatch(self, channel: str, envelope: Envelope) -> None:
+        if channel == self.keys.control_channel:
+            self.control(envelope)
+        else:
+            self.router.dispatch(channel, envelope)
+
+    def control(self, envelope: Envelope) -> None:
+        """An operator's command from the control channel."""
+        try:
+            command = json.loads(envelope.body)
+            user = str(command["user"])
+            until = command.get("until")
+        except (ValueError, KeyError, TypeError):
+            log.warning("ignoring a malformed control message %s", envelope.id)
+            return
+        action = command.get("action")
+        if isinstance(until, int) and until > now_ms():
+            self.suspended[user] = until
+        else:
+            self.suspended.pop(user, None)
+        if action != "kick":
+            return
+        for session_id, identity in list(self.identities.items()):
+            record = self.registration.records.get(session_id)
+            if identity.user != user and (record is None or record.username != user):
+                continue
+            sink = self.sinks.get(session_id)
+            if sink is None or sink.session.closed:
+                continue
+            log.info("session %s of %s ended by an operator", session_id, user)
+            self.metrics.kicked.inc()
+            sink.session.fail(
+                PolicyError("session ended by operator", "An operator ended this session.")
+            )
+            sink.flush()
+
+    async def _on_connect(self, sink: Sink, event: Connected) -> list[Event]:
+        """Check the credential, then accept the CONNECT (CONNECTED goes out)
+        and register the session; returns the events of the frames after it."""
+        session = sink.session
+        identity = await self._identify(event)
+        if session.closed:
+            return []
+        self.identities[session.session_id] = identity
+        self._expire_at(session, identity)
+        more = session.accept(time.monotonic())
         now = self.clock_ms()
         record = SessionRecord(
             session_id=session.session_id,
             server_id=self.server_id,
-            username=event.login or "",
+            username=identity.name,
             remote_address=sink.remote,
             version=event.version,
             connected_at=now,
@@ -457,9 +675,13 @@ class Relay:
             event.version,
         )
         await self.registration.connect(record)
+        return more
 
     async def _on_send(self, sink: Sink, event: MessageSent) -> None:
         frame = event.frame
+        if event.destination == REFRESH_DESTINATION:
+            await self._refresh(sink, frame.body)
+            return
         route = parse_destination(event.destination)
         if route.kind == "system":
             raise PolicyError(
@@ -479,12 +701,23 @@ class Relay:
                     f"{event.destination} is subscribed to, not sent to.",
                 )
             return
-        await self.publish(route, event.destination, frame.headers, frame.body)
+        await self.publish(
+            route,
+            event.destination,
+            frame.headers,
+            frame.body,
+            self.sender(sink.session.session_id),
+        )
 
     async def publish(
-        self, route: Route, destination: str, headers: tuple[tuple[str, str], ...], body: bytes
+        self,
+        route: Route,
+        destination: str,
+        headers: Headers,
+        body: bytes,
+        sender: Headers = (),
     ) -> None:
-        envelope = self.router.envelope(destination, headers, body)
+        envelope = self.router.envelope(destination, headers, body, sender)
         await self.publish_envelope(route, channels_for(route, self.keys)[0], envelope)
 
     async def publish_envelope(self, route: Route, channel: str, envelope: Envelope) -> None:

@@ -15,15 +15,16 @@ import contextlib
 import json
 import logging
 import time
-import unicodedata
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from stomprelay.auth import Identity, check_name, check_text
 from stomprelay.cluster.envelope import Envelope
 from stomprelay.cluster.keys import Keys
 from stomprelay.cluster.registry import (
     EVENT_CONTENT_TYPE,
     Participant,
+    event_headers,
     room_event,
     sync_event,
 )
@@ -58,23 +59,6 @@ def _json_body(body: bytes, what: str) -> dict[str, Any]:
     return data
 
 
-def _clean_text(value: object, field: str, limit: int) -> str:
-    if not isinstance(value, str):
-        raise PolicyError(f"Invalid {field}", f"{field} must be a string.")
-    text = value.strip()
-    if not text:
-        raise PolicyError(f"Missing {field}", f"{field} must not be empty.")
-    if len(text) > limit:
-        raise PolicyError(
-            f"{field.capitalize()} too long", f"{field} is limited to {limit} characters."
-        )
-    if any(unicodedata.category(c) in ("Cc", "Cs") and c not in "\n\t" for c in text):
-        raise PolicyError(
-            f"Invalid {field}", f"{field} must not contain control characters or lone surrogates."
-        )
-    return text
-
-
 #: (log id, channel, envelope, the append to run) -> appended, or journaled.
 Publish = Callable[[str, str, Envelope, Callable[[], Awaitable[object]]], Awaitable[None]]
 
@@ -95,6 +79,7 @@ class Rooms:
         metrics: Metrics,
         spawn: Callable[[asyncio.Task[None]], None],
         publish: Publish,
+        identities: Mapping[str, Identity] | None = None,
     ) -> None:
         self.settings = settings
         self.server_id = server_id
@@ -107,6 +92,8 @@ class Rooms:
         self.spawn = spawn
         #: Append to a log, or journal and deliver locally (Relay.append_or_journal).
         self.publish = publish
+        #: session id -> who it is; a verified identity names its participant
+        self.identities: Mapping[str, Identity] = identities if identities is not None else {}
         #: Rooms whose SYNC event is scheduled.
         self._syncing: set[str] = set()
 
@@ -119,11 +106,16 @@ class Rooms:
     async def join(self, sink: Sink, room_id: str, body: bytes) -> None:
         record = self._record(sink)
         data = _json_body(body, "join")
-        username = _clean_text(
-            data.get("username") or sink.session.login or "",
-            "username",
-            self.settings.max_username,
-        )
+        identity = self.identities.get(record.session_id)
+        if identity is not None and identity.verified:
+            # the token says who this is; a username in the body is ignored
+            username = identity.name
+        else:
+            username = check_name(
+                data.get("username") or sink.session.login or "",
+                "username",
+                self.settings.max_username,
+            )
         async with self.registration.gate.shared():
             already = room_id in record.rooms
             if not already and len(record.rooms) >= self.settings.max_rooms_per_session:
@@ -173,13 +165,15 @@ class Rooms:
         if room_id not in record.rooms:
             raise PolicyError("Not a participant", f"Join {room_id} before sending messages to it.")
         data = _json_body(body, "message")
-        text = _clean_text(data.get("message"), "message", self.settings.max_chat_message)
+        text = check_text(
+            data.get("message"), "message", self.settings.max_chat_message, multiline=True
+        )
         now = now_ms()
         envelope = Envelope(
             id=self.router.next_message_id(),
             origin=self.server_id,
             destination=f"/topic/room/{room_id}",
-            headers=(("content-type", EVENT_CONTENT_TYPE),),
+            headers=event_headers("CHAT"),
             body=room_event(
                 "CHAT",
                 room_id,
@@ -263,7 +257,7 @@ class Rooms:
             id=self.router.next_message_id(),
             origin=self.server_id,
             destination=f"/topic/room/{room_id}",
-            headers=(("content-type", EVENT_CONTENT_TYPE), ("x-sync", "true")),
+            headers=event_headers("SYNC", ("x-sync", "true")),
             body=body,
             ts=now_ms(),
         )

@@ -55,6 +55,10 @@ RESERVED_HEADERS = frozenset(
         "x-gap",
         "x-sync",
         "x-server-id",
+        # set by the relay only (docs/security.md)
+        "x-sender",
+        "x-sender-session",
+        "x-event-type",
     }
 )
 #: Log entries read per round trip when replaying or repairing.
@@ -302,6 +306,10 @@ class Router:
             self._refs.pop(channel, None)
             await self.bus.unsubscribe(channel)
 
+    async def listen(self, channel: str) -> None:
+        """Listen to ``channel`` for the relay's whole life (the control channel)."""
+        await self._retain(channel)
+
     async def retain_always(self, channel: str) -> None:
         """Listen to ``channel`` for the relay's whole life (its targeted channel)."""
         await self._retain(channel)
@@ -494,12 +502,16 @@ class Router:
 
     # -- publishing -----------------------------------------------------------
 
-    def envelope(self, destination: str, headers: Headers, body: bytes) -> Envelope:
+    def envelope(
+        self, destination: str, headers: Headers, body: bytes, sender: Headers = ()
+    ) -> Envelope:
+        """A client's SEND as an envelope: its reserved headers stripped, then the
+        relay's ``sender`` headers (``x-sender``, ...) put first."""
         return Envelope(
             id=self.next_message_id(),
             origin=self.server_id,
             destination=destination,
-            headers=message_headers(headers, body),
+            headers=(*sender, *message_headers(headers, body)),
             body=body,
             ts=int(time.time() * 1000),
         )

@@ -123,3 +123,41 @@ class Settings:
     #: Seconds after a lost-history repair before the SYNC event reads the
     #: registry (other relays re-register meanwhile).
     sync_settle: float = 2.0
+
+    # -- identity and access (docs/security.md) ------------------------------
+    #: Per-session rate limits over every frame the client sends (heart-beats
+    #: not counted), as token buckets: frames per second and burst, body and
+    #: header bytes per second and burst. 0 turns a limit off. A breach gets
+    #: ERROR ``rate limit exceeded``, then close.
+    frame_rate: float = 50.0
+    frame_burst: int = 200
+    byte_rate: float = 512 * 1024
+    byte_burst: int = 2 * 1024 * 1024
+    #: Longest CONNECT ``login`` (and identity from a token) and longest room
+    #: display text; control and bidi-override characters are refused in both.
+    max_login: int = 64
+    #: Seconds of clock skew allowed on a token's ``exp``, ``nbf`` and ``iat``.
+    jwt_leeway: float = 30.0
+    #: Seconds between reloads of a JWKS file or URL (keys rotate); an unknown
+    #: ``kid`` triggers a reload at most this often too.
+    jwks_refresh: float = 300.0
+    jwks_min_refresh: float = 10.0
+
+    # -- connection hygiene (docs/security.md), per relay ---------------------
+    #: Origins a WebSocket handshake may come from (``*`` wildcards, e.g.
+    #: ``https://*.example.com``; ``*`` alone: any). Empty: same origin only (the
+    #: Origin's host equals the request's Host), as Spring's default.
+    allowed_origins: tuple[str, ...] = ()
+    #: Whether a handshake with no Origin header (non-browser clients: stomp.py,
+    #: Node, back-ends) is served.
+    allow_no_origin: bool = True
+    #: Proxies (CIDR ranges) whose X-Forwarded-For is believed; the client is the
+    #: rightmost address in it that is not one of them.
+    trusted_proxies: tuple[str, ...] = ()
+    #: Open connections per client address (0: no cap), and WebSocket handshakes
+    #: per second per client address with their burst; past either: 429.
+    max_connections_per_ip: int = 1000
+    handshake_rate_per_ip: float = 50.0
+    handshake_burst_per_ip: int = 200
+    #: Serve /metrics to anyone (the admin API still needs the token).
+    public_metrics: bool = False

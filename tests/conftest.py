@@ -39,14 +39,28 @@ async def make_relay() -> AsyncIterator[MakeRelay]:
     """Start in-process relays in the test's event loop: ``await make_relay(**settings)``.
 
     Keyword arguments are :class:`Settings` fields (``connect_timeout=0.5``,
-    ``limits=Limits(...)``, ...), plus ``server_id``. Each relay listens on free ports for
+    ``limits=Limits(...)``, ...), plus ``server_id`` and the relay's ``auth``, ``acl``
+    and ``dev_tokens``. Each relay listens on free ports for
     HTTP/WebSocket (``.port``) and plain STOMP/TCP (``.stomp_port``) and is stopped after
     the test.
     """
     servers: list[RelayServer] = []
 
-    async def factory(*, server_id: str = "test-relay", **settings: Any) -> RelayServer:
-        relay = Relay(settings=Settings(**settings), server_id=server_id)
+    async def factory(
+        *,
+        server_id: str = "test-relay",
+        auth: Any = None,
+        acl: Any = None,
+        dev_tokens: bool = False,
+        **settings: Any,
+    ) -> RelayServer:
+        relay = Relay(
+            settings=Settings(**settings),
+            server_id=server_id,
+            auth=auth,
+            acl=acl,
+            dev_tokens=dev_tokens,
+        )
         server = RelayServer(relay, host="127.0.0.1", port=0, stomp_port=0)
         await server.start()
         servers.append(server)

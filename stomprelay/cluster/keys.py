@@ -25,6 +25,7 @@ TEMPLATES: dict[str, str] = {
     "system_channel": "{p}:system:notifications",
     "session_connect_channel": "{p}:session:connect",
     "session_disconnect_channel": "{p}:session:disconnect",
+    "control_channel": "{p}:system:control",
     # keys
     "session": "{p}:sessions:{x}",
     "sessions_active": "{p}:sessions:active",
@@ -38,6 +39,7 @@ TEMPLATES: dict[str, str] = {
     "reaper_lock": "{p}:servers:{x}:reaper_lock",
     "reaped": "{p}:servers:{x}:reaped",
     "liveness": "{p}:servers:liveness",
+    "users_suspended": "{p}:users:suspended",
     # history (docs/history.md); {x} is a log id: room:<id>, topic:<name>, global
     "history": "{p}:history:{x}",
     "history_meta": "{p}:history:{x}:meta",
@@ -95,7 +97,17 @@ class Keys:
     def session_disconnect_channel(self) -> str:
         return self._name("session_disconnect_channel")
 
+    @property
+    def control_channel(self) -> str:
+        """Operator commands to every relay (kick a user)."""
+        return self._name("control_channel")
+
     # -- keys -------------------------------------------------------------
+
+    @property
+    def users_suspended(self) -> str:
+        """Hash: user -> ms since the epoch until which CONNECT is refused."""
+        return self._name("users_suspended")
 
     def session(self, session_id: str) -> str:
         return self._name("session", session_id)

@@ -18,13 +18,17 @@ local published = {}
 -- fixed_id: the id the relay already gave this event when it delivered it
 -- locally during an outage (so the relay can recognise it and not deliver twice).
 -- Returns the envelope JSON and its id.
-local function envelope(eid, origin, destination, body, ts, fixed_id)
+-- kind: the room event's type, sent as the reserved x-event-type header
+-- (registry.event_headers); nil for session events.
+local function envelope(eid, origin, destination, body, ts, fixed_id, kind)
   seq = seq + 1
   if fixed_id then published[#published + 1] = fixed_id end
   local id = fixed_id or eid
   if not fixed_id and destination == '' then id = eid .. '-' .. seq end
+  local headers = {{'content-type', EVENT_TYPE}}
+  if kind then headers[2] = {'x-event-type', kind} end
   return cjson.encode({v = 1, id = id, origin = origin,
-    destination = destination, headers = {{'content-type', EVENT_TYPE}},
+    destination = destination, headers = headers,
     body = body, encoding = 'utf-8', ts = ts}), id
 end
 
@@ -128,7 +132,7 @@ local function join_room(sid, room, username, server, ts, eid, announce, fixed_i
   if added == 1 and announce then
     local body = room_event('JOIN', room, sid, username, server, ts, count, nil,
       username .. ' joined')
-    local env, id = envelope(eid, server, '/topic/room/' .. room, body, ts, fixed_id)
+    local env, id = envelope(eid, server, '/topic/room/' .. room, body, ts, fixed_id, 'JOIN')
     log_append('room:' .. room, k_join_channel(room), env, id, ts)
   end
   return added, count
@@ -141,7 +145,7 @@ local function leave_room(sid, room, username, server, reason, ts, eid, fixed_id
   if removed == 1 then
     local body = room_event('LEAVE', room, sid, username, server, ts, count, reason,
       username .. ' left')
-    local env, id = envelope(eid, server, '/topic/room/' .. room, body, ts, fixed_id)
+    local env, id = envelope(eid, server, '/topic/room/' .. room, body, ts, fixed_id, 'LEAVE')
     log_append('room:' .. room, k_leave_channel(room), env, id, ts)
   end
   return removed, count

@@ -8,6 +8,7 @@ the same behaviour. Several in-process relays may share one :class:`MemoryHub`.
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 import time
 from collections.abc import Callable, Sequence
@@ -25,6 +26,7 @@ from stomprelay.cluster.registry import (
     RoomRecord,
     ServerRecord,
     SessionRecord,
+    event_headers,
     join_event,
     leave_event,
     session_event,
@@ -60,6 +62,8 @@ class MemoryHub:
         self.rooms: dict[str, _Room] = {}
         self.current_room: dict[str, str] = {}
         self.locks: dict[str, tuple[str, float]] = {}
+        #: user -> refused until (ms since the epoch)
+        self.suspended: dict[str, int] = {}
 
     def publish(self, channel: str, envelope: Envelope) -> None:
         loop = asyncio.get_running_loop()
@@ -136,15 +140,18 @@ class _Events:
         self.seq += 1
         if fixed_id is not None:
             self.fixed_published.append(fixed_id)
+        room_event = destination.startswith("/topic/room/")
         envelope = Envelope(
             id=fixed_id or event_id or f"{self.event_id}-{self.seq}",
             origin=origin or self.origin,
             destination=destination,
-            headers=(("content-type", EVENT_CONTENT_TYPE),),
+            headers=event_headers(json.loads(body)["type"])
+            if room_event
+            else (("content-type", EVENT_CONTENT_TYPE),),
             body=body,
             ts=self.now,
         )
-        if destination.startswith("/topic/room/"):
+        if room_event:
             log_id = "room:" + destination[len("/topic/room/") :]
             self.hub.log.append_now(log_id, channel, envelope)
         else:
@@ -506,6 +513,20 @@ class MemoryRegistry:
 
     async def sessions(self) -> list[SessionRecord]:
         return [replace(r, rooms=list(r.rooms)) for _, r in sorted(self.hub.sessions.items())]
+
+    async def suspend(
+        self, user: str, until_ms: int | None, channel: str, envelope: Envelope
+    ) -> None:
+        if until_ms is None:
+            self.hub.suspended.pop(user, None)
+        else:
+            self.hub.suspended[user] = until_ms
+        self.hub.publish(channel, envelope)
+
+    async def suspensions(self, now_ms: int) -> dict[str, int]:
+        live = {u: t for u, t in self.hub.suspended.items() if t > now_ms}
+        self.hub.suspended = dict(live)
+        return live
 
     async def session(self, session_id: str) -> SessionRecord | None:
         record = self.hub.sessions.get(session_id)

@@ -572,6 +572,32 @@ class RedisRegistry:
             if fields
         ]
 
+    async def suspend(
+        self, user: str, until_ms: int | None, channel: str, envelope: Envelope
+    ) -> None:
+        pipe = self._client.pipeline(transaction=True)
+        if until_ms is None:
+            pipe.hdel(self.keys.users_suspended, user)
+        else:
+            pipe.hset(self.keys.users_suspended, user, str(until_ms))
+        pipe.publish(channel, envelope.to_json())
+        await _guard(pipe.execute())
+
+    async def suspensions(self, now_ms: int) -> dict[str, int]:
+        key = self.keys.users_suspended
+        found = _fields(await _guard(self._client.hgetall(key)))
+        live: dict[str, int] = {}
+        over = []
+        for user, value in found.items():
+            until = int(value) if value.isdigit() else 0
+            if until > now_ms:
+                live[user] = until
+            else:
+                over.append(user)
+        if over:
+            await _guard(self._client.hdel(key, *over))
+        return live
+
     async def session(self, session_id: str) -> SessionRecord | None:
         fields = _fields(await _guard(self._client.hgetall(self.keys.session(session_id))))
         return SessionRecord.from_fields(session_id, fields) if fields else None

@@ -114,6 +114,12 @@ class DeadServer:
     incarnation: str
 
 
+def event_headers(kind: str, *extra: tuple[str, str]) -> tuple[tuple[str, str], ...]:
+    """Headers of a relay-made room event: ``x-event-type`` is reserved (a
+    client's SEND never carries it), so it tells the relay's events from forgeries."""
+    return (("content-type", EVENT_CONTENT_TYPE), ("x-event-type", kind), *extra)
+
+
 def room_event(
     kind: str,
     room_id: str,
@@ -360,6 +366,17 @@ class Registry(Protocol):
     async def sessions(self) -> list[SessionRecord]: ...
 
     async def session(self, session_id: str) -> SessionRecord | None: ...
+
+    async def suspend(
+        self, user: str, until_ms: int | None, channel: str, envelope: Envelope
+    ) -> None:
+        """Refuse ``user`` until ``until_ms`` (None: lift it) and publish the
+        operator's ``envelope`` on ``channel``, in one step (MULTI)."""
+        ...
+
+    async def suspensions(self, now_ms: int) -> dict[str, int]:
+        """Users refused now, with until when (ms since the epoch)."""
+        ...
 
     async def rooms(self) -> list[RoomRecord]: ...
 

@@ -242,7 +242,7 @@ class FrameParser:
             except ValueError:
                 pass  # a line without a colon: the loop below names it
             else:
-                if len(headers) == len(pairs):
+                if len(headers) == len(pairs) and "" not in headers:
                     return headers
         headers = {}
         for line in lines[1:]:
@@ -254,6 +254,11 @@ class FrameParser:
             if decode:
                 name = unescape(name, self.version)
                 value = unescape(value, self.version)
+            if not name:
+                # STOMP 1.2 "Augmented BNF": header-name = 1*<any OCTET except CR, LF or ":">
+                raise ProtocolError(
+                    "Empty header name", f"The header line {line[:60]!r} has no name."
+                )
             if name not in headers:
                 headers[name] = value
         return headers

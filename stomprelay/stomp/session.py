@@ -19,6 +19,7 @@ import enum
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+from stomprelay.buckets import TokenBucket
 from stomprelay.errors import PeerError, PolicyError, ProtocolError
 from stomprelay.settings import Settings
 from stomprelay.stomp.frames import (
@@ -52,6 +53,8 @@ class Connected:
     version: str
     login: str | None
     host: str | None
+    #: The CONNECT's headers (credentials among them: never logged, so no repr).
+    headers: Headers = field(default=(), repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +97,9 @@ Event = Connected | Subscribed | Unsubscribed | MessageSent | ReceiptDue | Disco
 
 class State(enum.Enum):
     AWAIT_CONNECT = "await-connect"
+    #: CONNECT received, waiting for the application to :meth:`accept` it
+    #: (``defer_connect``: the relay checks credentials first).
+    CONNECTING = "connecting"
     OPEN = "open"
     CLOSING = "closing"
     CLOSED = "closed"
@@ -144,6 +150,8 @@ class ServerSession:
         now: float,
         settings: Settings | None = None,
         server_name: str = "stomprelay/0",
+        defer_connect: bool = False,
+        untransacted: frozenset[str] = frozenset(),
     ) -> None:
         self.session_id = session_id
         self.server_id = server_id
@@ -171,16 +179,37 @@ class ServerSession:
         #: Negotiated heart-beat periods in seconds (0: none).
         self.send_interval = 0.0
         self.receive_interval = 0.0
+        #: CONNECTED waits for :meth:`accept` (or :meth:`fail`) when set.
+        self.defer_connect = defer_connect
+        #: SEND destinations acted on at once even inside a transaction.
+        self.untransacted = untransacted
+        settings_ = self.settings
+        self._frame_bucket = TokenBucket(settings_.frame_rate, settings_.frame_burst, now)
+        self._byte_bucket = TokenBucket(settings_.byte_rate, settings_.byte_burst, now)
+        #: Which rate limit ended the session ("frames" or "bytes"), for metrics.
+        self.rate_limited: str | None = None
+        #: When the session's credential expires (``now`` units), or None.
+        self.expires_at: float | None = None
+        self._pending_connect: Connected | None = None
+        self._client_heartbeat = (0, 0)
 
     # -- input ------------------------------------------------------------
 
     def receive_data(self, data: bytes, now: float) -> list[Event]:
         """Feed bytes from the peer; return the events they complete."""
         events: list[Event] = []
-        if self.state not in (State.AWAIT_CONNECT, State.OPEN):
+        if self.state not in (State.AWAIT_CONNECT, State.OPEN, State.CONNECTING):
             return events
         self._last_received = now
+        if data and not self._byte_bucket.take(now, len(data)):
+            self._rate_limited("bytes", now)
+            return events
         self._parser.feed(data)
+        self._parse(events, now)
+        return events
+
+    def _parse(self, events: list[Event], now: float) -> None:
+        # In CONNECTING, later frames wait in the parser until accept().
         while self.state in (State.AWAIT_CONNECT, State.OPEN):
             try:
                 frame = self._parser.next_frame()
@@ -189,10 +218,40 @@ class ServerSession:
                 break
             if frame is None:
                 break
+            if not self._frame_bucket.take(now):
+                self._rate_limited("frames", now)
+                break
             try:
                 self._handle(frame, events, now)
             except PeerError as exc:
                 self._fail(exc, frame.get("receipt"))
+
+    def _rate_limited(self, kind: str, now: float) -> None:
+        settings = self.settings
+        if kind == "frames":
+            detail = (
+                f"More than {settings.frame_rate:g} frames a second "
+                f"(burst {settings.frame_burst}) arrived from this client."
+            )
+        else:
+            detail = (
+                f"More than {settings.byte_rate:g} bytes a second "
+                f"(burst {settings.byte_burst}) arrived from this client."
+            )
+        self.rate_limited = kind
+        self._fail(PolicyError("rate limit exceeded", detail))
+
+    def accept(self, now: float, headers: Headers = ()) -> list[Event]:
+        """Send the deferred CONNECTED (with any extra ``headers``) and go on
+        with the frames that arrived after the CONNECT; returns their events."""
+        events: list[Event] = []
+        if self.state is not State.CONNECTING:
+            return events
+        connected = self._pending_connect
+        assert connected is not None
+        self._pending_connect = None
+        self._open(connected, now, headers)
+        self._parse(events, now)
         return events
 
     def _handle(self, frame: Frame, events: list[Event], now: float) -> None:
@@ -209,6 +268,8 @@ class ServerSession:
         transaction = frame.get("transaction")
         if command == "SEND":
             self._check_send(frame)
+            if transaction is not None and frame.get("destination") in self.untransacted:
+                transaction = None
         if transaction is not None and command in ("SEND", "ACK", "NACK"):
             self._hold(transaction, frame)
         elif command == "SEND":
@@ -252,10 +313,22 @@ class ServerSession:
         version = negotiate_version(frame.get("accept-version"))
         # STOMP 1.0 has no heart-beating: a heart-beat header there is just a header.
         heartbeat = frame.get("heart-beat") if version != V10 else None
-        client_send, client_receive = _parse_heartbeat(heartbeat)
+        self._client_heartbeat = _parse_heartbeat(heartbeat)
         self.version = version
         self._parser.version = version
         self.login = frame.get("login")
+        connected = Connected(version, self.login, frame.get("host"), frame.headers)
+        if self.defer_connect:
+            self.state = State.CONNECTING
+            self._pending_connect = connected
+            events.append(connected)
+            return
+        self._open(connected, now)
+        events.append(connected)
+
+    def _open(self, connected: Connected, now: float, extra: Headers = ()) -> None:
+        version = connected.version
+        client_send, client_receive = self._client_heartbeat
         server_send = self.settings.heartbeat_send_ms
         server_receive = self.settings.heartbeat_receive_ms
         if version != V10:
@@ -271,9 +344,10 @@ class ServerSession:
         if version != V10:
             headers.append(("heart-beat", f"{server_send},{server_receive}"))
         headers.append(("x-server-id", self.server_id))
+        headers.extend(extra)
         self.state = State.OPEN
+        self._last_received = now
         self._queue(encode_frame("CONNECTED", tuple(headers), b"", version), now)
-        events.append(Connected(version, self.login, frame.get("host")))
 
     @staticmethod
     def _check_send(frame: Frame) -> None:
@@ -476,7 +550,7 @@ class ServerSession:
 
     def fail(self, error: PeerError, receipt_id: str | None = None) -> None:
         """Report an application-level refusal: ERROR frame, then close."""
-        if self.state in (State.AWAIT_CONNECT, State.OPEN, State.CLOSING):
+        if self.state in (State.AWAIT_CONNECT, State.CONNECTING, State.OPEN, State.CLOSING):
             self._fail(error, receipt_id)
 
     def _fail(self, error: PeerError, receipt_id: str | None = None) -> None:
@@ -505,11 +579,13 @@ class ServerSession:
 
     def next_deadline(self) -> float | None:
         """When :meth:`tick` next has something to do, or None."""
-        if self.state is State.AWAIT_CONNECT:
+        if self.state in (State.AWAIT_CONNECT, State.CONNECTING):
             return self._connect_deadline
         if self.state is not State.OPEN:
             return None
         deadlines = []
+        if self.expires_at is not None:
+            deadlines.append(self.expires_at)
         if self.send_interval:
             deadlines.append(self._last_sent + self.send_interval)
         if self.receive_interval and not self._receive_paused:
@@ -528,7 +604,7 @@ class ServerSession:
 
     def tick(self, now: float) -> None:
         """Send a heart-beat if due; close a peer that went silent or never connected."""
-        if self.state is State.AWAIT_CONNECT:
+        if self.state in (State.AWAIT_CONNECT, State.CONNECTING):
             if now >= self._connect_deadline:
                 self._fail(
                     PolicyError(
@@ -538,6 +614,15 @@ class ServerSession:
                 )
             return
         if self.state is not State.OPEN:
+            return
+        if self.expires_at is not None and now >= self.expires_at:
+            self._fail(
+                PolicyError(
+                    "credential expired",
+                    "The session's token expired; refresh it in time with a SEND to "
+                    "/app/auth/refresh, or connect again with a new one.",
+                )
+            )
             return
         grace = self.receive_interval * self.settings.heartbeat_grace
         if (

@@ -26,7 +26,6 @@ from stomprelay.cluster.keys import Keys
 from stomprelay.cluster.memory import MemoryRegistry
 from stomprelay.cluster.redis_backend import RedisRegistry
 from stomprelay.cluster.registry import (
-    EVENT_CONTENT_TYPE,
     DeadServer,
     Participant,
     Pending,
@@ -34,6 +33,7 @@ from stomprelay.cluster.registry import (
     RoomRecord,
     ServerRecord,
     SessionRecord,
+    event_headers,
 )
 from stomprelay.errors import BackendUnavailable
 
@@ -143,8 +143,9 @@ def room_event(env: Envelope, *, origin: str, event_id: str) -> dict[str, Any]:
     assert env.offset > 0, "room events go through the room's log"
     assert env.epoch
     assert env.origin == origin
-    assert env.headers == (("content-type", EVENT_CONTENT_TYPE),)
     body = json.loads(env.body)
+    # x-event-type is reserved: only relay-made events carry it (docs/security.md)
+    assert env.headers == event_headers(body["type"])
     assert env.destination == f"/topic/room/{body['roomId']}"
     assert set(body) <= ROOM_EVENT_FIELDS, body
     assert isinstance(body.pop("message", ""), str)
