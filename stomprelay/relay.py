@@ -232,11 +232,14 @@ class Relay:
 
     async def _recover(self) -> None:
         await self.registration.resync()
-        await self._load_suspensions()
 
     async def _load_suspensions(self) -> None:
         """Kicks made while this relay was away (or before it started)."""
         self.suspended = await self.registry.suspensions(now_ms())
+
+    async def _reload_suspensions(self) -> None:
+        with contextlib.suppress(BackendUnavailable):
+            await self.sync.guard(self._load_suspensions)
 
     def _history_lost(self, destination: str) -> None:
         self.rooms.lost(destination)
@@ -304,6 +307,9 @@ class Relay:
 
     def _sync_state(self, up: bool) -> None:
         self.metrics.degraded.set(0 if up else 1)
+        if up and self._started:
+            # a kick published while this relay could not hear it
+            self.background(asyncio.get_running_loop().create_task(self._reload_suspensions()))
         if up and self.bus.available:
             # Reads refused while Redis counted as down are due now.
             self.router.bus_restored()

@@ -560,7 +560,12 @@ class ServerSession:
             headers.append(("receipt-id", receipt_id))
         headers.append(("content-type", "text/plain;charset=utf-8"))
         body = error.detail.encode("utf-8")
-        self._outbox.append(encode_frame("ERROR", tuple(headers), body, self.version))
+        # A client refused at CONNECT never saw CONNECTED, so it does not know the
+        # version yet: like CONNECTED itself, that ERROR is not escaped (stomp.js
+        # would show "invalid token\c expired").
+        opened = self.state not in (State.AWAIT_CONNECT, State.CONNECTING)
+        version = self.version if opened else V10
+        self._outbox.append(encode_frame("ERROR", tuple(headers), body, version))
         self.error = error
         self.close_reason = error.message
         self.state = State.CLOSED

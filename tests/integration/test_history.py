@@ -99,8 +99,9 @@ async def test_x_history_replays_the_last_k_after_the_receipt(relay, connect) ->
 
 
 async def test_resume_delivers_exactly_what_was_missed_with_a_publisher_running(
-    relay, connect
+    make_relay, connect
 ) -> None:
+    relay = await make_relay(frame_rate=0)  # the publisher outruns the per-session rate limit
     pub, watcher = await connect(relay), await connect(relay)
     await watcher.subscribe(LOBBY, "w")
     await publish(pub, LOBBY, [f"m{i}" for i in range(1, 6)])

@@ -75,7 +75,7 @@ async def flaky_relay() -> AsyncIterator[tuple[RelayServer, Flaky]]:
     flaky = registry.flaky = Flaky(hub.log)
     registry.log = flaky  # type: ignore[assignment]
     relay = Relay(
-        settings=Settings(probe_interval=0.05, history_size=1000),
+        settings=Settings(probe_interval=0.05, history_size=1000, frame_rate=0),
         server_id="flaky",
         bus=MemoryBus(hub),
         registry=registry,

@@ -105,8 +105,9 @@ async def test_send_receive_byte_exact(relay: RelayServer, stompjs: StompJsClien
     assert len(ids) == 2
 
 
-async def test_many_messages_arrive_in_order(relay: RelayServer, stompjs: StompJsClient) -> None:
+async def test_many_messages_arrive_in_order(make_relay: Any, stompjs: StompJsClient) -> None:
     js = stompjs
+    relay = await make_relay(frame_rate=0)  # 200 SENDs at once: past the default rate limit
     await connect(js, relay)
     await subscribe(js, "/topic/order", "s1")
     count = 200

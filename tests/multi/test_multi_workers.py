@@ -183,7 +183,8 @@ def test_workers_without_redis_are_refused() -> None:
 async def test_a_publisher_is_not_held_to_one_send_per_round_trip(
     inproc: Any, redis_server: RedisServer, history: int
 ) -> None:
-    server = await inproc(redis_server.url, "pipe", history_size=history)
+    # 2000 SENDs as fast as the socket takes them: past the per-session rate limit
+    server = await inproc(redis_server.url, "pipe", history_size=history, frame_rate=0)
     url = f"ws://127.0.0.1:{server.port}/ws"
     reader = await StompClient.connect(url, name="reader")
     await reader.subscribe("/topic/room/fast", "s")
