@@ -151,6 +151,47 @@ async def test_bad_tokens_get_one_plain_error_with_stomp_py(
 
 
 @pytest.mark.node
+async def test_hs_rs_confusion_is_refused_for_stompjs(make_relay: Any, tmp_path: Any) -> None:
+    """A relay that trusts an RSA public key: an RS256 token signed by its private
+    key passes; an HS256 token "signed" with the public key as HMAC secret does not,
+    whether or not the relay also has an HMAC secret."""
+    import base64
+    import hashlib
+    import hmac
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from stomprelay.auth import load_public_key
+
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    (tmp_path / "key.pem").write_bytes(pem)
+    public = load_public_key(str(tmp_path / "key.pem"))
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    body = {"sub": "root", "exp": int(time.time()) + 60}
+    head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    signing = f"{head}.{b64(json.dumps(body).encode())}"
+    forged = f"{signing}.{b64(hmac.new(pem, signing.encode(), hashlib.sha256).digest())}"
+    for auth, message in (
+        (Authenticator(public_keys=[public]), "invalid token: algorithm not allowed"),
+        (Authenticator(public_keys=[public], secret=SECRET), "invalid token: bad signature"),
+    ):
+        server = await make_relay(auth=auth)
+        async with await StompJsClient.start() as js:
+            good = jwt.encode(body, private, algorithm="RS256")
+            await js.connect(url(server), passcode=good)
+        async with await StompJsClient.start() as js:
+            with pytest.raises(StompJsError, match=message):
+                await js.connect(url(server), passcode=forged, reconnectDelay=0)
+
+
+@pytest.mark.node
 async def test_stompjs_connects_with_a_bearer_header_and_is_refused_when_expired(
     secure: Any, stompjs: StompJsClient
 ) -> None:

@@ -308,3 +308,56 @@ def test_fuzzed_tokens_only_ever_get_a_refusal(token: str) -> None:
         run(auth.verify(token))
     message = caught.value.message
     assert message == "authentication required" or message.startswith("invalid token")
+
+
+def test_jwks_from_a_url_rotates_and_survives_an_outage() -> None:
+    """A JWKS URL (as identity providers publish): a new kid is fetched on first
+    sight; while the endpoint is down the keys already loaded keep working."""
+    import http.server
+    import threading
+
+    first = ec.generate_private_key(ec.SECP256R1())
+    second = ec.generate_private_key(ec.SECP256R1())
+
+    def jwk(key: Any, kid: str) -> dict[str, Any]:
+        entry = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key.public_key()))
+        entry.update(kid=kid, use="sig")
+        return dict(entry)
+
+    state: dict[str, Any] = {"keys": [jwk(first, "k1")], "up": True, "hits": 0}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            state["hits"] += 1
+            if not state["up"]:
+                self.send_error(503)
+                return
+            body = json.dumps({"keys": state["keys"]}).encode()
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        source = KeySource(f"http://127.0.0.1:{server.server_port}/jwks", 300, 0)
+        source.load_now()
+        auth = Authenticator(jwks=source)
+        one = jwt.encode(claims(), first, algorithm="ES256", headers={"kid": "k1"})
+        two = jwt.encode(claims(), second, algorithm="ES256", headers={"kid": "k2"})
+        assert run(auth.verify(one)).user == "alice"
+        state["keys"] = [jwk(first, "k1"), jwk(second, "k2")]
+        assert run(auth.verify(two)).user == "alice"
+        state["up"] = False
+        hits = state["hits"]
+        three = jwt.encode(claims(), second, algorithm="ES256", headers={"kid": "k3"})
+        assert refusal(auth, three) == "invalid token: algorithm not allowed"
+        assert state["hits"] == hits + 1  # it tried
+        assert run(auth.verify(one)).user == "alice"  # and kept what it had
+    finally:
+        server.shutdown()
