@@ -27,6 +27,7 @@ from stomprelay.auth import (
     AuthError,
     Identity,
     check_name,
+    room_of,
     token_of,
 )
 from stomprelay.cluster.base import Bus
@@ -701,6 +702,11 @@ class Relay:
                 await self.rooms.message(sink, route.name, frame.body)
             elif route.action == "leave":
                 await self.rooms.leave(sink, route.name)
+                if self.acl is not None:
+                    # members-only rules: the room's feeds are no longer this session's
+                    for subscription in list(sink.session.subscriptions.values()):
+                        if room_of(subscription.destination) == route.name:
+                            self._recheck(sink.session, subscription)
             else:
                 raise PolicyError(
                     "Unknown destination",

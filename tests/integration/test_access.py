@@ -336,6 +336,21 @@ async def test_acl_denies_by_default_and_gives_room_feeds_to_members_only(secure
     client = await StompClient.connect(url(server), passcode=token())
     with pytest.raises(StompClientError, match="forbidden"):
         await client.subscribe("/topic/broadcast")
+    # leaving a room while still subscribed to it: that feed is no longer allowed
+    client = await StompClient.connect(url(server), passcode=token())
+    await client.send("/app/room/lobby/join", b"", receipt=True)
+    await client.subscribe(ROOM, "feed")
+    await client.send("/app/room/lobby/leave", b"")
+    await client.wait_closed()
+    assert client.errors[0].get("message") == "forbidden"
+    assert b"feed" in client.errors[0].body
+    # unsubscribing first is the clean way out
+    client = await StompClient.connect(url(server), passcode=token())
+    await client.send("/app/room/lobby/join", b"", receipt=True)
+    await client.subscribe(ROOM, "feed")
+    await client.unsubscribe("feed")
+    await client.send("/app/room/lobby/leave", b"", receipt=True)
+    assert not client.closed
 
 
 @pytest.mark.node
