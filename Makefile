@@ -8,7 +8,7 @@ JS_TEST := tests/js
 WEB := web
 PORT ?= 8080
 
-.PHONY: run test lint unit bench deps node-deps web-deps redis-dep clean
+.PHONY: run run-auth test lint unit bench deps node-deps web-deps redis-dep clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "stomprelay needs Python 3.11+"'
@@ -38,6 +38,11 @@ redis-dep: $(STAMP)
 
 run: $(STAMP) web-deps
 	$(BIN)/stomprelay serve --port $(PORT)
+
+# The same with sign-in: a development secret and the development token issuer
+# (GET /dev/token hands a token for any user to anyone: never where others reach it).
+run-auth: $(STAMP) web-deps
+	$(BIN)/stomprelay serve --port $(PORT) --jwt-secret dev-only-secret-change-me --dev-tokens
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -8,6 +8,18 @@
  *   SEND      /app/room/{id}/leave
  *   SUBSCRIBE /app/room/{id}/participants   request/reply: one MESSAGE, then we unsubscribe
  *   SUBSCRIBE /topic/system                 operator notifications
+ *   SEND      /app/auth/refresh             a new token (text) replaces the session's credential
+ *
+ * Room events the relay made carry x-event-type (JOIN, LEAVE, CHAT, SYSTEM, SYNC), a header
+ * no client can set: the page takes the type from it alone. A MESSAGE without it is a raw
+ * SEND by some client, shown as plain text under the relay's x-sender, whatever its body says.
+ *
+ * Sign-in (GET auth/config): with no authentication the username goes as the STOMP login, as
+ * ever; with authentication a JWT goes as passcode and as "Authorization: Bearer", from the
+ * development issuer (GET dev/token?user=NAME, only on a relay run with --dev-tokens) or
+ * pasted. Its payload is decoded here only to show who you are and when it expires; the
+ * relay checks it. A refusal (ERROR) is shown in plain words and, for sign-in refusals, ends
+ * the reconnecting: the page goes back to the sign-in form.
  *
  * After a drop, stompjs reconnects by itself (reconnectDelay); onConnect then subscribes to
  * the room again and re-joins it, on whichever relay the load balancer picked.
@@ -38,6 +50,8 @@
   const MAX_SEEN = 5000;
   /** How long to wait for the replayed messages a RECEIPT announced before giving up. */
   const REPLAY_TIMEOUT_MS = 5000;
+  /** Renew the token (development issuer) or warn, when it has less than this left. */
+  const RENEW_BEFORE_MS = 60000;
   const ROOMS_KEY = "stomprelay.rooms";
   const TAB_KEY = "stomprelay.tab";
   const params = new URLSearchParams(window.location.search);
@@ -48,9 +62,22 @@
     state: byId("state"),
     serverId: byId("server-id"),
     connectForm: byId("connect-form"),
+    devWarning: byId("dev-warning"),
+    usernameField: byId("username-field"),
     username: byId("username"),
+    tokenDetails: byId("token-details"),
+    tokenSummary: byId("token-summary"),
+    token: byId("token"),
     connect: byId("connect"),
     disconnect: byId("disconnect"),
+    loginError: byId("login-error"),
+    identity: byId("identity"),
+    identityName: byId("identity-name"),
+    identitySub: byId("identity-sub"),
+    tokenExpiry: byId("token-expiry"),
+    renewForm: byId("renew-form"),
+    newToken: byId("new-token"),
+    renew: byId("renew"),
     joinForm: byId("join-form"),
     room: byId("room"),
     join: byId("join"),
@@ -90,6 +117,30 @@
     participantsInFlight: false,
     participantsAgain: false,
     roomsTimer: 0,
+    /** What GET auth/config said; `known` false until it answered (or failed). */
+    auth: { known: false, required: false, devTokens: false },
+    /**
+     * True when the relay stamps its room events with x-event-type (it answers auth/config):
+     * then only that header says what a MESSAGE is. An older relay has neither, and the page
+     * reads the type from the body as it used to.
+     */
+    strictEvents: false,
+    /** The signed-in token, its decoded claims, and whether it came from the dev issuer. */
+    token: "",
+    claims: null,
+    devIssued: false,
+    renewing: false,
+    /** Set by a refusal that ends the session: the close that follows is not a drop. */
+    refusal: null,
+    /** Destinations (and rooms) the relay said are forbidden to this sign-in. */
+    forbidden: new Set(),
+    forbiddenRooms: new Set(),
+    /** When the last ERROR came (the close right after it is no surprise). */
+    errorAt: 0,
+    signingIn: false,
+    /** The token already announced as running out, and one the dev issuer failed to renew. */
+    expiringToken: "",
+    autoRenewFailed: "",
   };
   window.stomprelayChat = chat;
 
@@ -153,7 +204,15 @@
   function updateControls() {
     const active = Boolean(chat.client && chat.client.active);
     const connected = isConnected();
+    const { required, devTokens } = chat.auth;
     ui.username.disabled = active;
+    ui.token.disabled = active;
+    // Signed in with a token: who you are comes from it, so the sign-in fields step aside.
+    ui.usernameField.hidden = required && (active || !devTokens);
+    ui.tokenDetails.hidden = !required || active;
+    ui.devWarning.hidden = !(required && devTokens) || active;
+    ui.identity.hidden = !(active && chat.claims);
+    ui.renewForm.hidden = !(connected && chat.claims && ui.tokenExpiry.dataset.expiring === "true");
     ui.connect.hidden = active;
     ui.disconnect.hidden = !active;
     ui.join.disabled = !connected;
@@ -163,6 +222,14 @@
     for (const button of ui.rooms.querySelectorAll("button")) {
       button.disabled = !connected;
     }
+  }
+
+  function formatClock(ms) {
+    return new Date(ms).toLocaleTimeString([], {
+      hour: "2-digit",
+      minute: "2-digit",
+      second: "2-digit",
+    });
   }
 
   function formatTime(ms) {
@@ -192,6 +259,7 @@
       degraded = false,
       offset = null,
       messageId = "",
+      raw = false,
     },
   ) {
     const item = document.createElement("li");
@@ -219,6 +287,13 @@
     when.textContent = formatTime(date.getTime());
     if (serverId) when.title = `via relay ${serverId}`;
     meta.append(when);
+    if (raw) {
+      const mark = document.createElement("span");
+      mark.className = "raw";
+      mark.textContent = "raw message";
+      mark.title = "Sent straight to the room's topic by a client, not a chat message.";
+      meta.append(mark);
+    }
     if (degraded) {
       const mark = document.createElement("span");
       mark.className = "degraded";
@@ -282,24 +357,47 @@
     "server-lost": " (their relay went away)",
   };
 
-  function parseEvent(body) {
+  function parseObject(body) {
     try {
-      const event = JSON.parse(body);
-      return event && typeof event === "object" && typeof event.type === "string" ? event : null;
+      const value = JSON.parse(body);
+      return value && typeof value === "object" && !Array.isArray(value) ? value : null;
     } catch {
       return null;
     }
   }
 
   /**
-   * Show one room event (parsed body, or null for a body that is not one); `where` holds
-   * addEntry's placement and history options. Returns [kind, entry]: kind is "message"
-   * (CHAT, SYSTEM and anything else people wrote) or "presence" (JOIN, LEAVE).
+   * What a room MESSAGE is: {type, event, sender, body}. From a relay that stamps its events,
+   * the type is x-event-type's and nothing else's (the relay strips that header from what
+   * clients send); a MESSAGE without it is a raw SEND by some client, type RAW, attributed
+   * to x-sender (set by the relay too), whatever its body claims to be. From an older relay
+   * (no such headers) the body's "type" is all there is.
    */
-  function renderRoomEvent(event, body, where) {
-    if (!event) {
-      // Something published straight to /topic/room/{id} by another kind of client.
-      return ["message", addEntry("CHAT", { ...where, author: "(raw message)", text: body })];
+  function classify(headers, body) {
+    const object = parseObject(body);
+    if (chat.strictEvents) {
+      const type = String(headers["x-event-type"] || "").trim();
+      if (!type) {
+        return { type: "RAW", event: null, sender: clean(headers["x-sender"] || ""), body };
+      }
+      return { type, event: object || {}, sender: "", body };
+    }
+    if (!object || typeof object.type !== "string") {
+      return { type: "RAW", event: null, sender: "", body };
+    }
+    return { type: object.type, event: object, sender: "", body };
+  }
+
+  /**
+   * Show one room MESSAGE (classified); `where` holds addEntry's placement and history
+   * options. Returns [kind, entry]: kind is "message" (CHAT, SYSTEM, raw messages and anything
+   * else people wrote) or "presence" (JOIN, LEAVE).
+   */
+  function renderRoomEvent({ type, event, sender, body }, where) {
+    if (type === "RAW") {
+      // Published straight to /topic/room/{id} by some client: its text, under its sender.
+      const author = sender || "(raw message)";
+      return ["message", addEntry("RAW", { ...where, author, text: body, raw: true })];
     }
     const who = typeof event.username === "string" && event.username ? event.username : "someone";
     const details = {
@@ -308,7 +406,7 @@
       sessionId: typeof event.sessionId === "string" ? event.sessionId : "",
       serverId: typeof event.serverId === "string" ? event.serverId : "",
     };
-    switch (event.type) {
+    switch (type) {
       case "CHAT":
         return [
           "message",
@@ -363,7 +461,7 @@
   }
 
   /** Note a shown MESSAGE: its key and id (duplicates), the position, the entry (a reload). */
-  function remember(record, { epoch, offset, id, degraded, body }) {
+  function remember(record, { epoch, offset, id, degraded, body, type, sender }) {
     if (epoch && offset !== null) {
       addCapped(record.keys, `${epoch}:${offset}`);
       if (epoch !== record.epoch) {
@@ -374,7 +472,7 @@
       }
     }
     if (id) addCapped(record.ids, id);
-    record.entries.push({ epoch, offset, id, degraded, body });
+    record.entries.push({ epoch, offset, id, degraded, body, type, sender });
     const extra = record.entries.length - HISTORY_SIZE;
     if (extra > 0) record.entries.splice(0, extra);
     saveRoomsSoon();
@@ -393,8 +491,10 @@
       onGap(feed, headers["x-gap"], epoch, id);
       return;
     }
-    const event = parseEvent(message.body);
-    if (headers["x-sync"] === "true" || (event && event.type === "SYNC")) {
+    const classified = classify(headers, message.body);
+    const event = classified.event;
+    // x-sync, like x-gap and x-event-type, is a header only the relay sets.
+    if (headers["x-sync"] === "true" || classified.type === "SYNC") {
       if (event && Array.isArray(event.participants)) {
         renderParticipants(event.participants);
         refreshRooms();
@@ -415,14 +515,22 @@
         // A first visit: the room's recent history, above the line saying we joined.
         feed.firstReplayed = addNotice("HISTORY", "Earlier messages", { before: feed.seam });
       }
-      const [kind, item] = renderRoomEvent(event, message.body, {
+      const [kind, item] = renderRoomEvent(classified, {
         before: replayed ? feed.seam : null,
         history: replayed,
         degraded,
         offset,
         messageId: id,
       });
-      remember(record, { epoch, offset, id, degraded, body: message.body });
+      remember(record, {
+        epoch,
+        offset,
+        id,
+        degraded,
+        body: message.body,
+        type: headers["x-event-type"] || "",
+        sender: headers["x-sender"] || "",
+      });
       if (replayed) {
         if (!feed.firstReplayed) feed.firstReplayed = item;
         if (kind === "message") feed.missed += 1;
@@ -571,6 +679,8 @@
           id: typeof entry.id === "string" ? entry.id : "",
           degraded: entry.degraded === true,
           body: entry.body,
+          type: typeof entry.type === "string" ? entry.type : "",
+          sender: typeof entry.sender === "string" ? entry.sender : "",
         };
         record.entries.push(restored);
         if (restored.epoch && restored.offset !== null) {
@@ -610,14 +720,17 @@
     if (!chat.username || !(chat.client && chat.client.active)) return;
     const sessions = [...chat.pastSessions];
     if (chat.sessionId) sessions.push(chat.sessionId);
-    storageSet(
-      TAB_KEY,
-      JSON.stringify({
-        username: chat.username,
-        room: chat.room || chat.resumeRoom,
-        sessions: sessions.slice(-20),
-      }),
-    );
+    const tab = {
+      username: chat.username,
+      room: chat.room || chat.resumeRoom,
+      sessions: sessions.slice(-20),
+    };
+    // Signed in with a token: a reload signs in with it again (this tab only: sessionStorage).
+    if (chat.token) {
+      tab.token = chat.token;
+      tab.devIssued = chat.devIssued;
+    }
+    storageSet(TAB_KEY, JSON.stringify(tab));
   }
 
   function loadTab() {
@@ -632,33 +745,65 @@
 
   // -- participants ------------------------------------------------------------------------
 
-  function renderParticipants(people) {
-    const items = people.map((person) => {
-      const item = document.createElement("li");
+  /**
+   * The registry lists sessions; the page lists people: a user with several connections
+   * (tabs, devices, a reconnect not yet cleaned up) once, keyed by the user id when the relay
+   * gives one (userId), else by username. Each person keeps the list of their sessions.
+   */
+  function groupParticipants(people) {
+    const groups = new Map();
+    for (const person of people) {
+      if (!person || typeof person !== "object") continue;
       const username = String(person.username ?? "");
-      item.dataset.username = username;
-      item.dataset.sessionId = String(person.sessionId ?? "");
-      item.dataset.serverId = String(person.serverId ?? "");
+      const userId = typeof person.userId === "string" && person.userId ? person.userId : "";
+      const key = userId ? `id:${userId}` : `name:${username}`;
+      let group = groups.get(key);
+      if (!group) {
+        group = { username, sessions: [] };
+        groups.set(key, group);
+      }
+      const sessionId = String(person.sessionId ?? "");
+      if (!group.sessions.some((s) => s.sessionId === sessionId)) {
+        group.sessions.push({ sessionId, serverId: String(person.serverId ?? "") });
+      }
+    }
+    return [...groups.values()];
+  }
+
+  function renderParticipants(people) {
+    const items = groupParticipants(people).map((person) => {
+      const item = document.createElement("li");
+      const own = person.sessions.find((s) => s.sessionId && s.sessionId === chat.sessionId);
+      const main = own || person.sessions[0];
+      item.dataset.username = person.username;
+      item.dataset.sessionId = main.sessionId;
+      item.dataset.serverId = main.serverId;
+      item.dataset.sessions = String(person.sessions.length);
+      item.dataset.sessionIds = person.sessions.map((s) => s.sessionId).join(" ");
       const name = document.createElement("span");
       name.className = "name";
-      name.textContent = username;
+      name.textContent = person.username;
       item.append(name);
-      if (person.sessionId === chat.sessionId) {
+      if (own) {
         item.classList.add("own");
         const you = document.createElement("span");
         you.className = "you";
         you.textContent = " (you)";
         name.append(you);
       }
+      const servers = [...new Set(person.sessions.map((s) => s.serverId).filter(Boolean))];
+      const parts = [];
+      if (servers.length) parts.push(`on ${servers.join(", ")}`);
+      if (person.sessions.length > 1) parts.push(`${person.sessions.length} connections`);
       const where = document.createElement("span");
       where.className = "where";
-      where.textContent = person.serverId ? `on ${person.serverId}` : "";
+      where.textContent = parts.join(" · ");
       item.append(where);
       return item;
     });
     ui.participants.replaceChildren(...items);
     ui.participants.removeAttribute("data-stale");
-    ui.participantCount.textContent = String(people.length);
+    ui.participantCount.textContent = String(items.length);
   }
 
   /** Ask for the list (request/reply); coalesce requests made while one is in flight. */
@@ -763,6 +908,11 @@
   function enterRoom(roomId, { rejoin = false } = {}) {
     const client = chat.client;
     if (!isConnected()) return;
+    if (chat.forbiddenRooms.has(roomId)) {
+      status(`You may not join #${roomId}.`, "ERROR").dataset.reason = "forbidden";
+      announce(`You may not join #${roomId}.`);
+      return;
+    }
     if (!rejoin && chat.room === roomId && chat.roomSubscription) {
       requestParticipants();
       return;
@@ -779,7 +929,8 @@
       if (resume && record.entries.length) {
         addNotice("HISTORY", "Earlier messages");
         for (const entry of record.entries) {
-          renderRoomEvent(parseEvent(entry.body), entry.body, {
+          const headers = { "x-event-type": entry.type, "x-sender": entry.sender };
+          renderRoomEvent(classify(headers, entry.body), {
             history: true,
             degraded: entry.degraded,
             offset: entry.offset,
@@ -862,26 +1013,447 @@
     refreshRooms();
   }
 
+  // -- sign-in: the relay's auth settings, tokens and their renewal ------------------------
+
+  /** A fetch of ours gives up after 5 s (a relay that accepts and never answers). */
+  function timeout() {
+    return window.AbortSignal && AbortSignal.timeout ? AbortSignal.timeout(5000) : undefined;
+  }
+
+  /** GET auth/config: {required, devTokens}. A relay that has no such route signs nobody in. */
+  async function loadAuthConfig() {
+    try {
+      const response = await fetch("auth/config", { cache: "no-store", signal: timeout() });
+      if (response.ok) {
+        const config = await response.json();
+        chat.auth = {
+          known: true,
+          required: Boolean(config) && config.required === true,
+          devTokens: Boolean(config) && config.devTokens === true,
+        };
+        // A relay that knows auth/config stamps its events (x-event-type): trust only that.
+        chat.strictEvents = true;
+      } else if (!chat.auth.known) {
+        chat.auth = { known: true, required: false, devTokens: false };
+      }
+    } catch {
+      // Unreachable for now: keep what we knew (or no sign-in, for a relay never reached).
+      if (!chat.auth.known) chat.auth = { known: false, required: false, devTokens: false };
+    }
+    showSignIn();
+  }
+
+  /** The sign-in form for the relay's mode: a username, a username (dev issuer), or a token. */
+  function showSignIn() {
+    const { required, devTokens } = chat.auth;
+    ui.connectForm.dataset.auth = !required ? "none" : devTokens ? "dev" : "token";
+    // With the dev issuer a token is optional (under "Sign in with a token you have"); without
+    // it the token field is the form.
+    ui.tokenSummary.hidden = !(required && devTokens);
+    if (required && !devTokens) ui.tokenDetails.open = true;
+    byId("username-hint").textContent = required
+      ? "The development issuer signs a token for this user name."
+      : "Shown to everyone in the room.";
+    updateControls();
+  }
+
+  /** A pasted token without spaces or line breaks, and without a "Bearer " in front. */
+  function cleanToken(text) {
+    return String(text)
+      .trim()
+      .replace(/^bearer\s+/i, "")
+      .replace(/\s+/g, "");
+  }
+
+  /**
+   * A JWT's claims (its middle part, base64url JSON), or null. Not verified: the relay checks
+   * the signature; the page only shows who the token names and when it runs out.
+   */
+  function decodeToken(token) {
+    const parts = String(token).split(".");
+    if (parts.length !== 3 || !parts[1]) return null;
+    try {
+      let base64 = parts[1].replace(/-/g, "+").replace(/_/g, "/");
+      base64 += "=".repeat((4 - (base64.length % 4)) % 4);
+      const bytes = Uint8Array.from(window.atob(base64), (c) => c.charCodeAt(0));
+      const claims = JSON.parse(new TextDecoder().decode(bytes));
+      if (!claims || typeof claims !== "object" || Array.isArray(claims)) return null;
+      if (typeof claims.sub !== "string" || !clean(claims.sub)) return null;
+      return claims;
+    } catch {
+      return null;
+    }
+  }
+
+  function displayName(claims) {
+    const name = typeof claims.name === "string" ? clean(claims.name) : "";
+    return name || clean(claims.sub);
+  }
+
+  /** The token's exp in ms, or null when it has none. */
+  function tokenExpiry(claims) {
+    return claims && Number.isFinite(claims.exp) ? claims.exp * 1000 : null;
+  }
+
+  function connectHeadersFor(token, claims) {
+    return { login: clean(claims.sub), passcode: token, Authorization: `Bearer ${token}` };
+  }
+
+  /** GET dev/token?user=NAME from the development issuer (a relay run with --dev-tokens). */
+  async function fetchDevToken(user) {
+    let response;
+    try {
+      response = await fetch(`dev/token?user=${encodeURIComponent(user)}`, {
+        cache: "no-store",
+        signal: timeout(),
+      });
+    } catch {
+      throw new Error("The relay cannot be reached.");
+    }
+    let data = null;
+    try {
+      data = await response.json();
+    } catch {
+      data = null;
+    }
+    if (!response.ok) {
+      if (response.status === 404) throw new Error("This relay has no development token issuer.");
+      const why = data && typeof data.error === "string" ? `: ${clean(data.error)}` : "";
+      throw new Error(`The development token issuer said no (${response.status})${why}.`);
+    }
+    if (!data || typeof data.token !== "string" || !data.token) {
+      throw new Error("The development token issuer sent no token.");
+    }
+    return data.token;
+  }
+
+  /** Make `token` the one this tab signs in with (and the one a reconnect sends). */
+  function adoptToken(token, claims, devIssued) {
+    chat.token = token;
+    chat.claims = claims;
+    chat.devIssued = devIssued;
+    chat.username = displayName(claims);
+    chat.expiringToken = "";
+    if (chat.client) chat.client.connectHeaders = connectHeadersFor(token, claims);
+    ui.identityName.textContent = chat.username;
+    const sub = clean(claims.sub);
+    ui.identityName.dataset.sub = sub;
+    ui.identitySub.textContent = chat.username === sub ? "" : `(${sub})`;
+    tick();
+    saveTab();
+  }
+
+  function forgetToken() {
+    chat.token = "";
+    chat.claims = null;
+    chat.devIssued = false;
+    ui.tokenExpiry.dataset.exp = "";
+    ui.tokenExpiry.dataset.expiring = "false";
+  }
+
+  /**
+   * Once a second while signed in with a token: say when it runs out and, in its last
+   * minute, renew it from the development issuer or ask for a new one.
+   */
+  function tick() {
+    const claims = chat.claims;
+    if (!claims) return;
+    const exp = tokenExpiry(claims);
+    let text = "Your token does not expire.";
+    let expiring = false;
+    if (exp !== null) {
+      const left = exp - Date.now();
+      if (left <= 0) {
+        text = "Your token has expired.";
+        expiring = true;
+      } else if (left < RENEW_BEFORE_MS) {
+        text = `Your session expires in ${Math.ceil(left / 1000)} s.`;
+        expiring = true;
+      } else {
+        text = `Your token is valid until ${formatClock(exp)}.`;
+      }
+    }
+    ui.tokenExpiry.dataset.exp = exp === null ? "" : String(exp / 1000);
+    ui.tokenExpiry.dataset.expiring = String(expiring);
+    if (ui.tokenExpiry.textContent !== text) ui.tokenExpiry.textContent = text;
+    updateControls();
+    if (!expiring || !isConnected() || chat.renewing) return;
+    if (chat.auth.devTokens && chat.autoRenewFailed !== chat.token) {
+      renew({ automatic: true });
+    } else if (chat.expiringToken !== chat.token) {
+      chat.expiringToken = chat.token;
+      announce(`${text} Paste a new token to stay connected.`);
+    }
+  }
+
+  /**
+   * In-band refresh: SEND the new token to /app/auth/refresh, no reconnect. The new token is
+   * the pasted one, or with an empty field (and always when automatic) a new one from the
+   * development issuer. It must name the same user; the relay checks the rest.
+   */
+  async function renew({ automatic = false } = {}) {
+    if (chat.renewing || !isConnected() || !chat.claims) return;
+    const client = chat.client;
+    const before = chat.token;
+    chat.renewing = true;
+    try {
+      let token = automatic ? "" : cleanToken(ui.newToken.value);
+      let devIssued = false;
+      if (!token) {
+        if (!chat.auth.devTokens) {
+          setInvalid(ui.newToken, "Paste a new token first.");
+          return;
+        }
+        token = await fetchDevToken(clean(chat.claims.sub));
+        devIssued = true;
+      }
+      const claims = decodeToken(token);
+      if (!claims) throw new Error("that is not a token this page can read");
+      if (clean(claims.sub) !== clean(chat.claims.sub)) {
+        throw new Error(`that token is for ${clean(claims.sub)}, not ${clean(chat.claims.sub)}`);
+      }
+      const oldExp = tokenExpiry(chat.claims);
+      const newExp = tokenExpiry(claims);
+      if (oldExp !== null && newExp !== null && newExp <= oldExp) {
+        throw new Error("that token runs out no later than the one you have");
+      }
+      if (chat.client !== client || !isConnected() || chat.token !== before) return;
+      chat.receipts += 1;
+      const receipt = `renew-${chat.receipts}`;
+      client.watchForReceipt(receipt, () => {
+        if (chat.client !== client || chat.token !== token) return;
+        status(
+          newExp === null
+            ? "Session renewed."
+            : `Session renewed: your token is valid until ${formatClock(newExp)}.`,
+        );
+      });
+      client.publish({
+        destination: "/app/auth/refresh",
+        body: token,
+        headers: { receipt, "content-type": "text/plain" },
+      });
+      adoptToken(token, claims, devIssued);
+      ui.newToken.value = "";
+      setInvalid(ui.newToken, "");
+    } catch (error) {
+      if (automatic) chat.autoRenewFailed = before;
+      const text = `Could not renew your session: ${error.message}.`;
+      status(text, "ERROR");
+      announce(text);
+    } finally {
+      chat.renewing = false;
+      tick();
+    }
+  }
+
+  const SIGN_IN_REFUSALS = {
+    "authentication required": ["required", "This relay needs you to sign in with a token."],
+    "credential expired": ["credential-expired", "Your session has expired. Sign in again."],
+    "session ended by operator": ["ended", "An operator ended your session."],
+    "access refused": [
+      "suspended",
+      "The relay refuses you for now: an operator has suspended your account.",
+    ],
+  };
+
+  /**
+   * An ERROR frame in plain words: {reason, text, signIn} (signIn: the refusal ends the
+   * session, back to the sign-in form), and for `forbidden` the destination and room.
+   */
+  function describeRefusal(message, body) {
+    const said = clean(message || "");
+    const key = said.toLowerCase();
+    const detail = clean(body || "");
+    if (Object.prototype.hasOwnProperty.call(SIGN_IN_REFUSALS, key)) {
+      const [reason, text] = SIGN_IN_REFUSALS[key];
+      return { reason, text, signIn: true };
+    }
+    if (key === "invalid token: expired") {
+      const again = chat.auth.devTokens ? "Sign in again." : "Sign in with a new one.";
+      return { reason: "expired", text: `Your token has expired. ${again}`, signIn: true };
+    }
+    if (key.startsWith("invalid token")) {
+      const why = said.slice("invalid token".length).replace(/^[\s:]+/, "");
+      const text = why
+        ? `The relay did not accept your token (${why}).`
+        : "The relay did not accept your token.";
+      return { reason: "invalid", text, signIn: true };
+    }
+    if (key === "forbidden") {
+      // The body names the destination ("alice may not subscribe to /topic/room/x."): its
+      // last word that starts with a slash, without the sentence's full stop.
+      const words = detail.split(/\s+/).filter((word) => word.startsWith("/"));
+      const destination = (words.pop() || "").replace(/[.,;:]$/, "");
+      const room = /^\/(?:topic|app)\/room\/([A-Za-z0-9_.-]{1,64})(?:\/|$)/.exec(destination);
+      let text = "The relay refused that: you are not allowed.";
+      if (room) text = `You may not join #${room[1]}.`;
+      else if (destination) text = `You may not use ${destination}.`;
+      return { reason: "forbidden", text, signIn: false, destination, room: room ? room[1] : "" };
+    }
+    if (key === "rate limit exceeded") {
+      return {
+        reason: "rate-limit",
+        text: "You sent too much too fast, so the relay closed the connection. Reconnecting…",
+        signIn: false,
+      };
+    }
+    const more = detail ? ` ${detail}` : "";
+    return {
+      reason: "other",
+      text: `The relay refused a request: ${said || "error"}.${more}`,
+      signIn: false,
+    };
+  }
+
+  function showLoginError(refusal) {
+    ui.loginError.textContent = refusal ? refusal.text : "";
+    ui.loginError.dataset.reason = refusal ? refusal.reason : "";
+    ui.loginError.hidden = !refusal;
+  }
+
+  /** Leave the room on this side only (the relay is closing the session anyway). */
+  function dropRoomLocally() {
+    if (chat.feed) endReplay(chat.feed);
+    chat.feed = null;
+    chat.roomSubscription = null;
+    chat.room = "";
+    chat.resumeRoom = "";
+    chat.participantsAgain = false;
+    showRoom("");
+    renderParticipants([]);
+  }
+
+  /**
+   * A refusal that ends the sign-in (expired or invalid token, operator, suspension): no
+   * reconnecting with the same credential; back to the sign-in form, saying why.
+   */
+  async function endSession(client, refusal) {
+    chat.refusal = refusal;
+    const room = chat.room || chat.resumeRoom;
+    dropRoomLocally();
+    // The next sign-in goes back to the room (unless the room is what was refused).
+    if (room && refusal.room !== room) chat.resumeRoom = room;
+    storageRemove(TAB_KEY);
+    saveRooms();
+    forgetToken();
+    if (refusal.reason === "expired" || refusal.reason === "invalid") ui.token.value = "";
+    showLoginError(refusal);
+    await client.deactivate();
+    if (chat.client !== client) return;
+    setServer("");
+    chat.sessionId = "";
+    setState("disconnected");
+    if (chat.auth.required && !chat.auth.devTokens) ui.token.focus();
+    else ui.connect.focus();
+  }
+
   // -- the connection ----------------------------------------------------------------------
 
-  function connect() {
-    const username = clean(ui.username.value);
-    if (!username) {
-      setInvalid(ui.username, "Choose a username first.");
-      return;
-    }
-    setInvalid(ui.username, "");
-    ui.username.value = username;
-    chat.username = username;
+  function rememberUsername(username) {
     try {
       window.localStorage.setItem("stomprelay.username", username);
     } catch {
       // Storage may be disabled; the name is only a convenience.
     }
+  }
 
+  function signInFailed(input, reason, text) {
+    if (input) setInvalid(input, text);
+    else announce(text);
+    showLoginError({ reason, text });
+  }
+
+  /**
+   * The sign-in form's Connect: with no authentication a username (the STOMP login), as
+   * ever; with it a token, pasted or (empty field, dev issuer on) fetched for the username.
+   */
+  async function connect() {
+    if (chat.signingIn) return;
+    chat.signingIn = true;
+    ui.connect.disabled = true;
+    try {
+      await loadAuthConfig();
+      showLoginError(null);
+      setInvalid(ui.username, "");
+      setInvalid(ui.token, "");
+      chat.refusal = null;
+      chat.forbidden.clear();
+      chat.forbiddenRooms.clear();
+      const username = clean(ui.username.value);
+      if (!chat.auth.required) {
+        if (!username) {
+          signInFailed(ui.username, "username", "Choose a username first.");
+          return;
+        }
+        ui.username.value = username;
+        rememberUsername(username);
+        openSession({ username });
+        return;
+      }
+      let token = cleanToken(ui.token.value);
+      let devIssued = false;
+      if (!token) {
+        if (!chat.auth.devTokens) {
+          signInFailed(ui.token, "token", "Paste your token first.");
+          return;
+        }
+        if (!username) {
+          signInFailed(ui.username, "username", "Choose a username first.");
+          return;
+        }
+        ui.username.value = username;
+        rememberUsername(username);
+        try {
+          token = await fetchDevToken(username);
+        } catch (error) {
+          signInFailed(null, "issuer", error.message);
+          return;
+        }
+        devIssued = true;
+      }
+      const claims = decodeToken(token);
+      if (!claims) {
+        signInFailed(
+          ui.tokenDetails.hidden ? null : ui.token,
+          "unreadable",
+          "That is not a token this page can read: a JWT (three parts joined by dots) " +
+            "that names a user (sub).",
+        );
+        return;
+      }
+      openSession({ token, claims, devIssued });
+    } finally {
+      chat.signingIn = false;
+      ui.connect.disabled = !StompJs;
+    }
+  }
+
+  /**
+   * Before every connection attempt (reconnects, a reload): a token the development issuer
+   * gave, about to run out, is replaced by a new one from it first, so the attempt is not
+   * refused for an old token. A pasted token is sent as it is: the relay says if it is late.
+   */
+  async function freshenToken(client) {
+    if (chat.client !== client || !chat.claims || !chat.devIssued || !chat.auth.devTokens) return;
+    const exp = tokenExpiry(chat.claims);
+    if (exp === null || exp - Date.now() >= RENEW_BEFORE_MS) return;
+    try {
+      const token = await fetchDevToken(clean(chat.claims.sub));
+      const claims = decodeToken(token);
+      if (chat.client === client && claims && clean(claims.sub) === clean(chat.claims.sub)) {
+        adoptToken(token, claims, true);
+      }
+    } catch {
+      // The issuer is unreachable too: try with the token we have; the relay says if it's late.
+    }
+  }
+
+  /** Open the STOMP session: `username` (no authentication) or `token` with its claims. */
+  function openSession({ username = "", token = "", claims = null, devIssued = false }) {
     const client = new StompJs.Client({
       brokerURL: brokerUrl(),
-      connectHeaders: { login: username },
+      connectHeaders: token ? connectHeadersFor(token, claims) : { login: username },
       // Reconnect by itself: after 1 s, then doubling up to 10 s.
       reconnectDelay: 1000,
       maxReconnectDelay: 10000,
@@ -893,6 +1465,7 @@
       heartbeatOutgoing: 10000,
       heartbeatStrategy: StompJs.TickerStrategy.Worker,
       discardWebsocketOnCommFailure: true,
+      beforeConnect: () => freshenToken(client),
       debug: DEBUG ? (line) => console.debug(line) : () => {},
     });
 
@@ -903,6 +1476,7 @@
       setServer(frame.headers["x-server-id"] || "unknown");
       chat.participantsInFlight = false;
       chat.participantsAgain = false;
+      showLoginError(null);
       setState("connected");
       status(
         chat.dropped
@@ -910,26 +1484,30 @@
           : `Connected to relay ${chat.serverId} as ${chat.username}.`,
       );
       chat.dropped = false;
-      client.subscribe("/topic/system", (message) => {
-        let text = message.body;
-        try {
-          const event = JSON.parse(message.body);
-          if (event && typeof event.message === "string") text = event.message;
-        } catch {
-          // Plain-text notification.
-        }
-        addEntry("SYSTEM", { text });
-      });
+      if (!chat.forbidden.has("/topic/system")) {
+        client.subscribe("/topic/system", (message) => {
+          let text = message.body;
+          try {
+            const event = JSON.parse(message.body);
+            if (event && typeof event.message === "string") text = event.message;
+          } catch {
+            // Plain-text notification.
+          }
+          addEntry("SYSTEM", { text });
+        });
+      }
       saveTab();
       if (chat.room) {
         enterRoom(chat.room, { rejoin: true });
       } else if (chat.resumeRoom) {
         // This tab was in the room before a reload: resume it from where the tab left off.
         enterRoom(chat.resumeRoom);
-        if (document.activeElement === ui.username || document.activeElement === document.body) {
+        const focused = document.activeElement;
+        if (focused === ui.username || focused === ui.token || focused === document.body) {
           ui.message.focus();
         }
       }
+      tick();
       refreshRooms();
     };
 
@@ -938,13 +1516,16 @@
       chat.roomSubscription = null;
       chat.participantsInFlight = false;
       if (chat.feed) endReplay(chat.feed);
+      // The close that follows an ERROR: the refusal has been shown, in words, already.
+      const refused = Date.now() - chat.errorAt < 5000;
+      chat.errorAt = 0;
       if (client.active) {
-        if (ui.state.dataset.state === "connected") {
+        if (ui.state.dataset.state === "connected" && !refused) {
           const why = event && event.code ? ` (code ${event.code})` : "";
           status(`Connection lost${why}; reconnecting…`, "ERROR");
           announce("Connection lost; reconnecting.");
-          ui.participants.dataset.stale = "true";
         }
+        ui.participants.dataset.stale = "true";
         chat.dropped = true;
         setState("reconnecting");
       } else {
@@ -954,14 +1535,30 @@
 
     client.onStompError = (frame) => {
       if (chat.client !== client) return;
-      const reason = frame.headers.message || "error";
-      const detail = frame.body ? ` ${frame.body}` : "";
-      status(`The relay refused a request: ${reason}.${detail}`, "ERROR");
-      announce(`Error: ${reason}`);
+      const refusal = describeRefusal(frame.headers.message, frame.body);
+      const entry = status(refusal.text, "ERROR");
+      entry.dataset.reason = refusal.reason;
+      announce(refusal.text);
+      chat.errorAt = Date.now();
+      if (refusal.reason === "forbidden" && refusal.destination) {
+        // Asked again after a reconnect: the sign-in cannot do what the page needs.
+        const again = chat.forbidden.has(refusal.destination);
+        chat.forbidden.add(refusal.destination);
+        if (refusal.room) chat.forbiddenRooms.add(refusal.room);
+        if (again) refusal.signIn = true;
+        else if (refusal.room && refusal.room === chat.room) dropRoomLocally();
+      }
+      if (refusal.signIn) endSession(client, refusal);
     };
 
     chat.client = client;
     chat.dropped = false;
+    if (token) {
+      adoptToken(token, claims, devIssued);
+    } else {
+      forgetToken();
+      chat.username = username;
+    }
     setState("connecting");
     client.activate();
     saveTab();
@@ -982,6 +1579,7 @@
     renderParticipants([]);
     await client.deactivate();
     if (chat.client === client) {
+      forgetToken();
       setServer("");
       chat.sessionId = "";
       setState("disconnected");
@@ -995,6 +1593,11 @@
   ui.connectForm.addEventListener("submit", (event) => {
     event.preventDefault();
     if (!(chat.client && chat.client.active)) connect();
+  });
+
+  ui.renewForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    renew();
   });
 
   ui.disconnect.addEventListener("click", () => {
@@ -1064,12 +1667,11 @@
   setState("disconnected");
   refreshRooms();
   chat.roomsTimer = window.setInterval(refreshRooms, ROOMS_REFRESH_MS);
+  window.setInterval(tick, 1000);
   ui.username.focus();
 
-  // A reload of a tab that was signed in: sign in again and go back to its room.
-  const tab = StompJs ? loadTab() : null;
-  if (tab) {
-    ui.username.value = clean(tab.username);
+  /** A reload of a tab that was signed in: sign in again and go back to its room. */
+  async function resumeTab(tab) {
     if (typeof tab.room === "string" && ROOM_ID.test(tab.room)) {
       ui.room.value = tab.room;
       chat.resumeRoom = tab.room;
@@ -1079,6 +1681,25 @@
         if (typeof session === "string" && session) chat.pastSessions.add(session);
       }
     }
-    connect();
+    const claims = typeof tab.token === "string" ? decodeToken(tab.token) : null;
+    if (chat.auth.required && claims) {
+      // The same token (freshenToken renews a dev token that is about to run out).
+      openSession({ token: tab.token, claims, devIssued: tab.devIssued === true });
+    } else if (chat.auth.required) {
+      // Nothing to sign in with: the form, with the room remembered.
+      storageRemove(TAB_KEY);
+    } else {
+      ui.username.value = clean(tab.username);
+      connect();
+    }
   }
+
+  const tab = StompJs ? loadTab() : null;
+  if (tab) ui.username.value = clean(tab.username);
+  loadAuthConfig().then(() => {
+    if (chat.auth.required && !chat.auth.devTokens && document.activeElement === ui.username) {
+      ui.token.focus();
+    }
+    if (tab && !(chat.client && chat.client.active)) resumeTab(tab);
+  });
 })();

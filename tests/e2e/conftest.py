@@ -105,6 +105,15 @@ def solo_relay(tmp_path: Path) -> Iterator[RelayProcess]:
         relay.stop()
 
 
+@pytest.fixture
+def page_deps() -> None:
+    """What a test that starts its own relay for the page needs: Chromium (else it skips)
+    and the page's npm packages."""
+    if not CHROMIUM.is_file():
+        pytest.skip(f"{CHROMIUM} is missing (Debian package chromium); CI installs it")
+    _ensure_web_deps()
+
+
 _CLUSTER = pytest.StashKey[Cluster]()
 
 
