@@ -57,6 +57,132 @@ def _add_redis_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _comma_list(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _add_hygiene_options(serve: argparse.ArgumentParser) -> None:
+    """Connection hygiene (docs/security-transport.md): Origins, proxies, per-address limits."""
+    serve.add_argument(
+        "--allowed-origins",
+        type=_comma_list,
+        default=_comma_list(os.environ.get("ALLOWED_ORIGINS", "")),
+        help="Origins a WebSocket handshake may come from besides the relay's own, comma "
+        "separated, * wildcards (https://*.example.com), null, or * for any "
+        "(env ALLOWED_ORIGINS; default: same origin only)",
+    )
+    serve.add_argument(
+        "--no-origin",
+        choices=["allow", "refuse"],
+        default=os.environ.get("NO_ORIGIN") or "allow",
+        help="a handshake without an Origin header (non-browser clients): allow (default) "
+        "or refuse (env NO_ORIGIN)",
+    )
+    serve.add_argument(
+        "--trusted-proxies",
+        type=_comma_list,
+        default=_comma_list(os.environ.get("TRUSTED_PROXIES", "")),
+        help="CIDR ranges of proxies whose X-Forwarded-For is believed, comma separated "
+        "(env TRUSTED_PROXIES; default: none)",
+    )
+    serve.add_argument(
+        "--trust-proxy",
+        action="store_true",
+        default=os.environ.get("TRUST_PROXY", "") in ("1", "true", "yes"),
+        help="deprecated: --trusted-proxies 127.0.0.0/8,::1/128 (env TRUST_PROXY=1)",
+    )
+    serve.add_argument(
+        "--max-connections-per-ip",
+        type=int,
+        default=int(_env_number("MAX_CONNECTIONS_PER_IP", DEFAULTS.max_connections_per_ip)),
+        help="open connections per client address (0: no cap; env MAX_CONNECTIONS_PER_IP)",
+    )
+    serve.add_argument(
+        "--handshake-rate",
+        type=float,
+        default=_env_number("HANDSHAKE_RATE", DEFAULTS.handshake_rate_per_ip, float),
+        help="connection handshakes per second per client address (0: no limit; "
+        "env HANDSHAKE_RATE)",
+    )
+    serve.add_argument(
+        "--handshake-burst",
+        type=int,
+        default=int(_env_number("HANDSHAKE_BURST", DEFAULTS.handshake_burst_per_ip)),
+        help="handshakes one client address may make at once (env HANDSHAKE_BURST)",
+    )
+    serve.add_argument(
+        "--public-metrics",
+        action="store_true",
+        default=os.environ.get("PUBLIC_METRICS", "") in ("1", "true", "yes"),
+        help="serve /metrics to anyone (env PUBLIC_METRICS=1); the API still needs the token",
+    )
+
+
+def _hygiene_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The Settings fields of the hygiene options, checked (a bad value stops the start)."""
+    from stomprelay.transport.hygiene import LOOPBACK_PROXIES, OriginPolicy, parse_networks
+
+    proxies = tuple(args.trusted_proxies)
+    if args.trust_proxy:
+        log.warning("--trust-proxy is deprecated: use --trusted-proxies 127.0.0.0/8,::1/128")
+        proxies += tuple(p for p in LOOPBACK_PROXIES if p not in proxies)
+    try:
+        parse_networks(proxies)
+        OriginPolicy(args.allowed_origins)
+    except ValueError as exc:
+        raise SystemExit(f"stomprelay: {exc}") from None
+    if args.no_origin not in ("allow", "refuse"):
+        raise SystemExit(f"stomprelay: NO_ORIGIN is allow or refuse, not {args.no_origin!r}")
+    if args.max_connections_per_ip < 0 or args.handshake_rate < 0 or args.handshake_burst < 1:
+        raise SystemExit(
+            "stomprelay: --max-connections-per-ip and --handshake-rate must not be negative, "
+            "--handshake-burst must be at least 1"
+        )
+    return {
+        "allowed_origins": tuple(args.allowed_origins),
+        "allow_no_origin": args.no_origin == "allow",
+        "trusted_proxies": proxies,
+        "max_connections_per_ip": args.max_connections_per_ip,
+        "handshake_rate_per_ip": args.handshake_rate,
+        "handshake_burst_per_ip": args.handshake_burst,
+        "public_metrics": args.public_metrics,
+    }
+
+
+def _add_auth_options(parser: argparse.ArgumentParser) -> None:
+    """How tokens are checked (docs/security.md); shared by serve and token."""
+    parser.add_argument(
+        "--jwt-secret",
+        default=os.environ.get("JWT_SECRET") or None,
+        help="HS256 secret: CONNECT then needs a JWT (env JWT_SECRET; prefer the env or "
+        "--jwt-secret-file to keep it out of ps)",
+    )
+    parser.add_argument(
+        "--jwt-secret-file",
+        default=os.environ.get("JWT_SECRET_FILE") or None,
+        help="read the HS256 secret from this file (env JWT_SECRET_FILE)",
+    )
+    parser.add_argument(
+        "--jwt-audience",
+        default=os.environ.get("JWT_AUDIENCE") or None,
+        help="required aud claim (env JWT_AUDIENCE)",
+    )
+    parser.add_argument(
+        "--jwt-issuer",
+        default=os.environ.get("JWT_ISSUER") or None,
+        help="required iss claim (env JWT_ISSUER)",
+    )
+
+
+def _secret(args: argparse.Namespace) -> str | None:
+    if args.jwt_secret_file:
+        try:
+            return Path(args.jwt_secret_file).read_text(encoding="utf-8").strip() or None
+        except OSError as exc:
+            raise SystemExit(f"stomprelay: --jwt-secret-file: {exc.strerror}") from None
+    return str(args.jwt_secret) if args.jwt_secret else None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="stomprelay", description="STOMP over WebSocket relay, clustered over Redis."
@@ -169,13 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("WEB_ROOT") or None,
         help="folder served at / (env WEB_ROOT; default: the web/ folder beside the package)",
     )
-    serve.add_argument(
-        "--trust-proxy",
-        action="store_true",
-        default=os.environ.get("TRUST_PROXY", "") in ("1", "true", "yes"),
-        help="record the client address from X-Forwarded-For (env TRUST_PROXY=1); "
-        "only behind a proxy that sets it",
-    )
+    _add_hygiene_options(serve)
     serve.add_argument(
         "--admin-token",
         default=os.environ.get("ADMIN_TOKEN") or None,
@@ -304,6 +424,7 @@ async def serve(args: argparse.Namespace) -> int:
         redis_pool_size=args.redis_pool_size,
         listen_backlog=args.listen_backlog,
         ws_ping_interval=args.ws_ping_interval,
+        **_hygiene_settings(args),
     )
     for name in ("history_size", "history_max_topics", "journal_size", "journal_bytes"):
         if getattr(args, name) < 0:
@@ -341,7 +462,6 @@ async def serve(args: argparse.Namespace) -> int:
         port=args.port,
         stomp_port=args.stomp_port,
         web_root=Path(args.web_root) if args.web_root else None,
-        trust_proxy=args.trust_proxy,
         admin_token=args.admin_token,
         reuse_port=args.reuse_port,
         sock=socket.socket(fileno=args.listen_fd) if args.listen_fd is not None else None,

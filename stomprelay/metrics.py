@@ -39,6 +39,12 @@ class Metrics:
             "Clients dropped for not reading",
             registry=self.registry,
         )
+        self.refused_connections = Counter(
+            "stomprelay_refused_connections",
+            "Connections turned away at the handshake, by reason (origin, ip_cap, ip_rate)",
+            ["reason"],
+            registry=self.registry,
+        )
         self.publish_batches = Counter(
             "stomprelay_publish_batches",
             "Round trips of the publish pipeline (each carries every SEND that waited)",

@@ -11,6 +11,12 @@ drives three sans-I/O state machines, all through their public APIs:
   keep-alive, pipelining and chunked bodies.
 - ``ServerSession`` (``stomp/``) turns STOMP bytes into events and frames.
 
+Before a WebSocket is accepted, or a STOMP/TCP session opened, the hub's
+hygiene checks (``hygiene.py``) say who the client is (the address a trusted
+proxy forwarded, else the socket's peer) and whether it may come in: its
+address's handshake rate and open connections, and the handshake's Origin. A
+refusal is a short HTTP 403 or 429 (over TCP, one STOMP ERROR), then close.
+
 Writes never take a task: the router queues frames in the session and calls
 :meth:`Connection.flush`, which only marks the connection; once per event-loop
 turn :class:`Hub` writes every marked connection's frames, each as its own
@@ -51,6 +57,14 @@ from websockets.typing import Subprotocol
 from stomprelay.errors import PolicyError
 from stomprelay.stomp.frames import Binary
 from stomprelay.stomp.session import Connected, ServerSession
+from stomprelay.transport.hygiene import (
+    ORIGIN_REFUSED,
+    AddressLimits,
+    OriginPolicy,
+    Refusal,
+    TrustedProxies,
+    parse_address,
+)
 
 if TYPE_CHECKING:
     from stomprelay.relay import Relay
@@ -95,19 +109,20 @@ class Hub:
     """What every connection of one listener shares: the relay, the timers,
     the HTTP routes, and the once-per-turn writer."""
 
-    def __init__(
-        self,
-        relay: Relay,
-        timers: Timers,
-        http: HttpApp,
-        trust_proxy: bool = False,
-    ) -> None:
+    def __init__(self, relay: Relay, timers: Timers, http: HttpApp) -> None:
         self.relay = relay
-        self.settings = relay.settings
+        settings = self.settings = relay.settings
         self.metrics = relay.metrics
         self.timers = timers
         self.http = http
-        self.trust_proxy = trust_proxy
+        #: Connection hygiene (hygiene.py): proxies believed, Origins let in, per-address limits.
+        self.proxies = TrustedProxies(settings.trusted_proxies)
+        self.origins = OriginPolicy(settings.allowed_origins, settings.allow_no_origin)
+        self.limits = AddressLimits(
+            settings.max_connections_per_ip,
+            settings.handshake_rate_per_ip,
+            settings.handshake_burst_per_ip,
+        )
         self.connections: set[Connection] = set()
         self._dirty: list[Connection] = []
         self._scheduled = False
@@ -136,6 +151,18 @@ class Hub:
         for connection in dirty:
             connection.write_now()
 
+    def refused(self, refusal: Refusal, client: str, origin: str | None = None) -> None:
+        """Count a turned-away connection; log the first of a run from one address
+        (a flood is one line, and the metric), and every Origin refusal (a page the
+        operator may have meant to allow names itself there)."""
+        self.metrics.refused_connections.labels(refusal.reason).inc()
+        if refusal is ORIGIN_REFUSED:
+            log.info("handshake from %s refused: Origin %r is not allowed", client, origin)
+        elif refusal.first:
+            log.info("connections from %s refused: %s", client, refusal.text.strip())
+        else:
+            log.debug("connection from %s refused: %s", client, refusal.text.strip())
+
 
 class Connection(asyncio.Protocol):
     """One socket. ``websocket=False``: STOMP over TCP from the first byte."""
@@ -143,7 +170,14 @@ class Connection(asyncio.Protocol):
     def __init__(self, hub: Hub, websocket: bool = True) -> None:
         self.hub = hub
         self.transport: asyncio.Transport | None = None
+        #: Who the client is, for the registry and the API: the socket's peer
+        #: (``ip:port``), or the address a trusted proxy forwarded (``ip``).
         self.remote = ""
+        #: The client's address alone: what per-address limits count and the API checks.
+        self.client = ""
+        self._peer = ""
+        #: The address this connection is counted under in the hub's limits.
+        self._counted: str | None = None
         self._mode = _HEAD if websocket else _STOMP
         self._h11: h11.Connection | None = None
         self._head = bytearray()
@@ -195,7 +229,11 @@ class Connection(asyncio.Protocol):
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 10)
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 6)
         peer = transport.get_extra_info("peername")
-        self.remote = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else ""
+        if isinstance(peer, tuple):
+            address = parse_address(str(peer[0]))
+            self._peer = self.client = str(address) if address is not None else str(peer[0])
+            shown = f"[{self._peer}]" if ":" in self._peer else self._peer
+            self.remote = f"{shown}:{peer[1]}"
         hub.connections.add(self)
         if self._mode == _HEAD:
             self._h11 = h11.Connection(
@@ -203,7 +241,12 @@ class Connection(asyncio.Protocol):
             )
             self._deadline = time.monotonic() + settings.handshake_timeout
         else:
-            self._open_session()
+            # STOMP over TCP: no proxy headers, the peer is the client
+            refusal = hub.limits.admit(self.client, time.monotonic())
+            if refusal is None:
+                self._open_session()
+            else:
+                self._refuse_stomp(refusal)
         self._token = hub.timers.add(self)
 
     def data_received(self, data: bytes) -> None:
@@ -241,6 +284,9 @@ class Connection(asyncio.Protocol):
             hub.wake_publishers()
         hub.connections.discard(self)
         hub.timers.remove(self._token)
+        if self._counted is not None:
+            hub.limits.release(self._counted, time.monotonic())
+            self._counted = None
         self._held = []
         self._inbox.clear()
         self._ws = None
@@ -443,8 +489,24 @@ class Connection(asyncio.Protocol):
 
     # -- STOMP input ----------------------------------------------------------
 
+    def _refuse_stomp(self, refusal: Refusal) -> None:
+        """A STOMP/TCP connection over a per-address limit: one ERROR, then close."""
+        self.hub.refused(refusal, self.client)
+        if self.transport is not None:
+            message = refusal.text.strip().encode("ascii")
+            self.transport.write(b"ERROR\nmessage:" + message + b"\n\n\x00")
+            self.transport.close()
+        self._closing()
+
+    def _client_of(self, forwarded: list[str]) -> str:
+        """The client's address given a request's ``X-Forwarded-For`` values (believed
+        only from a trusted proxy)."""
+        return self.hub.proxies.client(self._peer, forwarded) if self._peer else self.client
+
     def _open_session(self) -> None:
         relay = self.hub.relay
+        self.hub.limits.acquire(self.client)
+        self._counted = self.client
         self._session = relay.new_session()
         self._mode = _STOMP
         self._deadline = None
@@ -557,16 +619,21 @@ class Connection(asyncio.Protocol):
             self._closing()
             return
         request = events[0]
+        refusal = self._check_handshake(request)
+        if refusal is not None:
+            response = ws.reject(refusal.status, refusal.text)
+            if refusal.retry_after is not None:
+                response.headers["Retry-After"] = str(refusal.retry_after)
+            ws.send_response(response)
+            self._ws_output()
+            self._closing()
+            return
         response = ws.accept(request)
         ws.send_response(response)
         self._ws_output()
         if ws.state is not WsState.OPEN:
             self._closing()
             return
-        forwarded = request.headers.get("X-Forwarded-For")
-        if self.hub.trust_proxy and forwarded:
-            # Behind a proxy the socket's peer is the proxy: record the client it names.
-            self.remote = forwarded.split(",")[0].strip()[:64]
         self._open_session()
         interval = self.hub.settings.ws_ping_interval
         if interval > 0:
@@ -574,6 +641,29 @@ class Connection(asyncio.Protocol):
         self.hub.timers.update(self._token)
         # bytes after the handshake (a client that did not wait for the 101)
         self._ws_frames()
+
+    def _check_handshake(self, request: Request) -> Refusal | None:
+        """Who the client is (behind a trusted proxy, the address it forwarded), and
+        whether it may open a WebSocket: the per-address rate and cap, then its Origin."""
+        hub = self.hub
+        headers = request.headers
+        client = self._client_of(headers.get_all("X-Forwarded-For"))
+        if client != self.client:
+            self.client = self.remote = client
+        refusal = hub.limits.admit(client, time.monotonic())
+        origins = headers.get_all("Origin")
+        if refusal is None:
+            hosts = headers.get_all("Host")
+            if self._peer and hub.proxies.trusts(self._peer):
+                # the Host a proxy was asked for (the one it talks to us with may differ)
+                forwarded = ",".join(headers.get_all("X-Forwarded-Host")).split(",")[-1]
+                if forwarded.strip():
+                    hosts = [*hosts, forwarded.strip()]
+            if not hub.origins.allows(origins, hosts):
+                refusal = ORIGIN_REFUSED
+        if refusal is not None:
+            hub.refused(refusal, client, ", ".join(origins)[:200])
+        return refusal
 
     def _ws_data(self, data: bytes) -> None:
         ws = self._ws
@@ -713,10 +803,14 @@ class Connection(asyncio.Protocol):
         return request.method == b"GET" and request.target.split(b"?", 1)[0] == b"/ws"
 
     async def _http_answer(self, request: h11.Request, body: bytes) -> None:
+        forwarded = [v.decode("latin-1") for n, v in request.headers if n == b"x-forwarded-for"]
         try:
-            status, headers, payload = await self.hub.http.answer(request, body)
+            status, headers, payload = await self.hub.http.answer(
+                request, body, self._client_of(forwarded)
+            )
         except Exception:
-            log.exception("HTTP %s failed", request.target[:80])
+            # the path only: a query string may carry a credential
+            log.exception("HTTP %s failed", request.target.split(b"?", 1)[0][:80])
             status, headers, payload = (
                 500,
                 [(b"content-type", b"text/plain; charset=utf-8")],

@@ -4,6 +4,14 @@ the web client's static files.
 :class:`HttpApp` answers one parsed request (h11 did the parsing, the
 connection class the I/O); every request gets a status code, bad input a 4xx,
 and nothing a peer sends raises out of here.
+
+The API tells no secrets (docs/security-transport.md): with an admin token set,
+``/api/*`` and ``/metrics`` need ``Authorization: Bearer <token>`` (RFC 6750;
+``--public-metrics`` opens ``/metrics`` alone); with none, they answer loopback
+clients only, the client being the address a trusted proxy forwarded, so a
+proxy on the same host does not open them to everyone. Routes that change
+anything need the token wherever the client is. ``/health``, ``/ready`` (which
+says ready or degraded, nothing more), the page and its ``/auth/config`` stay open.
 """
 
 from __future__ import annotations
@@ -14,17 +22,21 @@ import logging
 import mimetypes
 import time
 from collections.abc import Awaitable, Callable, Sized
+from datetime import UTC, datetime
 from http import HTTPStatus
 from pathlib import Path
+from urllib.parse import parse_qs, unquote
 
 import h11
 
+from stomprelay.auth import check_name
 from stomprelay.cluster.history import log_json
 from stomprelay.cluster.registry import room_json, server_json, session_json
 from stomprelay.errors import BackendUnavailable, PolicyError
 from stomprelay.notify import system_notification
 from stomprelay.relay import Relay
 from stomprelay.router import ROOM_ID, parse_destination
+from stomprelay.transport.hygiene import is_loopback
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +59,10 @@ def plain(status: HTTPStatus, body: bytes, content_type: str) -> Answer:
 
 
 NOT_FOUND = plain(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain; charset=utf-8")
+#: Longest user name the operator routes take (the relay's ``max_login`` default).
+MAX_USER = 64
+USERS_PREFIX = "/api/users/"
+KICK_SUFFIX = "/kick"
 
 
 def bearer_token(headers: list[tuple[bytes, bytes]]) -> str | None:
@@ -74,24 +90,33 @@ class HttpApp:
         self.relay = relay
         self.connections = connections
         self.web_root = (web_root or WEB_ROOT).resolve()
-        #: Bearer token for the admin API (POST /api/system/notifications); None: off.
+        #: Bearer token of the admin API; None: reads from loopback only, no writes.
         self._admin_token = admin_token
+        self._public_metrics = relay.settings.public_metrics
         self._get: dict[str, Callable[[], Awaitable[Answer]]] = {
             "/health": self._health,
             "/ready": self._ready,
             "/metrics": self._metrics,
+            "/auth/config": self._auth_config,
             "/api/servers": self._api_servers,
             "/api/sessions": self._api_sessions,
             "/api/rooms": self._api_rooms,
         }
 
-    async def answer(self, request: h11.Request, body: bytes) -> Answer:
+    async def answer(self, request: h11.Request, body: bytes, client: str) -> Answer:
+        """``client``: the requester's address (the one a trusted proxy forwarded)."""
         method = request.method.decode("ascii", "replace")
-        path = request.target.split(b"?", 1)[0].decode("latin-1")
+        path, _, query = request.target.decode("latin-1").partition("?")
         try:
+            if path == "/metrics" or path == "/api" or path.startswith("/api/"):
+                refused = self._gate(path, list(request.headers), client)
+                if refused is not None:
+                    return refused
             if method == "POST":
                 if path == "/api/system/notifications":
-                    return await self._notify(list(request.headers), body)
+                    return await self._notify(body)
+                if path.startswith(USERS_PREFIX) and path.endswith(KICK_SUFFIX):
+                    return await self._kick(path[len(USERS_PREFIX) : -len(KICK_SUFFIX)], body)
                 return json_answer(HTTPStatus.NOT_FOUND, {"error": f"no POST route {path[:80]}"})
             if method not in ("GET", "HEAD"):
                 status, headers, payload = json_answer(
@@ -103,6 +128,8 @@ class HttpApp:
                 return await route()
             if path.startswith("/api/rooms/"):
                 return await self._api_room(path[len("/api/rooms/") :])
+            if path == "/dev/token":
+                return self._dev_token(query)
             if path == "/ws":
                 return plain(
                     HTTPStatus.UPGRADE_REQUIRED,
@@ -110,28 +137,54 @@ class HttpApp:
                     "text/plain; charset=utf-8",
                 )
         except BackendUnavailable as exc:
-            return json_answer(
-                HTTPStatus.SERVICE_UNAVAILABLE,
-                {"error": "registry unreachable", "detail": str(exc)},
-            )
+            log.warning("HTTP %s: registry unreachable: %s", path[:80], exc)
+            return json_answer(HTTPStatus.SERVICE_UNAVAILABLE, {"error": "registry unreachable"})
         return self._static(path)
 
-    async def _notify(self, headers: list[tuple[bytes, bytes]], body: bytes) -> Answer:
+    def _gate(self, path: str, headers: Headers, client: str) -> Answer | None:
+        """None when the client may see ``path`` (an ``/api`` route or ``/metrics``),
+        else the refusal: 401 without the admin token, 403 off loopback without one set."""
+        if path == "/metrics" and self._public_metrics:
+            return None
+        if self._admin_token:
+            given = bearer_token(headers)
+            if given is not None and hmac.compare_digest(
+                given.encode("utf-8"), self._admin_token.encode("utf-8")
+            ):
+                return None
+            status, answer_headers, payload = json_answer(
+                HTTPStatus.UNAUTHORIZED, {"error": "a valid Bearer admin token is required"}
+            )
+            challenge = b"Bearer" if given is None else b'Bearer error="invalid_token"'
+            return status, [*answer_headers, (b"www-authenticate", challenge)], payload
+        if is_loopback(client):
+            return None
+        return json_answer(
+            HTTPStatus.FORBIDDEN,
+            {
+                "error": "this relay has no admin token, so its API answers loopback clients "
+                "only: set one (--admin-token / ADMIN_TOKEN) and send it as a Bearer token"
+            },
+        )
+
+    def _admin_only(self) -> Answer | None:
+        """Routes that act (notify, kick) need a configured token, even from loopback."""
+        if self._admin_token:
+            return None
+        return json_answer(
+            HTTPStatus.FORBIDDEN,
+            {"error": "the admin API is off: start the relay with --admin-token"},
+        )
+
+    async def _notify(self, body: bytes) -> Answer:
         """The admin API: ``POST /api/system/notifications`` (contract section 5).
 
         Body ``{"message": "...", "roomId": optional, "serverId": optional}``,
-        header ``Authorization: Bearer <admin token>``.
+        header ``Authorization: Bearer <admin token>`` (checked by :meth:`_gate`).
         """
-        if not self._admin_token:
-            return json_answer(
-                HTTPStatus.FORBIDDEN,
-                {"error": "the admin API is off: start the relay with --admin-token"},
-            )
-        given = bearer_token(headers) or ""
-        if not hmac.compare_digest(given.encode(), self._admin_token.encode()):
-            return json_answer(
-                HTTPStatus.UNAUTHORIZED, {"error": "a valid Bearer admin token is required"}
-            )
+        refused = self._admin_only()
+        if refused is not None:
+            return refused
         relay = self.relay
         try:
             data = json.loads(body.decode("utf-8"))
@@ -141,6 +194,11 @@ class HttpApp:
             target = data.get("serverId") or ""
             if not isinstance(room, str) or not isinstance(target, str):
                 raise ValueError("roomId and serverId are strings")
+            if target and not ROOM_ID.fullmatch(target):
+                return json_answer(
+                    HTTPStatus.BAD_REQUEST,
+                    {"error": "serverId must match [A-Za-z0-9_.-]{1,64}, like a room id"},
+                )
             channel, envelope = system_notification(relay.keys, data["message"], room, target)
         except (ValueError, RecursionError):
             return json_answer(
@@ -164,6 +222,64 @@ class HttpApp:
             HTTPStatus.ACCEPTED, {"published": True, "id": envelope.id, "channel": channel}
         )
 
+    async def _kick(self, raw_user: str, body: bytes) -> Answer:
+        """``POST /api/users/{user}/kick``, body ``{"until": ISO-8601 or ms}`` optional:
+        every session of the user ends cluster-wide, and the user is refused until then."""
+        refused = self._admin_only()
+        if refused is not None:
+            return refused
+        try:
+            user = check_name(unquote(raw_user, errors="strict"), "user", MAX_USER)
+        except (PolicyError, UnicodeDecodeError):
+            return json_answer(
+                HTTPStatus.BAD_REQUEST,
+                {"error": f"a user is 1 to {MAX_USER} characters, no control or bidi characters"},
+            )
+        try:
+            until_ms = _until_ms(body)
+        except (ValueError, RecursionError, OverflowError):
+            return json_answer(
+                HTTPStatus.BAD_REQUEST,
+                {"error": 'the body is empty or JSON: {"until": "<ISO-8601>" or <ms since epoch>}'},
+            )
+        kick = getattr(self.relay, "kick", None)
+        if kick is None:
+            return json_answer(HTTPStatus.NOT_IMPLEMENTED, {"error": "this relay cannot kick"})
+        await kick(user, until_ms)
+        log.info("operator ended the sessions of user %r (refused until %s)", user, until_ms)
+        return json_answer(HTTPStatus.ACCEPTED, {"user": user, "until": until_ms})
+
+    async def _auth_config(self) -> Answer:
+        """What the web page needs to know before it connects (no secret in it)."""
+        return json_answer(
+            HTTPStatus.OK,
+            {
+                "required": getattr(self.relay, "auth", None) is not None,
+                "devTokens": bool(getattr(self.relay, "dev_tokens", False)),
+            },
+        )
+
+    def _dev_token(self, query: str) -> Answer:
+        """``GET /dev/token?user=NAME``: a token for anyone who asks, for ``make run``
+        and demos only (``--dev-tokens``); a 404 unless that is on."""
+        auth = getattr(self.relay, "auth", None)
+        if not getattr(self.relay, "dev_tokens", False) or auth is None:
+            return NOT_FOUND
+        users = parse_qs(query, max_num_fields=8).get("user") or [""]
+        try:
+            user = check_name(users[0], "user", MAX_USER)
+        except PolicyError:
+            return json_answer(
+                HTTPStatus.BAD_REQUEST,
+                {"error": f"?user= is 1 to {MAX_USER} characters, no control or bidi characters"},
+            )
+        try:
+            token = auth.issue(user)
+        except ValueError:
+            return NOT_FOUND  # no secret to sign with
+        status, headers, payload = json_answer(HTTPStatus.OK, {"token": token})
+        return status, [*headers, (b"cache-control", b"no-store")], payload
+
     async def _health(self) -> Answer:
         return json_answer(
             HTTPStatus.OK,
@@ -176,18 +292,11 @@ class HttpApp:
         )
 
     async def _ready(self) -> Answer:
-        relay = self.relay
-        if relay.ready:
-            return json_answer(HTTPStatus.OK, {"ready": True, "serverId": relay.server_id})
-        reason = relay.backend_error or "redis pub/sub connection lost"
-        return json_answer(
-            HTTPStatus.SERVICE_UNAVAILABLE,
-            {
-                "ready": False,
-                "serverId": relay.server_id,
-                "reason": f"degraded, delivering to local clients only: {reason}",
-            },
-        )
+        """For load balancers: ready, or degraded (local delivery only); the cause is
+        in the relay's log and ``/metrics``, not here."""
+        if self.relay.ready:
+            return json_answer(HTTPStatus.OK, {"status": "ready"})
+        return json_answer(HTTPStatus.SERVICE_UNAVAILABLE, {"status": "degraded"})
 
     async def _api_servers(self) -> Answer:
         return json_answer(
@@ -252,3 +361,28 @@ class HttpApp:
         if content_type.startswith("text/") or content_type.endswith("javascript"):
             content_type += "; charset=utf-8"
         return plain(HTTPStatus.OK, data, content_type)
+
+
+def _until_ms(body: bytes) -> int | None:
+    """The ``until`` of a kick body as ms since the epoch: ISO-8601 (no zone: UTC)
+    or a number of ms; None when the body or the field is empty. ValueError otherwise."""
+    if not body.strip():
+        return None
+    data = json.loads(body.decode("utf-8"))
+    if not isinstance(data, dict):
+        raise ValueError("not an object")
+    until = data.get("until")
+    if until is None:
+        return None
+    if isinstance(until, bool):
+        raise ValueError("until is a time")
+    if isinstance(until, int | float):
+        if not 0 <= until < 10**15:
+            raise ValueError("until out of range")
+        return int(until)
+    if isinstance(until, str):
+        moment = datetime.fromisoformat(until.strip())
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return int(moment.timestamp() * 1000)
+    raise ValueError("until is a string or a number")

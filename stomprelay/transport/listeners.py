@@ -33,7 +33,6 @@ class RelayServer:
         port: int = 8080,
         stomp_port: int | None = None,
         web_root: Path | None = None,
-        trust_proxy: bool = False,
         admin_token: str | None = None,
         reuse_port: bool = False,
         sock: socket.socket | None = None,
@@ -43,7 +42,6 @@ class RelayServer:
         self.host = host
         self.port = port
         self.stomp_port = stomp_port
-        self.trust_proxy = trust_proxy
         self.reuse_port = reuse_port
         #: A listening socket made by a parent process (``--workers`` without SO_REUSEPORT).
         self._sock = sock
@@ -65,7 +63,7 @@ class RelayServer:
         relay = self.relay
         settings = relay.settings
         http = HttpApp(relay, relay.sinks, self._web_root, self._admin_token)
-        hub = Hub(relay, self.timers, http, self.trust_proxy)
+        hub = Hub(relay, self.timers, http)
         hub.on_gone = self._gone.set
         self._hub = hub
         if self._sock is not None:

@@ -7,6 +7,7 @@ compose values, the same template the browser tests run nginx from.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from typing import Any
@@ -17,12 +18,15 @@ from e2ehelpers import ROOT, WEB, load_render_nginx
 
 from stomprelay.cli import build_parser
 from stomprelay.settings import Settings
+from stomprelay.transport.hygiene import TrustedProxies
 
 pytestmark = pytest.mark.e2e
 
 COMPOSE = ROOT / "docker-compose.yml"
 NGINX_CONF = ROOT / "deploy" / "nginx.conf"
 RELAYS = {"relay-1", "relay-2"}
+#: nginx's fixed address on the compose network: the one proxy the relays trust.
+NGINX_ADDRESS = "172.28.0.10"
 
 
 def load_compose() -> dict[str, Any]:
@@ -68,6 +72,9 @@ def test_compose_services() -> None:
 
     nginx = services["nginx"]
     assert nginx["image"].split(":")[0] == "nginx"
+    assert nginx["networks"]["default"]["ipv4_address"] == NGINX_ADDRESS
+    subnet = load_compose()["networks"]["default"]["ipam"]["config"][0]["subnet"]
+    assert ipaddress.ip_address(NGINX_ADDRESS) in ipaddress.ip_network(subnet)
     assert nginx["ports"] == ["8080:80"]
     assert "./deploy/nginx.conf:/etc/nginx/nginx.conf:ro" in nginx["volumes"]
     assert {
@@ -83,7 +90,7 @@ def test_compose_env_is_what_the_cli_reads(monkeypatch: pytest.MonkeyPatch) -> N
             "REDIS_URL": "redis://redis:6379/0",
             "SERVER_ID": name,
             "PORT": "8080",
-            "TRUST_PROXY": "1",
+            "TRUSTED_PROXIES": f"{NGINX_ADDRESS}/32",
         }
         for variable in (
             "REDIS_URL",
@@ -93,6 +100,7 @@ def test_compose_env_is_what_the_cli_reads(monkeypatch: pytest.MonkeyPatch) -> N
             "PORT",
             "HOST",
             "TRUST_PROXY",
+            "TRUSTED_PROXIES",
         ):
             monkeypatch.delenv(variable, raising=False)
         for variable, value in env.items():
@@ -101,7 +109,14 @@ def test_compose_env_is_what_the_cli_reads(monkeypatch: pytest.MonkeyPatch) -> N
         assert args.redis_url == "redis://redis:6379/0"
         assert args.server_id == name
         assert args.port == 8080
-        assert args.trust_proxy is True, "behind nginx the client address is X-Forwarded-For"
+        assert args.trust_proxy is False, "--trust-proxy (loopback only) is deprecated"
+        assert args.trusted_proxies == (f"{NGINX_ADDRESS}/32",)
+        nginx = TrustedProxies(args.trusted_proxies)
+        assert nginx.client(NGINX_ADDRESS, ["203.0.113.7"]) == "203.0.113.7"
+        # the network's gateway (the Docker host, its port proxy) is no proxy of ours: a
+        # forged loopback address through it does not open the loopback-only API
+        assert nginx.client(NGINX_ADDRESS, ["127.0.0.1, 172.28.0.1"]) == "172.28.0.1"
+        assert nginx.client("172.28.0.1", ["127.0.0.1"]) == "172.28.0.1", "not from nginx"
         assert args.host == "0.0.0.0", "a relay in a container must listen on every interface"
 
 
@@ -140,11 +155,17 @@ def test_nginx_conf_balances_both_relays_and_upgrades_websockets() -> None:
 
     ws = {d[0]: d[1:] for d in directives(blocks["location = /ws"])}
     assert ws["proxy_pass"] == ["http://stomprelay"]
-    headers = {
-        tuple(d[1:]) for d in directives(blocks["location = /ws"]) if d[0] == "proxy_set_header"
-    }
-    assert ("Upgrade", "$http_upgrade") in headers
-    assert ("Connection", "$connection_upgrade") in headers
+    # A location with a proxy_set_header of its own inherits none of the server's: all
+    # of them are set once, at the server level, so /ws gets the client's address too.
+    for name, block in blocks.items():
+        assert not any(d[0] == "proxy_set_header" for d in directives(block)), name
+    headers = dict(re.findall(r"^\s*proxy_set_header\s+(\S+)\s+(.+?);", text, re.MULTILINE))
+    assert headers["Upgrade"] == "$http_upgrade"
+    assert headers["Connection"] == "$connection_upgrade"
+    assert headers["X-Forwarded-For"] == "$proxy_add_x_forwarded_for"
+    # the Host as the browser sent it, port included (the relay's same-origin check)
+    assert headers["Host"] == headers["X-Forwarded-Host"] == "$forwarded_host"
+    assert re.search(r"map \$http_host \$forwarded_host \{[^}]*default \$http_host;", text)
     assert re.search(r"proxy_http_version 1\.1;", text)
     read_timeout = int(ws["proxy_read_timeout"][0].rstrip("s"))
     heartbeat_s = Settings().heartbeat_send_ms / 1000

@@ -72,7 +72,7 @@ async def test_health_reports_json(relay: RelayServer) -> None:
 async def test_ready_and_metrics(relay: RelayServer) -> None:
     status, headers, body = await http_get(relay.port, "/ready")
     assert status == 200
-    assert json.loads(body)["ready"] is True
+    assert json.loads(body) == {"status": "ready"}
     status, headers, body = await http_get(relay.port, "/metrics")
     assert status == 200
     assert headers.get_content_type() == "text/plain"
@@ -189,13 +189,16 @@ def test_cli_rejects_a_bad_port_variable() -> None:
 
 @pytest.mark.parametrize("trust", [True, False], ids=["trusted-proxy", "direct"])
 async def test_client_address_behind_a_trusted_proxy(trust: bool) -> None:
-    """Behind nginx the socket's peer is nginx: with --trust-proxy the registry records
-    the client that X-Forwarded-For names; without it, the socket's peer."""
+    """Behind nginx the socket's peer is nginx: with the peer in --trusted-proxies the
+    registry records the rightmost untrusted address X-Forwarded-For names; without it,
+    the socket's peer."""
     from websockets.asyncio.client import connect
 
     from stomprelay.relay import Relay
+    from stomprelay.settings import Settings
 
-    server = RelayServer(Relay(server_id="proxied"), port=0, trust_proxy=trust)
+    proxies = ("127.0.0.0/8", "10.0.0.0/8") if trust else ()
+    server = RelayServer(Relay(Settings(trusted_proxies=proxies), server_id="proxied"), port=0)
     await server.start()
     try:
         ws = await connect(
