@@ -331,6 +331,68 @@ def build_parser() -> argparse.ArgumentParser:
         help="also serve HTTP (/metrics, /health) on this port, for this process only; "
         "with --workers, worker i uses this port + i",
     )
+    _add_auth_options(serve)
+    serve.add_argument(
+        "--jwt-public-key",
+        action="append",
+        default=[p for p in os.environ.get("JWT_PUBLIC_KEY", "").split(",") if p],
+        metavar="FILE",
+        help="PEM public key (RSA or EC) for RS256/ES256 tokens; repeatable "
+        "(env JWT_PUBLIC_KEY, comma-separated)",
+    )
+    serve.add_argument(
+        "--jwks",
+        default=os.environ.get("JWKS") or None,
+        metavar="FILE_OR_URL",
+        help="JSON Web Key Set (file or http(s) URL), keys chosen by kid, reloaded every "
+        "--jwks-refresh s and on an unknown kid (env JWKS)",
+    )
+    serve.add_argument(
+        "--jwks-refresh",
+        type=float,
+        default=_env_number("JWKS_REFRESH", DEFAULTS.jwks_refresh, float),
+    )
+    serve.add_argument(
+        "--jwt-leeway",
+        type=float,
+        default=_env_number("JWT_LEEWAY", DEFAULTS.jwt_leeway, float),
+        help="seconds of clock skew allowed on exp/nbf/iat",
+    )
+    serve.add_argument(
+        "--acl",
+        default=os.environ.get("ACL_FILE") or None,
+        metavar="FILE",
+        help="per-destination rules, TOML or YAML (env ACL_FILE); deny by default; "
+        "needs authentication",
+    )
+    serve.add_argument(
+        "--dev-tokens",
+        action="store_true",
+        default=os.environ.get("DEV_TOKENS", "") in ("1", "true", "yes"),
+        help="DEVELOPMENT ONLY: GET /dev/token hands a token for any user to anyone",
+    )
+    serve.add_argument(
+        "--frame-rate",
+        type=float,
+        default=_env_number("FRAME_RATE", DEFAULTS.frame_rate, float),
+        help="frames a second one session may send (token bucket; 0: no limit)",
+    )
+    serve.add_argument(
+        "--frame-burst",
+        type=int,
+        default=int(_env_number("FRAME_BURST", DEFAULTS.frame_burst)),
+    )
+    serve.add_argument(
+        "--byte-rate",
+        type=float,
+        default=_env_number("BYTE_RATE", DEFAULTS.byte_rate, float),
+        help="bytes a second one session may send (0: no limit)",
+    )
+    serve.add_argument(
+        "--byte-burst",
+        type=int,
+        default=int(_env_number("BYTE_BURST", DEFAULTS.byte_burst)),
+    )
     # set by the --workers supervisor for its children
     serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     serve.add_argument("--listen-fd", type=int, default=None, help=argparse.SUPPRESS)
@@ -352,7 +414,167 @@ def build_parser() -> argparse.ArgumentParser:
     notify.add_argument("message", help="the notification text")
     notify.add_argument("--room", help="send it into this room's /topic/room/{id} instead")
     notify.add_argument("--server", help="deliver only to the clients of this relay")
+
+    token = commands.add_parser(
+        "token",
+        help="DEVELOPMENT: print a HS256 JWT for a user, signed with --jwt-secret",
+    )
+    _add_auth_options(token)
+    token.add_argument("--user", required=True, help="the sub claim")
+    token.add_argument("--name", help="the display name claim")
+    token.add_argument("--ttl", type=float, default=3600.0, help="seconds until exp")
+    token.add_argument("--role", action="append", default=[], help="add to the roles claim")
+    token.add_argument(
+        "--claim",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="another claim; VALUE is JSON when it parses (e.g. rooms='[\"lobby\"]')",
+    )
+
+    kick = commands.add_parser(
+        "kick",
+        help="end a user's sessions on every relay, and refuse it until --until",
+    )
+    _add_redis_options(kick)
+    kick.add_argument("user", help="the user (token sub, or CONNECT login)")
+    kick.add_argument(
+        "--until",
+        help="refuse its CONNECTs until then: ISO 8601 (2026-12-31T12:00:00Z) or a "
+        "duration (30s, 15m, 2h, 1d)",
+    )
+    kick.add_argument("--lift", action="store_true", help="lift a suspension (end no session)")
+    kick.add_argument(
+        "--api",
+        help="use this relay's HTTP API (single node: http://host:port) instead of Redis",
+    )
+    kick.add_argument(
+        "--admin-token", default=os.environ.get("ADMIN_TOKEN") or None, help="for --api"
+    )
     return parser
+
+
+def parse_until(text: str, now: float) -> int:
+    """ms since the epoch of an ISO 8601 time or a duration from ``now``."""
+    import datetime
+
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    value = text.strip()
+    if value[-1:] in units and value[:-1].replace(".", "", 1).isdigit():
+        return int((now + float(value[:-1]) * units[value[-1]]) * 1000)
+    try:
+        moment = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{text!r} is neither ISO 8601 nor a duration like 15m") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.UTC)
+    return int(moment.timestamp() * 1000)
+
+
+def token(args: argparse.Namespace) -> int:
+    import json
+
+    from stomprelay.auth import issue_token
+
+    secret = _secret(args)
+    if not secret:
+        print("stomprelay token: give --jwt-secret (or JWT_SECRET)", file=sys.stderr)
+        return 2
+    claims: dict[str, object] = {}
+    if args.role:
+        claims["roles"] = list(args.role)
+    for item in args.claim:
+        name, sep, raw = item.partition("=")
+        if not sep or not name:
+            print(f"stomprelay token: --claim {item!r} is not NAME=VALUE", file=sys.stderr)
+            return 2
+        try:
+            claims[name] = json.loads(raw)
+        except ValueError:
+            claims[name] = raw
+    print(
+        issue_token(
+            secret,
+            args.user,
+            name=args.name,
+            ttl=args.ttl,
+            claims=claims,
+            audience=args.jwt_audience,
+            issuer=args.jwt_issuer,
+        )
+    )
+    return 0
+
+
+def kick(args: argparse.Namespace) -> int:
+    """Suspend (or lift) a user cluster-wide: through Redis, or one relay's API."""
+    import json
+    import time
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    from stomprelay.auth import check_name
+    from stomprelay.errors import PolicyError
+
+    try:
+        user = check_name(args.user, "user", DEFAULTS.max_login)
+        until = None if args.lift or not args.until else parse_until(args.until, time.time())
+    except (PolicyError, ValueError) as exc:
+        print(f"stomprelay kick: {getattr(exc, 'detail', exc)}", file=sys.stderr)
+        return 2
+    if args.api:
+        request = urllib.request.Request(
+            f"{args.api.rstrip('/')}/api/users/{urllib.parse.quote(user, safe='')}/kick",
+            data=json.dumps({"until": until, "lift": bool(args.lift)}).encode(),
+            headers={"content-type": "application/json"}
+            | ({"authorization": f"Bearer {args.admin_token}"} if args.admin_token else {}),
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as reply:
+                print(reply.read().decode("utf-8", "replace"))
+        except urllib.error.HTTPError as exc:
+            print(f"stomprelay kick: HTTP {exc.code}: {exc.read()[:200]!r}", file=sys.stderr)
+            return 1
+        except OSError as exc:
+            print(f"stomprelay kick: {exc}", file=sys.stderr)
+            return 1
+        return 0
+    if not args.redis_url:
+        print("stomprelay kick: give --redis-url (or REDIS_URL), or --api", file=sys.stderr)
+        return 2
+    code = asyncio.run(_kick_redis(args, user, until))
+    if code:
+        return code
+    if args.lift:
+        print(f"lifted the suspension of {user}")
+    elif until:
+        moment = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(until / 1000))
+        print(f"ended the sessions of {user}; refused until {moment}")
+    else:
+        print(f"ended the sessions of {user}")
+    return 0
+
+
+async def _kick_redis(args: argparse.Namespace, user: str, until: int | None) -> int:
+    from stomprelay.cluster.keys import Keys
+    from stomprelay.cluster.redis_backend import RedisRegistry
+    from stomprelay.errors import BackendUnavailable
+    from stomprelay.notify import kick_command
+
+    keys = Keys(args.key_prefix)
+    registry = RedisRegistry(args.redis_url, keys)
+    try:
+        await registry.suspend(
+            user, until, keys.control_channel, kick_command(user, until, bool(args.lift))
+        )
+    except BackendUnavailable as exc:
+        print(f"stomprelay kick: redis: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await registry.close()
+    return 0
 
 
 async def notify(args: argparse.Namespace) -> int:
@@ -425,7 +647,14 @@ async def serve(args: argparse.Namespace) -> int:
         listen_backlog=args.listen_backlog,
         ws_ping_interval=args.ws_ping_interval,
         **_hygiene_settings(args),
+        frame_rate=args.frame_rate,
+        frame_burst=args.frame_burst,
+        byte_rate=args.byte_rate,
+        byte_burst=args.byte_burst,
+        jwt_leeway=args.jwt_leeway,
+        jwks_refresh=args.jwks_refresh,
     )
+    auth, acl = _access(args, settings)
     for name in ("history_size", "history_max_topics", "journal_size", "journal_bytes"):
         if getattr(args, name) < 0:
             raise SystemExit(f"stomprelay: --{name.replace('_', '-')} must not be negative")
@@ -453,9 +682,24 @@ async def serve(args: argparse.Namespace) -> int:
                 pool_size=settings.redis_pool_size,
             ),
             keys=keys,
+            auth=auth,
+            acl=acl,
+            dev_tokens=args.dev_tokens,
         )
     else:
-        relay = Relay(settings=settings, server_id=args.server_id, keys=keys)
+        relay = Relay(
+            settings=settings,
+            server_id=args.server_id,
+            keys=keys,
+            auth=auth,
+            acl=acl,
+            dev_tokens=args.dev_tokens,
+        )
+    if args.dev_tokens:
+        log.warning(
+            "--dev-tokens is on: GET /dev/token gives anyone a token for any user; "
+            "never use it outside development"
+        )
     server = RelayServer(
         relay,
         host=args.host,
@@ -483,6 +727,41 @@ async def serve(args: argparse.Namespace) -> int:
     await server.stop()
     log.info("stopped")
     return 0
+
+
+def _access(args: argparse.Namespace, settings: Settings) -> tuple[Any, Any]:
+    """The authenticator and ACL the options ask for; bad files stop the start."""
+    from stomprelay.auth import Acl, Authenticator, KeySource, load_public_key
+
+    secret = _secret(args)
+    try:
+        keys = [load_public_key(path) for path in args.jwt_public_key]
+        jwks = None
+        if args.jwks:
+            jwks = KeySource(args.jwks, settings.jwks_refresh, settings.jwks_min_refresh)
+            jwks.load_now()
+        auth = None
+        if secret or keys or jwks:
+            auth = Authenticator(
+                secret=secret,
+                public_keys=keys,
+                jwks=jwks,
+                audience=args.jwt_audience,
+                issuer=args.jwt_issuer,
+                leeway=settings.jwt_leeway,
+                max_login=settings.max_login,
+            )
+        acl = Acl.load(args.acl) if args.acl else None
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"stomprelay: {exc}") from None
+    if acl is not None and auth is None:
+        raise SystemExit(
+            "stomprelay: --acl needs authentication (--jwt-secret, --jwt-public-key or "
+            "--jwks): without verified identities the rules would trust any login"
+        )
+    if args.dev_tokens and not secret:
+        raise SystemExit("stomprelay: --dev-tokens needs --jwt-secret (it signs with it)")
+    return auth, acl
 
 
 def _redacted(url: str) -> str:
@@ -605,6 +884,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_loop(serve(args), args.uvloop)
     if args.command == "notify":
         return asyncio.run(notify(args))
+    if args.command == "token":
+        return token(args)
+    if args.command == "kick":
+        return kick(args)
     return asyncio.run(inspect(args))
 
 

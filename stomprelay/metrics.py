@@ -39,6 +39,17 @@ class Metrics:
             "Clients dropped for not reading",
             registry=self.registry,
         )
+        self.rate_limited = Counter(
+            "stomprelay_rate_limited",
+            "Sessions ended for sending too fast, by limit (frames, bytes)",
+            ["limit"],
+            registry=self.registry,
+        )
+        self.kicked = Counter(
+            "stomprelay_sessions_kicked",
+            "Sessions ended by an operator (stomprelay kick)",
+            registry=self.registry,
+        )
         self.refused_connections = Counter(
             "stomprelay_refused_connections",
             "Connections turned away at the handshake, by reason (origin, ip_cap, ip_rate)",

@@ -298,7 +298,7 @@ async def test_a_socket_that_takes_nothing_is_dropped_by_its_queue_bound(
 async def test_a_slow_consumer_is_dropped_while_its_neighbours_keep_their_order(
     make_relay: Any,
 ) -> None:
-    server = await make_relay(send_timeout=1.0)
+    server = await make_relay(send_timeout=1.0, frame_rate=0, byte_rate=0)
     url = f"ws://127.0.0.1:{server.port}/ws"
     fast = [await StompClient.connect(url, name=f"fast{i}") for i in range(2)]
     for client in fast:
@@ -324,7 +324,7 @@ async def test_a_flooding_publisher_is_slowed_down_and_readers_are_not_dropped(
 ) -> None:
     """One publisher sends as fast as it can to a room of 20 that read as fast as
     they can: it is held back (its socket unread) instead of its readers dropped."""
-    server = await make_relay()
+    server = await make_relay(frame_rate=0, byte_rate=0)  # flow control, not the rate limit
     url = f"ws://127.0.0.1:{server.port}/ws"
     readers = [await StompClient.connect(url, name=f"r{i}") for i in range(20)]
     for client in readers:
