@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from fanout import (  # the other benchmark's helpers (bench/ is on the path)
-    NO_PER_IP_LIMITS,
+    NO_CLIENT_LIMITS,
     free_port,
     reachable,
 )
@@ -119,7 +119,7 @@ class Procs:
         self.running: list[subprocess.Popen[bytes]] = []
 
     def start(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", **NO_PER_IP_LIMITS}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **NO_CLIENT_LIMITS}
         env.pop("REDIS_URL", None)
         with open(self.workdir / f"{name}.log", "ab") as log:
             proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)

@@ -62,7 +62,7 @@ def _comma_list(text: str) -> tuple[str, ...]:
 
 
 def _add_hygiene_options(serve: argparse.ArgumentParser) -> None:
-    """Connection hygiene (docs/security-transport.md): Origins, proxies, per-address limits."""
+    """Connection hygiene (docs/security.md): Origins, proxies, per-address limits."""
     serve.add_argument(
         "--allowed-origins",
         type=_comma_list,

@@ -996,8 +996,9 @@
     const room = chat.room;
     if (!room) return;
     if (isConnected()) {
-      chat.client.publish({ destination: `/app/room/${room}/leave`, body: "" });
+      // unsubscribe first: under a members-only ACL a feed kept past the leave is refused
       if (chat.roomSubscription) chat.roomSubscription.unsubscribe();
+      chat.client.publish({ destination: `/app/room/${room}/leave`, body: "" });
     }
     if (chat.feed) endReplay(chat.feed);
     chat.feed = null;

@@ -56,7 +56,7 @@ from websockets.typing import Subprotocol
 
 from stomprelay.errors import PolicyError
 from stomprelay.stomp.frames import Binary
-from stomprelay.stomp.session import Connected, ServerSession
+from stomprelay.stomp.session import ServerSession
 from stomprelay.transport.hygiene import (
     ORIGIN_REFUSED,
     AddressLimits,
@@ -567,8 +567,8 @@ class Connection(asyncio.Protocol):
         try:
             if events:
                 await relay.handle(self, events)
-                if any(isinstance(e, Connected) for e in events):
-                    hub.timers.update(self._token)
+                # a CONNECT (heart-beats, the token's exp) or a refresh moved the deadline
+                hub.timers.update(self._token)
                 sent = relay.sent_to(events)
                 if sent:
                     await self._wait_for_subscribers(sent)

@@ -5,7 +5,7 @@ the web client's static files.
 connection class the I/O); every request gets a status code, bad input a 4xx,
 and nothing a peer sends raises out of here.
 
-The API tells no secrets (docs/security-transport.md): with an admin token set,
+The API tells no secrets (docs/security.md): with an admin token set,
 ``/api/*`` and ``/metrics`` need ``Authorization: Bearer <token>`` (RFC 6750;
 ``--public-metrics`` opens ``/metrics`` alone); with none, they answer loopback
 clients only, the client being the address a trusted proxy forwarded, so a

@@ -2,7 +2,7 @@
 the client is behind a proxy, and per-address connection and handshake limits.
 
 Nothing here touches a socket or reads a clock: the connection class passes
-the request's headers, the socket's peer and ``now`` in (docs/security-transport.md).
+the request's headers, the socket's peer and ``now`` in (docs/security.md).
 
 - Origins (RFC 6454): a browser names the page that opens a WebSocket in
   ``Origin``, and sends the site's cookies whoever the page is; checking it at

@@ -258,6 +258,18 @@ async def test_in_band_refresh_extends_the_session_even_inside_a_transaction(
     await client.disconnect()
 
 
+async def test_a_refresh_to_a_shorter_token_ends_the_session_sooner(secure: Any) -> None:
+    """The relay's timer follows the new exp, also when it moved earlier (no
+    heart-beats here to wake the connection otherwise)."""
+    server = await secure(heartbeat_send_ms=0, heartbeat_receive_ms=0)
+    client = await StompClient.connect(url(server), passcode=token(ttl=60))
+    exp = time.time() + 2
+    await client.send("/app/auth/refresh", token(ttl=2), receipt=True)
+    await client.wait_closed(timeout=6)
+    assert client.errors[0].get("message") == "credential expired"
+    assert abs(time.time() - exp) < 1.3
+
+
 async def test_refresh_must_keep_the_subject(secure: Any) -> None:
     server = await secure()
     client = await StompClient.connect(url(server), passcode=token("alice"))

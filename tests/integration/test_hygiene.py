@@ -1,6 +1,6 @@
 """Connection hygiene over real sockets: Origins at the handshake, the client address
 behind trusted proxies, per-address caps and handshake rates, and an HTTP API that
-tells no secrets (docs/security-transport.md).
+tells no secrets (docs/security.md).
 
 Every client here connects from 127.0.0.1; relays that list 127.0.0.0/8 as a trusted
 proxy believe the ``X-Forwarded-For`` a test sends, which is how one test plays many
