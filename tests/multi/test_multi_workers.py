@@ -116,7 +116,11 @@ async def test_two_workers_serve_one_room_and_a_dead_worker_is_replaced(
     while any(not _free(http_base + i) for i in range(2)):
         http_base = free_port()
     proc = supervisor(port, http_base)
-    await eventually(lambda: get(f"http://127.0.0.1:{port}/ready")[0] == 200, timeout=20)
+    # the kernel spreads connections over the listening workers only: wait for both
+    for i in range(2):
+        await eventually(
+            lambda i=i: get(f"http://127.0.0.1:{http_base + i}/health")[0] == 200, timeout=20
+        )
     url = f"ws://127.0.0.1:{port}/ws"
     made: list[StompClient] = []
     try:
