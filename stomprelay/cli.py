@@ -561,14 +561,13 @@ async def _kick_redis(args: argparse.Namespace, user: str, until: int | None) ->
     from stomprelay.cluster.keys import Keys
     from stomprelay.cluster.redis_backend import RedisRegistry
     from stomprelay.errors import BackendUnavailable
-    from stomprelay.notify import kick_command
+    from stomprelay.notify import kick_command, operator_command
 
     keys = Keys(args.key_prefix)
     registry = RedisRegistry(args.redis_url, keys)
     try:
-        await registry.suspend(
-            user, until, keys.control_channel, kick_command(user, until, bool(args.lift))
-        )
+        command = operator_command(user, until, bool(args.lift))
+        await registry.suspend(command, keys.control_channel, kick_command(command))
     except BackendUnavailable as exc:
         print(f"stomprelay kick: redis: {exc}", file=sys.stderr)
         return 1

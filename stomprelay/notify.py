@@ -13,7 +13,7 @@ import time
 
 from stomprelay.cluster.envelope import Envelope
 from stomprelay.cluster.keys import Keys
-from stomprelay.cluster.registry import event_headers, room_event
+from stomprelay.cluster.registry import OperatorCommand, event_headers, room_event
 from stomprelay.errors import PolicyError
 from stomprelay.router import check_room_id
 
@@ -21,10 +21,22 @@ from stomprelay.router import check_room_id
 MAX_NOTIFICATION = 4000
 
 
-def kick_command(user: str, until_ms: int | None, lift: bool = False) -> Envelope:
-    """The control-channel envelope of ``stomprelay kick``: every relay ends
-    ``user``'s sessions (unless ``lift``) and refuses it until ``until_ms``."""
-    body = {"action": "lift" if lift else "kick", "user": user, "until": until_ms}
+def operator_command(user: str, until_ms: int | None, lift: bool = False) -> OperatorCommand:
+    """``stomprelay kick USER [--until] [--lift]`` as the registry records it."""
+    if lift:
+        return OperatorCommand(user, lift=True)
+    return OperatorCommand(user, kicked_at=int(time.time() * 1000), until_ms=until_ms)
+
+
+def kick_command(command: OperatorCommand) -> Envelope:
+    """The control-channel envelope of an operator's command: every relay ends
+    the user's sessions (a kick) and refuses it until ``until`` (docs/redis.md)."""
+    body = {
+        "action": "lift" if command.lift else "kick",
+        "user": command.user,
+        "until": command.until_ms,
+        "kickedAt": command.kicked_at,
+    }
     return Envelope(
         id=f"kick-{secrets.token_hex(6)}",
         origin="operator",

@@ -42,7 +42,7 @@ from stomprelay.cluster.registry import (
 )
 from stomprelay.errors import BackendUnavailable, PeerError, PolicyError
 from stomprelay.metrics import Metrics
-from stomprelay.notify import kick_command
+from stomprelay.notify import kick_command, operator_command
 from stomprelay.publish import Publisher
 from stomprelay.registration import Registration
 from stomprelay.rooms import Rooms, now_ms
@@ -235,8 +235,24 @@ class Relay:
         await self.registration.resync()
 
     async def _load_suspensions(self) -> None:
-        """Kicks made while this relay was away (or before it started)."""
-        self.suspended = await self.registry.suspensions(now_ms())
+        """Kicks made while this relay was away (or before it started): the
+        suspensions it must enforce, and the sessions it must still end (a user
+        suspended now, or kicked after the session connected)."""
+        found = await self.registry.suspensions(now_ms())
+        self.suspended = found.until
+
+        def missed(identity: Identity, record: SessionRecord | None) -> bool:
+            for user in (identity.user, record.username if record is not None else ""):
+                if not user or not self._is_user(identity, record, user):
+                    continue
+                if user in found.until:
+                    return True
+                kicked = found.kicked.get(user)
+                if kicked is not None and record is not None and kicked >= record.connected_at:
+                    return True
+            return False
+
+        self._end_sessions(missed)
 
     async def _reload_suspensions(self) -> None:
         with contextlib.suppress(BackendUnavailable):
@@ -527,6 +543,10 @@ class Relay:
             identity = Identity(login, login)
         else:
             identity = Identity("", "")
+        self._not_suspended(identity)
+        return identity
+
+    def _not_suspended(self, identity: Identity) -> None:
         until = self.suspended.get(identity.user) if identity.user else None
         if until is not None and until > now_ms():
             raise AuthError(
@@ -534,7 +554,6 @@ class Relay:
                 f"An operator suspended {identity.user!r} until "
                 f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(until / 1000))}.",
             )
-        return identity
 
     def _expire_at(self, session: ServerSession, identity: Identity) -> None:
         """End the session at its token's ``exp`` (a deadline on its own clock)."""
@@ -589,6 +608,7 @@ class Relay:
                 "invalid token: different subject",
                 "A refresh must carry the same sub as the session's token.",
             )
+        self._not_suspended(identity)
         self.identities[session.session_id] = identity
         self._expire_at(session, identity)
         log.info("session %s refreshed its credential", session.session_id)
@@ -609,11 +629,10 @@ class Relay:
         """End ``user``'s sessions on every relay (ERROR ``session ended by
         operator``) and refuse its CONNECTs until ``until_ms`` (None: no ban);
         ``lift``: only end a suspension."""
-        envelope = kick_command(user, None if lift else until_ms, lift)
+        command = operator_command(user, until_ms, lift)
+        envelope = kick_command(command)
         try:
-            await self.registry.suspend(
-                user, None if lift else until_ms, self.keys.control_channel, envelope
-            )
+            await self.registry.suspend(command, self.keys.control_channel, envelope)
         except BackendUnavailable:
             # Redis is down: end the sessions here at least (the others cannot hear)
             self.control(envelope)
@@ -631,24 +650,36 @@ class Relay:
             command = json.loads(envelope.body)
             user = str(command["user"])
             until = command.get("until")
-        except (ValueError, KeyError, TypeError):
+            action = command.get("action")
+        except (ValueError, KeyError, TypeError, RecursionError):
             log.warning("ignoring a malformed control message %s", envelope.id)
             return
-        action = command.get("action")
-        if isinstance(until, int) and until > now_ms():
-            self.suspended[user] = until
-        else:
+        if action == "lift":
             self.suspended.pop(user, None)
+            return
         if action != "kick":
             return
+        if isinstance(until, int) and until > now_ms():
+            self.suspended[user] = until
+        self._end_sessions(lambda identity, record: self._is_user(identity, record, user))
+
+    @staticmethod
+    def _is_user(identity: Identity, record: SessionRecord | None, user: str) -> bool:
+        """A kick's target: the token's ``sub``; without authentication, also the
+        name the session joined rooms as (its login may differ)."""
+        if identity.user == user:
+            return True
+        return not identity.verified and record is not None and record.username == user
+
+    def _end_sessions(self, chosen: Callable[[Identity, SessionRecord | None], bool]) -> None:
         for session_id, identity in list(self.identities.items()):
             record = self.registration.records.get(session_id)
-            if identity.user != user and (record is None or record.username != user):
+            if not chosen(identity, record):
                 continue
             sink = self.sinks.get(session_id)
             if sink is None or sink.session.closed:
                 continue
-            log.info("session %s of %s ended by an operator", session_id, user)
+            log.info("session %s of %s ended by an operator", session_id, identity.user)
             self.metrics.kicked.inc()
             sink.session.fail(
                 PolicyError("session ended by operator", "An operator ended this session.")

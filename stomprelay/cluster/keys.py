@@ -40,6 +40,7 @@ TEMPLATES: dict[str, str] = {
     "reaped": "{p}:servers:{x}:reaped",
     "liveness": "{p}:servers:liveness",
     "users_suspended": "{p}:users:suspended",
+    "users_kicked": "{p}:users:kicked",
     # history (docs/history.md); {x} is a log id: room:<id>, topic:<name>, global
     "history": "{p}:history:{x}",
     "history_meta": "{p}:history:{x}:meta",
@@ -108,6 +109,12 @@ class Keys:
     def users_suspended(self) -> str:
         """Hash: user -> ms since the epoch until which CONNECT is refused."""
         return self._name("users_suspended")
+
+    @property
+    def users_kicked(self) -> str:
+        """Hash: user -> ms since the epoch of its latest kick (kept an hour, so a
+        relay cut off at the time ends that user's older sessions once it is back)."""
+        return self._name("users_kicked")
 
     def session(self, session_id: str) -> str:
         return self._name("session", session_id)

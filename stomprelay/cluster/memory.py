@@ -20,12 +20,15 @@ from stomprelay.cluster.history import HistoryPolicy, MemoryLog
 from stomprelay.cluster.keys import Keys
 from stomprelay.cluster.registry import (
     EVENT_CONTENT_TYPE,
+    KICK_MEMORY_MS,
     DeadServer,
+    OperatorCommand,
     Participant,
     Pending,
     RoomRecord,
     ServerRecord,
     SessionRecord,
+    Suspensions,
     event_headers,
     join_event,
     leave_event,
@@ -62,8 +65,9 @@ class MemoryHub:
         self.rooms: dict[str, _Room] = {}
         self.current_room: dict[str, str] = {}
         self.locks: dict[str, tuple[str, float]] = {}
-        #: user -> refused until (ms since the epoch)
+        #: user -> refused until, and user -> latest kick (ms since the epoch)
         self.suspended: dict[str, int] = {}
+        self.kicked: dict[str, int] = {}
 
     def publish(self, channel: str, envelope: Envelope) -> None:
         loop = asyncio.get_running_loop()
@@ -514,19 +518,21 @@ class MemoryRegistry:
     async def sessions(self) -> list[SessionRecord]:
         return [replace(r, rooms=list(r.rooms)) for _, r in sorted(self.hub.sessions.items())]
 
-    async def suspend(
-        self, user: str, until_ms: int | None, channel: str, envelope: Envelope
-    ) -> None:
-        if until_ms is None:
-            self.hub.suspended.pop(user, None)
-        else:
-            self.hub.suspended[user] = until_ms
-        self.hub.publish(channel, envelope)
+    async def suspend(self, command: OperatorCommand, channel: str, envelope: Envelope) -> None:
+        hub = self.hub
+        if command.lift:
+            hub.suspended.pop(command.user, None)
+        if command.kicked_at is not None:
+            hub.kicked[command.user] = command.kicked_at
+        if command.until_ms is not None:
+            hub.suspended[command.user] = command.until_ms
+        hub.publish(channel, envelope)
 
-    async def suspensions(self, now_ms: int) -> dict[str, int]:
-        live = {u: t for u, t in self.hub.suspended.items() if t > now_ms}
-        self.hub.suspended = dict(live)
-        return live
+    async def suspensions(self, now_ms: int) -> Suspensions:
+        hub = self.hub
+        hub.suspended = {u: t for u, t in hub.suspended.items() if t > now_ms}
+        hub.kicked = {u: t for u, t in hub.kicked.items() if t > now_ms - KICK_MEMORY_MS}
+        return Suspensions(dict(hub.suspended), dict(hub.kicked))
 
     async def session(self, session_id: str) -> SessionRecord | None:
         record = self.hub.sessions.get(session_id)

@@ -34,12 +34,15 @@ from stomprelay.cluster.history import HistoryPolicy, LogSlice
 from stomprelay.cluster.keys import Keys
 from stomprelay.cluster.lua import LIBRARY, SCRIPTS
 from stomprelay.cluster.registry import (
+    KICK_MEMORY_MS,
     DeadServer,
+    OperatorCommand,
     Participant,
     Pending,
     RoomRecord,
     ServerRecord,
     SessionRecord,
+    Suspensions,
 )
 from stomprelay.errors import BackendTimeout, BackendUnavailable, ProtocolError
 
@@ -572,26 +575,36 @@ class RedisRegistry:
             if fields
         ]
 
-    async def suspend(
-        self, user: str, until_ms: int | None, channel: str, envelope: Envelope
-    ) -> None:
+    async def suspend(self, command: OperatorCommand, channel: str, envelope: Envelope) -> None:
+        keys = self.keys
         pipe = self._client.pipeline(transaction=True)
-        if until_ms is None:
-            pipe.hdel(self.keys.users_suspended, user)
-        else:
-            pipe.hset(self.keys.users_suspended, user, str(until_ms))
+        if command.lift:
+            pipe.hdel(keys.users_suspended, command.user)
+        if command.kicked_at is not None:
+            pipe.hset(keys.users_kicked, command.user, str(command.kicked_at))
+        if command.until_ms is not None:
+            pipe.hset(keys.users_suspended, command.user, str(command.until_ms))
         pipe.publish(channel, envelope.to_json())
         await _guard(pipe.execute())
 
-    async def suspensions(self, now_ms: int) -> dict[str, int]:
-        key = self.keys.users_suspended
-        found = _fields(await _guard(self._client.hgetall(key)))
+    async def suspensions(self, now_ms: int) -> Suspensions:
+        keys = self.keys
+        pipe = self._client.pipeline(transaction=False)
+        pipe.hgetall(keys.users_suspended)
+        pipe.hgetall(keys.users_kicked)
+        until_raw, kicked_raw = await _guard(pipe.execute())
+        until = await self._live(keys.users_suspended, _fields(until_raw), now_ms)
+        kicked = await self._live(keys.users_kicked, _fields(kicked_raw), now_ms - KICK_MEMORY_MS)
+        return Suspensions(until, kicked)
+
+    async def _live(self, key: str, found: dict[str, str], after: int) -> dict[str, int]:
+        """Entries of a user -> ms hash later than ``after``; older ones removed."""
         live: dict[str, int] = {}
         over = []
         for user, value in found.items():
-            until = int(value) if value.isdigit() else 0
-            if until > now_ms:
-                live[user] = until
+            moment = int(value) if value.isdigit() else 0
+            if moment > after:
+                live[user] = moment
             else:
                 over.append(user)
         if over:

@@ -108,6 +108,29 @@ class Pending:
         self.new_sessions.clear()
 
 
+#: How long a kick is remembered for relays that could not hear it (ms).
+KICK_MEMORY_MS = 3_600_000
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorCommand:
+    """``stomprelay kick``: end ``user``'s sessions (``kicked_at``, ms) and refuse it
+    until ``until_ms``; or (``lift``) end a suspension only."""
+
+    user: str
+    kicked_at: int | None = None
+    until_ms: int | None = None
+    lift: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Suspensions:
+    #: user -> refused until (ms since the epoch)
+    until: dict[str, int] = field(default_factory=dict)
+    #: user -> latest kick (ms since the epoch), within KICK_MEMORY_MS
+    kicked: dict[str, int] = field(default_factory=dict)
+
+
 @dataclass(frozen=True, slots=True)
 class DeadServer:
     server_id: str
@@ -367,15 +390,13 @@ class Registry(Protocol):
 
     async def session(self, session_id: str) -> SessionRecord | None: ...
 
-    async def suspend(
-        self, user: str, until_ms: int | None, channel: str, envelope: Envelope
-    ) -> None:
-        """Refuse ``user`` until ``until_ms`` (None: lift it) and publish the
-        operator's ``envelope`` on ``channel``, in one step (MULTI)."""
+    async def suspend(self, command: OperatorCommand, channel: str, envelope: Envelope) -> None:
+        """Record an operator's kick or lift and publish its ``envelope`` on
+        ``channel``, in one step (MULTI)."""
         ...
 
-    async def suspensions(self, now_ms: int) -> dict[str, int]:
-        """Users refused now, with until when (ms since the epoch)."""
+    async def suspensions(self, now_ms: int) -> Suspensions:
+        """Users refused now (until when) and users kicked in the last hour (when)."""
         ...
 
     async def rooms(self) -> list[RoomRecord]: ...

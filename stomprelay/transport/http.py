@@ -224,7 +224,8 @@ class HttpApp:
 
     async def _kick(self, raw_user: str, body: bytes) -> Answer:
         """``POST /api/users/{user}/kick``, body ``{"until": ISO-8601 or ms}`` optional:
-        every session of the user ends cluster-wide, and the user is refused until then."""
+        every session of the user ends cluster-wide, and the user is refused until
+        then; ``{"lift": true}`` only ends a suspension."""
         refused = self._admin_only()
         if refused is not None:
             return refused
@@ -237,6 +238,7 @@ class HttpApp:
             )
         try:
             until_ms = _until_ms(body)
+            lift = _lift(body)
         except (ValueError, RecursionError, OverflowError):
             return json_answer(
                 HTTPStatus.BAD_REQUEST,
@@ -245,6 +247,10 @@ class HttpApp:
         kick = getattr(self.relay, "kick", None)
         if kick is None:
             return json_answer(HTTPStatus.NOT_IMPLEMENTED, {"error": "this relay cannot kick"})
+        if lift:
+            await kick(user, None, lift=True)
+            log.info("operator lifted the suspension of user %r", user)
+            return json_answer(HTTPStatus.ACCEPTED, {"user": user, "lifted": True})
         await kick(user, until_ms)
         log.info("operator ended the sessions of user %r (refused until %s)", user, until_ms)
         return json_answer(HTTPStatus.ACCEPTED, {"user": user, "until": until_ms})
@@ -361,6 +367,17 @@ class HttpApp:
         if content_type.startswith("text/") or content_type.endswith("javascript"):
             content_type += "; charset=utf-8"
         return plain(HTTPStatus.OK, data, content_type)
+
+
+def _lift(body: bytes) -> bool:
+    """``{"lift": true}``: end a suspension, end no session."""
+    if not body.strip():
+        return False
+    data = json.loads(body.decode("utf-8"))
+    lift = data.get("lift", False) if isinstance(data, dict) else False
+    if not isinstance(lift, bool):
+        raise ValueError("lift is true or false")
+    return lift
 
 
 def _until_ms(body: bytes) -> int | None:

@@ -558,3 +558,38 @@ async def test_kick_ends_the_users_sessions(admin_relay: RelayServer) -> None:
     ]
     with contextlib.suppress(Exception):
         await client.close()
+
+
+async def test_kick_route_suspends_and_lift_only_lifts(admin_relay: RelayServer) -> None:
+    """``--until`` refuses the user's CONNECTs; ``{"lift": true}`` (``stomprelay kick
+    --lift --api``) ends the suspension and ends no session; a later plain kick does
+    not lift a suspension."""
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    port = admin_relay.port
+
+    async def post(user: str, body: bytes) -> tuple[int, bytes]:
+        status, _, answer = await request(
+            port, KICK.format(user=user), method="POST", headers=admin, body=body
+        )
+        return status, answer
+
+    assert (await post("mallory", b'{"until": 4102444800000}'))[0] == 202
+    assert admin_relay.relay.suspended["mallory"] == 4102444800000
+    assert (await post("mallory", b""))[0] == 202
+    assert "mallory" in admin_relay.relay.suspended, "a plain kick keeps the suspension"
+    refused = await ws(port)
+    await refused.send_frame("CONNECT", [("accept-version", "1.2"), ("login", "mallory")])
+    assert (await refused.expect("ERROR")).get("message") == "access refused"
+    bob = await ws(port)
+    await bob.connect(headers=[("login", "bob")])
+    status, answer = await post("bob", b'{"lift": true}')
+    assert status == 202, answer
+    assert json.loads(answer) == {"user": "bob", "lifted": True}
+    await bob.receipted("SUBSCRIBE", [("id", "s"), ("destination", "/topic/a")])  # still on
+    assert (await post("mallory", b'{"lift": true}'))[0] == 202
+    assert "mallory" not in admin_relay.relay.suspended
+    back = await ws(port)
+    await back.connect(headers=[("login", "mallory")])
+    for client in (refused, bob, back):
+        with contextlib.suppress(Exception):
+            await client.close()
