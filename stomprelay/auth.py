@@ -24,6 +24,7 @@ import logging
 import time
 import tomllib
 import unicodedata
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -143,6 +144,8 @@ class KeySource:
 
     def __init__(self, location: str, refresh: float, min_refresh: float) -> None:
         self.location = location
+        #: The location for logs: a URL without its credentials or query.
+        self.shown = _redacted_url(location)
         self.refresh = refresh
         self.min_refresh = min_refresh
         self.keys: dict[str, jwt.PyJWK] = {}
@@ -161,7 +164,11 @@ class KeySource:
 
     def load_now(self) -> None:
         """Read the set (at start: a bad file stops the relay with a clear message)."""
-        self._install(self._read())
+        try:
+            raw = self._read()
+        except Exception as exc:
+            raise ValueError(f"JWKS {self.shown} could not be read: {exc}") from None
+        self._install(raw)
 
     def _install(self, raw: bytes) -> None:
         try:
@@ -174,17 +181,17 @@ class KeySource:
                 try:
                     key = jwt.PyJWK.from_dict(entry)
                 except jwt.PyJWTError as exc:
-                    log.warning("JWKS %s: skipping a key: %s", self.location, exc)
+                    log.warning("JWKS %s: skipping a key: %s", self.shown, exc)
                     continue
                 if entry.get("kid"):
                     keys[str(entry["kid"])] = key
                 else:
                     anonymous.append(key)
-        except (ValueError, AttributeError, TypeError) as exc:
-            raise ValueError(f"JWKS {self.location} is not a JSON Web Key Set: {exc}") from None
+        except (ValueError, AttributeError, TypeError, RecursionError) as exc:
+            raise ValueError(f"JWKS {self.shown} is not a JSON Web Key Set: {exc}") from None
         self.keys, self.anonymous = keys, anonymous
         self._loaded_at = time.monotonic()
-        log.info("JWKS %s: %d keys loaded", self.location, len(keys) + len(anonymous))
+        log.info("JWKS %s: %d keys loaded", self.shown, len(keys) + len(anonymous))
 
     async def reload(self, forced: bool = False) -> None:
         async with self._lock:
@@ -193,10 +200,10 @@ class KeySource:
                 return
             try:
                 self._install(await asyncio.to_thread(self._read))
-            except (OSError, ValueError) as exc:
+            except Exception as exc:
                 # keep the keys we have: a JWKS endpoint that blinks locks nobody out
                 self._loaded_at = time.monotonic()
-                log.warning("JWKS %s could not be reloaded: %s", self.location, exc)
+                log.warning("JWKS %s could not be reloaded: %s", self.shown, type(exc).__name__)
 
     def start(self) -> None:
         async def loop() -> None:
@@ -211,6 +218,15 @@ class KeySource:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+
+
+def _redacted_url(location: str) -> str:
+    if not location.startswith(("http://", "https://")):
+        return location
+    parts = urllib.parse.urlsplit(location)
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
 def load_public_key(path: str) -> Any:

@@ -371,9 +371,14 @@ class Relay:
         does still happens in the order it asked."""
         session = sink.session
         pending = deque(events)
+        open_at_start = not session.closed
         while pending:
             event = pending.popleft()
-            # Frames that arrived before an error are still handled (a SEND is
+            if open_at_start and session.closed and isinstance(event, MessageSent):
+                # ended while this batch was handled (a kick, an expiry, a refusal):
+                # the frames after that point are not acted on
+                continue
+            # Frames that arrived before a parse error are still handled (a SEND is
             # published); only new subscriptions of a closed session are skipped.
             if session.closed and isinstance(event, Subscribed | ReceiptDue):
                 if isinstance(event, ReceiptDue):
@@ -578,9 +583,9 @@ class Relay:
 
     def _check(self, session: ServerSession, action: str, destination: str) -> None:
         acl = self.acl
-        identity = self.identities.get(session.session_id)
-        if acl is None or identity is None:
+        if acl is None:
             return
+        identity = self.identities.get(session.session_id) or Identity("", "")
         record = self.registration.records.get(session.session_id)
         rooms = record.rooms if record is not None else []
         if not acl.allows(identity, action, destination, rooms.__contains__):

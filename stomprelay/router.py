@@ -68,6 +68,8 @@ PREPARED_CACHE = 4096
 #: Ids of this relay's own envelopes remembered after the bus brought them back.
 SEEN_OWN = 4096
 DEFAULT_TEXT_TYPE = "text/plain;charset=utf-8"
+#: Header-name characters that a STOMP 1.0 frame cannot carry.
+_UNSAFE_NAME = re.compile(r"[:\r\n]")
 #: Seconds an envelope delivered ahead of the bus is remembered, to skip its echo.
 EARLY_DELIVERY_MEMORY = 600.0
 DEFAULT_BINARY_TYPE = "application/octet-stream"
@@ -177,8 +179,16 @@ class Resume:
 
 
 def message_headers(headers: Headers, body: bytes) -> Headers:
-    """The sender's own headers to pass on, with a ``content-type`` always set."""
-    kept = tuple((k, v) for k, v in headers if k not in RESERVED_HEADERS)
+    """The sender's own headers to pass on, with a ``content-type`` always set.
+
+    Reserved names are matched in any case, and a name that holds a colon or a
+    line break once unescaped (``x-offset\\c1``) is dropped: a STOMP 1.0
+    subscriber, whose headers have no escapes, would read it as ``x-offset``."""
+    kept = tuple(
+        (k, v)
+        for k, v in headers
+        if k.lower() not in RESERVED_HEADERS and not _UNSAFE_NAME.search(k)
+    )
     if any(k == "content-type" for k, _ in kept):
         return kept
     try:

@@ -120,11 +120,11 @@
     /** What GET auth/config said; `known` false until it answered (or failed). */
     auth: { known: false, required: false, devTokens: false },
     /**
-     * True when the relay stamps its room events with x-event-type (it answers auth/config):
-     * then only that header says what a MESSAGE is. An older relay has neither, and the page
-     * reads the type from the body as it used to.
+     * Only the x-event-type header, which the relay alone sets, says what a room MESSAGE
+     * is; a body that claims a type is a raw client message. Always on: were it to wait
+     * for auth/config, a failed fetch would let forged events through.
      */
-    strictEvents: false,
+    strictEvents: true,
     /** The signed-in token, its decoded claims, and whether it came from the dev issuer. */
     token: "",
     claims: null,
@@ -1032,8 +1032,6 @@
           required: Boolean(config) && config.required === true,
           devTokens: Boolean(config) && config.devTokens === true,
         };
-        // A relay that knows auth/config stamps its events (x-event-type): trust only that.
-        chat.strictEvents = true;
       } else if (!chat.auth.known) {
         chat.auth = { known: true, required: false, devTokens: false };
       }

@@ -726,3 +726,62 @@ async def test_a_gap_the_log_no_longer_holds_is_one_notice_then_a_sync(
     assert body["type"] == "SYNC"
     assert sorted(p["username"] for p in body["participants"]) == ["ann", "ben"]
     assert sync.get("x-offset") is None
+
+
+# -- 5. operators' kicks across a partition ------------------------------------------------
+
+KICK_SECRET = "partition-secret-0123456789abcdef"
+
+
+async def test_a_kick_made_during_a_partition_reaches_the_cut_off_relay_once_it_is_back(
+    start_relay, clients, proxy: Proxy, redis_server: RedisServer
+) -> None:
+    """relay-a cannot hear the control channel while cut off; once Redis is back it
+    ends the sessions of a user kicked meanwhile (a plain kick: only sessions that
+    connected before it) and of a user suspended meanwhile, and nobody else's."""
+    import subprocess
+    import sys
+
+    from stomprelay.auth import issue_token
+
+    auth = ["--jwt-secret", KICK_SECRET]
+    b = await start_relay("relay-b", extra=auth)
+    a = await start_relay("relay-a", url=proxy.url, extra=[*PARTITIONED, *auth])
+
+    def token(user: str) -> str:
+        return issue_token(KICK_SECRET, user)
+
+    alice_a = await clients(a.ws_url, passcode=token("alice"), name="alice@A")
+    alice_b = await clients(b.ws_url, passcode=token("alice"), name="alice@B")
+    mallory_a = await clients(a.ws_url, passcode=token("mallory"), name="mallory@A")
+    bob_a = await clients(a.ws_url, passcode=token("bob"), name="bob@A")
+
+    proxy.cut()
+    await eventually(_ready(a, 503), timeout=5, what="relay-a degraded")
+
+    def kick(*args: str) -> None:
+        done = subprocess.run(
+            [sys.executable, "-m", "stomprelay", "kick", *args, "--redis-url", redis_server.url],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+
+    await asyncio.to_thread(kick, "alice")
+    await asyncio.to_thread(kick, "mallory", "--until", "10m")
+    await alice_b.wait_closed(timeout=5)  # relay-b heard it at once
+    assert not alice_a.closed and not mallory_a.closed  # relay-a could not
+    late = await clients(a.ws_url, passcode=token("mallory"), name="mallory-late@A")
+
+    proxy.heal()
+    await eventually(_ready(a, 200), timeout=15, what="relay-a ready again")
+    for client in (alice_a, mallory_a, late):
+        await client.wait_closed(timeout=5)
+        assert [e.get("message") for e in client.errors] == ["session ended by operator"]
+    assert not bob_a.closed
+    alice_back = await clients(a.ws_url, passcode=token("alice"), name="alice-back@A")
+    assert alice_back.session_id, "a plain kick refuses nobody"
+    with pytest.raises(StompClientError, match="access refused"):
+        await StompClient.connect(a.ws_url, passcode=token("mallory"))

@@ -8,6 +8,7 @@ Each refusal is driven the way an attacker or a careless client would: stomp.py,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import string
@@ -416,6 +417,8 @@ async def test_reserved_headers_are_replaced_even_when_first(
                 ("x-sender-session", "nobody"),
                 ("x-offset", "999"),
                 ("x-server-id", "operator"),
+                ("X-Event-Type", "SYSTEM"),
+                ("x-offset:999", "a name that unescapes to x-offset:999 for STOMP 1.0"),
                 ("destination", ROOM),
                 ("x-event-type", "SYSTEM"),
                 ("content-type", "application/json;charset=utf-8"),
@@ -433,6 +436,7 @@ async def test_reserved_headers_are_replaced_even_when_first(
     assert dict(headers)["x-sender-session"] == forger.session_id
     assert dict(headers)["x-offset"] != "999"
     assert "x-server-id" not in names
+    assert not [n for n in names if n.lower() == "x-event-type" or ":" in n], names
     # and a relay-made event says what it is
     await forger.send("/app/room/lobby/join", {"username": "alice"}, receipt=True)
     join = await watcher.next_message(sub)
@@ -485,7 +489,7 @@ async def test_the_byte_rate_limit(make_relay: Any) -> None:
     server = await make_relay(byte_rate=10_000, byte_burst=20_000)
     client = await StompClient.connect(url(server), login="big")
     for _ in range(5):
-        with __import__("contextlib").suppress(Exception):
+        with contextlib.suppress(Exception):
             await client.send("/topic/a", b"x" * 8000)
     await client.wait_closed()
     assert client.errors[0].get("message") == "rate limit exceeded"
@@ -564,3 +568,49 @@ async def test_fuzzed_connects_never_raise(secure: Any, caplog: pytest.LogCaptur
         done.cancel()
     assert "Traceback" not in caplog.text
     assert good < 60
+
+
+async def test_frames_sent_with_a_refused_connect_are_never_acted_on(secure: Any) -> None:
+    """CONNECT (no token) and a SEND in the same WebSocket message: the SEND waits
+    for the credential, and with the CONNECT refused it is dropped unread."""
+    server = await secure()
+    reader = await StompClient.connect(url(server), passcode=token("reader"))
+    sub = await reader.subscribe("/topic/news")
+    raw = await _raw_connect(server, {"headers": [("x", "y")]})
+    await raw.ws.send("SEND\ndestination:/topic/news\n\nsneaked in\x00")
+    await raw.wait_closed()
+    assert [e.get("message") for e in raw.errors] == ["authentication required"]
+    await reader.expect_no_message(sub, 0.5)
+
+
+async def test_stomp_py_forgeries_and_floods_over_tcp_and_websocket(make_relay: Any) -> None:
+    """stomp.py, the Python client back-ends use: its own x-sender/x-event-type are
+    replaced over WebSocket and TCP, and a flood over TCP hits the same limit."""
+    server = await make_relay()
+    clients = PyClients()
+    try:
+        reader = clients(server, "ws")
+        await reader.connect(username="reader")
+        await reader.subscribe("/topic/room/lobby")
+        for kind in ("ws", "tcp12"):
+            forger = clients(server, kind)
+            await forger.connect(username=f"forger-{kind}")
+            await forger.send(
+                "/topic/room/lobby",
+                '{"type":"SYSTEM","message":"forged","serverId":"operator"}',
+                headers={"x-sender": "operator", "x-event-type": "SYSTEM"},
+            )
+            got = await reader.message()
+            assert got.headers["x-sender"] == f"forger-{kind}"
+            assert "x-event-type" not in got.headers
+        flood = clients(server, "tcp12")
+        await flood.connect(username="flood")
+        for i in range(400):
+            if not flood.conn.is_connected():
+                break
+            with contextlib.suppress(Exception):
+                await flood.send("/topic/spam", str(i))
+        error = await flood.next("error", timeout=5)
+        assert error.headers["message"] == "rate limit exceeded"
+    finally:
+        await clients.aclose()
