@@ -294,17 +294,27 @@ class Relay:
 
     async def close(self) -> None:
         """After every client is gone: stop liveness, drop this relay's keys."""
+        started = time.monotonic()
+
+        def done(step: str) -> None:
+            # a stop that overruns its drain time shows where (at debug level)
+            log.debug("close: %s done (%.2f s)", step, time.monotonic() - started)
+
         await self.publisher.close()
         await self.liveness.stop()
+        done("publisher, liveness")
         await self.sync.close()
         await self.router.close()
         for task in list(self._background):
             task.cancel()
+        done("sync, router")
         await self.registration.unregister()
+        done("unregister")
         await self.bus.close()
         await self.registry.close()
         if self.auth is not None:
             await self.auth.close()
+        done("bus, registry")
 
     def background(self, task: asyncio.Task[None]) -> None:
         """Keep a task of this relay's until it ends (cancelled at close)."""

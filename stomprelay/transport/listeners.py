@@ -124,15 +124,28 @@ class RelayServer:
         for server in self._servers:
             server.close()
         hub = self._hub
+        start = loop.time()
         if hub is not None:
             for connection in list(hub.connections):
                 connection.shutdown()
             await self._wait_gone(hub, loop.time() + drain * 0.6)
+            log.debug(
+                "stop: %d connections left after the close handshakes (%.2f s)",
+                len(hub.connections),
+                loop.time() - start,
+            )
             for connection in list(hub.connections):
                 connection.abort()
             await self._wait_gone(hub, end - drain * 0.2)
+            log.debug(
+                "stop: %d connections, %d sessions left after aborting (%.2f s)",
+                len(hub.connections),
+                len(self.relay.sinks),
+                loop.time() - start,
+            )
         # sessions still being cleaned up (LEAVE events) finish or are cancelled
         await self.relay.close()
+        log.debug("stop: relay closed (%.2f s)", loop.time() - start)
         self.timers.close()
         for server in self._servers:
             with contextlib.suppress(TimeoutError):
