@@ -456,19 +456,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_until(text: str, now: float) -> int:
     """ms since the epoch of an ISO 8601 time or a duration from ``now``."""
-    import datetime
+    from stomprelay.notify import iso_ms
 
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
     value = text.strip()
     if value[-1:] in units and value[:-1].replace(".", "", 1).isdigit():
         return int((now + float(value[:-1]) * units[value[-1]]) * 1000)
     try:
-        moment = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return iso_ms(value)
     except ValueError:
         raise ValueError(f"{text!r} is neither ISO 8601 nor a duration like 15m") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=datetime.UTC)
-    return int(moment.timestamp() * 1000)
 
 
 def token(args: argparse.Namespace) -> int:
@@ -516,6 +513,7 @@ def kick(args: argparse.Namespace) -> int:
 
     from stomprelay.auth import check_name
     from stomprelay.errors import PolicyError
+    from stomprelay.notify import show_ms
 
     try:
         user = check_name(args.user, "user", DEFAULTS.max_login)
@@ -550,7 +548,7 @@ def kick(args: argparse.Namespace) -> int:
     if args.lift:
         print(f"lifted the suspension of {user}")
     elif until:
-        moment = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(until / 1000))
+        moment = show_ms(until)
         print(f"ended the sessions of {user}; refused until {moment}")
     else:
         print(f"ended the sessions of {user}")

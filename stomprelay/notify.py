@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
+from datetime import UTC, datetime
 
 from stomprelay.cluster.envelope import Envelope
 from stomprelay.cluster.keys import Keys
@@ -19,6 +20,19 @@ from stomprelay.router import check_room_id
 
 #: Longest notification text accepted.
 MAX_NOTIFICATION = 4000
+
+
+def iso_ms(text: str) -> int:
+    """ms since the epoch of an ISO 8601 time (no zone: UTC); ValueError otherwise."""
+    moment = datetime.fromisoformat(text.strip())
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
+
+
+def show_ms(ms: int) -> str:
+    """An ms-since-the-epoch time as operators read it: ``2026-12-31T12:00:00Z``."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ms / 1000))
 
 
 def operator_command(user: str, until_ms: int | None, lift: bool = False) -> OperatorCommand:

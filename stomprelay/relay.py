@@ -42,7 +42,7 @@ from stomprelay.cluster.registry import (
 )
 from stomprelay.errors import BackendUnavailable, PeerError, PolicyError
 from stomprelay.metrics import Metrics
-from stomprelay.notify import kick_command, operator_command
+from stomprelay.notify import kick_command, operator_command, show_ms
 from stomprelay.publish import Publisher
 from stomprelay.registration import Registration
 from stomprelay.rooms import Rooms, now_ms
@@ -242,9 +242,7 @@ class Relay:
         self.suspended = found.until
 
         def missed(identity: Identity, record: SessionRecord | None) -> bool:
-            for user in (identity.user, record.username if record is not None else ""):
-                if not user or not self._is_user(identity, record, user):
-                    continue
+            for user in self._names(identity, record):
                 if user in found.until:
                     return True
                 kicked = found.kicked.get(user)
@@ -566,8 +564,7 @@ class Relay:
         if until is not None and until > now_ms():
             raise AuthError(
                 "access refused",
-                f"An operator suspended {identity.user!r} until "
-                f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(until / 1000))}.",
+                f"An operator suspended {identity.user!r} until {show_ms(until)}.",
             )
 
     def _expire_at(self, session: ServerSession, identity: Identity) -> None:
@@ -580,16 +577,10 @@ class Relay:
 
     def _authorize(self, session: ServerSession, event: MessageSent | Subscribed) -> None:
         """The ACL's decision for a SEND or SUBSCRIBE (the refresh is outside it)."""
-        acl = self.acl
-        if acl is None:
-            return
-        if isinstance(event, MessageSent):
-            destination, action = event.destination, "send"
-            if destination == REFRESH_DESTINATION:
-                return
-        else:
-            destination, action = event.subscription.destination, "subscribe"
-        self._check(session, action, destination)
+        if isinstance(event, Subscribed):
+            self._check(session, "subscribe", event.subscription.destination)
+        elif event.destination != REFRESH_DESTINATION:
+            self._check(session, "send", event.destination)
 
     def _check(self, session: ServerSession, action: str, destination: str) -> None:
         acl = self.acl
@@ -676,15 +667,17 @@ class Relay:
             return
         if isinstance(until, int) and until > now_ms():
             self.suspended[user] = until
-        self._end_sessions(lambda identity, record: self._is_user(identity, record, user))
+        self._end_sessions(lambda identity, record: user in self._names(identity, record))
 
     @staticmethod
-    def _is_user(identity: Identity, record: SessionRecord | None, user: str) -> bool:
-        """A kick's target: the token's ``sub``; without authentication, also the
-        name the session joined rooms as (its login may differ)."""
-        if identity.user == user:
-            return True
-        return not identity.verified and record is not None and record.username == user
+    def _names(identity: Identity, record: SessionRecord | None) -> set[str]:
+        """The names a kick finds a session by: the token's ``sub``; without
+        authentication, also the name it joined rooms as (its login may differ)."""
+        names = {identity.user}
+        if not identity.verified and record is not None:
+            names.add(record.username)
+        names.discard("")
+        return names
 
     def _end_sessions(self, chosen: Callable[[Identity, SessionRecord | None], bool]) -> None:
         for session_id, identity in list(self.identities.items()):

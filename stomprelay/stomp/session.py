@@ -202,7 +202,7 @@ class ServerSession:
             return events
         self._last_received = now
         if data and not self._byte_bucket.take(now, len(data)):
-            self._rate_limited("bytes", now)
+            self._rate_limited("bytes")
             return events
         self._parser.feed(data)
         self._parse(events, now)
@@ -219,38 +219,35 @@ class ServerSession:
             if frame is None:
                 break
             if not self._frame_bucket.take(now):
-                self._rate_limited("frames", now)
+                self._rate_limited("frames")
                 break
             try:
                 self._handle(frame, events, now)
             except PeerError as exc:
                 self._fail(exc, frame.get("receipt"))
 
-    def _rate_limited(self, kind: str, now: float) -> None:
+    def _rate_limited(self, kind: str) -> None:
+        """``kind`` is "frames" or "bytes": which bucket ran dry."""
         settings = self.settings
-        if kind == "frames":
-            detail = (
-                f"More than {settings.frame_rate:g} frames a second "
-                f"(burst {settings.frame_burst}) arrived from this client."
-            )
-        else:
-            detail = (
-                f"More than {settings.byte_rate:g} bytes a second "
-                f"(burst {settings.byte_burst}) arrived from this client."
-            )
+        rate, burst = (
+            (settings.frame_rate, settings.frame_burst)
+            if kind == "frames"
+            else (settings.byte_rate, settings.byte_burst)
+        )
         self.rate_limited = kind
+        detail = f"More than {rate:g} {kind} a second (burst {burst}) arrived from this client."
         self._fail(PolicyError("rate limit exceeded", detail))
 
-    def accept(self, now: float, headers: Headers = ()) -> list[Event]:
-        """Send the deferred CONNECTED (with any extra ``headers``) and go on
-        with the frames that arrived after the CONNECT; returns their events."""
+    def accept(self, now: float) -> list[Event]:
+        """Send the deferred CONNECTED and go on with the frames that arrived
+        after the CONNECT; returns their events."""
         events: list[Event] = []
         if self.state is not State.CONNECTING:
             return events
         connected = self._pending_connect
         assert connected is not None
         self._pending_connect = None
-        self._open(connected, now, headers)
+        self._open(connected, now)
         self._parse(events, now)
         return events
 
@@ -326,7 +323,7 @@ class ServerSession:
         self._open(connected, now)
         events.append(connected)
 
-    def _open(self, connected: Connected, now: float, extra: Headers = ()) -> None:
+    def _open(self, connected: Connected, now: float) -> None:
         version = connected.version
         client_send, client_receive = self._client_heartbeat
         server_send = self.settings.heartbeat_send_ms
@@ -344,7 +341,6 @@ class ServerSession:
         if version != V10:
             headers.append(("heart-beat", f"{server_send},{server_receive}"))
         headers.append(("x-server-id", self.server_id))
-        headers.extend(extra)
         self.state = State.OPEN
         self._last_received = now
         self._queue(encode_frame("CONNECTED", tuple(headers), b"", version), now)

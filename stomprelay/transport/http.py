@@ -22,7 +22,6 @@ import logging
 import mimetypes
 import time
 from collections.abc import Awaitable, Callable, Sized
-from datetime import UTC, datetime
 from http import HTTPStatus
 from pathlib import Path
 from urllib.parse import parse_qs, unquote
@@ -33,7 +32,7 @@ from stomprelay.auth import check_name
 from stomprelay.cluster.history import log_json
 from stomprelay.cluster.registry import room_json, server_json, session_json
 from stomprelay.errors import BackendUnavailable, PolicyError
-from stomprelay.notify import system_notification
+from stomprelay.notify import iso_ms, system_notification
 from stomprelay.relay import Relay
 from stomprelay.router import ROOM_ID, parse_destination
 from stomprelay.transport.hygiene import is_loopback
@@ -398,8 +397,5 @@ def _until_ms(body: bytes) -> int | None:
             raise ValueError("until out of range")
         return int(until)
     if isinstance(until, str):
-        moment = datetime.fromisoformat(until.strip())
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=UTC)
-        return int(moment.timestamp() * 1000)
+        return iso_ms(until)
     raise ValueError("until is a string or a number")
