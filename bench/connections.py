@@ -588,7 +588,8 @@ class SingleRelay(Cluster):
         def answering() -> bool:
             if relay.poll() is not None:
                 raise RuntimeError(f"relay exited:\n{self.log(server_id)[-2000:]}")
-            return http_ok(port, "/ready", server_id)
+            # /ready names no server (docs/security.md): /health says whose port it is
+            return http_ok(port, "/health", server_id) and http_ok(port, "/ready")
 
         wait_until(answering, 20, f"relay {server_id} /ready")
         return self
