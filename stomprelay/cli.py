@@ -471,7 +471,7 @@ def parse_until(text: str, now: float) -> int:
 def token(args: argparse.Namespace) -> int:
     import json
 
-    from stomprelay.auth import issue_token
+    from stomprelay.tokens import issue_token
 
     secret = _secret(args)
     if not secret:
@@ -728,7 +728,8 @@ async def serve(args: argparse.Namespace) -> int:
 
 def _access(args: argparse.Namespace, settings: Settings) -> tuple[Any, Any]:
     """The authenticator and ACL the options ask for; bad files stop the start."""
-    from stomprelay.auth import Acl, Authenticator, KeySource, load_public_key
+    from stomprelay.auth import Acl
+    from stomprelay.tokens import Authenticator, KeySource, load_public_key
 
     secret = _secret(args)
     try:

@@ -18,12 +18,12 @@ import socket
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING
 
 from stomprelay import __version__
 from stomprelay.auth import (
     REFRESH_DESTINATION,
     Acl,
-    Authenticator,
     AuthError,
     Identity,
     check_name,
@@ -69,6 +69,10 @@ from stomprelay.stomp.session import (
     Unsubscribed,
 )
 from stomprelay.sync import Journal, Sync
+
+if TYPE_CHECKING:
+    # PyJWT is imported only where authentication is configured (stomprelay.tokens)
+    from stomprelay.tokens import Authenticator
 
 log = logging.getLogger(__name__)
 

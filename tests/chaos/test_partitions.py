@@ -742,7 +742,7 @@ async def test_a_kick_made_during_a_partition_reaches_the_cut_off_relay_once_it_
     import subprocess
     import sys
 
-    from stomprelay.auth import issue_token
+    from stomprelay.tokens import issue_token
 
     auth = ["--jwt-secret", KICK_SECRET]
     b = await start_relay("relay-b", extra=auth)

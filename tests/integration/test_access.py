@@ -22,8 +22,9 @@ from jsclient import StompJsClient, StompJsError
 from pyclient import PyClients
 from stompclient import StompClient, StompClientError
 
-from stomprelay.auth import Acl, Authenticator, issue_token
+from stomprelay.auth import Acl
 from stomprelay.stomp.frames import Frame
+from stomprelay.tokens import Authenticator, issue_token
 from stomprelay.transport import RelayServer
 
 SECRET = "integration-secret-0123456789abcdef"
@@ -163,7 +164,7 @@ async def test_hs_rs_confusion_is_refused_for_stompjs(make_relay: Any, tmp_path:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
 
-    from stomprelay.auth import load_public_key
+    from stomprelay.tokens import load_public_key
 
     private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     pem = private.public_key().public_bytes(

@@ -24,9 +24,9 @@ from rawstomp import RawStomp
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from stomprelay.auth import Authenticator
 from stomprelay.relay import Relay
 from stomprelay.settings import Settings
+from stomprelay.tokens import Authenticator
 from stomprelay.transport import RelayServer
 
 #: The test's own address, as a proxy: what lets a test choose the client address.

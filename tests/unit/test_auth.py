@@ -16,19 +16,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stomprelay.auth import (
-    Acl,
-    Authenticator,
-    AuthError,
-    Identity,
-    KeySource,
-    check_name,
-    issue_token,
-    load_public_key,
-    token_of,
-)
+from stomprelay.auth import Acl, AuthError, Identity, check_name, token_of
 from stomprelay.buckets import TokenBucket
 from stomprelay.errors import PolicyError
+from stomprelay.tokens import Authenticator, KeySource, issue_token, load_public_key
 
 SECRET = "unit-test-secret-that-is-long-enough"
 
