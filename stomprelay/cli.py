@@ -729,17 +729,19 @@ async def serve(args: argparse.Namespace) -> int:
 def _access(args: argparse.Namespace, settings: Settings) -> tuple[Any, Any]:
     """The authenticator and ACL the options ask for; bad files stop the start."""
     from stomprelay.auth import Acl
-    from stomprelay.tokens import Authenticator, KeySource, load_public_key
 
     secret = _secret(args)
+    auth = None
     try:
-        keys = [load_public_key(path) for path in args.jwt_public_key]
-        jwks = None
-        if args.jwks:
-            jwks = KeySource(args.jwks, settings.jwks_refresh, settings.jwks_min_refresh)
-            jwks.load_now()
-        auth = None
-        if secret or keys or jwks:
+        if secret or args.jwt_public_key or args.jwks:
+            # PyJWT loads only into relays that check tokens
+            from stomprelay.tokens import Authenticator, KeySource, load_public_key
+
+            keys = [load_public_key(path) for path in args.jwt_public_key]
+            jwks = None
+            if args.jwks:
+                jwks = KeySource(args.jwks, settings.jwks_refresh, settings.jwks_min_refresh)
+                jwks.load_now()
             auth = Authenticator(
                 secret=secret,
                 public_keys=keys,
