@@ -12,11 +12,14 @@ import socket
 import sys
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stomprelay import __version__
 from stomprelay.settings import Settings
 from stomprelay.transport.workers import Supervisor, worker_count
+
+if TYPE_CHECKING:
+    from stomprelay.cluster.connect import RedisTarget
 
 log = logging.getLogger("stomprelay")
 
@@ -51,10 +54,56 @@ def _add_redis_options(parser: argparse.ArgumentParser) -> None:
         help="Redis URL (env REDIS_URL, or REDIS_HOST/REDIS_PORT); none: single-node",
     )
     parser.add_argument(
+        "--redis-mode",
+        choices=("standalone", "sentinel", "cluster"),
+        default=os.environ.get("REDIS_MODE", "standalone"),
+        help="standalone (one Redis), sentinel (a master found through Sentinel) or "
+        "cluster (Redis Cluster; --redis-url lists seed nodes, comma-separated); "
+        "env REDIS_MODE (docs/redis.md)",
+    )
+    parser.add_argument(
+        "--redis-sentinel",
+        default=os.environ.get("REDIS_SENTINELS", ""),
+        help="sentinel mode: the sentinels, host:port[,host:port...] (env REDIS_SENTINELS); "
+        "--redis-url then gives only the master's password, database and TLS",
+    )
+    parser.add_argument(
+        "--redis-master-name",
+        default=os.environ.get("REDIS_MASTER_NAME", "mymaster"),
+        help="sentinel mode: the monitored master's name (env REDIS_MASTER_NAME)",
+    )
+    parser.add_argument(
         "--key-prefix",
         default=os.environ.get("KEY_PREFIX", "stomp"),
         help="prefix of every Redis key and channel (default stomp)",
     )
+
+
+def redis_target(args: argparse.Namespace) -> RedisTarget | None:
+    """The Redis deployment the options name; None for a single node. Bad
+    combinations stop the command with a message that names the option."""
+    from stomprelay.cluster.connect import RedisTarget, parse_hosts
+
+    mode = getattr(args, "redis_mode", "standalone")
+    url = args.redis_url
+    if mode == "sentinel":
+        try:
+            sentinels = parse_hosts(args.redis_sentinel, 26379)
+        except ValueError as exc:
+            raise SystemExit(
+                f"stomprelay: --redis-sentinel (host:port,...) is needed in sentinel mode: {exc}"
+            ) from None
+        return RedisTarget(url or "redis://", mode, sentinels, args.redis_master_name)
+    if not url:
+        if mode == "cluster":
+            raise SystemExit("stomprelay: cluster mode needs --redis-url with the seed nodes")
+        return None
+    try:
+        if mode == "cluster":
+            parse_hosts(url, 6379)
+        return RedisTarget(url, mode)
+    except ValueError as exc:
+        raise SystemExit(f"stomprelay: --redis-url: {exc}") from None
 
 
 def _comma_list(text: str) -> tuple[str, ...]:
@@ -289,6 +338,19 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=int(_env_number("REDIS_POOL_SIZE", DEFAULTS.redis_pool_size)),
         help="most connections to Redis for the registry and logs (commands past it wait)",
+    )
+    serve.add_argument(
+        "--redis-wait-replicas",
+        type=int,
+        default=int(_env_number("REDIS_WAIT_REPLICAS", DEFAULTS.redis_wait_replicas)),
+        help="replicas that must have a room message before its RECEIPT (Redis WAIT; "
+        "standalone and sentinel modes; docs/redis.md)",
+    )
+    serve.add_argument(
+        "--redis-wait-timeout",
+        type=int,
+        default=int(_env_number("REDIS_WAIT_TIMEOUT_MS", DEFAULTS.redis_wait_timeout_ms)),
+        help="most milliseconds one WAIT blocks before the message is acknowledged anyway",
     )
     serve.add_argument(
         "--web-root",
@@ -562,7 +624,7 @@ async def _kick_redis(args: argparse.Namespace, user: str, until: int | None) ->
     from stomprelay.notify import kick_command, operator_command
 
     keys = Keys(args.key_prefix)
-    registry = RedisRegistry(args.redis_url, keys)
+    registry = RedisRegistry(args.redis_target, keys)
     try:
         command = operator_command(user, until, bool(args.lift))
         await registry.suspend(command, keys.control_channel, kick_command(command))
@@ -576,9 +638,9 @@ async def _kick_redis(args: argparse.Namespace, user: str, until: int | None) ->
 
 async def notify(args: argparse.Namespace) -> int:
     """Publish a SYSTEM event envelope (operators only; clients cannot SEND there)."""
-    import redis.asyncio as aioredis
     from redis.exceptions import RedisError
 
+    from stomprelay.cluster.connect import make_client
     from stomprelay.cluster.keys import Keys
     from stomprelay.errors import PolicyError
     from stomprelay.notify import system_notification
@@ -598,7 +660,7 @@ async def notify(args: argparse.Namespace) -> int:
         from stomprelay.cluster.redis_backend import RedisRegistry
         from stomprelay.errors import BackendUnavailable
 
-        registry = RedisRegistry(args.redis_url, Keys(args.key_prefix))
+        registry = RedisRegistry(args.redis_target, Keys(args.key_prefix))
         try:
             logged = await registry.log.append(f"room:{args.room}", channel, envelope, envelope.ts)
         except BackendUnavailable as exc:
@@ -608,7 +670,7 @@ async def notify(args: argparse.Namespace) -> int:
             await registry.close()
         print(f"appended to the log of room {args.room} at offset {logged.offset}")
         return 0
-    client = aioredis.Redis.from_url(args.redis_url)
+    client = make_client(args.redis_target, decode=False)
     try:
         relays = await client.publish(channel, envelope.to_json())
     except (RedisError, OSError) as exc:
@@ -641,6 +703,8 @@ async def serve(args: argparse.Namespace) -> int:
         journal_bytes=args.journal_bytes,
         redis_timeout=args.redis_timeout,
         redis_pool_size=args.redis_pool_size,
+        redis_wait_replicas=args.redis_wait_replicas,
+        redis_wait_timeout_ms=args.redis_wait_timeout,
         listen_backlog=args.listen_backlog,
         ws_ping_interval=args.ws_ping_interval,
         **_hygiene_settings(args),
@@ -655,21 +719,39 @@ async def serve(args: argparse.Namespace) -> int:
     for name in ("history_size", "history_max_topics", "journal_size", "journal_bytes"):
         if getattr(args, name) < 0:
             raise SystemExit(f"stomprelay: --{name.replace('_', '-')} must not be negative")
+    if args.redis_wait_replicas < 0 or args.redis_wait_timeout < 0:
+        raise SystemExit(
+            "stomprelay: --redis-wait-replicas and --redis-wait-timeout must not be negative"
+        )
+    if args.redis_wait_replicas and args.redis_target is not None and args.redis_target.sharded:
+        raise SystemExit(
+            "stomprelay: --redis-wait-replicas is for standalone and sentinel modes: on a "
+            "cluster, WAIT cannot follow a room's appends to its shard"
+        )
     if args.history_ttl <= 0 or args.redis_timeout <= 0 or args.redis_pool_size <= 0:
         raise SystemExit(
             "stomprelay: --history-ttl, --redis-timeout and --redis-pool-size must be positive"
         )
     keys = Keys(args.key_prefix)
-    if args.redis_url:
+    target = args.redis_target
+    if target is not None:
+        from stomprelay.cluster.base import Bus
         from stomprelay.cluster.redis_backend import RedisBus, RedisRegistry
         from stomprelay.relay import history_policy, stall_ms
 
+        bus: Bus
+        if target.sharded:
+            from stomprelay.cluster.sharded import ShardedBus
+
+            bus = ShardedBus(target.url, dead_after=settings.redis_timeout)
+        else:
+            bus = RedisBus(target, dead_after=settings.redis_timeout)
         relay = Relay(
             settings=settings,
             server_id=args.server_id,
-            bus=RedisBus(args.redis_url, dead_after=settings.redis_timeout),
+            bus=bus,
             registry=RedisRegistry(
-                args.redis_url,
+                target,
                 keys,
                 settings.reaper_lock_ms,
                 policy=history_policy(settings),
@@ -677,6 +759,8 @@ async def serve(args: argparse.Namespace) -> int:
                 stall_ms=stall_ms(settings),
                 fence_ms=int(settings.liveness_ttl * 1000),
                 pool_size=settings.redis_pool_size,
+                wait_replicas=settings.redis_wait_replicas,
+                wait_timeout_ms=settings.redis_wait_timeout_ms,
             ),
             keys=keys,
             auth=auth,
@@ -713,7 +797,7 @@ async def serve(args: argparse.Namespace) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     await server.start()
-    mode = f"cluster via {_redacted(args.redis_url)}" if args.redis_url else "single node"
+    mode = f"cluster via {target.describe()}" if target is not None else "single node"
     print(
         f"stomprelay {__version__} ({relay.server_id}, {mode}) on http://{args.host}:{server.port}/"
         f" - STOMP at ws://{args.host}:{server.port}/ws",
@@ -781,7 +865,7 @@ async def inspect(args: argparse.Namespace) -> int:
     if not args.redis_url:
         print("stomprelay inspect: give --redis-url (or REDIS_URL)", file=sys.stderr)
         return 2
-    registry = RedisRegistry(args.redis_url, Keys(args.key_prefix))
+    registry = RedisRegistry(args.redis_target, Keys(args.key_prefix))
     rows: list[dict[str, object]]
     try:
         if args.what == "servers":
@@ -857,6 +941,10 @@ def _cell(value: object) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if hasattr(args, "redis_url"):
+        args.redis_target = redis_target(args)
+        if args.redis_target is not None and not args.redis_url:
+            args.redis_url = args.redis_target.url
     level = getattr(args, "log_level", "warning").upper()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("websockets").setLevel(max(logging.WARNING, logging.getLogger().level))

@@ -27,9 +27,7 @@ from stomprelay.cluster.registry import (
     Registry,
     ServerRecord,
     SessionRecord,
-    event_headers,
-    join_event,
-    leave_event,
+    room_event_template,
 )
 from stomprelay.errors import BackendUnavailable
 from stomprelay.rooms import now_ms
@@ -143,6 +141,8 @@ class Registration:
                 "history and registry keys; set it to noeviction",
                 policy,
             )
+        if not self._registered:
+            await self.registry.migrate()
         await self.registry.register_server(
             self.server_record(), self.ttl_ms, self.clock_ms(), self.router.next_message_id()
         )
@@ -246,30 +246,19 @@ class Registration:
         key = (record.session_id, room_id)
         (self.sync.pending.joins if kind == "JOIN" else self.sync.pending.leaves)[key] = event_id
         count = self.local_count(room_id)
-        if kind == "JOIN":
-            channel = self.keys.join_channel(room_id)
-            body = join_event(
-                room_id, record.session_id, record.username, self.server_id, now_ms(), count
-            )
-        else:
-            channel = self.keys.leave_channel(room_id)
-            body = leave_event(
-                room_id,
-                record.session_id,
-                record.username,
-                self.server_id,
-                now_ms(),
-                count,
-                reason,
-            )
-        envelope = Envelope(
-            id=event_id,
-            origin=self.server_id,
-            destination=f"/topic/room/{room_id}",
-            headers=event_headers(kind),
-            body=body,
-            ts=now_ms(),
+        join = kind == "JOIN"
+        channel = (self.keys.join_channel if join else self.keys.leave_channel)(room_id)
+        template = room_event_template(
+            kind,
+            room_id,
+            record.session_id,
+            record.username,
+            self.server_id,
+            now_ms(),
+            event_id,
+            None if join else reason,
         )
+        envelope = Envelope.from_json(template.fill(count))
         self.sync.pending_events[event_id] = (channel, envelope)
         self.router.deliver_early(channel, envelope)
 

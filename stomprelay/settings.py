@@ -120,6 +120,12 @@ class Settings:
     #: Most connections the registry/log client opens to Redis; commands past it
     #: wait (up to ``redis_timeout``) for one to come free.
     redis_pool_size: int = 64
+    #: Replicas that must hold a room message before its RECEIPT (Redis ``WAIT``
+    #: after each append; standalone and Sentinel). 0: Redis's asynchronous
+    #: replication only, so a failover can lose what was acknowledged.
+    redis_wait_replicas: int = 0
+    #: Most milliseconds one ``WAIT`` blocks; past it the message is acknowledged anyway.
+    redis_wait_timeout_ms: int = 500
     #: Seconds after a lost-history repair before the SYNC event reads the
     #: registry (other relays re-register meanwhile).
     sync_settle: float = 2.0

@@ -26,10 +26,12 @@ import stomp
 from stomp.utils import Frame as PyFrame
 
 from stomprelay import __version__
+from stomprelay.cluster.keys import Keys
 
 T = TypeVar("T")
 
 PREFIX = "stomp"
+K = Keys(PREFIX)
 EVENT_CONTENT_TYPE = "application/json;charset=utf-8"
 EVENT_FIELDS = ("type", "roomId", "sessionId", "username", "serverId", "timestamp")
 
@@ -228,7 +230,7 @@ def expected_registry(
     exp: dict[str, tuple[str, Any]] = {}
     exp[f"{p}:servers:active"] = ("set", {r.server_id for r in relays})
     for relay in relays:
-        exp[f"{p}:servers:{relay.server_id}:info"] = (
+        exp[K.server_info(relay.server_id)] = (
             "hash",
             {
                 "host": relay.host,
@@ -238,15 +240,15 @@ def expected_registry(
                 "incarnation": HEX,
             },
         )
-        exp[f"{p}:servers:{relay.server_id}:heartbeat"] = ("string", ("<incarnation>", ttl_ms))
+        exp[K.server_heartbeat(relay.server_id)] = ("string", ("<incarnation>", ttl_ms))
         owned = {s.session_id for s in sessions if s.server_id == relay.server_id}
         if owned:  # Redis holds no empty sets
-            exp[f"{p}:servers:{relay.server_id}:sessions"] = ("set", owned)
+            exp[K.server_sessions(relay.server_id)] = ("set", owned)
     if sessions:
         exp[f"{p}:sessions:active"] = ("set", {s.session_id for s in sessions})
     rooms: dict[str, set[str]] = {}
     for s in sessions:
-        exp[f"{p}:sessions:{s.session_id}"] = (
+        exp[K.session(s.session_id)] = (
             "hash",
             {
                 "server-id": s.server_id,
@@ -259,12 +261,12 @@ def expected_registry(
             },
         )
         if s.rooms:
-            exp[f"{p}:users:{s.session_id}:current_room"] = ("string", (s.rooms[-1], -1))
+            exp[K.current_room(s.session_id)] = ("string", (s.rooms[-1], -1))
         for room in s.rooms:
             rooms.setdefault(room, set()).add(s.session_id)
     for room, members in rooms.items():
-        exp[f"{p}:rooms:{room}:participants"] = ("set", members)
-        exp[f"{p}:rooms:{room}:info"] = (
+        exp[K.room_participants(room)] = ("set", members)
+        exp[K.room_info(room)] = (
             "hash",
             {
                 "created-at": TIMESTAMP,
@@ -293,8 +295,8 @@ def registry_diff(
             value, pttl = avalue
             want, ttl_ms = evalue
             if want == "<incarnation>":
-                server_id = key.split(":")[2]
-                info = actual.get(f"{PREFIX}:servers:{server_id}:info", ("hash", {}))[1]
+                server_id = K.tag_of(key)
+                info = actual.get(K.server_info(server_id), ("hash", {}))[1]
                 if value != info.get("incarnation"):
                     problems.append(f"{key} = {value!r}, not the incarnation in {info}")
                 if not 0 < pttl <= ttl_ms:
@@ -339,7 +341,7 @@ def owned_keys(
     ids = set(session_ids)
     found: list[str] = []
     for key, (kind, value) in snap.items():
-        parts = key.split(":")
+        parts = key.replace("{", "").replace("}", "").split(":")
         if server_id in parts or ids & set(parts):
             found.append(key)
         elif kind == "set" and (ids | {server_id}) & set(value):

@@ -2,8 +2,16 @@
 
 Every name starts with the configurable prefix (default ``stomp``). Room ids
 are validated before they get here (``[A-Za-z0-9_.-]{1,64}``), so no name can
-contain a glob character or a separator. The Lua scripts build the same names
-with functions generated from the same templates (:meth:`Keys.lua_prelude`).
+contain a glob character or a separator.
+
+The names carry Redis Cluster hash tags (docs/redis.md, "Key layout"): the id
+in braces, ``stomp:rooms:{lobby}:participants``. Every key and channel of one
+room shares the room's tag (its participants, info, log, and its three
+channels), every key of one session the session's, every key of one relay the
+relay's; so each registry step touches one slot, and a room's channels live on
+the shard that holds its log. The same layout serves every mode: on a single
+Redis the braces are only characters. Channels with a tag travel on sharded
+pub/sub in cluster mode (SPUBLISH); the others are cluster-wide (PUBLISH).
 """
 
 from __future__ import annotations
@@ -13,40 +21,57 @@ from dataclasses import dataclass
 
 PREFIX = re.compile(r"[A-Za-z0-9_.-]{1,32}")
 
-#: name -> template; ``{p}`` is the prefix, ``{x}`` the id.
+#: name -> template; ``{p}`` is the prefix, ``{x}`` the id (``{{{x}}}``: the id as a hash tag).
 TEMPLATES: dict[str, str] = {
-    # channels
-    "room_channel": "{p}:broadcast:room:{x}",
-    "join_channel": "{p}:event:join:{x}",
-    "leave_channel": "{p}:event:leave:{x}",
-    "topic_channel": "{p}:broadcast:topic:{x}",
+    # channels: a room's and a topic's are sharded (tagged), the rest cluster-wide
+    "room_channel": "{p}:broadcast:room:{{{x}}}",
+    "join_channel": "{p}:event:join:{{{x}}}",
+    "leave_channel": "{p}:event:leave:{{{x}}}",
+    "topic_channel": "{p}:broadcast:topic:{{{x}}}",
     "server_channel": "{p}:server:{x}",
     "global_channel": "{p}:broadcast:global",
     "system_channel": "{p}:system:notifications",
     "session_connect_channel": "{p}:session:connect",
     "session_disconnect_channel": "{p}:session:disconnect",
     "control_channel": "{p}:system:control",
-    # keys
-    "session": "{p}:sessions:{x}",
+    # keys of one session
+    "session": "{p}:sessions:{{{x}}}",
+    "current_room": "{p}:users:{{{x}}}:current_room",
+    # keys of one room
+    "room_participants": "{p}:rooms:{{{x}}}:participants",
+    "room_info": "{p}:rooms:{{{x}}}:info",
+    # keys of one relay
+    "server_sessions": "{p}:servers:{{{x}}}:sessions",
+    "server_info": "{p}:servers:{{{x}}}:info",
+    "server_heartbeat": "{p}:servers:{{{x}}}:heartbeat",
+    "reaper_lock": "{p}:servers:{{{x}}}:reaper_lock",
+    "reaped": "{p}:servers:{{{x}}}:reaped",
+    # indexes: one key each (each in its own slot)
     "sessions_active": "{p}:sessions:active",
+    "servers_active": "{p}:servers:active",
+    "liveness": "{p}:servers:liveness",
+    "users_suspended": "{p}:users:suspended",
+    "users_kicked": "{p}:users:kicked",
+    "history_topics": "{p}:history:topics",
+}
+
+#: Templates of today's names before hash tags (0.x), for the start-up migration.
+LEGACY_TEMPLATES: dict[str, str] = {
+    "session": "{p}:sessions:{x}",
+    "current_room": "{p}:users:{x}:current_room",
     "room_participants": "{p}:rooms:{x}:participants",
     "room_info": "{p}:rooms:{x}:info",
-    "current_room": "{p}:users:{x}:current_room",
     "server_sessions": "{p}:servers:{x}:sessions",
-    "servers_active": "{p}:servers:active",
     "server_info": "{p}:servers:{x}:info",
     "server_heartbeat": "{p}:servers:{x}:heartbeat",
     "reaper_lock": "{p}:servers:{x}:reaper_lock",
     "reaped": "{p}:servers:{x}:reaped",
-    "liveness": "{p}:servers:liveness",
-    "users_suspended": "{p}:users:suspended",
-    "users_kicked": "{p}:users:kicked",
-    # history (docs/history.md); {x} is a log id: room:<id>, topic:<name>, global
-    "history": "{p}:history:{x}",
-    "history_meta": "{p}:history:{x}:meta",
-    "history_ids": "{p}:history:{x}:ids",
-    "history_topics": "{p}:history:topics",
 }
+
+
+def is_sharded(channel: str) -> bool:
+    """Channels with a hash tag are sharded in cluster mode (SPUBLISH/SSUBSCRIBE)."""
+    return "{" in channel
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,14 +183,41 @@ class Keys:
         return self._name("liveness")
 
     def history(self, log_id: str) -> str:
-        """Stream of a destination's log; entry ids are ``<offset>-0``."""
-        return self._name("history", log_id)
+        """Stream of a destination's log; entry ids are ``<offset>-0``.
+
+        ``room:lobby`` -> ``stomp:history:room:{lobby}`` (the room's tag),
+        ``topic:news`` -> ``stomp:history:topic:{news}``, ``global`` ->
+        ``stomp:history:{global}``."""
+        kind, _, name = log_id.partition(":")
+        if name:
+            return f"{self.prefix}:history:{kind}:{{{name}}}"
+        return f"{self.prefix}:history:{{{kind}}}"
 
     def history_meta(self, log_id: str) -> str:
-        return self._name("history_meta", log_id)
+        return self.history(log_id) + ":meta"
 
     def history_ids(self, log_id: str) -> str:
-        return self._name("history_ids", log_id)
+        return self.history(log_id) + ":ids"
+
+    def log_keys(self, log_id: str) -> tuple[str, str, str]:
+        """A log's stream, meta and ids keys (one slot)."""
+        stream = self.history(log_id)
+        return stream, stream + ":meta", stream + ":ids"
+
+    def room_keys(self, room_id: str) -> tuple[str, ...]:
+        """Every key a room step touches: participants, info, then its log's."""
+        return (
+            self.room_participants(room_id),
+            self.room_info(room_id),
+            *self.log_keys(f"room:{room_id}"),
+        )
+
+    def session_keys(self, session_id: str) -> tuple[str, str]:
+        return self.session(session_id), self.current_room(session_id)
+
+    def legacy(self, template: str, ident: str) -> str:
+        """A name as releases before hash tags spelled it (for the migration)."""
+        return LEGACY_TEMPLATES[template].format(p=self.prefix, x=ident)
 
     @property
     def history_topics(self) -> str:
@@ -179,13 +231,9 @@ class Keys:
     def room_info_pattern(self) -> str:
         return self._name("room_info", "*")
 
-    def lua_prelude(self) -> str:
-        """Lua functions ``k_<name>(id)`` that build the same names as this class."""
-        lines = []
-        for name, template in TEMPLATES.items():
-            head, _, tail = template.format(p=self.prefix, x="\0").partition("\0")
-            if _:
-                lines.append(f"local function k_{name}(x) return {head!r} .. x .. {tail!r} end")
-            else:
-                lines.append(f"local function k_{name}() return {head!r} end")
-        return "\n".join(lines) + "\n"
+    @staticmethod
+    def tag_of(name: str) -> str:
+        """The hash tag of a name (``stomp:rooms:{lobby}:info`` -> ``lobby``)."""
+        start = name.find("{")
+        end = name.find("}", start + 1)
+        return name[start + 1 : end] if start >= 0 and end > start + 1 else name

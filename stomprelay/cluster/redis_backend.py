@@ -14,31 +14,28 @@ import asyncio
 import contextlib
 import json
 import logging
-import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from typing import Any, TypeVar
 
-import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
-from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.retry import Retry
 
 from stomprelay.cluster.base import BusHandler
+from stomprelay.cluster.connect import COMMAND_TIMEOUT, POOL_SIZE, RedisTarget, make_client
 from stomprelay.cluster.envelope import Envelope
 from stomprelay.cluster.history import HistoryPolicy, LogSlice
 from stomprelay.cluster.keys import Keys
 from stomprelay.cluster.lua import LIBRARY, SCRIPTS
+from stomprelay.cluster.operations import GONE, REAPER_LOCK_MS, Gone, StepRegistry
 from stomprelay.cluster.registry import (
     KICK_MEMORY_MS,
-    DeadServer,
+    EventTemplate,
     OperatorCommand,
     Participant,
-    Pending,
     RoomRecord,
     ServerRecord,
     SessionRecord,
@@ -49,46 +46,6 @@ from stomprelay.errors import BackendTimeout, BackendUnavailable, ProtocolError
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-#: Seconds to wait for a connection, and for any one command.
-CONNECT_TIMEOUT = 2.0
-COMMAND_TIMEOUT = 3.0
-
-
-#: Most connections one client (registry and log, or the bus) opens to Redis.
-POOL_SIZE = 64
-
-
-def make_client(
-    url: str,
-    decode: bool,
-    health_check: int = 0,
-    timeout: float = COMMAND_TIMEOUT,
-    pool_size: int = POOL_SIZE,
-) -> aioredis.Redis:
-    """A client that fails fast on a dead Redis, and queues on a busy pool.
-
-    ``health_check``: PING a pooled connection idle this long (s) before using
-    it, so one left stale by a Redis restart fails the check, not a command.
-    A command that fails on a broken connection ("Connection closed by
-    server") is retried once on a fresh one; every script is idempotent (an
-    append by message id, a membership change only when SADD/SREM changed
-    something), so a retry never doubles an event. A timeout is never retried.
-    The pool is bounded and blocking: past ``pool_size`` connections a command
-    waits (up to ``timeout``) for one to come free, rather than failing as if
-    Redis were down (a thousand clients connecting at once).
-    """
-    pool = aioredis.BlockingConnectionPool.from_url(
-        url,
-        max_connections=pool_size,
-        timeout=timeout,
-        decode_responses=decode,
-        socket_connect_timeout=min(CONNECT_TIMEOUT, timeout),
-        socket_timeout=timeout,
-        retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
-        health_check_interval=health_check,
-    )
-    return aioredis.Redis.from_pool(pool)  # the client owns (and closes) its pool
 
 
 async def _guard(call: Awaitable[T]) -> T:
@@ -105,20 +62,21 @@ class RedisBus:
 
     def __init__(
         self,
-        url: str,
+        url: RedisTarget | str,
         reconnect_interval: float = 0.5,
         ping_interval: float = 1.0,
         dead_after: float = 3.0,
     ) -> None:
-        self.url = url
+        self.target = RedisTarget.of(url)
+        self.url = self.target.url
         self.reconnect_interval = reconnect_interval
         self.ping_interval = ping_interval
         self.dead_after = dead_after
         #: Called with True/False when availability changes.
         self.on_state_change: Callable[[bool], None] | None = None
-        self._client = make_client(url, decode=False, health_check=1)
+        self._client = make_client(self.target, decode=False, health_check=1)
         #: The pub/sub connection's own client: this module watches it with PINGs.
-        self._sub_client = make_client(url, decode=False)
+        self._sub_client = make_client(self.target, decode=False)
         self._handler: BusHandler | None = None
         self._wanted: set[str] = set()
         self._pubsub: PubSub | None = None
@@ -181,7 +139,10 @@ class RedisBus:
     async def _session(self) -> None:
         """One pub/sub connection's life: subscribe all, then read until it fails."""
         pubsub = self._sub_client.pubsub(ignore_subscribe_messages=False)
-        await pubsub.connect()  # type: ignore[no-untyped-call]
+        await pubsub.connect()
+        sentinel = self.target.mode == "sentinel"
+        if sentinel:
+            await self._check_role(pubsub)
         self._pubsub = pubsub
         wanted = sorted(self._wanted)
         waiting: set[str] = set(wanted)
@@ -204,6 +165,8 @@ class RedisBus:
             elif unanswered_since is not None and now - unanswered_since > self.dead_after:
                 raise TimeoutError(f"no reply from redis for {self.dead_after:g} s")
             if now - last_ping >= self.ping_interval:
+                if sentinel:
+                    await self._check_master(pubsub)
                 await pubsub.ping()
                 last_ping = now
                 if unanswered_since is None:
@@ -222,6 +185,31 @@ class RedisBus:
                     self._first_attempt.set()
             elif kind == "message" and message["channel"] is not None:
                 self._dispatch(_text(message["channel"]), message["data"])
+
+    @staticmethod
+    async def _check_role(pubsub: PubSub) -> None:
+        """Before subscribing: a connection that reached a replica (a demoted master
+        the sentinels have not caught up with) is dropped."""
+        connection = pubsub.connection
+        assert connection is not None
+        await connection.send_command("ROLE")
+        role = await connection.read_response()
+        if _text(role[0]) != "master":
+            raise RedisConnectionError(f"pub/sub connection reached a {_text(role[0])}")
+
+    async def _check_master(self, pubsub: PubSub) -> None:
+        """Subscribed, a connection cannot ask ROLE: ask the sentinels whether the
+        master is still the one this connection is on (a graceful failover leaves
+        it connected to a replica that hears no publish)."""
+        connection = pubsub.connection
+        pool = self._sub_client.connection_pool
+        try:
+            master = await pool.get_master_address()
+        except (RedisError, OSError) as exc:
+            log.info("sentinels not answering, keeping the pub/sub connection: %s", exc)
+            return
+        if connection is not None and (connection.host, connection.port) != tuple(master):
+            raise RedisConnectionError(f"the master moved to {master[0]}:{master[1]}")
 
     def _dispatch(self, channel: str, data: bytes) -> None:
         if self._handler is None or channel not in self._wanted:
@@ -286,7 +274,7 @@ class RedisBus:
             except (RedisError, OSError) as exc:
                 log.info("%d publishes failed, delivering locally: %s", len(items), exc)
             finally:
-                await pipe.reset()  # type: ignore[no-untyped-call]
+                await pipe.reset()
         for channel, envelope in items:
             self.deliver_local(channel, envelope)
 
@@ -307,33 +295,267 @@ def _fields(mapping: Any) -> dict[str, str]:
     return {_text(k): _text(v) for k, v in mapping.items()}
 
 
-class RedisRegistry:
+class RedisStore:
+    """The registry's steps (``operations.Store``) as Lua scripts, one slot each."""
+
+    def __init__(self, client: Any, keys: Keys, policy: HistoryPolicy, mode: str) -> None:
+        self.keys = keys
+        self._client = client
+        publish = "SPUBLISH" if mode == "cluster" else "PUBLISH"
+        # Where a master can change under a log (a failover, a slot moved), the
+        # log's epoch follows the master: no (epoch, offset) names two messages.
+        follow = "true" if mode != "standalone" else "false"
+        prelude = (
+            policy.lua()
+            + f"local ROOM_PUBLISH = {publish!r}\nlocal EPOCH_PER_MASTER = {follow}\n"
+            + LIBRARY
+        )
+        self._scripts = {
+            name: client.register_script(prelude + body) for name, body in SCRIPTS.items()
+        }
+
+        #: (replicas, timeout ms) for WAIT after an append; (0, _): no WAIT.
+        self.wait = (0, 0)
+        #: WAITs that returned fewer replicas than asked for.
+        self.wait_short = 0
+
+    async def script(self, name: str, keys: Sequence[str], *args: str | int | bytes) -> Any:
+        return await _guard(self._scripts[name](keys=list(keys), args=list(args)))
+
+    async def acked(self, name: str, keys: Sequence[str], *args: str | int | bytes) -> Any:
+        """:meth:`script`, then (with ``wait`` set) WAIT on the same connection, so
+        its reply comes once the replicas hold the append."""
+        replicas, timeout = self.wait
+        if not replicas:
+            return await self.script(name, keys, *args)
+        script = self._scripts[name]
+        for attempt in (1, 2):
+            pipe = self._client.pipeline(transaction=False)
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+            pipe.execute_command("WAIT", replicas, timeout)
+            try:
+                reply, got = await _guard(pipe.execute(raise_on_error=False))
+            finally:
+                await pipe.reset()
+            if isinstance(reply, NoScriptError) and attempt == 1:
+                await _guard(self._client.script_load(script.script))
+                continue
+            break
+        if isinstance(reply, BaseException):
+            raise BackendUnavailable(f"redis: {type(reply).__name__}: {reply}")
+        if not isinstance(got, BaseException) and int(got) < replicas:
+            self.wait_short += 1
+            if self.wait_short in (1, 100) or self.wait_short % 10_000 == 0:
+                log.warning(
+                    "WAIT: %s of %d replicas acknowledged in %d ms (%d times so far)",
+                    got,
+                    replicas,
+                    timeout,
+                    self.wait_short,
+                )
+        return reply
+
+    def _server(self, server_id: str) -> tuple[str, str, str]:
+        k = self.keys
+        return k.server_info(server_id), k.server_heartbeat(server_id), k.server_sessions(server_id)
+
+    # -- one relay ----------------------------------------------------------
+
+    async def server_put(
+        self, server: ServerRecord, ttl_ms: int, sessions: Sequence[str]
+    ) -> list[str]:
+        before = await self.script(
+            "server_put",
+            self._server(server.server_id),
+            server.incarnation,
+            server.host,
+            server.port,
+            server.version,
+            server.started_at,
+            ttl_ms,
+            ",".join(sessions),
+        )
+        return _texts(before)
+
+    async def server_sessions(self, server_id: str) -> list[str]:
+        return _texts(await _guard(self._client.smembers(self.keys.server_sessions(server_id))))
+
+    async def heartbeat(self, server_id: str, incarnation: str, ttl_ms: int) -> bool:
+        info, beat, _ = self._server(server_id)
+        return bool(await self.script("heartbeat", (info, beat), incarnation, ttl_ms))
+
+    async def server_add_session(self, server_id: str, incarnation: str, session_id: str) -> bool:
+        info, _, listed = self._server(server_id)
+        return bool(
+            await self.script("server_add_session", (info, listed), incarnation, session_id)
+        )
+
+    async def server_remove_session(self, server_id: str, session_id: str) -> None:
+        await _guard(self._client.srem(self.keys.server_sessions(server_id), session_id))
+
+    async def lock(self, server_id: str, token: str, ttl_ms: int) -> bool:
+        key = self.keys.reaper_lock(server_id)
+        return bool(await _guard(self._client.set(key, token, nx=True, px=ttl_ms)))
+
+    async def unlock(self, server_id: str, token: str) -> None:
+        lock = self.keys.reaper_lock(server_id)
+        # a lock that expired and was taken by someone else meanwhile stays theirs
+        if await _guard(self._client.get(lock)) == token:
+            await _guard(self._client.delete(lock))
+
+    async def reap_begin(
+        self, server_id: str, incarnation: str, token: str
+    ) -> list[str] | Gone | None:
+        k = self.keys
+        reply = await self.script(
+            "reap_begin",
+            (
+                k.reaper_lock(server_id),
+                k.server_heartbeat(server_id),
+                k.server_info(server_id),
+                k.reaped(server_id),
+                k.server_sessions(server_id),
+            ),
+            token,
+            incarnation,
+        )
+        code = int(reply[0])
+        if code == -4:
+            return GONE
+        return _texts(reply[1:]) if code > 0 else None
+
+    async def server_drop(self, server_id: str, incarnation: str, token: str) -> bool:
+        keys = (*self._server(server_id), self.keys.reaper_lock(server_id))
+        return bool(await self.script("server_drop", keys, incarnation, token))
+
+    async def alive(self, server_ids: Sequence[str]) -> list[tuple[bool, str]]:
+        pipe = self._client.pipeline(transaction=False)
+        for server_id in server_ids:
+            pipe.exists(self.keys.server_heartbeat(server_id))
+            pipe.hget(self.keys.server_info(server_id), "incarnation")
+        replies = await _guard(pipe.execute())
+        return [
+            (bool(replies[2 * i]), _text(replies[2 * i + 1] or "")) for i in range(len(server_ids))
+        ]
+
+    # -- indexes ------------------------------------------------------------
+
+    def _index(self, name: str) -> str:
+        return self.keys.servers_active if name == "servers" else self.keys.sessions_active
+
+    async def index(self, name: str, member: str, present: bool) -> None:
+        key = self._index(name)
+        await _guard(self._client.sadd(key, member) if present else self._client.srem(key, member))
+
+    async def members(self, name: str) -> list[str]:
+        return _texts(await _guard(self._client.smembers(self._index(name))))
+
+    async def pulse(self, ttl_ms: int, stall_ms: int) -> None:
+        await self.script("pulse", (self.keys.liveness,), ttl_ms, stall_ms)
+
+    async def may_reap(self, stall_ms: int, fence_ms: int) -> bool:
+        return bool(await self.script("may_reap", (self.keys.liveness,), stall_ms, fence_ms))
+
+    # -- one session --------------------------------------------------------
+
+    async def session_read(self, session_id: str) -> SessionRecord | None:
+        fields = _fields(await _guard(self._client.hgetall(self.keys.session(session_id))))
+        return SessionRecord.from_fields(session_id, fields) if fields else None
+
+    async def session_put(
+        self, record: SessionRecord, connect: Envelope | None, merge: bool
+    ) -> tuple[bool, list[str]]:
+        existed, before = await self.script(
+            "session_put",
+            self.keys.session_keys(record.session_id),
+            json.dumps(record.to_fields()),
+            connect.to_json() if connect is not None else "",
+            self.keys.session_connect_channel,
+            "1" if merge else "0",
+        )
+        return bool(existed), [r for r in _text(before).split(",") if r]
+
+    async def session_join(self, session_id: str, room_id: str, username: str, now: int) -> bool:
+        keys = self.keys.session_keys(session_id)
+        return bool(await self.script("session_join", keys, room_id, username, now))
+
+    async def session_leave(self, session_id: str, rooms: Sequence[str], last_seen: int) -> None:
+        keys = self.keys.session_keys(session_id)
+        await self.script("session_leave", keys, ",".join(rooms), last_seen)
+
+    async def session_drop(self, session_id: str, disconnect: Envelope, force: bool) -> bool:
+        return bool(
+            await self.script(
+                "session_drop",
+                self.keys.session_keys(session_id),
+                disconnect.to_json(),
+                self.keys.session_disconnect_channel,
+                "1" if force else "0",
+            )
+        )
+
+    async def session_touch(self, session_id: str, now: int) -> None:
+        await self.script("session_touch", (self.keys.session(session_id),), now)
+
+    # -- one room -----------------------------------------------------------
+
+    async def room_change(
+        self,
+        join: bool,
+        session_id: str,
+        room_id: str,
+        now: int,
+        event: EventTemplate,
+        announce: bool,
+    ) -> tuple[bool, int]:
+        channel = (self.keys.join_channel if join else self.keys.leave_channel)(room_id)
+        changed, count = await self.script(
+            "room_change",
+            self.keys.room_keys(room_id),
+            "1" if join else "0",
+            session_id,
+            now,
+            event.head,
+            event.tail,
+            event.id,
+            channel,
+            "1" if announce else "0",
+        )
+        return bool(changed), int(count)
+
+    async def chat(self, room_id: str, channel: str, envelope: Envelope, now: int) -> Envelope:
+        epoch, offset = await self.acked(
+            "chat", self.keys.room_keys(room_id), channel, envelope.to_json(), now, envelope.id
+        )
+        return replace(envelope, epoch=_text(epoch), offset=int(offset))
+
+
+class RedisRegistry(StepRegistry):
     """The registry in Redis hashes and sets (contract section 4)."""
 
     def __init__(
         self,
-        url: str,
+        url: RedisTarget | str,
         keys: Keys | None = None,
-        lock_ttl_ms: int = 5_000,
+        lock_ttl_ms: int = REAPER_LOCK_MS,
         policy: HistoryPolicy | None = None,
         timeout: float = COMMAND_TIMEOUT,
         stall_ms: int = 1_500,
         fence_ms: int = 10_000,
         pool_size: int = POOL_SIZE,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 500,
     ) -> None:
-        self.keys = keys or Keys()
-        self.lock_ttl_ms = lock_ttl_ms
         self.policy = policy or HistoryPolicy()
-        self.stall_ms = stall_ms
-        #: How long a fence found by a reap holds (one liveness TTL).
-        self.fence_ms = fence_ms
+        self.target = RedisTarget.of(url)
         self._client = make_client(
-            url, decode=True, health_check=1, timeout=timeout, pool_size=pool_size
+            self.target, decode=True, health_check=1, timeout=timeout, pool_size=pool_size
         )
-        prelude = self.keys.lua_prelude() + self.policy.lua() + LIBRARY
-        self._scripts = {
-            name: self._client.register_script(prelude + body) for name, body in SCRIPTS.items()
-        }
+        self.sharded = self.target.sharded
+        store = RedisStore(self._client, keys or Keys(), self.policy, self.target.mode)
+        store.wait = (wait_replicas, wait_timeout_ms)
+        super().__init__(store, lock_ttl_ms, stall_ms, fence_ms)
+        self.redis = store
         self.log = RedisLog(self)
 
     async def close(self) -> None:
@@ -346,7 +568,15 @@ class RedisRegistry:
             await self._client.connection_pool.disconnect()
 
     async def ping(self) -> None:
-        await _guard(self._client.ping())
+        """Reachable, and (under Sentinel) still a master: a connection to a demoted
+        master is dropped, so the next one asks the sentinels again."""
+        if self.target.mode != "sentinel":
+            await _guard(self._client.ping())
+            return
+        role = await _guard(self._client.execute_command("ROLE"))
+        if _text(role[0]) != "master":
+            await self.reset()
+            raise BackendUnavailable(f"redis: connected to a {_text(role[0])}, not the master")
 
     async def eviction_policy(self) -> str | None:
         """Redis's ``maxmemory-policy``, or None when CONFIG is not allowed."""
@@ -370,169 +600,72 @@ class RedisRegistry:
         return await _guard(scan())
 
     async def backend_id(self) -> str:
+        """The Redis ``run_id`` (a cluster: of every master, so a failover changes it)."""
+        if self.sharded:
+            from redis.asyncio.cluster import RedisCluster
+
+            infos = await _guard(self._client.info("server", target_nodes=RedisCluster.PRIMARIES))
+            return ",".join(sorted(str(i.get("run_id", "")) for i in infos.values()))
         info = await _guard(self._client.info("server"))
         return str(info.get("run_id", ""))
 
-    async def _script(self, name: str, *args: str | int | bytes) -> Any:
-        return await _guard(self._scripts[name](keys=[], args=list(args)))
-
-    async def register_server(
-        self, server: ServerRecord, ttl_ms: int, now: int, event_id: str
-    ) -> None:
-        await self._script(
-            "register_server",
-            server.server_id,
-            server.incarnation,
-            server.host,
-            server.port,
-            server.version,
-            server.started_at,
-            ttl_ms,
-            now,
-            event_id,
-        )
-
-    async def refresh_server(self, server_id: str, incarnation: str, ttl_ms: int) -> bool:
-        return bool(
-            await self._script("refresh_server", server_id, incarnation, ttl_ms, self.stall_ms)
-        )
-
-    async def add_session(self, record: SessionRecord, event_id: str, incarnation: str) -> bool:
-        fields = {"session-id": record.session_id, **record.to_fields()}
-        return bool(await self._script("add_session", json.dumps(fields), event_id, incarnation))
-
-    async def remove_session(
-        self,
-        session_id: str,
-        server_id: str,
-        rooms: list[str],
-        reason: str,
-        now: int,
-        event_id: str,
-    ) -> None:
-        await self._script(
-            "remove_session", session_id, server_id, reason, now, event_id, ",".join(rooms)
-        )
-
-    async def join(
-        self, session_id: str, room_id: str, username: str, server_id: str, now: int, event_id: str
-    ) -> tuple[bool, int] | None:
-        added, count = await self._script(
-            "join", session_id, room_id, username, server_id, now, event_id
-        )
-        if added == -1:
-            return None
-        return bool(added), int(count)
-
-    async def leave(
-        self, session_id: str, room_id: str, server_id: str, reason: str, now: int, event_id: str
-    ) -> tuple[bool, int]:
-        removed, count = await self._script(
-            "leave", session_id, room_id, server_id, reason, now, event_id
-        )
-        return bool(removed), int(count)
-
-    async def chat(
-        self, session_id: str, room_id: str, channel: str, envelope: Envelope, now: int
-    ) -> Envelope:
-        epoch, offset = await self._script(
-            "chat", session_id, room_id, channel, envelope.to_json(), now, envelope.id
-        )
-        return replace(envelope, epoch=_text(epoch), offset=int(offset))
+    async def migrate(self) -> int:
+        """Move what releases before hash tags left under the old names (docs/redis.md,
+        "Upgrading"): room and topic logs are renamed to the tagged names, the old
+        registry keys (of relays that have stopped) are deleted, and index entries of
+        sessions that no longer exist are dropped. Returns the keys moved or deleted.
+        A cluster is a new deployment: nothing to move."""
+        if self.sharded:
+            return 0
+        prefix = self.keys.prefix
+        done = 0
+        for name in await self._scan(f"{prefix}:*"):
+            if "{" in name:
+                continue
+            rest = name[len(prefix) + 1 :].split(":")
+            new = _tagged(self.keys, rest)
+            if new is None:
+                continue
+            try:
+                if new:
+                    moved = await self._client.renamenx(name, new)
+                    if not moved:
+                        await self._client.delete(name)
+                else:
+                    await self._client.delete(name)
+            except RedisError as exc:
+                log.warning("key migration: %s: %s", name, exc)
+                continue
+            done += 1
+        live = _texts(await _guard(self._client.smembers(self.keys.sessions_active)))
+        if live:
+            pipe = self._client.pipeline(transaction=False)
+            for sid in live:
+                pipe.exists(self.keys.session(sid))
+            gone = [
+                sid
+                for sid, there in zip(live, await _guard(pipe.execute()), strict=True)
+                if not there
+            ]
+            if gone:
+                await _guard(self._client.srem(self.keys.sessions_active, *gone))
+        if done:
+            log.warning("moved or removed %d keys of the layout before hash tags", done)
+        return done
 
     async def participants(self, room_id: str) -> list[Participant]:
-        flat = await self._script("participants", room_id)
+        members = _texts(await _guard(self._client.smembers(self.keys.room_participants(room_id))))
+        pipe = self._client.pipeline(transaction=False)
+        for sid in members:
+            pipe.hmget(self.keys.session(sid), "username", "server-id")
+        replies = await _guard(pipe.execute()) if members else []
         return sorted(
-            (Participant(flat[i], flat[i + 1], flat[i + 2]) for i in range(0, len(flat), 3)),
+            (
+                Participant(sid, _text(f[0] or ""), _text(f[1] or ""))
+                for sid, f in zip(members, replies, strict=True)
+            ),
             key=lambda p: (p.username, p.session_id),
         )
-
-    async def dead_servers(self) -> list[DeadServer]:
-        keys = self.keys
-        ids = _texts(await _guard(self._client.smembers(keys.servers_active)))
-        if not ids:
-            return []
-        pipe = self._client.pipeline(transaction=False)
-        for server_id in ids:
-            pipe.exists(keys.server_heartbeat(server_id))
-            pipe.hget(keys.server_info(server_id), "incarnation")
-        replies = await _guard(pipe.execute())
-        return [
-            DeadServer(server_id, replies[2 * i + 1] or "")
-            for i, server_id in enumerate(ids)
-            if not replies[2 * i]
-        ]
-
-    async def reap(self, dead: DeadServer, sweeper_id: str, now: int, event_id: str) -> int | None:
-        token = f"{sweeper_id}:{secrets.token_hex(8)}"
-        lock = self.keys.reaper_lock(dead.server_id)
-        acquired = await _guard(self._client.set(lock, token, nx=True, px=self.lock_ttl_ms))
-        if not acquired:
-            return None
-        result = int(
-            await self._script(
-                "reap",
-                dead.server_id,
-                dead.incarnation,
-                token,
-                sweeper_id,
-                now,
-                event_id,
-                self.stall_ms,
-                self.fence_ms,
-            )
-        )
-        return result if result >= 0 else None
-
-    async def unregister_server(self, server_id: str, now: int, event_id: str) -> None:
-        await self._script("unregister", server_id, now, event_id)
-
-    async def restore(
-        self,
-        server: ServerRecord,
-        sessions: list[SessionRecord],
-        ttl_ms: int,
-        announce: bool,
-        now: int,
-        event_id: str,
-        pending: Pending | None = None,
-    ) -> list[str]:
-        pending = pending or Pending()
-        held = {s.session_id for s in sessions}
-        payload = json.dumps(
-            [
-                {
-                    "session-id": s.session_id,
-                    **s.to_fields(),
-                    "joins": {r: i for (sid, r), i in pending.joins.items() if sid == s.session_id},
-                    "leaves": {
-                        r: i for (sid, r), i in pending.leaves.items() if sid == s.session_id
-                    },
-                    "new": "1" if s.session_id in pending.new_sessions else "0",
-                }
-                for s in sessions
-            ]
-        )
-        gone: dict[str, dict[str, str]] = {}
-        for (sid, room), ident in pending.leaves.items():
-            if sid not in held:
-                gone.setdefault(sid, {})[room] = ident
-        published = await self._script(
-            "restore",
-            server.server_id,
-            server.incarnation,
-            server.host,
-            server.port,
-            server.version,
-            server.started_at,
-            ttl_ms,
-            "1" if announce else "0",
-            now,
-            event_id,
-            payload,
-            json.dumps(gone),
-        )
-        return [_text(i) for i in published or []]
 
     async def servers(self) -> list[tuple[ServerRecord, bool, int]]:
         keys = self.keys
@@ -577,7 +710,8 @@ class RedisRegistry:
 
     async def suspend(self, command: OperatorCommand, channel: str, envelope: Envelope) -> None:
         keys = self.keys
-        pipe = self._client.pipeline(transaction=True)
+        # two keys in two slots: one MULTI on a single Redis, in order on a cluster
+        pipe = self._client.pipeline(transaction=not self.sharded)
         if command.lift:
             pipe.hdel(keys.users_suspended, command.user)
         if command.kicked_at is not None:
@@ -654,6 +788,34 @@ class RedisRegistry:
         return _room(room_id, info) if info else None
 
 
+#: Old names (no hash tags) -> what becomes of them: "" delete, else the kind of log.
+_LEGACY_REGISTRY = {"sessions", "rooms", "users", "servers"}
+_INDEXES = {
+    "sessions:active",
+    "servers:active",
+    "servers:liveness",
+    "users:suspended",
+    "users:kicked",
+    "history:topics",
+}
+
+
+def _tagged(keys: Keys, rest: list[str]) -> str | None:
+    """The new name of an old key (split after the prefix): a log's tagged name,
+    "" for a registry key to delete, None for a key that is not old."""
+    if ":".join(rest) in _INDEXES:
+        return None
+    if rest[0] == "history" and len(rest) >= 2:
+        suffix = ""
+        if rest[-1] in ("meta", "ids"):
+            suffix, rest = ":" + rest[-1], rest[:-1]
+        log_id = ":".join(rest[1:])
+        if log_id.startswith(("room:", "topic:")) or log_id == "global":
+            return keys.history(log_id) + suffix
+        return None
+    return "" if rest[0] in _LEGACY_REGISTRY and len(rest) >= 2 else None
+
+
 def _room(room_id: str, info: dict[str, str]) -> RoomRecord:
     return RoomRecord(
         room_id,
@@ -663,16 +825,57 @@ def _room(room_id: str, info: dict[str, str]) -> RoomRecord:
     )
 
 
+#: How long a relay trusts that a topic's log is admitted under the topic cap (s).
+TOPIC_ADMIT_CACHE = 30.0
+
+
 class RedisLog:
-    """Destination logs in Redis Streams (docs/history.md), through the registry's scripts."""
+    """Destination logs in Redis Streams (docs/history.md), through the registry's scripts.
+
+    A log's keys share its destination's hash tag; the cap on logged topics is
+    a separate index, asked before a topic's first append (and every
+    :data:`TOPIC_ADMIT_CACHE` seconds after), since it lives in another slot.
+    """
 
     def __init__(self, registry: RedisRegistry) -> None:
         self._registry = registry
+        self._store = registry.redis
+        self._keys = registry.keys
+        self._policy = registry.policy
+        #: topic log id -> (admitted, until when that answer holds, monotonic s)
+        self._admitted: dict[str, tuple[bool, float]] = {}
+
+    async def _logged(self, log_id: str, now: int) -> bool:
+        if not self._policy.logs(log_id):
+            return False
+        if not log_id.startswith("topic:"):
+            return True
+        clock = time.monotonic()
+        known = self._admitted.get(log_id)
+        if known is not None and known[1] > clock:
+            return known[0]
+        admitted = bool(
+            await self._store.script("topic_admit", (self._keys.history_topics,), log_id, now)
+        )
+        if len(self._admitted) > 4 * self._policy.max_topics:
+            self._admitted.clear()
+        self._admitted[log_id] = (admitted, clock + TOPIC_ADMIT_CACHE)
+        return admitted
+
+    def _args(
+        self, log_id: str, channel: str, envelope: Envelope, now: int, logged: bool
+    ) -> tuple[tuple[str, str, str], tuple[str | int | bytes, ...]]:
+        return self._keys.log_keys(log_id), (
+            channel,
+            envelope.to_json(),
+            envelope.id,
+            now,
+            "1" if logged else "0",
+        )
 
     async def append(self, log_id: str, channel: str, envelope: Envelope, now: int) -> Envelope:
-        epoch, offset, _dup = await self._registry._script(
-            "append", log_id, channel, envelope.to_json(), envelope.id, now
-        )
+        keys, args = self._args(log_id, channel, envelope, now, await self._logged(log_id, now))
+        epoch, offset, _dup = await self._store.acked("append", keys, *args)
         return replace(envelope, epoch=_text(epoch), offset=int(offset))
 
     async def append_many(
@@ -681,21 +884,30 @@ class RedisLog:
         """One pipeline of EVALSHA (non-transactional: each append stays atomic on
         its own, and Redis runs them in order); a script Redis lost is loaded and
         the append run again, alone."""
-        registry = self._registry
-        script = registry._scripts["append"]
-        pipe = registry._client.pipeline(transaction=False)
-        for log_id, channel, envelope in items:
-            pipe.evalsha(script.sha, 0, log_id, channel, envelope.to_json(), envelope.id, now)
+        store = self._store
+        script = store._scripts["append"]
+        calls = [
+            self._args(log_id, channel, envelope, now, await self._logged(log_id, now))
+            for log_id, channel, envelope in items
+        ]
+        if self._registry.sharded:
+            return await self._append_sharded(items, calls)
+        pipe = store._client.pipeline(transaction=False)
+        for keys, args in calls:
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+        replicas, timeout = store.wait
+        if replicas:
+            pipe.execute_command("WAIT", replicas, timeout)
         try:
             replies = await _guard(pipe.execute(raise_on_error=False))
         finally:
-            await pipe.reset()  # type: ignore[no-untyped-call]
+            await pipe.reset()
+        if replicas:
+            replies = replies[:-1]
         out: list[Envelope | BackendUnavailable] = []
-        for (log_id, channel, envelope), reply in zip(items, replies, strict=True):
+        for (_, _, envelope), (keys, args), reply in zip(items, calls, replies, strict=True):
             if isinstance(reply, NoScriptError):
-                reply = await registry._script(
-                    "append", log_id, channel, envelope.to_json(), envelope.id, now
-                )
+                reply = await store.script("append", keys, *args)
             if isinstance(reply, BaseException):
                 out.append(BackendUnavailable(f"redis: {type(reply).__name__}: {reply}"))
                 continue
@@ -703,8 +915,34 @@ class RedisLog:
             out.append(replace(envelope, epoch=_text(epoch), offset=int(offset)))
         return out
 
+    async def _append_sharded(
+        self,
+        items: Sequence[tuple[str, str, Envelope]],
+        calls: list[tuple[tuple[str, str, str], tuple[str | int | bytes, ...]]],
+    ) -> list[Envelope | BackendUnavailable]:
+        """On a cluster a pipeline cannot carry scripts: each log's appends run in
+        order, the logs side by side (they live on different shards)."""
+        by_log: dict[str, list[int]] = {}
+        for i, (log_id, _, _) in enumerate(items):
+            by_log.setdefault(log_id, []).append(i)
+        out: list[Envelope | BackendUnavailable | None] = [None] * len(items)
+
+        async def run(indexes: list[int]) -> None:
+            for i in indexes:
+                keys, args = calls[i]
+                try:
+                    epoch, offset, _dup = await self._store.script("append", keys, *args)
+                except BackendUnavailable as exc:
+                    out[i] = exc
+                    continue
+                out[i] = replace(items[i][2], epoch=_text(epoch), offset=int(offset))
+
+        await asyncio.gather(*(run(indexes) for indexes in by_log.values()))
+        return [r if r is not None else BackendUnavailable("redis: not run") for r in out]
+
     async def read(self, log_id: str, after: int, limit: int, tail: int = 0) -> LogSlice:
-        reply = await self._registry._script("read", log_id, after, limit, tail)
+        stream, meta, _ = self._keys.log_keys(log_id)
+        reply = await self._store.script("read", (stream, meta), after, limit, tail)
         epoch = _text(reply[0])
         entries = []
         for i in range(3, len(reply), 2):

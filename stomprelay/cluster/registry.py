@@ -1,16 +1,21 @@
 """The distributed session registry: what it records and the protocol to reach it.
 
-Every operation that changes membership also publishes the event that tells
-everyone about it (JOIN, LEAVE, session connect/disconnect), atomically with
-the change: in Redis both happen inside one Lua script (``EVALSHA`` runs
-atomically, and ``PUBLISH`` inside a script is delivered in order with every
-other publish), so a lost participant yields exactly one LEAVE however many
-relays sweep, and every relay sees events in the same order as the changes.
+Every change of membership also publishes the event that tells everyone about
+it (JOIN, LEAVE, session connect/disconnect), atomically with the change: the
+step that changes a room's set appends the event to the room's log and
+publishes it in the same script, so a lost participant yields exactly one LEAVE
+however many relays sweep, and every relay sees a room's events in the order of
+its changes. How operations are made of such steps is in ``operations.py``.
+
+Every event body and envelope is made here, and only here; a room event's
+participant count is known only inside the step that changes the room, so it
+is made as an :class:`EventTemplate` with that one number left open.
 """
 
 from __future__ import annotations
 
 import json
+import secrets
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -141,6 +146,81 @@ def event_headers(kind: str, *extra: tuple[str, str]) -> tuple[tuple[str, str], 
     """Headers of a relay-made room event: ``x-event-type`` is reserved (a
     client's SEND never carries it), so it tells the relay's events from forgeries."""
     return (("content-type", EVENT_CONTENT_TYPE), ("x-event-type", kind), *extra)
+
+
+def _json(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+@dataclass(frozen=True, slots=True)
+class EventTemplate:
+    """A JOIN or LEAVE envelope as JSON text with one hole: the room's participant
+    count after the change, which the room step fills in (``head + count + tail``)."""
+
+    id: str
+    head: str
+    tail: str
+
+    def fill(self, count: int) -> str:
+        return f"{self.head}{int(count)}{self.tail}"
+
+
+def room_event_template(
+    kind: str,
+    room_id: str,
+    session_id: str,
+    username: str,
+    server_id: str,
+    ts: int,
+    event_id: str,
+    reason: str | None = None,
+) -> EventTemplate:
+    """The envelope of a registry-made JOIN (``reason`` None) or LEAVE, as a template."""
+    verb = "joined" if kind == "JOIN" else "left"
+    event: dict[str, object] = {
+        "type": kind,
+        "roomId": room_id,
+        "sessionId": session_id,
+        "username": username,
+        "serverId": server_id,
+        "timestamp": ts,
+        "message": f"{username} {verb}",
+    }
+    if reason is not None:
+        event["reason"] = reason
+    body_head = _json(event)[:-1] + ',"participants":'
+    marker = secrets.token_hex(16)  # a placeholder nothing else in the envelope can contain
+    text = Envelope(
+        id=event_id,
+        origin=server_id,
+        destination=f"/topic/room/{room_id}",
+        headers=event_headers(kind),
+        body=marker.encode(),
+        ts=ts,
+    ).to_json()
+    head, tail = text.decode("utf-8").split(marker)
+    return EventTemplate(event_id, head + _json(body_head)[1:-1], _json("}")[1:-1] + tail)
+
+
+def session_envelope(
+    kind: str,
+    event_id: str,
+    origin: str,
+    session_id: str,
+    server_id: str,
+    username: str,
+    ts: int,
+    reason: str | None = None,
+) -> Envelope:
+    """A ``stomp:session:connect``/``disconnect`` envelope (CONNECT or DISCONNECT)."""
+    return Envelope(
+        id=event_id,
+        origin=origin,
+        destination="",
+        headers=(("content-type", EVENT_CONTENT_TYPE),),
+        body=session_event(kind, session_id, server_id, username, ts, reason),
+        ts=ts,
+    )
 
 
 def room_event(
@@ -290,6 +370,10 @@ class Registry(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+    async def migrate(self) -> int:
+        """Move keys an older release left under other names; how many moved."""
+        ...
 
     async def register_server(
         self, server: ServerRecord, ttl_ms: int, now: int, event_id: str

@@ -290,18 +290,19 @@ async def test_join_during_partition_is_announced_to_other_relays_after(
 
 
 class SlowRestore:
-    """Hold each RESTORE script between the relay's snapshot (taken and serialised when the
-    call starts) and its execution in Redis: the await of that EVALSHA is where a real
-    restore waits for a new connection, NOSCRIPT and SCRIPT LOAD after a Redis restart."""
+    """Hold each restore between the relay's snapshot (taken when the call starts) and
+    its first step in Redis (the relay's own keys, ``server_put``): that await is where
+    a real restore waits for a new connection, NOSCRIPT and SCRIPT LOAD after a Redis
+    restart."""
 
     def __init__(self, relay: Relay) -> None:
-        registry = relay.registry
-        self._original = registry._script  # type: ignore[attr-defined]
+        store = relay.registry.store  # type: ignore[attr-defined]
+        self._original = store.script
         self.entered: asyncio.Queue[asyncio.Event] = asyncio.Queue()
-        registry._script = self._slow  # type: ignore[attr-defined]
+        store.script = self._slow
 
     async def _slow(self, name: str, *args: Any) -> Any:
-        if name == "restore":
+        if name == "server_put":
             gate = asyncio.Event()
             self.entered.put_nowait(gate)
             await gate.wait()
@@ -618,17 +619,17 @@ async def test_restore_retried_after_a_redis_restart_stays_silent(
     await a1.join(ROOM, "ann")
     await b1.next_event("room", type="JOIN", sessionId=a1.session_id)
 
-    registry = relay.registry
-    original = registry._script  # type: ignore[attr-defined]
+    store = relay.registry.store  # type: ignore[attr-defined]
+    original = store.script
     failed: list[str] = []
 
     async def first_restore_fails(name: str, *args: Any) -> Any:
-        if name == "restore" and not failed:
+        if name == "server_put" and not failed:
             failed.append(name)
             raise BackendUnavailable("redis: ConnectionError: Connection closed by server.")
         return await original(name, *args)
 
-    registry._script = first_restore_fails  # type: ignore[attr-defined]
+    store.script = first_restore_fails
     await asyncio.to_thread(redis_server.restart)  # same port, empty data set
     await eventually(_ready(b, 200), timeout=10, what="relay-b ready again")
     await eventually(lambda: relay.ready, timeout=10, what="relay-a ready again")

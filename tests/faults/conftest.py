@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import redis
+import redis.sentinel
 from checker import (
     DRAIN_TIMEOUT,
     HISTORY_SIZE,
@@ -27,6 +28,7 @@ from checker import (
 )
 from clusterhelpers import liveness_args
 from procs import Proxy, RedisServer, RelayProcess, redis_server_binary
+from topology import ClusterTopology, SentinelTopology, require_redis7
 
 _FAULT_PROCS = pytest.StashKey[list[Any]]()
 _LOG_TAIL = 40_000
@@ -61,20 +63,51 @@ async def make_cluster(
         *,
         aof: bool = False,
         proxied: set[str] | frozenset[str] = frozenset(),
+        topology: str = "single",
+        extra: list[str] | None = None,
     ) -> Cluster:
-        server = RedisServer(tmp_path, aof=aof)
-        await asyncio.to_thread(server.start)
+        """``topology``: one redis-server ("single"), a 3-master Redis Cluster with a
+        replica each ("cluster"), or a master, a replica and three sentinels ("sentinel")."""
+        mode_args: list[str] = []
+        server: Any
+        rdb: Any
+        if topology == "single":
+            server = RedisServer(tmp_path, aof=aof)
+            await asyncio.to_thread(server.start)
+            rdb = redis.Redis(
+                host="127.0.0.1", port=server.port, decode_responses=True, socket_timeout=5
+            )
+            url = server.url
+        elif topology == "cluster":
+            require_redis7()
+            server = ClusterTopology(tmp_path / "cluster", masters=3, replicas=1)
+            await asyncio.to_thread(server.start)
+            rdb = await asyncio.to_thread(server.client)
+            url = server.seeds
+            mode_args = ["--redis-mode", "cluster"]
+        else:
+            server = SentinelTopology(tmp_path / "sentinel", replicas=1, sentinels=3)
+            await asyncio.to_thread(server.start)
+            rdb = redis.sentinel.Sentinel(
+                [("127.0.0.1", n.port) for n in server.sentinels], socket_timeout=5
+            ).master_for(server.master_name, decode_responses=True, socket_timeout=5)
+            url = "redis://"
+            mode_args = [
+                "--redis-mode",
+                "sentinel",
+                "--redis-sentinel",
+                server.sentinel_arg,
+                "--redis-master-name",
+                server.master_name,
+            ]
         shown.append(server)
-        rdb = redis.Redis(
-            host="127.0.0.1", port=server.port, decode_responses=True, socket_timeout=5
-        )
         proxy = await Proxy(server.port).start() if proxied else None
         relays = [
             RelayProcess(
                 tmp_path,
                 sid,
-                redis_url=proxy.url if proxy is not None and sid in proxied else server.url,
-                extra=relay_args(),
+                redis_url=proxy.url if proxy is not None and sid in proxied else url,
+                extra=[*relay_args(), *mode_args, *(extra or [])],
             )
             for sid in server_ids
         ]
@@ -104,6 +137,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         for proc in item.stash.get(_FAULT_PROCS, []):
             if isinstance(proc, RelayProcess):
                 title, text = f"relay {proc.server_id} log", proc.log()
+            elif hasattr(proc, "nodes"):  # a cluster or sentinel topology
+                parts = [f"--- {n.port}\n{n.log()[-4000:]}" for n in getattr(proc, "nodes")]
+                title, text = "redis nodes' logs", "\n".join(parts)
             else:
                 title, text = f"redis {proc.port} log", proc.log()
             if text:

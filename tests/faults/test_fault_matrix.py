@@ -135,6 +135,10 @@ class Scenario:
     aof: bool = False
     proxied: frozenset[str] = frozenset()
     expect_recovered: str = "true"
+    #: "single" (one redis-server), "cluster" (3 masters + replicas), "sentinel"
+    topology: str = "single"
+    #: more ``stomprelay serve`` options
+    extra: tuple[str, ...] = ()
 
 
 # -- faults ------------------------------------------------------------------------------
@@ -212,6 +216,44 @@ async def relay_pause(run: Run) -> None:
         await asyncio.sleep(5.0)
     finally:
         relay.signal(signal.SIGCONT)
+    _ended(run)
+
+
+def _room_key(run: Run) -> str:
+    return f"stomp:rooms:{{{run.room}}}:info"
+
+
+async def master_kill(run: Run) -> None:
+    """SIGKILL the master that holds the room (its slot, or the Sentinel master), with
+    a replica to take over; the fault lasts until the replica is promoted."""
+    topo = run.cluster.redis
+    _started(run)
+    if run.scenario.topology == "cluster":
+        old, new = await asyncio.to_thread(topo.kill_master_of, _room_key(run))
+    else:
+        old, new = await asyncio.to_thread(topo.kill_master)
+    run.notes.append(f"master {old.port} killed, {new.port} promoted")
+    _ended(run)
+
+
+async def sentinel_switch(run: Run) -> None:
+    """SENTINEL FAILOVER: the master steps down to a replica, connections to it stay up."""
+    _started(run)
+    old, new = await asyncio.to_thread(run.cluster.redis.failover)
+    run.notes.append(f"master {old.port} stepped down, {new.port} promoted")
+    _ended(run)
+
+
+async def slot_move(run: Run) -> None:
+    """Move the room's slot (its keys, its log, its channels) to another master live."""
+    topo = run.cluster.redis
+    key = _room_key(run)
+    _started(run)
+    slot = await asyncio.to_thread(topo.slot_of, key)
+    source = await asyncio.to_thread(topo.node_for_slot, slot)
+    target = next(n for n in await asyncio.to_thread(topo.masters) if n.port != source.port)
+    await asyncio.to_thread(topo.move_slot, slot, target)
+    run.notes.append(f"slot {slot} moved from {source.port} to {target.port}")
     _ended(run)
 
 
@@ -310,7 +352,9 @@ async def _subscribe(
 
 
 async def run_scenario(make_cluster: MakeCluster, sc: Scenario) -> None:
-    cluster = await make_cluster(RELAYS, aof=sc.aof, proxied=sc.proxied)
+    cluster = await make_cluster(
+        RELAYS, aof=sc.aof, proxied=sc.proxied, topology=sc.topology, extra=list(sc.extra)
+    )
     run = Run(sc, cluster, room=f"fm-{sc.name}")
     run.fault = FaultInfo(sc.name, affected=sc.affected, killed=sc.killed)
     problems: list[str] = []
@@ -623,4 +667,68 @@ async def test_relay_sigkill(make_cluster: MakeCluster) -> None:
 async def test_relay_sigstop_past_ttl(make_cluster: MakeCluster) -> None:
     await run_scenario(
         make_cluster, Scenario("relay-sigstop-5s", relay_pause, affected=FAULTED, may_close=True)
+    )
+
+
+# -- Redis Cluster and Sentinel (docs/redis.md, "Modes") ---------------------------------
+
+
+@pytest.mark.cluster
+async def test_cluster_relay_sigkill(make_cluster: MakeCluster) -> None:
+    await run_scenario(
+        make_cluster,
+        Scenario(
+            "cluster-relay-sigkill",
+            relay_kill,
+            affected=FAULTED,
+            killed=True,
+            may_close=True,
+            topology="cluster",
+        ),
+    )
+
+
+@pytest.mark.cluster
+async def test_cluster_master_killed_mid_conversation(make_cluster: MakeCluster) -> None:
+    await run_scenario(
+        make_cluster,
+        Scenario("cluster-master-kill", master_kill, topology="cluster", expect_recovered="any"),
+    )
+
+
+@pytest.mark.cluster
+async def test_cluster_slot_moved_while_the_room_is_live(make_cluster: MakeCluster) -> None:
+    await run_scenario(
+        make_cluster,
+        Scenario("cluster-slot-move", slot_move, topology="cluster", expect_recovered="any"),
+    )
+
+
+@pytest.mark.cluster
+async def test_sentinel_master_killed(make_cluster: MakeCluster) -> None:
+    await run_scenario(
+        make_cluster,
+        Scenario("sentinel-master-kill", master_kill, topology="sentinel", expect_recovered="any"),
+    )
+
+
+@pytest.mark.cluster
+async def test_sentinel_master_killed_with_wait(make_cluster: MakeCluster) -> None:
+    await run_scenario(
+        make_cluster,
+        Scenario(
+            "sentinel-master-kill-wait",
+            master_kill,
+            topology="sentinel",
+            expect_recovered="any",
+            extra=("--redis-wait-replicas", "1"),
+        ),
+    )
+
+
+@pytest.mark.cluster
+async def test_sentinel_graceful_failover(make_cluster: MakeCluster) -> None:
+    await run_scenario(
+        make_cluster,
+        Scenario("sentinel-switch", sentinel_switch, topology="sentinel", expect_recovered="any"),
     )

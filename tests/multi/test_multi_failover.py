@@ -287,7 +287,7 @@ async def test_reaped_while_alive_first_op_a_join_announces_restored_participant
     a2 = await stomp_clients(a, name="a2@A")
     b1 = await stomp_clients(b, name="b1@B")
     await _participants([a1, a2, b1], ["ann", "amy", "ben"])
-    heartbeat = "stomp:servers:relay-a:heartbeat"
+    heartbeat = "stomp:servers:{relay-a}:heartbeat"
     await right_after_refresh(rdb, heartbeat)
     rdb.pexpire(heartbeat, 1)  # the key expires: relay-a looks dead to the sweepers
     for session_id in (a1.session_id, a2.session_id):
@@ -295,7 +295,7 @@ async def test_reaped_while_alive_first_op_a_join_announces_restored_participant
     await a1.join("kitchen", "ann")  # relay-a finds itself reaped, re-registers
 
     def in_lobby() -> None:
-        members = rdb.smembers(f"stomp:rooms:{ROOM}:participants")
+        members = rdb.smembers(f"stomp:rooms:{{{ROOM}}}:participants")
         assert members == {a1.session_id, a2.session_id, b1.session_id}, members
 
     await eventually(in_lobby, timeout=2, what="relay-a's participants back in the lobby")

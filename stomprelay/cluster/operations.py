@@ -1,0 +1,432 @@
+"""The registry's operations, written once, as steps on one slot each.
+
+Every backend offers the same small set of steps (:class:`Store`): each is
+atomic and touches the keys of one room, one session, one relay, or one index
+(in Redis: one Lua script whose KEYS share a hash tag; in memory: a few dict
+changes). :class:`StepRegistry` builds join, leave, add/remove session,
+register, reap, unregister and restore from them, once for every backend, so
+the single node and the Redis modes cannot drift apart, and Redis Cluster can
+run them (a script may only touch one slot).
+
+An operation that spans slots is not atomic, so the order of its steps is
+chosen to be safe when it stops anywhere (a Redis error, a crash, a failover)
+and is run again, or cleaned up by a reap or a restore:
+
+* The owner's side first: a session is listed under its relay before its hash
+  is written, and a relay under ``servers:active`` before its info, so the
+  reaper can always find what a dead relay left.
+* A session's hash lists every room it may be in: a join writes the room there
+  before the room's step, a leave removes it after; so a removal that reads the
+  list never misses a membership.
+* Room steps are idempotent: the JOIN or LEAVE goes out only when SADD/SREM
+  changed the set, so a step run twice says nothing twice.
+* Removal runs from the rooms to the session hash to the index to the relay's
+  list: an interrupted removal is found again (the session is still listed
+  under its relay) and finishes without repeating an event.
+* Steps on a relay's keys are fenced by its incarnation: a reaped relay cannot
+  add sessions; a reap's last step leaves alone a relay that came back.
+"""
+
+from __future__ import annotations
+
+import enum
+import secrets
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Protocol
+
+from stomprelay.cluster.envelope import Envelope
+from stomprelay.cluster.keys import Keys
+from stomprelay.cluster.registry import (
+    DeadServer,
+    EventTemplate,
+    Pending,
+    ServerRecord,
+    SessionRecord,
+    room_event_template,
+    session_envelope,
+)
+
+#: How long a sweeper holds a dead relay's lock (ms); every backend uses it.
+REAPER_LOCK_MS = 5_000
+#: A session's ``last-seen`` follows its chat messages to within this (ms): one
+#: write per session and second, not one per message.
+TOUCH_MS = 1_000
+
+SERVERS = "servers"
+SESSIONS = "sessions"
+
+
+class Gone(enum.Enum):
+    GONE = "gone"
+
+
+#: What ``reap_begin`` says of a relay an earlier reap removed but for its index entry.
+GONE = Gone.GONE
+
+
+class Store(Protocol):
+    """The steps of one backend; each is atomic and touches one slot."""
+
+    keys: Keys
+
+    # one relay
+    async def server_put(
+        self, server: ServerRecord, ttl_ms: int, sessions: Sequence[str]
+    ) -> list[str]:
+        """(Re)write a relay's info and heartbeat and list ``sessions`` under it;
+        the sessions listed before (none are removed here)."""
+        ...
+
+    async def server_sessions(self, server_id: str) -> list[str]: ...
+
+    async def heartbeat(self, server_id: str, incarnation: str, ttl_ms: int) -> bool: ...
+
+    async def server_add_session(self, server_id: str, incarnation: str, session_id: str) -> bool:
+        """List a session under its relay, if the relay runs this incarnation."""
+        ...
+
+    async def server_remove_session(self, server_id: str, session_id: str) -> None: ...
+
+    async def lock(self, server_id: str, token: str, ttl_ms: int) -> bool: ...
+
+    async def unlock(self, server_id: str, token: str) -> None: ...
+
+    async def reap_begin(
+        self, server_id: str, incarnation: str, token: str
+    ) -> list[str] | Gone | None:
+        """Under the lock, with the heartbeat gone and the incarnation unchanged:
+        leave the tombstone and return the relay's sessions; :data:`GONE` when
+        nothing of the relay is left; None otherwise."""
+        ...
+
+    async def server_drop(self, server_id: str, incarnation: str, token: str) -> bool:
+        """Delete a relay's keys (unless another incarnation runs, or ``token``
+        no longer holds the lock); True when deleted."""
+        ...
+
+    async def alive(self, server_ids: Sequence[str]) -> list[tuple[bool, str]]:
+        """(heartbeat present, incarnation) of each relay."""
+        ...
+
+    # indexes
+    async def index(self, name: str, member: str, present: bool) -> None: ...
+
+    async def members(self, name: str) -> list[str]: ...
+
+    async def pulse(self, ttl_ms: int, stall_ms: int) -> None: ...
+
+    async def may_reap(self, stall_ms: int, fence_ms: int) -> bool: ...
+
+    # one session
+    async def session_read(self, session_id: str) -> SessionRecord | None: ...
+
+    async def session_put(
+        self, record: SessionRecord, connect: Envelope | None, merge: bool
+    ) -> tuple[bool, list[str]]:
+        """Write a session's hash (``merge``: keep the rooms listed before too) and
+        publish ``connect`` if it was not there; (existed, rooms listed before)."""
+        ...
+
+    async def session_join(self, session_id: str, room_id: str, username: str, now: int) -> bool:
+        """List ``room_id`` last in the session's rooms; False if there is no session."""
+        ...
+
+    async def session_leave(self, session_id: str, rooms: Sequence[str], last_seen: int) -> None:
+        """Remove ``rooms`` from the session's list."""
+        ...
+
+    async def session_drop(self, session_id: str, disconnect: Envelope, force: bool) -> bool:
+        """Delete the session; publish ``disconnect`` if it existed or ``force``."""
+        ...
+
+    async def session_touch(self, session_id: str, now: int) -> None: ...
+
+    # one room
+    async def room_change(
+        self,
+        join: bool,
+        session_id: str,
+        room_id: str,
+        now: int,
+        event: EventTemplate,
+        announce: bool,
+    ) -> tuple[bool, int]:
+        """SADD (``join``) or SREM; when that changed the set and ``announce``, fill
+        in ``event`` and append it to the room's log (publishing it). (changed, count)."""
+        ...
+
+    async def chat(self, room_id: str, channel: str, envelope: Envelope, now: int) -> Envelope:
+        """Append a room message to the room's log (publishing it); the room's activity."""
+        ...
+
+
+class StepRegistry:
+    """The write side of :class:`~stomprelay.cluster.registry.Registry` over a :class:`Store`."""
+
+    def __init__(
+        self,
+        store: Store,
+        lock_ttl_ms: int = REAPER_LOCK_MS,
+        stall_ms: int = 1_500,
+        fence_ms: int = 10_000,
+    ) -> None:
+        self.store = store
+        self.keys = store.keys
+        self.lock_ttl_ms = lock_ttl_ms
+        self.stall_ms = stall_ms
+        #: How long a fence found by a reap holds (one liveness TTL).
+        self.fence_ms = fence_ms
+        #: session id -> when its last-seen was last written (ms)
+        self._touched: dict[str, int] = {}
+
+    async def register_server(
+        self, server: ServerRecord, ttl_ms: int, now: int, event_id: str
+    ) -> None:
+        """A fresh process holds no sessions yet: any listed under its id belong
+        to an earlier process with the same id that died, and leave as lost."""
+        store = self.store
+        await store.index(SERVERS, server.server_id, True)
+        before = await store.server_put(server, ttl_ms, ())
+        for sid in sorted(before):
+            await self._drop(
+                sid, server.server_id, [], "server-lost", now, f"{event_id}/{sid}", server.server_id
+            )
+
+    async def refresh_server(self, server_id: str, incarnation: str, ttl_ms: int) -> bool:
+        await self.store.pulse(ttl_ms, self.stall_ms)
+        if not await self.store.heartbeat(server_id, incarnation, ttl_ms):
+            return False
+        # heals an index entry that a reap's last step removed as this relay came back
+        await self.store.index(SERVERS, server_id, True)
+        return True
+
+    async def add_session(self, record: SessionRecord, event_id: str, incarnation: str) -> bool:
+        store = self.store
+        sid = record.session_id
+        if not await store.server_add_session(record.server_id, incarnation, sid):
+            return False
+        stored = replace(record, rooms=list(record.rooms))
+        stored.last_seen = stored.last_seen or stored.connected_at
+        connect = session_envelope(
+            "CONNECT",
+            f"{event_id}-1",
+            record.server_id,
+            sid,
+            record.server_id,
+            record.username,
+            record.connected_at,
+        )
+        await store.session_put(stored, connect, merge=False)
+        await store.index(SESSIONS, sid, True)
+        return True
+
+    async def remove_session(
+        self,
+        session_id: str,
+        server_id: str,
+        rooms: list[str],
+        reason: str,
+        now: int,
+        event_id: str,
+    ) -> None:
+        await self._drop(session_id, server_id, rooms, reason, now, event_id, server_id)
+
+    async def join(
+        self, session_id: str, room_id: str, username: str, server_id: str, now: int, event_id: str
+    ) -> tuple[bool, int] | None:
+        if not await self.store.session_join(session_id, room_id, username, now):
+            return None
+        event = room_event_template("JOIN", room_id, session_id, username, server_id, now, event_id)
+        return await self.store.room_change(True, session_id, room_id, now, event, True)
+
+    async def leave(
+        self, session_id: str, room_id: str, server_id: str, reason: str, now: int, event_id: str
+    ) -> tuple[bool, int]:
+        record = await self.store.session_read(session_id)
+        username = record.username if record else ""
+        event = room_event_template(
+            "LEAVE", room_id, session_id, username, server_id, now, event_id, reason
+        )
+        result = await self.store.room_change(False, session_id, room_id, now, event, True)
+        if record is not None:
+            await self.store.session_leave(session_id, [room_id], now)
+        return result
+
+    async def chat(
+        self, session_id: str, room_id: str, channel: str, envelope: Envelope, now: int
+    ) -> Envelope:
+        out = await self.store.chat(room_id, channel, envelope, now)
+        if now - self._touched.get(session_id, 0) >= TOUCH_MS:
+            self._touched[session_id] = now
+            await self.store.session_touch(session_id, now)
+        return out
+
+    async def dead_servers(self) -> list[DeadServer]:
+        ids = sorted(await self.store.members(SERVERS))
+        if not ids:
+            return []
+        states = await self.store.alive(ids)
+        return [
+            DeadServer(server_id, incarnation)
+            for server_id, (alive, incarnation) in zip(ids, states, strict=True)
+            if not alive
+        ]
+
+    async def reap(self, dead: DeadServer, sweeper_id: str, now: int, event_id: str) -> int | None:
+        store = self.store
+        token = f"{sweeper_id}:{secrets.token_hex(8)}"
+        if not await store.lock(dead.server_id, token, self.lock_ttl_ms):
+            return None
+        sessions = None
+        if await store.may_reap(self.stall_ms, self.fence_ms):
+            sessions = await store.reap_begin(dead.server_id, dead.incarnation, token)
+        if sessions is None or sessions is GONE:
+            if sessions is GONE:
+                await store.index(SERVERS, dead.server_id, False)
+            await store.unlock(dead.server_id, token)
+            return None
+        for sid in sorted(sessions):
+            await self._drop(
+                sid, dead.server_id, [], "server-lost", now, f"{event_id}/{sid}", sweeper_id
+            )
+        if await store.server_drop(dead.server_id, dead.incarnation, token):
+            await store.index(SERVERS, dead.server_id, False)
+        return len(sessions)
+
+    async def unregister_server(self, server_id: str, now: int, event_id: str) -> None:
+        """Graceful stop: remove what is left of this relay (reason ``disconnected``)."""
+        store = self.store
+        for sid in sorted(await store.server_sessions(server_id)):
+            await self._drop(
+                sid, server_id, [], "disconnected", now, f"{event_id}/{sid}", server_id
+            )
+        await store.server_drop(server_id, "", "")
+        await store.index(SERVERS, server_id, False)
+
+    async def restore(
+        self,
+        server: ServerRecord,
+        sessions: list[SessionRecord],
+        ttl_ms: int,
+        announce: bool,
+        now: int,
+        event_id: str,
+        pending: Pending | None = None,
+    ) -> list[str]:
+        """Re-register a relay and everything it holds; the ``pending`` ids published."""
+        store = self.store
+        pending = pending or Pending()
+        server_id = server.server_id
+        held = [s.session_id for s in sessions]
+        await store.index(SERVERS, server_id, True)
+        before = await store.server_put(server, ttl_ms, held)
+        published: list[str] = []
+        for session in sessions:
+            sid = session.session_id
+            stored = replace(session, server_id=server_id, rooms=list(session.rooms))
+            stored.last_seen = stored.last_seen or stored.connected_at
+            connect = None
+            if sid in pending.new_sessions:
+                connect = session_envelope(
+                    "CONNECT",
+                    f"{event_id}/{sid}-1",
+                    server_id,
+                    sid,
+                    server_id,
+                    session.username,
+                    session.connected_at,
+                )
+            _, previous = await store.session_put(stored, connect, merge=True)
+            gone = [r for r in previous if r not in stored.rooms]
+            for room_id in gone:
+                fixed = pending.leaves.get((sid, room_id))
+                event = room_event_template(
+                    "LEAVE",
+                    room_id,
+                    sid,
+                    session.username,
+                    server_id,
+                    now,
+                    fixed or f"{event_id}/{sid}/{room_id}",
+                    "left",
+                )
+                removed, _ = await store.room_change(False, sid, room_id, now, event, True)
+                if removed and fixed:
+                    published.append(fixed)
+            for room_id in stored.rooms:
+                fixed = pending.joins.get((sid, room_id))
+                event = room_event_template(
+                    "JOIN",
+                    room_id,
+                    sid,
+                    session.username,
+                    server_id,
+                    now,
+                    fixed or f"{event_id}/{sid}/{room_id}",
+                )
+                loud = announce or fixed is not None
+                added, _ = await store.room_change(True, sid, room_id, now, event, loud)
+                if added and fixed:
+                    published.append(fixed)
+            if gone:
+                await store.session_leave(sid, gone, stored.last_seen)
+            await store.index(SESSIONS, sid, True)
+        for sid in sorted(set(before) - set(held)):
+            leave_ids = {room: i for (s, room), i in pending.leaves.items() if s == sid}
+            published += await self._drop(
+                sid, server_id, [], "disconnected", now, f"{event_id}/{sid}", server_id, leave_ids
+            )
+        return published
+
+    async def _drop(
+        self,
+        sid: str,
+        server_id: str,
+        extra_rooms: list[str],
+        reason: str,
+        now: int,
+        event_id: str,
+        origin: str,
+        leave_ids: dict[str, str] | None = None,
+    ) -> list[str]:
+        """Remove a session: one LEAVE per room it was in, its hash (DISCONNECT),
+        its listing under its relay, its index entry; the ``leave_ids`` published."""
+        store = self.store
+        record = await store.session_read(sid)
+        owner = record.server_id if record is not None and record.server_id else server_id
+        username = record.username if record is not None else ""
+        rooms = list(record.rooms) if record is not None else []
+        rooms += [r for r in extra_rooms if r not in rooms]
+        ids = leave_ids or {}
+        published: list[str] = []
+        left = False
+        for room_id in rooms:
+            fixed = ids.get(room_id)
+            event = room_event_template(
+                "LEAVE",
+                room_id,
+                sid,
+                username,
+                owner,
+                now,
+                fixed or f"{event_id}/{room_id}",
+                reason,
+            )
+            removed, _ = await store.room_change(False, sid, room_id, now, event, True)
+            left = left or removed
+            if removed and fixed:
+                published.append(fixed)
+        disconnect = session_envelope(
+            "DISCONNECT", f"{event_id}-{len(rooms) + 1}", origin, sid, owner, username, now, reason
+        )
+        # With the hash still there its deletion decides; without it (a removal
+        # run again, or rooms given by the caller only) a LEAVE here does.
+        await store.session_drop(sid, disconnect, left and record is None)
+        await store.index(SESSIONS, sid, False)
+        # last: while listed under its relay, an interrupted removal is found again
+        if owner != server_id:
+            await store.server_remove_session(owner, sid)
+        await store.server_remove_session(server_id, sid)
+        self._touched.pop(sid, None)
+        return published
