@@ -27,18 +27,26 @@ local function new_epoch()
 end
 
 -- The log's epoch ('' when there is no log). Where masters change (Sentinel,
--- Cluster), the epoch names the master too: after a failover (or a slot moved),
--- what the old master acknowledged may be lost, so the offsets go on under a new
--- epoch and no (epoch, offset) ever names two different messages.
+-- Cluster), the meta hash names the master (its replication id) that wrote the
+-- log. A node that was that master's replica and took over (its master_replid2)
+-- cannot know what the old master acknowledged after the last replicated write:
+-- the log counts as lost ('', and the next append starts a new epoch), so no
+-- (epoch, offset) ever names two different messages. A node the slot was moved
+-- to (MIGRATE carries the keys whole) adopts the log as it is.
 local function current_epoch(meta)
   local epoch = redis.call('HGET', meta, 'epoch')
   if not epoch or not EPOCH_PER_MASTER then return epoch or '' end
-  local here = string.match(redis.call('INFO', 'replication'), 'master_replid:(%w+)') or ''
-  if redis.call('HGET', meta, 'master') ~= here then
-    epoch = new_epoch()
-    redis.call('HSET', meta, 'epoch', epoch, 'master', here)
-  end
+  local info = redis.call('INFO', 'replication')
+  local here = string.match(info, 'master_replid:(%w+)') or ''
+  local was = redis.call('HGET', meta, 'master')
+  if was == here then return epoch end
+  if was and was == string.match(info, 'master_replid2:(%w+)') then return '' end
+  redis.call('HSET', meta, 'master', here)
   return epoch
+end
+
+local function master_id()
+  return string.match(redis.call('INFO', 'replication'), 'master_replid:(%w+)') or ''
 end
 
 -- Append env (an envelope JSON object without offset) to the log whose keys are
@@ -58,11 +66,9 @@ local function log_append(stream, meta, ids, channel, env, mid, ts, logged)
   else
     epoch = new_epoch()
     redis.call('DEL', stream, ids)
+    redis.call('DEL', meta)
     redis.call('HSET', meta, 'epoch', epoch, 'seq', 0, 'created-at', ts)
-    if EPOCH_PER_MASTER then
-      redis.call('HSET', meta, 'master',
-        string.match(redis.call('INFO', 'replication'), 'master_replid:(%w+)') or '')
-    end
+    if EPOCH_PER_MASTER then redis.call('HSET', meta, 'master', master_id()) end
   end
   local offset = redis.call('HINCRBY', meta, 'seq', 1)
   redis.call('XADD', stream, 'MAXLEN', HISTORY_SIZE, offset .. '-0', 'i', mid, 'e', env)

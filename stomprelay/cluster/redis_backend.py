@@ -565,7 +565,11 @@ class RedisRegistry(StepRegistry):
     async def reset(self) -> None:
         """Drop every pooled connection (after an outage: none of them is trusted)."""
         with contextlib.suppress(RedisError, OSError):
-            await self._client.connection_pool.disconnect()
+            if self.sharded:
+                for node in self._client.get_nodes():
+                    await node.disconnect()
+            else:
+                await self._client.connection_pool.disconnect()
 
     async def ping(self) -> None:
         """Reachable, and (under Sentinel) still a master: a connection to a demoted

@@ -138,7 +138,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             if isinstance(proc, RelayProcess):
                 title, text = f"relay {proc.server_id} log", proc.log()
             elif hasattr(proc, "nodes"):  # a cluster or sentinel topology
-                parts = [f"--- {n.port}\n{n.log()[-4000:]}" for n in getattr(proc, "nodes")]
+                parts = [f"--- {n.port}\n{n.log()[-4000:]}" for n in proc.nodes]
                 title, text = "redis nodes' logs", "\n".join(parts)
             else:
                 title, text = f"redis {proc.port} log", proc.log()
