@@ -184,6 +184,10 @@ class Feed:
     subs: dict[Hashable, Cursor] = field(default_factory=dict)
     #: Messages filled from the log (gap repairs), for metrics.
     repaired: int = 0
+    #: The epoch and last offset this feed had before its latest reset, until a
+    #: read of the new epoch says whether it continues that one (a failover).
+    before: str = ""
+    before_last: int = 0
 
     # -- subscribers ------------------------------------------------------
 
@@ -274,6 +278,18 @@ class Feed:
                 effects += self._reset(read.epoch)
             if after != 0 and read.epoch:
                 return effects + self._fetch()
+        if self.before and read.epoch == self.epoch:
+            # A failover's new epoch keeps the old one's replicated entries (1..since):
+            # what this relay already handled of them is not delivered again.
+            skip = min(read.since, self.before_last) if read.parent == self.before else 0
+            self.before = ""
+            if skip > self.last:
+                self.last = skip
+                for cursor in self.subs.values():
+                    if cursor.live and cursor.offset is not None and cursor.offset < skip:
+                        cursor.offset = skip
+                if read.last > skip and not any(e.offset > skip for e in read.entries):
+                    return effects + self._fetch()
         progressed = False
         for envelope in read.entries:
             if envelope.offset <= self.last:
@@ -331,6 +347,7 @@ class Feed:
     def _reset(self, epoch: str) -> list[Effect]:
         keys = tuple(k for k, c in self.subs.items() if c.live)
         old = self.epoch
+        self.before, self.before_last = old, self.last
         self.epoch, self.last = epoch, 0
         self.held = {}
         self.repairing = True

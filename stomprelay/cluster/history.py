@@ -67,6 +67,11 @@ class LogSlice:
     first: int
     last: int
     entries: tuple[Envelope, ...] = ()
+    #: The epoch this one continues and up to which offset they are the same log:
+    #: a failover's promoted replica keeps what was replicated (1..``since``) under
+    #: a new epoch (docs/redis.md, "Failover"); "" for a log that began empty.
+    parent: str = ""
+    since: int = 0
 
     @property
     def length(self) -> int:

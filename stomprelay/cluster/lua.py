@@ -29,19 +29,24 @@ end
 -- The log's epoch ('' when there is no log). Where masters change (Sentinel,
 -- Cluster), the meta hash names the master (its replication id) that wrote the
 -- log. A node that was that master's replica and took over (its master_replid2)
--- cannot know what the old master acknowledged after the last replicated write:
--- the log counts as lost ('', and the next append starts a new epoch), so no
--- (epoch, offset) ever names two different messages. A node the slot was moved
--- to (MIGRATE carries the keys whole) adopts the log as it is.
+-- holds what was replicated, but cannot know what the old master acknowledged
+-- after it: the log goes on under a new epoch, noting the epoch it continues and
+-- its last offset here ('parent', 'since'), so no (epoch, offset) ever names two
+-- different messages and a follower can tell what it already has. A node the
+-- slot was moved to (MIGRATE carries the keys whole) adopts the log as it is.
 local function current_epoch(meta)
   local epoch = redis.call('HGET', meta, 'epoch')
   if not epoch or not EPOCH_PER_MASTER then return epoch or '' end
   local info = redis.call('INFO', 'replication')
   local here = string.match(info, 'master_replid:(%w+)') or ''
   local was = redis.call('HGET', meta, 'master')
-  if was == here then return epoch end
-  if was and was == string.match(info, 'master_replid2:(%w+)') then return '' end
-  redis.call('HSET', meta, 'master', here)
+  if was ~= here and was and was == string.match(info, 'master_replid2:(%w+)') then
+    local next_epoch = new_epoch()
+    redis.call('HSET', meta, 'epoch', next_epoch, 'parent', epoch,
+      'since', redis.call('HGET', meta, 'seq') or 0)
+    epoch = next_epoch
+  end
+  if was ~= here then redis.call('HSET', meta, 'master', here) end
   return epoch
 end
 
@@ -307,18 +312,19 @@ return {epoch, offset, dup and 1 or 0}
 """
 
 # KEYS: stream, meta   ARGV: after, limit, tail
-# Returns {epoch, first, last, id1, envelope1, id2, envelope2, ...}; epoch ''
-# when the log does not exist.
+# Returns {epoch, first, last, parent, since, id1, envelope1, id2, envelope2, ...};
+# epoch '' when the log does not exist.
 READ = r"""
 local epoch = current_epoch(KEYS[2])
-if epoch == '' then return {'', 1, 0} end
+if epoch == '' then return {'', 1, 0, '', 0} end
 local last = tonumber(redis.call('HGET', KEYS[2], 'seq'))
 local head = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
 local first = last + 1
 if #head > 0 then first = tonumber(string.match(head[1][1], '^(%d+)')) end
 local after = tonumber(ARGV[1])
 if tonumber(ARGV[3]) > 0 then after = math.max(0, last - tonumber(ARGV[3])) end
-local out = {epoch, first, last}
+local lineage = redis.call('HMGET', KEYS[2], 'parent', 'since')
+local out = {epoch, first, last, lineage[1] or '', tonumber(lineage[2] or '0')}
 if tonumber(ARGV[2]) > 0 then
   local entries = redis.call('XRANGE', KEYS[1], (after + 1) .. '-0', '+', 'COUNT', ARGV[2])
   for _, entry in ipairs(entries) do

@@ -318,6 +318,7 @@ class RedisStore:
         self.wait = (0, 0)
         #: WAITs that returned fewer replicas than asked for.
         self.wait_short = 0
+        self._wait_off_until = 0.0
 
     async def script(self, name: str, keys: Sequence[str], *args: str | int | bytes) -> Any:
         return await _guard(self._scripts[name](keys=list(keys), args=list(args)))
@@ -326,7 +327,7 @@ class RedisStore:
         """:meth:`script`, then (with ``wait`` set) WAIT on the same connection, so
         its reply comes once the replicas hold the append."""
         replicas, timeout = self.wait
-        if not replicas:
+        if not replicas or time.monotonic() < self._wait_off_until:
             return await self.script(name, keys, *args)
         script = self._scripts[name]
         for attempt in (1, 2):
@@ -344,6 +345,9 @@ class RedisStore:
         if isinstance(reply, BaseException):
             raise BackendUnavailable(f"redis: {type(reply).__name__}: {reply}")
         if not isinstance(got, BaseException) and int(got) < replicas:
+            # a replica is missing (a failover took it): acknowledge without waiting
+            # for a while rather than make every message wait out the timeout
+            self._wait_off_until = time.monotonic() + WAIT_BACKOFF
             self.wait_short += 1
             if self.wait_short in (1, 100) or self.wait_short % 10_000 == 0:
                 log.warning(
@@ -829,6 +833,9 @@ def _room(room_id: str, info: dict[str, str]) -> RoomRecord:
     )
 
 
+#: Seconds a relay appends without WAIT after one found too few replicas.
+WAIT_BACKOFF = 5.0
+
 #: How long a relay trusts that a topic's log is admitted under the topic cap (s).
 TOPIC_ADMIT_CACHE = 30.0
 
@@ -949,11 +956,13 @@ class RedisLog:
         reply = await self._store.script("read", (stream, meta), after, limit, tail)
         epoch = _text(reply[0])
         entries = []
-        for i in range(3, len(reply), 2):
+        for i in range(5, len(reply), 2):
             try:
                 envelope = Envelope.from_json(reply[i + 1])
             except ProtocolError as exc:
                 log.warning("skipping malformed log entry of %s: %s", log_id, exc.detail)
                 continue
             entries.append(replace(envelope, offset=int(reply[i]), epoch=epoch))
-        return LogSlice(epoch, int(reply[1]), int(reply[2]), tuple(entries))
+        return LogSlice(
+            epoch, int(reply[1]), int(reply[2]), tuple(entries), _text(reply[3]), int(reply[4])
+        )

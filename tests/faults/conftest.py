@@ -65,6 +65,7 @@ async def make_cluster(
         proxied: set[str] | frozenset[str] = frozenset(),
         topology: str = "single",
         extra: list[str] | None = None,
+        replicas: int = 1,
     ) -> Cluster:
         """``topology``: one redis-server ("single"), a 3-master Redis Cluster with a
         replica each ("cluster"), or a master, a replica and three sentinels ("sentinel")."""
@@ -80,13 +81,13 @@ async def make_cluster(
             url = server.url
         elif topology == "cluster":
             require_redis7()
-            server = ClusterTopology(tmp_path / "cluster", masters=3, replicas=1)
+            server = ClusterTopology(tmp_path / "cluster", masters=3, replicas=replicas)
             await asyncio.to_thread(server.start)
             rdb = await asyncio.to_thread(server.client)
             url = server.seeds
             mode_args = ["--redis-mode", "cluster"]
         else:
-            server = SentinelTopology(tmp_path / "sentinel", replicas=1, sentinels=3)
+            server = SentinelTopology(tmp_path / "sentinel", replicas=replicas, sentinels=3)
             await asyncio.to_thread(server.start)
             rdb = redis.sentinel.Sentinel(
                 [("127.0.0.1", n.port) for n in server.sentinels], socket_timeout=5
