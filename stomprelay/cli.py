@@ -746,22 +746,25 @@ async def serve(args: argparse.Namespace) -> int:
             bus = ShardedBus(target.url, dead_after=settings.redis_timeout)
         else:
             bus = RedisBus(target, dead_after=settings.redis_timeout)
+        registry = RedisRegistry(
+            target,
+            keys,
+            settings.reaper_lock_ms,
+            policy=history_policy(settings),
+            timeout=settings.redis_timeout,
+            stall_ms=stall_ms(settings),
+            fence_ms=int(settings.liveness_ttl * 1000),
+            pool_size=settings.redis_pool_size,
+            wait_replicas=settings.redis_wait_replicas,
+            wait_timeout_ms=settings.redis_wait_timeout_ms,
+        )
+        if isinstance(bus, RedisBus) and target.mode == "sentinel":
+            registry.failover_pending = bus.failover_pending
         relay = Relay(
             settings=settings,
             server_id=args.server_id,
             bus=bus,
-            registry=RedisRegistry(
-                target,
-                keys,
-                settings.reaper_lock_ms,
-                policy=history_policy(settings),
-                timeout=settings.redis_timeout,
-                stall_ms=stall_ms(settings),
-                fence_ms=int(settings.liveness_ttl * 1000),
-                pool_size=settings.redis_pool_size,
-                wait_replicas=settings.redis_wait_replicas,
-                wait_timeout_ms=settings.redis_wait_timeout_ms,
-            ),
+            registry=registry,
             keys=keys,
             auth=auth,
             acl=acl,

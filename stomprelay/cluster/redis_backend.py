@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from typing import Any, TypeVar
 
+import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
@@ -85,6 +86,11 @@ class RedisBus:
         self._task: asyncio.Task[None] | None = None
         self._first_attempt = asyncio.Event()
         self._closing = False
+        #: Sentinel announced a new master: the pub/sub connection is dropped.
+        self._switched = False
+        #: Until when a failover in progress keeps the bus down (monotonic s).
+        self._hold_until = 0.0
+        self._watch: asyncio.Task[None] | None = None
 
     @property
     def available(self) -> bool:
@@ -93,14 +99,17 @@ class RedisBus:
     async def start(self, handler: BusHandler) -> None:
         self._handler = handler
         self._task = asyncio.create_task(self._run(), name="redis-bus")
+        if self.target.mode == "sentinel":
+            self._watch = asyncio.create_task(self._watch_sentinels(), name="sentinel-watch")
         await self._first_attempt.wait()
 
     async def close(self) -> None:
         self._closing = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._watch):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self._drop_pubsub()
         for client in (self._client, self._sub_client):
             with contextlib.suppress(RedisError, OSError):
@@ -138,6 +147,8 @@ class RedisBus:
 
     async def _session(self) -> None:
         """One pub/sub connection's life: subscribe all, then read until it fails."""
+        if self.failover_pending():
+            raise RedisConnectionError("sentinel failover in progress")
         pubsub = self._sub_client.pubsub(ignore_subscribe_messages=False)
         await pubsub.connect()
         sentinel = self.target.mode == "sentinel"
@@ -164,6 +175,9 @@ class RedisBus:
                 unanswered_since = None
             elif unanswered_since is not None and now - unanswered_since > self.dead_after:
                 raise TimeoutError(f"no reply from redis for {self.dead_after:g} s")
+            if self._switched:
+                self._switched = False
+                raise RedisConnectionError("sentinel announced a new master")
             if now - last_ping >= self.ping_interval:
                 if sentinel:
                     await self._check_master(pubsub)
@@ -185,6 +199,48 @@ class RedisBus:
                     self._first_attempt.set()
             elif kind == "message" and message["channel"] is not None:
                 self._dispatch(_text(message["channel"]), message["data"])
+
+    def failover_pending(self) -> bool:
+        """A sentinel is promoting a replica and has not announced it yet: writes
+        would still reach the old master and be lost (docs/redis.md, "Sentinel")."""
+        return time.monotonic() < self._hold_until
+
+    async def _watch_sentinels(self) -> None:
+        """Follow a sentinel's failover events for this master. From the moment it
+        promotes a replica until it announces the switch, the bus stays down (the
+        relay journals what its clients send, ``RedisRegistry.ping`` refuses), so
+        nothing is written to a master on its way out; at ``+switch-master`` the
+        pub/sub connection is dropped and the relay resynchronises against the new one."""
+        name = self.target.master_name
+        while not self._closing:
+            for host, port in self.target.sentinels:
+                client = aioredis.Redis(host=host, port=port, socket_connect_timeout=1)
+                pubsub = client.pubsub(ignore_subscribe_messages=True)
+                try:
+                    await pubsub.subscribe(*SENTINEL_EVENTS)
+                    while not self._closing:
+                        message = await pubsub.get_message(timeout=1.0)
+                        if message is None or message.get("type") != "message":
+                            continue
+                        event, data = _text(message["channel"]), _text(message["data"])
+                        if not (data.startswith(name + " ") or f" @ {name} " in data):
+                            continue
+                        log.warning("sentinel %s:%d: %s %s", host, port, event, data)
+                        if event == "+switch-master":
+                            self._hold_until = 0.0
+                            self._switched = True
+                        elif event.startswith("-failover-abort"):
+                            self._hold_until = 0.0
+                        else:
+                            self._hold_until = time.monotonic() + FAILOVER_HOLD
+                            self._switched = True
+                except (RedisError, OSError) as exc:
+                    log.info("sentinel %s:%d not watched: %s", host, port, exc)
+                finally:
+                    with contextlib.suppress(RedisError, OSError):
+                        await pubsub.aclose()  # type: ignore[no-untyped-call]
+                        await client.aclose()
+            await asyncio.sleep(self.reconnect_interval)
 
     @staticmethod
     async def _check_role(pubsub: PubSub) -> None:
@@ -556,6 +612,8 @@ class RedisRegistry(StepRegistry):
             self.target, decode=True, health_check=1, timeout=timeout, pool_size=pool_size
         )
         self.sharded = self.target.sharded
+        #: Under Sentinel, the bus's ``failover_pending``: no probe succeeds meanwhile.
+        self.failover_pending: Callable[[], bool] | None = None
         store = RedisStore(self._client, keys or Keys(), self.policy, self.target.mode)
         store.wait = (wait_replicas, wait_timeout_ms)
         super().__init__(store, lock_ttl_ms, stall_ms, fence_ms)
@@ -581,6 +639,8 @@ class RedisRegistry(StepRegistry):
         if self.target.mode != "sentinel":
             await _guard(self._client.ping())
             return
+        if self.failover_pending is not None and self.failover_pending():
+            raise BackendUnavailable("redis: sentinel failover in progress")
         role = await _guard(self._client.execute_command("ROLE"))
         if _text(role[0]) != "master":
             await self.reset()
@@ -832,6 +892,18 @@ def _room(room_id: str, info: dict[str, str]) -> RoomRecord:
         int(info.get("last-activity") or 0),
     )
 
+
+#: Sentinel events that mean a failover of the master is under way or over.
+SENTINEL_EVENTS = (
+    "+failover-state-send-slaveof-noone",
+    "+promoted-slave",
+    "+switch-master",
+    "-failover-abort-not-elected",
+    "-failover-abort-no-good-slave",
+    "-failover-abort-slave-timeout",
+)
+#: Longest a failover in progress keeps a relay off Redis (s) without a switch.
+FAILOVER_HOLD = 15.0
 
 #: Seconds a relay appends without WAIT after one found too few replicas.
 WAIT_BACKOFF = 5.0
