@@ -786,7 +786,8 @@ class RedisRegistry(StepRegistry):
             pipe.hset(keys.users_kicked, command.user, str(command.kicked_at))
         if command.until_ms is not None:
             pipe.hset(keys.users_suspended, command.user, str(command.until_ms))
-        pipe.publish(channel, envelope.to_json())
+        # (a cluster pipeline refuses .publish(); the command itself is routed fine)
+        pipe.execute_command("PUBLISH", channel, envelope.to_json())
         await _guard(pipe.execute())
 
     async def suspensions(self, now_ms: int) -> Suspensions:

@@ -13,7 +13,7 @@ import asyncio
 import itertools
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ import pytest
 import redis.asyncio as aioredis
 from clusterhelpers import is_registry_key
 from procs import RedisServer
+from redis.crc import key_slot
 
 from stomprelay.cluster.base import Bus
 from stomprelay.cluster.envelope import Envelope
@@ -253,6 +254,19 @@ class RedisCluster(Cluster):
         self.url = url
         self.raw = aioredis.Redis.from_url(url, decode_responses=True)
         self.registry = RedisRegistry(url, self.keys)
+        #: Every script call whose KEYS span more than one Redis Cluster slot
+        #: (a cluster refuses them with CROSSSLOT): none, checked at close.
+        self.cross_slot: list[str] = []
+        store = self.registry.redis
+        script = store.script
+
+        async def one_slot(name: str, keys: Sequence[str], *args: Any) -> Any:
+            slots = {key_slot(key.encode()) for key in keys}
+            if len(slots) != 1:
+                self.cross_slot.append(f"{name}: {list(keys)}")
+            return await script(name, keys, *args)
+
+        store.script = one_slot  # type: ignore[method-assign]
 
     def make_bus(self) -> Bus:
         return RedisBus(self.url)
@@ -292,6 +306,7 @@ class RedisCluster(Cluster):
     async def close(self) -> None:
         await super().close()
         await self.raw.aclose()
+        assert not self.cross_slot, f"scripts over several slots: {self.cross_slot}"
 
 
 @pytest.fixture(scope="module")

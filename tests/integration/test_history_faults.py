@@ -182,7 +182,7 @@ async def test_a_failed_gap_read_is_retried(flaky_relay, connect) -> None:
     hub_log = flaky.log
     base = Envelope("x1", "elsewhere", LOBBY, (), b"one", 0)
     # offset 1 and 3 reach this relay, offset 2 only the log (a lost bus message)
-    hub_log.append_now("room:lobby", "stomp:broadcast:room:lobby", base)
+    hub_log.append_now("room:lobby", "stomp:broadcast:room:{lobby}", base)
     flaky.fail_reads = 1
     log_ = hub_log.logs["room:lobby"]
     missing = Envelope("x2", "elsewhere", LOBBY, (), b"two", 0, log_.seq + 1, log_.epoch)
@@ -190,7 +190,7 @@ async def test_a_failed_gap_read_is_retried(flaky_relay, connect) -> None:
     log_.entries.append(missing)
     log_.ids["x2"] = log_.seq
     hub_log.append_now(
-        "room:lobby", "stomp:broadcast:room:lobby", Envelope("x3", "e", LOBBY, (), b"three", 0)
+        "room:lobby", "stomp:broadcast:room:{lobby}", Envelope("x3", "e", LOBBY, (), b"three", 0)
     )
     got = await sub.collect(3, "s", timeout=5)
     assert [f.body for f in got] == [b"one", b"two", b"three"]

@@ -113,6 +113,43 @@ def test_a_new_epoch_resets_subscribers_and_reads_it_from_the_start() -> None:
     assert not feed.repairing
 
 
+def continued(first: int, last: int, since: int, after: int = 0) -> LogSlice:
+    """A failover's new epoch E2 that keeps E1's replicated entries 1..since."""
+    read = log(first, last, "E2", after)
+    return LogSlice("E2", first, last, read.entries, parent="E1", since=since)
+
+
+def test_a_failover_epoch_skips_what_the_relay_had_of_the_old_one() -> None:
+    # the relay had E1 up to 7; the promoted replica had replicated up to 5 (6, 7
+    # were lost with the old master); 8, 9 were appended to the new master since
+    feed, subs, reads = started(7), {"a": Sub()}, []
+    run(feed, feed.live(env(8, "E2")), subs, reads)
+    assert subs["a"].gaps == [(1, 0)]  # the epoch changed: a reset notice
+    assert reads == [0]
+    run(feed, feed.fetched(continued(1, 9, since=5), 0), subs, reads)
+    # 1..5 it already had (as E1 1..5); 6..9 are new under E2: nothing twice
+    assert subs["a"].got == [("E2", 6), ("E2", 7), ("E2", 8), ("E2", 9)]
+    assert feed.last == 9
+    assert not feed.repairing
+
+
+def test_a_failover_epoch_fills_in_what_the_relay_had_not_reached() -> None:
+    # the relay was behind (E1 up to 3) while the replica had 1..5
+    feed, subs, reads = started(3), {"a": Sub()}, []
+    run(feed, feed.live(env(6, "E2")), subs, reads)
+    run(feed, feed.fetched(continued(1, 6, since=5), 0), subs, reads)
+    assert subs["a"].got == [("E2", 4), ("E2", 5), ("E2", 6)]
+
+
+def test_an_epoch_that_continues_another_one_starts_from_the_start() -> None:
+    # E2 continues E0, not E1 that this relay followed: everything of E2 is new here
+    feed, subs, reads = started(4), {"a": Sub()}, []
+    run(feed, feed.live(env(3, "E2")), subs, reads)
+    read = log(1, 3, "E2")
+    run(feed, feed.fetched(LogSlice("E2", 1, 3, read.entries, "E0", 2), 0), subs, reads)
+    assert subs["a"].got == [("E2", 1), ("E2", 2), ("E2", 3)]
+
+
 def test_a_fresh_log_is_adopted_silently() -> None:
     feed, subs, reads = started(0, epoch=""), {"a": Sub()}, []
     run(feed, feed.live(env(1, "E9")), subs, reads)

@@ -1,0 +1,177 @@
+"""Two relays on a 3-master Redis Cluster and on Sentinel: they chat as one server, and
+the operators' tools (``stomprelay inspect``, ``kick``, ``notify``) work in every mode
+(docs/redis.md, "Modes"). The failure cases (a master killed, a slot moved, a
+failover, a relay killed) are in the fault matrix (tests/faults)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from clusterhelpers import RELAY_ARGS
+from procs import ROOT, RelayProcess
+from stompclient import StompClient
+from topology import ClusterTopology, SentinelTopology, require_redis7
+
+from stomprelay.cluster.keys import Keys
+
+pytestmark = [pytest.mark.redis, pytest.mark.cluster]
+
+ROOM = "lobby"
+TOPIC = f"/topic/room/{ROOM}"
+#: rooms whose hash tags fall on different masters of a 3-master cluster
+ROOMS = [f"room-{n}" for n in range(12)]
+
+
+class Deployment:
+    def __init__(self, kind: str, topo: Any, url: str, mode_args: list[str]) -> None:
+        self.kind = kind
+        self.topo = topo
+        self.url = url
+        self.mode_args = mode_args
+
+
+@pytest.fixture(scope="module", params=["cluster", "sentinel"])
+def deployment(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Deployment]:
+    require_redis7()
+    workdir: Path = tmp_path_factory.mktemp(request.param)
+    topo: Any
+    if request.param == "cluster":
+        topo = ClusterTopology(workdir, masters=3, replicas=0).start()
+        url, args = topo.seeds, ["--redis-mode", "cluster"]
+    else:
+        topo = SentinelTopology(workdir, replicas=1, sentinels=3).start()
+        url = "redis://"
+        args = [
+            "--redis-mode",
+            "sentinel",
+            "--redis-sentinel",
+            topo.sentinel_arg,
+            "--redis-master-name",
+            topo.master_name,
+        ]
+    try:
+        yield Deployment(request.param, topo, url, args)
+    finally:
+        topo.stop()
+
+
+@pytest.fixture
+def relays(deployment: Deployment, tmp_path: Path) -> Iterator[list[RelayProcess]]:
+    procs = [
+        RelayProcess(
+            tmp_path, sid, redis_url=deployment.url, extra=[*RELAY_ARGS, *deployment.mode_args]
+        )
+        for sid in ("relay-a", "relay-b")
+    ]
+    try:
+        for proc in procs:
+            proc.start()
+        yield procs
+    finally:
+        for proc in procs:
+            proc.stop()
+
+
+@pytest.fixture
+async def clients() -> AsyncIterator[list[StompClient]]:
+    made: list[StompClient] = []
+    yield made
+    for client in made:
+        await client.close()
+
+
+async def cli(deployment: Deployment, *args: str) -> str:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "stomprelay",
+        *args,
+        "--redis-url",
+        deployment.url,
+        *deployment.mode_args,
+        cwd=ROOT,
+        env={k: v for k, v in os.environ.items() if not k.startswith("REDIS_")},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, out.decode()
+    return out.decode()
+
+
+async def test_two_relays_chat_and_operators_see_it(
+    deployment: Deployment, relays: list[RelayProcess], clients: list[StompClient]
+) -> None:
+    a, b = relays
+    alice = await StompClient.connect(a.ws_url, name="alice")
+    bob = await StompClient.connect(b.ws_url, name="bob")
+    clients += [alice, bob]
+    for who in (alice, bob):
+        for room in [ROOM, *ROOMS]:
+            await who.subscribe(f"/topic/room/{room}", room)
+    await alice.join(ROOM, "alice")
+    await bob.join(ROOM, "bob")
+    await alice.next_event(ROOM, type="JOIN", username="bob")
+    for n in range(5):
+        await alice.chat(ROOM, f"a{n}")
+        await bob.chat(ROOM, f"b{n}")
+    for who in (alice, bob):
+        chats = [e["message"] for e in await _chats(who, ROOM, 10)]
+        assert sorted(chats) == sorted([f"a{n}" for n in range(5)] + [f"b{n}" for n in range(5)])
+    # both see the room's messages in the same order (one log per room)
+    assert [e["message"] for e in alice.events(ROOM, type="CHAT")] == [
+        e["message"] for e in bob.events(ROOM, type="CHAT")
+    ]
+    # rooms spread over the shards still reach the other relay
+    for room in ROOMS:
+        await alice.join(room, "alice")
+        await alice.chat(room, f"to {room}")
+    for room in ROOMS:
+        await bob.next_event(room, type="CHAT", message=f"to {room}")
+
+    servers = json.loads(await cli(deployment, "inspect", "servers", "--json"))
+    assert {(s["serverId"], s["alive"], s["sessions"]) for s in servers} == {
+        ("relay-a", True, 1),
+        ("relay-b", True, 1),
+    }
+    sessions = json.loads(await cli(deployment, "inspect", "sessions", "--json"))
+    assert sorted(s["username"] for s in sessions) == ["alice", "bob"]
+    rooms = json.loads(await cli(deployment, "inspect", "rooms", "--json"))
+    assert {r["roomId"]: r["participants"] for r in rooms} == {ROOM: 2} | {r: 1 for r in ROOMS}
+    members = json.loads(await cli(deployment, "inspect", "room", ROOM, "--json"))
+    assert sorted(row["username"] for row in members) == ["alice", "bob"]
+    assert members[0]["history.lastOffset"] >= 12  # 2 JOINs, 10 messages
+    listing = json.loads(await cli(deployment, "inspect", "keys", "--json"))
+    names = {row["key"] for row in listing}
+    keys = Keys()
+    assert {keys.room_participants(ROOM), keys.session(alice.session_id)} <= names
+    assert all(keys.history(f"room:{r}") in names for r in ROOMS)
+    if deployment.kind == "cluster":
+        # the listing scanned every master: the rooms' logs live on all three
+        owners = {deployment.topo.node_for_key(keys.history(f"room:{r}")).port for r in ROOMS}
+        assert len(owners) == 3
+
+    # an operator's kick and notice, in this mode too
+    await cli(deployment, "kick", "bob")
+    await bob.wait_closed(10)
+    await alice.next_event(ROOM, type="LEAVE", username="bob")
+    await cli(deployment, "notify", "--room", ROOM, "maintenance at noon")
+    await alice.next_event(ROOM, type="SYSTEM", message="maintenance at noon")
+
+
+async def _chats(client: StompClient, room: str, count: int) -> list[dict[str, Any]]:
+    for _ in range(100):
+        found = client.events(room, type="CHAT")
+        if len(found) >= count:
+            return found
+        await asyncio.sleep(0.05)
+    return client.events(room, type="CHAT")
