@@ -39,6 +39,7 @@ import re
 import resource
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -142,6 +143,24 @@ class Procs:
             self.stop(proc, graceful=False)
 
 
+def replica_in_sync(port: int) -> bool:
+    """``master_link_status:up`` in the replica's INFO replication."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+            sock.sendall(b"INFO replication\r\n")
+            data = b""
+            while b"master_link_status" not in data or not data.endswith(b"\r\n"):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+                if len(data) > 65536:
+                    break
+        return b"master_link_status:up" in data
+    except OSError:
+        return False
+
+
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -197,10 +216,14 @@ class Broker(Target):
 
 
 class Cluster(Target):
-    """One private redis-server and two relays sharing it."""
+    """One private redis-server (with a replica, if asked) and two relays sharing it;
+    ``wait``: the relays' ``--redis-wait-replicas``."""
 
-    def __init__(self, procs: Procs, name: str, history_size: int) -> None:
+    def __init__(
+        self, procs: Procs, name: str, history_size: int, replica: bool = False, wait: int = 0
+    ) -> None:
         self.procs, self.name, self.history_size = procs, name, history_size
+        self.replica, self.wait = replica, wait
         self.relays: dict[str, tuple[int, subprocess.Popen[bytes]]] = {}
         self.pids: dict[str, int] = {}
         self.started: list[subprocess.Popen[bytes]] = []
@@ -217,8 +240,22 @@ class Cluster(Target):
         self.started.append(redis)
         self.pids["redis"] = redis.pid
         wait_until(lambda: reachable(redis_port), 10, "redis-server")
+        tag = f"h{self.history_size}{'-r' if self.replica else ''}-w{self.wait}"
+        if self.replica:
+            replica_port = free_port()
+            replica = self.procs.start(
+                f"redis-{tag}-replica",
+                [
+                    *(redis_binary, "--port", str(replica_port), "--bind", "127.0.0.1"),
+                    *("--save", "", "--appendonly", "no", "--dir", str(self.procs.workdir)),
+                    *("--replicaof", "127.0.0.1", str(redis_port)),
+                ],
+            )
+            self.started.append(replica)
+            self.pids["replica"] = replica.pid
+            wait_until(lambda: replica_in_sync(replica_port), 15, "the replica in sync")
         for n in (1, 2):
-            server_id = f"bench-h{self.history_size}-{n}"
+            server_id = f"bench-{tag}-{n}"
             port = free_port()
             relay = self.procs.start(
                 server_id,
@@ -227,6 +264,7 @@ class Cluster(Target):
                     *("--port", str(port), "--server-id", server_id),
                     *("--redis-url", f"redis://127.0.0.1:{redis_port}/0"),
                     *("--history-size", str(self.history_size), "--log-level", "warning"),
+                    *("--redis-wait-replicas", str(self.wait)),
                 ],
             )
             self.started.append(relay)
@@ -841,14 +879,20 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-history-") as tmp:
         procs = Procs(Path(tmp))
         try:
-            for name, size in (("history on (200)", 200), ("history off (0)", 0)):
-                cluster = Cluster(procs, name, size)
+            setups = (
+                ("history on (200)", 200, False, 0),
+                ("history off (0)", 0, False, 0),
+                ("history on, a replica", 200, True, 0),
+                ("history on, a replica, WAIT 1", 200, True, 1),
+            )
+            for name, size, replica, wait in setups:
+                cluster = Cluster(procs, name, size, replica, wait)
                 try:
                     cluster.start(redis_binary)
                     rows.append((name, run_phase(partial(fanout, cluster, ROOM), deadline)))
                 except (OSError, RuntimeError) as exc:
                     rows.append((name, f"failed: {exc}"))
-                if size:
+                if size and not replica:
                     try:
                         resumed = run_phase(partial(resume, cluster, clients), deadline)
                     except (OSError, RuntimeError) as exc:

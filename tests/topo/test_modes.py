@@ -138,6 +138,20 @@ async def test_two_relays_chat_and_operators_see_it(
     for room in ROOMS:
         await bob.next_event(room, type="CHAT", message=f"to {room}")
 
+    # Redis forgets the scripts (SCRIPT FLUSH on every master, as after a restart or
+    # on a promoted replica): the next call gets NOSCRIPT, loads them, goes on
+    masters = (
+        deployment.topo.masters() if deployment.kind == "cluster" else [deployment.topo.master()]
+    )
+    for node in masters:
+        client = node.client()
+        try:
+            client.script_flush()
+        finally:
+            client.close()
+    await alice.chat(ROOM, "after the flush")
+    await bob.next_event(ROOM, type="CHAT", message="after the flush")
+
     servers = json.loads(await cli(deployment, "inspect", "servers", "--json"))
     assert {(s["serverId"], s["alive"], s["sessions"]) for s in servers} == {
         ("relay-a", True, 1),
