@@ -82,10 +82,12 @@ def _add_redis_options(parser: argparse.ArgumentParser) -> None:
 def redis_target(args: argparse.Namespace) -> RedisTarget | None:
     """The Redis deployment the options name; None for a single node. Bad
     combinations stop the command with a message that names the option."""
-    from stomprelay.cluster.connect import RedisTarget, parse_hosts
-
     mode = getattr(args, "redis_mode", "standalone")
     url = args.redis_url
+    if not url and mode == "standalone":
+        return None  # a single node: redis-py is not even imported
+    from stomprelay.cluster.connect import RedisTarget, parse_hosts
+
     if mode == "sentinel":
         try:
             sentinels = parse_hosts(args.redis_sentinel, 26379)

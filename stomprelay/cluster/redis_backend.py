@@ -376,7 +376,16 @@ class RedisStore:
         self.wait_short = 0
         self._wait_off_until = 0.0
 
+        #: Under Sentinel: True while a failover is under way (the bus hears it);
+        #: no step runs then, so nothing is written to a master on its way out.
+        self.hold: Callable[[], bool] | None = None
+
+    def check_hold(self) -> None:
+        if self.hold is not None and self.hold():
+            raise BackendUnavailable("redis: sentinel failover in progress")
+
     async def script(self, name: str, keys: Sequence[str], *args: str | int | bytes) -> Any:
+        self.check_hold()
         return await _guard(self._scripts[name](keys=list(keys), args=list(args)))
 
     async def acked(self, name: str, keys: Sequence[str], *args: str | int | bytes) -> Any:
@@ -385,6 +394,7 @@ class RedisStore:
         replicas, timeout = self.wait
         if not replicas or time.monotonic() < self._wait_off_until:
             return await self.script(name, keys, *args)
+        self.check_hold()
         script = self._scripts[name]
         for attempt in (1, 2):
             pipe = self._client.pipeline(transaction=False)
@@ -612,13 +622,21 @@ class RedisRegistry(StepRegistry):
             self.target, decode=True, health_check=1, timeout=timeout, pool_size=pool_size
         )
         self.sharded = self.target.sharded
-        #: Under Sentinel, the bus's ``failover_pending``: no probe succeeds meanwhile.
-        self.failover_pending: Callable[[], bool] | None = None
         store = RedisStore(self._client, keys or Keys(), self.policy, self.target.mode)
         store.wait = (wait_replicas, wait_timeout_ms)
         super().__init__(store, lock_ttl_ms, stall_ms, fence_ms)
         self.redis = store
         self.log = RedisLog(self)
+
+    @property
+    def failover_pending(self) -> Callable[[], bool] | None:
+        """Under Sentinel, the bus's ``failover_pending``: while it says True no
+        probe succeeds and no step runs (docs/redis.md, "Failover and epochs")."""
+        return self.redis.hold
+
+    @failover_pending.setter
+    def failover_pending(self, check: Callable[[], bool] | None) -> None:
+        self.redis.hold = check
 
     async def close(self) -> None:
         with contextlib.suppress(RedisError, OSError):
@@ -976,6 +994,7 @@ class RedisLog:
         ]
         if self._registry.sharded:
             return await self._append_sharded(items, calls)
+        store.check_hold()
         pipe = store._client.pipeline(transaction=False)
         for keys, args in calls:
             pipe.evalsha(script.sha, len(keys), *keys, *args)
@@ -1004,25 +1023,32 @@ class RedisLog:
         items: Sequence[tuple[str, str, Envelope]],
         calls: list[tuple[tuple[str, str, str], tuple[str | int | bytes, ...]]],
     ) -> list[Envelope | BackendUnavailable]:
-        """On a cluster a pipeline cannot carry scripts: each log's appends run in
-        order, the logs side by side (they live on different shards)."""
-        by_log: dict[str, list[int]] = {}
-        for i, (log_id, _, _) in enumerate(items):
-            by_log.setdefault(log_id, []).append(i)
-        out: list[Envelope | BackendUnavailable | None] = [None] * len(items)
-
-        async def run(indexes: list[int]) -> None:
-            for i in indexes:
-                keys, args = calls[i]
+        """On a cluster: one pipeline too, which redis-py splits per master, in
+        order (it refuses ``evalsha()`` there; the raw command is routed by its
+        first key). A script a master lost is loaded and that append run again."""
+        store = self._store
+        sha = store._scripts["append"].sha
+        pipe = store._client.pipeline(transaction=False)
+        for keys, args in calls:
+            pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)
+        try:
+            replies = await _guard(pipe.execute(raise_on_error=False))
+        finally:
+            await pipe.reset()
+        out: list[Envelope | BackendUnavailable] = []
+        for (_, _, envelope), (keys, args), reply in zip(items, calls, replies, strict=True):
+            if isinstance(reply, NoScriptError):
                 try:
-                    epoch, offset, _dup = await self._store.script("append", keys, *args)
+                    reply = await store.script("append", keys, *args)
                 except BackendUnavailable as exc:
-                    out[i] = exc
-                    continue
-                out[i] = replace(items[i][2], epoch=_text(epoch), offset=int(offset))
-
-        await asyncio.gather(*(run(indexes) for indexes in by_log.values()))
-        return [r if r is not None else BackendUnavailable("redis: not run") for r in out]
+                    reply = exc
+            if isinstance(reply, BaseException):
+                error = reply if isinstance(reply, BackendUnavailable) else None
+                out.append(error or BackendUnavailable(f"redis: {type(reply).__name__}: {reply}"))
+                continue
+            epoch, offset, _dup = reply
+            out.append(replace(envelope, epoch=_text(epoch), offset=int(offset)))
+        return out
 
     async def read(self, log_id: str, after: int, limit: int, tail: int = 0) -> LogSlice:
         stream, meta, _ = self._keys.log_keys(log_id)

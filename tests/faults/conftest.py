@@ -138,8 +138,13 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         for proc in item.stash.get(_FAULT_PROCS, []):
             if isinstance(proc, RelayProcess):
                 title, text = f"relay {proc.server_id} log", proc.log()
-            elif hasattr(proc, "nodes"):  # a cluster or sentinel topology
-                parts = [f"--- {n.port}\n{n.log()[-4000:]}" for n in proc.nodes]
+            elif isinstance(proc, (ClusterTopology, SentinelTopology)):
+                nodes = (
+                    proc.nodes
+                    if isinstance(proc, ClusterTopology)
+                    else [*proc.servers, *proc.sentinels]
+                )
+                parts = [f"--- {n.port}\n{n.log()[-4000:]}" for n in nodes]
                 title, text = "redis nodes' logs", "\n".join(parts)
             else:
                 title, text = f"redis {proc.port} log", proc.log()
