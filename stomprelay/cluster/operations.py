@@ -237,18 +237,14 @@ class StepRegistry:
     ) -> tuple[bool, int] | None:
         if not await self.store.session_join(session_id, room_id, username, now):
             return None
-        event = room_event_template("JOIN", room_id, session_id, username, server_id, now, event_id)
-        return await self.store.room_change(True, session_id, room_id, now, event, True)
+        return await self._room(session_id, room_id, username, server_id, now, event_id)
 
     async def leave(
         self, session_id: str, room_id: str, server_id: str, reason: str, now: int, event_id: str
     ) -> tuple[bool, int]:
         record = await self.store.session_read(session_id)
         username = record.username if record else ""
-        event = room_event_template(
-            "LEAVE", room_id, session_id, username, server_id, now, event_id, reason
-        )
-        result = await self.store.room_change(False, session_id, room_id, now, event, True)
+        result = await self._room(session_id, room_id, username, server_id, now, event_id, reason)
         if record is not None:
             await self.store.session_leave(session_id, [room_id], now)
         return result
@@ -341,33 +337,20 @@ class StepRegistry:
             gone = [r for r in previous if r not in stored.rooms]
             for room_id in gone:
                 fixed = pending.leaves.get((sid, room_id))
-                event = room_event_template(
-                    "LEAVE",
-                    room_id,
-                    sid,
-                    session.username,
-                    server_id,
-                    now,
-                    fixed or f"{event_id}/{sid}/{room_id}",
-                    "left",
+                ident = fixed or f"{event_id}/{sid}/{room_id}"
+                changed, _ = await self._room(
+                    sid, room_id, session.username, server_id, now, ident, "left"
                 )
-                removed, _ = await store.room_change(False, sid, room_id, now, event, True)
-                if removed and fixed:
+                if changed and fixed:
                     published.append(fixed)
             for room_id in stored.rooms:
                 fixed = pending.joins.get((sid, room_id))
-                event = room_event_template(
-                    "JOIN",
-                    room_id,
-                    sid,
-                    session.username,
-                    server_id,
-                    now,
-                    fixed or f"{event_id}/{sid}/{room_id}",
-                )
+                ident = fixed or f"{event_id}/{sid}/{room_id}"
                 loud = announce or fixed is not None
-                added, _ = await store.room_change(True, sid, room_id, now, event, loud)
-                if added and fixed:
+                changed, _ = await self._room(
+                    sid, room_id, session.username, server_id, now, ident, None, loud
+                )
+                if changed and fixed:
                     published.append(fixed)
             if gone:
                 await store.session_leave(sid, gone, stored.last_seen)
@@ -378,6 +361,26 @@ class StepRegistry:
                 sid, server_id, [], "disconnected", now, f"{event_id}/{sid}", server_id, leave_ids
             )
         return published
+
+    async def _room(
+        self,
+        sid: str,
+        room_id: str,
+        username: str,
+        server_id: str,
+        now: int,
+        event_id: str,
+        leave_reason: str | None = None,
+        announce: bool = True,
+    ) -> tuple[bool, int]:
+        """One room step: a JOIN (no ``leave_reason``) or a LEAVE, announced when it
+        changed the room and ``announce``; (changed, participants)."""
+        join = leave_reason is None
+        kind = "JOIN" if join else "LEAVE"
+        event = room_event_template(
+            kind, room_id, sid, username, server_id, now, event_id, leave_reason
+        )
+        return await self.store.room_change(join, sid, room_id, now, event, announce)
 
     async def _drop(
         self,
@@ -403,17 +406,8 @@ class StepRegistry:
         left = False
         for room_id in rooms:
             fixed = ids.get(room_id)
-            event = room_event_template(
-                "LEAVE",
-                room_id,
-                sid,
-                username,
-                owner,
-                now,
-                fixed or f"{event_id}/{room_id}",
-                reason,
-            )
-            removed, _ = await store.room_change(False, sid, room_id, now, event, True)
+            ident = fixed or f"{event_id}/{room_id}"
+            removed, _ = await self._room(sid, room_id, username, owner, now, ident, reason)
             left = left or removed
             if removed and fixed:
                 published.append(fixed)
