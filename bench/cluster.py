@@ -534,9 +534,9 @@ def run_all(procs: Procs, redis_binary: str | None, deadline: float) -> bool:
     )
     report_fanout(fanout, title, 2)
     print(
-        f"   history {HISTORY} (the default): each SEND is a Lua append (XADD + PUBLISH); on "
-        "the cluster the appends of one room run one at a time (no scripts in a pipeline on "
-        "a cluster); history 0: plain PUBLISH / SPUBLISH, pipelined"
+        f"   history {HISTORY} (the default): each SEND is a Lua append (XADD + PUBLISH, "
+        "SPUBLISH on the cluster), pipelined (on the cluster one pipeline per master); "
+        "history 0: plain PUBLISH / SPUBLISH, pipelined"
     )
     print(
         f"   RabbitMQ's burst is {RABBIT_BURST:,} SENDs, not {B_BURST:,}: Web-STOMP closes a "

@@ -763,16 +763,16 @@ def report_fanout(rows: list[tuple[str, FanoutResult | str]], rabbit: bool) -> N
         f"probe subscriber per relay"
     )
     print(
-        f"   {'target':<24} {'alone/s':>8} {'accepted/s':>10} {'delivered/s':>11} "
+        f"   {'target':<31} {'alone/s':>8} {'accepted/s':>10} {'delivered/s':>11} "
         f"{'p50 ms':>7} {'p99 ms':>7}"
     )
     measured = {name: row for name, row in rows if not isinstance(row, str)}
     for name, row in rows:
         if isinstance(row, str):
-            print(f"   {name:<24} {row}")
+            print(f"   {name:<31} {row}")
         else:
             print(
-                f"   {name:<24} {row.alone:>8,.0f} {row.accepted:>10,.0f} {row.delivered:>11,.0f} "
+                f"   {name:<31} {row.alone:>8,.0f} {row.accepted:>10,.0f} {row.delivered:>11,.0f} "
                 f"{row.p50:>7.1f} {row.p99:>7.1f}"
             )
     on, off = measured.get("history on (200)"), measured.get("history off (0)")
@@ -787,7 +787,7 @@ def report_fanout(rows: list[tuple[str, FanoutResult | str]], rabbit: bool) -> N
                 (on.p99, off.p99, 7),
             )
         ]
-        print(f"   {'ratio on / off':<24} {' '.join(ratios)}")
+        print(f"   {'ratio on / off':<31} {' '.join(ratios)}")
     if rabbit:
         print("   RabbitMQ Web-STOMP: the same clients, all on its one broker, on /topic/bench")
     else:
