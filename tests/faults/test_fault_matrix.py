@@ -756,6 +756,21 @@ async def test_cluster_slot_moved_while_the_room_is_live(make_cluster: MakeClust
 
 
 @pytest.mark.cluster
+async def test_sentinel_relay_sigkill(make_cluster: MakeCluster) -> None:
+    await run_scenario(
+        make_cluster,
+        Scenario(
+            "sentinel-relay-sigkill",
+            relay_kill,
+            affected=FAULTED,
+            killed=True,
+            may_close=True,
+            topology="sentinel",
+        ),
+    )
+
+
+@pytest.mark.cluster
 async def test_sentinel_master_killed(make_cluster: MakeCluster) -> None:
     await run_scenario(
         make_cluster,
