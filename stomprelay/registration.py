@@ -17,6 +17,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
+from typing import Any
 
 from stomprelay import __version__
 from stomprelay.cluster.envelope import Envelope
@@ -51,15 +52,32 @@ class Gate:
         self._cond = asyncio.Condition()
         self._ops = 0
         self._exclusive = False
+        #: session id -> [lock, holders and waiters]
+        self._sessions: dict[str, list[Any]] = {}
 
     @contextlib.asynccontextmanager
-    async def shared(self) -> AsyncIterator[None]:
+    async def shared(self, session_id: str | None = None) -> AsyncIterator[None]:
+        """Side by side with other operations, but one at a time per session: a
+        registry operation is several steps (``operations.py``), and a join whose
+        steps interleave with the same session's removal (a client that joins and
+        closes at once) would leave a participant without a session."""
         async with self._cond:
             await self._cond.wait_for(lambda: not self._exclusive)
             self._ops += 1
+        entry = None
         try:
-            yield
+            if session_id is None:
+                yield
+            else:
+                entry = self._sessions.setdefault(session_id, [asyncio.Lock(), 0])
+                entry[1] += 1
+                async with entry[0]:
+                    yield
         finally:
+            if entry is not None:
+                entry[1] -= 1
+                if not entry[1]:
+                    self._sessions.pop(session_id or "", None)
             async with self._cond:
                 self._ops -= 1
                 self._cond.notify_all()
@@ -266,7 +284,7 @@ class Registration:
 
     async def connect(self, record: SessionRecord) -> None:
         """Register a session that completed CONNECT (or remember it for the restore)."""
-        async with self.gate.shared():
+        async with self.gate.shared(record.session_id):
             self.records[record.session_id] = record
             try:
                 added = await self.sync.guard(
@@ -286,7 +304,7 @@ class Registration:
 
     async def disconnect(self, session_id: str) -> None:
         """A session ended: it leaves its rooms (one LEAVE each) and the registry."""
-        async with self.gate.shared():
+        async with self.gate.shared(session_id):
             record = self.records.pop(session_id, None)
             if record is None:
                 return

@@ -116,7 +116,7 @@ class Rooms:
                 "username",
                 self.settings.max_username,
             )
-        async with self.registration.gate.shared():
+        async with self.registration.gate.shared(record.session_id):
             already = room_id in record.rooms
             if not already and len(record.rooms) >= self.settings.max_rooms_per_session:
                 raise PolicyError(
@@ -146,7 +146,7 @@ class Rooms:
 
     async def leave(self, sink: Sink, room_id: str, reason: str = "left") -> None:
         record = self._record(sink)
-        async with self.registration.gate.shared():
+        async with self.registration.gate.shared(record.session_id):
             if room_id not in record.rooms:
                 raise PolicyError("Not a participant", f"This session has not joined {room_id}.")
             record.rooms.remove(room_id)

@@ -28,19 +28,24 @@ end
 
 -- The log's epoch ('' when there is no log). Where masters change (Sentinel,
 -- Cluster), the meta hash names the master (its replication id) that wrote the
--- log. A node that was that master's replica and took over (its master_replid2)
--- holds what was replicated, but cannot know what the old master acknowledged
--- after it: the log goes on under a new epoch, noting the epoch it continues and
--- its last offset here ('parent', 'since'), so no (epoch, offset) ever names two
--- different messages and a follower can tell what it already has. A node the
--- slot was moved to (MIGRATE carries the keys whole) adopts the log as it is.
+-- log. A master that took over holds what was replicated, but cannot know what
+-- the old master acknowledged after it: the log goes on under a new epoch, noting
+-- the epoch it continues and its last offset here ('parent', 'since'), so no
+-- (epoch, offset) ever names two different messages and a follower can tell what
+-- it already has. On a cluster a node the slot was moved to (MIGRATE carries the
+-- keys whole) adopts the log as it is, if it never was a replica that took over.
 local function current_epoch(meta)
   local epoch = redis.call('HGET', meta, 'epoch')
   if not epoch or not EPOCH_PER_MASTER then return epoch or '' end
   local info = redis.call('INFO', 'replication')
   local here = string.match(info, 'master_replid:(%w+)') or ''
   local was = redis.call('HGET', meta, 'master')
-  if was ~= here and was and was == string.match(info, 'master_replid2:(%w+)') then
+  -- Under Sentinel nothing else moves a log: any new master is a takeover (one hop
+  -- or several). On a cluster a node that was ever promoted (replid2 set) may hold a
+  -- log it took over; only a never-promoted one adopts a log a migration brought.
+  local replid2 = string.match(info, 'master_replid2:(%w+)') or ''
+  local promoted = not string.match(replid2, '^0+$')
+  if was and was ~= here and (not EPOCH_ADOPT_MOVED or promoted) then
     local next_epoch = new_epoch()
     redis.call('HSET', meta, 'epoch', next_epoch, 'parent', epoch,
       'since', redis.call('HGET', meta, 'seq') or 0)
@@ -122,19 +127,46 @@ for _, sid in ipairs(split_rooms(ARGV[7])) do redis.call('SADD', KEYS[3], sid) e
 return before
 """
 
-# KEYS: info, heartbeat   ARGV: incarnation, ttl_ms
+# KEYS: info, heartbeat, reaped   ARGV: incarnation, ttl_ms
+# Refused (0) for an incarnation a sweeper has begun to reap (its tombstone), even
+# while its info is still there: the relay re-registers everything instead.
 HEARTBEAT = r"""
 if redis.call('HGET', KEYS[1], 'incarnation') ~= ARGV[1] then return 0 end
+if redis.call('GET', KEYS[3]) == ARGV[1] then return 0 end
 redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
 return 1
 """
 
-# KEYS: info, sessions   ARGV: incarnation, session id
-# Refused (0) when the relay is not registered under that incarnation (it was
-# reaped): the relay re-registers everything instead.
+# KEYS: info, sessions, reaped   ARGV: incarnation, session id
+# Refused (0) when the relay is not registered under that incarnation, or is being
+# reaped: the relay re-registers everything instead.
 SERVER_ADD_SESSION = r"""
 if redis.call('HGET', KEYS[1], 'incarnation') ~= ARGV[1] then return 0 end
+if redis.call('GET', KEYS[3]) == ARGV[1] then return 0 end
 redis.call('SADD', KEYS[2], ARGV[2])
+return 1
+"""
+
+# KEYS: lock   ARGV: token, ttl_ms
+# Take the lock, or keep it when this token already holds it (a retried restore).
+LOCK_TAKE = r"""
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+return 0
+"""
+
+# KEYS: lock   ARGV: token, ttl_ms ('' or 0: delete)
+# The lock holder extends its lock (or lets it go); 0 when the token no longer holds it.
+LOCK_KEEP = r"""
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if tonumber(ARGV[2]) > 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+else
+  redis.call('DEL', KEYS[1])
+end
 return 1
 """
 
@@ -355,6 +387,8 @@ SCRIPTS = {
     "heartbeat": HEARTBEAT,
     "server_add_session": SERVER_ADD_SESSION,
     "reap_begin": REAP_BEGIN,
+    "lock_keep": LOCK_KEEP,
+    "lock_take": LOCK_TAKE,
     "server_drop": SERVER_DROP,
     "pulse": PULSE,
     "may_reap": MAY_REAP,

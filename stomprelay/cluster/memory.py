@@ -143,13 +143,13 @@ class MemoryStore:
         return current is not None and current.incarnation == incarnation
 
     async def heartbeat(self, server_id: str, incarnation: str, ttl_ms: int) -> bool:
-        if not self._runs(server_id, incarnation):
+        if not self._runs(server_id, incarnation) or self.hub.reaped.get(server_id) == incarnation:
             return False
         self.hub.heartbeats[server_id] = self.hub.clock() + ttl_ms / 1000
         return True
 
     async def server_add_session(self, server_id: str, incarnation: str, session_id: str) -> bool:
-        if not self._runs(server_id, incarnation):
+        if not self._runs(server_id, incarnation) or self.hub.reaped.get(server_id) == incarnation:
             return False
         self.hub.server_sessions.setdefault(server_id, set()).add(session_id)
         return True
@@ -163,7 +163,7 @@ class MemoryStore:
 
     async def lock(self, server_id: str, token: str, ttl_ms: int) -> bool:
         held = self.hub.locks.get(server_id)
-        if held is not None and held[1] > self.hub.clock():
+        if held is not None and held[1] > self.hub.clock() and held[0] != token:
             return False
         self.hub.locks[server_id] = (token, self.hub.clock() + ttl_ms / 1000)
         return True
@@ -171,6 +171,12 @@ class MemoryStore:
     def _holds(self, server_id: str, token: str) -> bool:
         held = self.hub.locks.get(server_id)
         return held is not None and held[0] == token and held[1] > self.hub.clock()
+
+    async def keep_lock(self, server_id: str, token: str, ttl_ms: int) -> bool:
+        if not self._holds(server_id, token):
+            return False
+        self.hub.locks[server_id] = (token, self.hub.clock() + ttl_ms / 1000)
+        return True
 
     async def unlock(self, server_id: str, token: str) -> None:
         if self._holds(server_id, token):

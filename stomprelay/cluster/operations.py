@@ -23,14 +23,19 @@ and is run again, or cleaned up by a reap or a restore:
 * Removal runs from the rooms to the session hash to the index to the relay's
   list: an interrupted removal is found again (the session is still listed
   under its relay) and finishes without repeating an event.
-* Steps on a relay's keys are fenced by its incarnation: a reaped relay cannot
-  add sessions; a reap's last step leaves alone a relay that came back.
+* Steps on a relay's keys are fenced by its incarnation: a relay a sweeper has
+  begun to reap cannot refresh or add sessions (the tombstone), so it restores;
+  its restore takes the relay's reaper lock, so it waits for a reap in progress,
+  and a sweeper extends the lock before each session it removes (one that lost
+  it stops); a reap's last step leaves alone a relay that came back.
 """
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import secrets
+import time
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Protocol
@@ -46,6 +51,7 @@ from stomprelay.cluster.registry import (
     room_event_template,
     session_envelope,
 )
+from stomprelay.errors import BackendUnavailable
 
 #: How long a sweeper holds a dead relay's lock (ms); every backend uses it.
 REAPER_LOCK_MS = 5_000
@@ -88,7 +94,13 @@ class Store(Protocol):
 
     async def server_remove_session(self, server_id: str, session_id: str) -> None: ...
 
-    async def lock(self, server_id: str, token: str, ttl_ms: int) -> bool: ...
+    async def lock(self, server_id: str, token: str, ttl_ms: int) -> bool:
+        """Take a relay's reaper lock (or keep it, when ``token`` holds it already)."""
+        ...
+
+    async def keep_lock(self, server_id: str, token: str, ttl_ms: int) -> bool:
+        """Extend a lock this token holds; False when it no longer holds it."""
+        ...
 
     async def unlock(self, server_id: str, token: str) -> None: ...
 
@@ -283,6 +295,10 @@ class StepRegistry:
             await store.unlock(dead.server_id, token)
             return None
         for sid in sorted(sessions):
+            # the lock is what keeps the relay's own restore out (it waits for it):
+            # a sweeper that lost it stops, whoever holds it now finishes
+            if not await store.keep_lock(dead.server_id, token, self.lock_ttl_ms):
+                return None
             await self._drop(
                 sid, dead.server_id, [], "server-lost", now, f"{event_id}/{sid}", sweeper_id
             )
@@ -311,6 +327,33 @@ class StepRegistry:
         pending: Pending | None = None,
     ) -> list[str]:
         """Re-register a relay and everything it holds; the ``pending`` ids published."""
+        # one token per relay: a restore run again after a failure takes its own lock back
+        token = f"restore:{server.server_id}"
+        await self._wait_lock(server.server_id, token)
+        try:
+            return await self._restore(server, sessions, ttl_ms, announce, now, event_id, pending)
+        finally:
+            await self.store.unlock(server.server_id, token)
+
+    async def _wait_lock(self, server_id: str, token: str) -> None:
+        """Take this relay's reaper lock: a sweeper reaping it finishes first (a restore
+        racing a reap would put back sessions the reap then removes)."""
+        deadline = time.monotonic() + 2 * self.lock_ttl_ms / 1000
+        while not await self.store.lock(server_id, token, self.lock_ttl_ms):
+            if time.monotonic() > deadline:
+                raise BackendUnavailable(f"registry: {server_id} is being reaped")
+            await asyncio.sleep(0.05)
+
+    async def _restore(
+        self,
+        server: ServerRecord,
+        sessions: list[SessionRecord],
+        ttl_ms: int,
+        announce: bool,
+        now: int,
+        event_id: str,
+        pending: Pending | None,
+    ) -> list[str]:
         store = self.store
         pending = pending or Pending()
         server_id = server.server_id

@@ -361,9 +361,11 @@ class RedisStore:
         # Where a master can change under a log (a failover, a slot moved), the
         # log's epoch follows the master: no (epoch, offset) names two messages.
         follow = "true" if mode != "standalone" else "false"
+        adopt = "true" if mode == "cluster" else "false"
         prelude = (
             policy.lua()
             + f"local ROOM_PUBLISH = {publish!r}\nlocal EPOCH_PER_MASTER = {follow}\n"
+            + f"local EPOCH_ADOPT_MOVED = {adopt}\n"
             + LIBRARY
         )
         self._scripts = {
@@ -452,26 +454,28 @@ class RedisStore:
 
     async def heartbeat(self, server_id: str, incarnation: str, ttl_ms: int) -> bool:
         info, beat, _ = self._server(server_id)
-        return bool(await self.script("heartbeat", (info, beat), incarnation, ttl_ms))
+        keys = (info, beat, self.keys.reaped(server_id))
+        return bool(await self.script("heartbeat", keys, incarnation, ttl_ms))
 
     async def server_add_session(self, server_id: str, incarnation: str, session_id: str) -> bool:
         info, _, listed = self._server(server_id)
-        return bool(
-            await self.script("server_add_session", (info, listed), incarnation, session_id)
-        )
+        keys = (info, listed, self.keys.reaped(server_id))
+        return bool(await self.script("server_add_session", keys, incarnation, session_id))
 
     async def server_remove_session(self, server_id: str, session_id: str) -> None:
         await _guard(self._client.srem(self.keys.server_sessions(server_id), session_id))
 
     async def lock(self, server_id: str, token: str, ttl_ms: int) -> bool:
-        key = self.keys.reaper_lock(server_id)
-        return bool(await _guard(self._client.set(key, token, nx=True, px=ttl_ms)))
+        key = (self.keys.reaper_lock(server_id),)
+        return bool(await self.script("lock_take", key, token, ttl_ms))
+
+    async def keep_lock(self, server_id: str, token: str, ttl_ms: int) -> bool:
+        lock = (self.keys.reaper_lock(server_id),)
+        return bool(await self.script("lock_keep", lock, token, ttl_ms))
 
     async def unlock(self, server_id: str, token: str) -> None:
-        lock = self.keys.reaper_lock(server_id)
         # a lock that expired and was taken by someone else meanwhile stays theirs
-        if await _guard(self._client.get(lock)) == token:
-            await _guard(self._client.delete(lock))
+        await self.script("lock_keep", (self.keys.reaper_lock(server_id),), token, 0)
 
     async def reap_begin(
         self, server_id: str, incarnation: str, token: str
