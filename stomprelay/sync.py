@@ -315,7 +315,16 @@ class Feed:
                 # The log, read past them, did not have them: lost.
                 effects.append(self._gap(self.last + 1, offset - 1))
             effects.append(self._advance(envelope))
+        newer = [e for e in self.held.values() if e.epoch and e.epoch != self.epoch]
         self.held = {o: e for o, e in self.held.items() if o > self.last and e.epoch == self.epoch}
+        if newer:
+            # Live messages of another epoch came while this read of the old one was
+            # in flight (a failover, a lost log): the log moved on; follow it now
+            # rather than wait for its next message (a quiet room may send none).
+            epoch = newer[-1].epoch
+            effects += self._reset(epoch)
+            self.held = {e.offset: e for e in newer if e.epoch == epoch}
+            return effects + self._fetch()
         if self.held or self.dirty:
             self.dirty = False
             return effects + self._fetch()

@@ -141,6 +141,21 @@ def test_a_failover_epoch_fills_in_what_the_relay_had_not_reached() -> None:
     assert subs["a"].got == [("E2", 4), ("E2", 5), ("E2", 6)]
 
 
+def test_a_new_epoch_heard_during_a_read_of_the_old_one_is_followed() -> None:
+    # a read of E1 is in flight (a repair) when E2's first message arrives live: the
+    # feed follows E2 once the read is in, not only at E2's next message
+    feed, subs, reads = started(3), {"a": Sub()}, []
+    run(feed, feed.broken(), subs, reads)
+    assert reads == [3]
+    run(feed, feed.live(env(5, "E2")), subs, reads)
+    run(feed, feed.fetched(log(1, 3, "E1", after=3), 3), subs, reads)
+    assert subs["a"].gaps == [(1, 0)]  # the reset notice
+    assert reads[-1] == 0
+    run(feed, feed.fetched(continued(1, 5, since=3), 0), subs, reads)
+    assert subs["a"].got == [("E2", 4), ("E2", 5)]
+    assert not feed.repairing
+
+
 def test_an_epoch_that_continues_another_one_starts_from_the_start() -> None:
     # E2 continues E0, not E1 that this relay followed: everything of E2 is new here
     feed, subs, reads = started(4), {"a": Sub()}, []
