@@ -55,23 +55,14 @@ TEMPLATES: dict[str, str] = {
     "history_topics": "{p}:history:topics",
 }
 
-#: Templates of today's names before hash tags (0.x), for the start-up migration.
-LEGACY_TEMPLATES: dict[str, str] = {
-    "session": "{p}:sessions:{x}",
-    "current_room": "{p}:users:{x}:current_room",
-    "room_participants": "{p}:rooms:{x}:participants",
-    "room_info": "{p}:rooms:{x}:info",
-    "server_sessions": "{p}:servers:{x}:sessions",
-    "server_info": "{p}:servers:{x}:info",
-    "server_heartbeat": "{p}:servers:{x}:heartbeat",
-    "reaper_lock": "{p}:servers:{x}:reaper_lock",
-    "reaped": "{p}:servers:{x}:reaped",
-}
 
-
-def is_sharded(channel: str) -> bool:
-    """Channels with a hash tag are sharded in cluster mode (SPUBLISH/SSUBSCRIBE)."""
-    return "{" in channel
+def hash_tag(name: str) -> str | None:
+    """The hash tag of a key or shard channel, by Redis Cluster's rule: after the
+    first ``{``, up to the first ``}``, not empty; None when there is none (then
+    Redis hashes the whole name, and a channel is cluster-wide, not sharded)."""
+    start = name.find("{")
+    end = name.find("}", start + 1) if start >= 0 else -1
+    return name[start + 1 : end] if end > start + 1 else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,10 +206,6 @@ class Keys:
     def session_keys(self, session_id: str) -> tuple[str, str]:
         return self.session(session_id), self.current_room(session_id)
 
-    def legacy(self, template: str, ident: str) -> str:
-        """A name as releases before hash tags spelled it (for the migration)."""
-        return LEGACY_TEMPLATES[template].format(p=self.prefix, x=ident)
-
     @property
     def history_topics(self) -> str:
         return self._name("history_topics")
@@ -234,6 +221,5 @@ class Keys:
     @staticmethod
     def tag_of(name: str) -> str:
         """The hash tag of a name (``stomp:rooms:{lobby}:info`` -> ``lobby``)."""
-        start = name.find("{")
-        end = name.find("}", start + 1)
-        return name[start + 1 : end] if start >= 0 and end > start + 1 else name
+        tag = hash_tag(name)
+        return name if tag is None else tag

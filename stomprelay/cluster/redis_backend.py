@@ -988,20 +988,20 @@ class RedisLog:
         self, items: Sequence[tuple[str, str, Envelope]], now: int
     ) -> list[Envelope | BackendUnavailable]:
         """One pipeline of EVALSHA (non-transactional: each append stays atomic on
-        its own, and Redis runs them in order); a script Redis lost is loaded and
+        its own, and Redis runs them in order; on a cluster redis-py splits it per
+        master, in order, and routes the raw command by its first key, since its
+        cluster pipeline refuses ``evalsha()``); a script Redis lost is loaded and
         the append run again, alone."""
         store = self._store
-        script = store._scripts["append"]
+        sha = store._scripts["append"].sha
         calls = [
             self._args(log_id, channel, envelope, now, await self._logged(log_id, now))
             for log_id, channel, envelope in items
         ]
-        if self._registry.sharded:
-            return await self._append_sharded(items, calls)
         store.check_hold()
         pipe = store._client.pipeline(transaction=False)
         for keys, args in calls:
-            pipe.evalsha(script.sha, len(keys), *keys, *args)
+            pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)
         replicas, timeout = store.wait
         if replicas:
             pipe.execute_command("WAIT", replicas, timeout)
@@ -1017,38 +1017,6 @@ class RedisLog:
                 reply = await store.script("append", keys, *args)
             if isinstance(reply, BaseException):
                 out.append(BackendUnavailable(f"redis: {type(reply).__name__}: {reply}"))
-                continue
-            epoch, offset, _dup = reply
-            out.append(replace(envelope, epoch=_text(epoch), offset=int(offset)))
-        return out
-
-    async def _append_sharded(
-        self,
-        items: Sequence[tuple[str, str, Envelope]],
-        calls: list[tuple[tuple[str, str, str], tuple[str | int | bytes, ...]]],
-    ) -> list[Envelope | BackendUnavailable]:
-        """On a cluster: one pipeline too, which redis-py splits per master, in
-        order (it refuses ``evalsha()`` there; the raw command is routed by its
-        first key). A script a master lost is loaded and that append run again."""
-        store = self._store
-        sha = store._scripts["append"].sha
-        pipe = store._client.pipeline(transaction=False)
-        for keys, args in calls:
-            pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)
-        try:
-            replies = await _guard(pipe.execute(raise_on_error=False))
-        finally:
-            await pipe.reset()
-        out: list[Envelope | BackendUnavailable] = []
-        for (_, _, envelope), (keys, args), reply in zip(items, calls, replies, strict=True):
-            if isinstance(reply, NoScriptError):
-                try:
-                    reply = await store.script("append", keys, *args)
-                except BackendUnavailable as exc:
-                    reply = exc
-            if isinstance(reply, BaseException):
-                error = reply if isinstance(reply, BackendUnavailable) else None
-                out.append(error or BackendUnavailable(f"redis: {type(reply).__name__}: {reply}"))
                 continue
             epoch, offset, _dup = reply
             out.append(replace(envelope, epoch=_text(epoch), offset=int(offset)))

@@ -250,7 +250,7 @@ def room_event(
         event["participants"] = participants
     if reason is not None:
         event["reason"] = reason
-    return json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return _json(event).encode("utf-8")
 
 
 def join_event(
@@ -303,7 +303,7 @@ def sync_event(room_id: str, server_id: str, ts: int, participants: list[Partici
             for p in participants
         ],
     }
-    return json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return _json(event).encode("utf-8")
 
 
 def session_event(
@@ -319,7 +319,7 @@ def session_event(
     }
     if reason is not None:
         event["reason"] = reason
-    return json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return _json(event).encode("utf-8")
 
 
 def server_json(record: ServerRecord) -> dict[str, object]:

@@ -61,6 +61,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from stomprelay.cluster.base import BusHandler
 from stomprelay.cluster.envelope import Envelope
+from stomprelay.cluster.keys import hash_tag
 from stomprelay.errors import ProtocolError
 
 log = logging.getLogger(__name__)
@@ -87,8 +88,7 @@ def is_sharded(channel: str) -> bool:
     with at least one character between them? That is the rule by which Redis Cluster
     hashes only the tag of a key (or shard channel); such a channel goes over
     SPUBLISH/SSUBSCRIBE, to the master of the tag's slot."""
-    start = channel.find("{")
-    return start != -1 and channel.find("}", start + 1) > start + 1
+    return hash_tag(channel) is not None
 
 
 def channel_slot(channel: str) -> int:

@@ -108,6 +108,23 @@ def tally(received: list[str], published: list[str]) -> Tally:
     )
 
 
+async def settle(pacer: Any, subscriber: Any, channels: list[str], what: str) -> Tally:
+    """60 more publishes once the subscriber is back, then stop, wait for the last
+    envelope to arrive, and count what each channel lost, doubled or reordered."""
+    resumed = pacer.started
+    await eventually(lambda: pacer.started >= resumed + 60, what)
+    await pacer.stop()
+    last = pacer.order[-1]
+    await eventually(
+        lambda: any(last in subscriber.got[ch] for ch in channels), "the last envelope"
+    )
+    await asyncio.sleep(0.05)
+    result = Tally()
+    for channel in channels:
+        result += tally(subscriber.got[channel], pacer.published[channel])
+    return result
+
+
 @dataclass
 class Relay:
     """One bus, standing for one relay, and what its handler received."""
@@ -611,18 +628,7 @@ async def test_live_slot_migration_of_a_busy_room(
     await asyncio.to_thread(cluster.move_slot, slot, target)
     moved = time.monotonic() - began
     await eventually(lambda: subscriber.bus.available, "the subscriber to be available")
-    resumed = pacer.started
-    await eventually(lambda: pacer.started >= resumed + 60, "traffic after the move")
-    await pacer.stop()
-    last = pacer.order[-1]
-    await eventually(
-        lambda: any(last in subscriber.got[ch] for ch in channels), "the last envelope"
-    )
-    await asyncio.sleep(0.05)
-
-    result = Tally()
-    for channel in channels:
-        result += tally(subscriber.got[channel], pacer.published[channel])
+    result = await settle(pacer, subscriber, channels, "traffic after the move")
     print(
         f"\nmigration of slot {slot} {source.port} -> {target.port} took {moved:.3f} s; "
         f"{pacer.started} published, lost {result.lost}; subscriber states {marks}"
@@ -695,18 +701,7 @@ async def test_master_killed_then_replica_promoted(
     up = [t for t, value in subscriber.states if value and t >= killed_at]
     assert down, f"the subscriber never reported the outage: {subscriber.states}"
     assert up, f"the subscriber never came back: {subscriber.states}"
-    resumed = pacer.started
-    await eventually(lambda: pacer.started >= resumed + 60, "traffic after the promotion")
-    await pacer.stop()
-    last = pacer.order[-1]
-    await eventually(
-        lambda: any(last in subscriber.got[ch] for ch in channels), "the last envelope"
-    )
-    await asyncio.sleep(0.05)
-
-    result = Tally()
-    for channel in channels:
-        result += tally(subscriber.got[channel], pacer.published[channel])
+    result = await settle(pacer, subscriber, channels, "traffic after the promotion")
     print(
         f"\nkilled {killed.port}, {promoted.port} promoted {promoted_after:.3f} s later; "
         f"subscriber unavailable after {down[0] - killed_at:.3f} s, available again after "
