@@ -138,7 +138,11 @@ class Relay:
             hub = MemoryHub(policy=self.policy)
             bus = bus or MemoryBus(hub)
             registry = registry or MemoryRegistry(
-                hub, self.keys, stall_ms(self.settings), int(self.settings.liveness_ttl * 1000)
+                hub,
+                self.keys,
+                stall_ms(self.settings),
+                int(self.settings.liveness_ttl * 1000),
+                self.settings.reaper_lock_ms,
             )
         self.bus: Bus = bus
         self.registry: Registry = registry
