@@ -102,7 +102,9 @@ def redis_target(args: argparse.Namespace) -> RedisTarget | None:
         return None
     try:
         if mode == "cluster":
-            parse_hosts(url, 6379)
+            from stomprelay.cluster.sharded import Seeds
+
+            Seeds.parse(url)  # what the bus will read: one rule for a bad seed list
         return RedisTarget(url, mode)
     except ValueError as exc:
         raise SystemExit(f"stomprelay: --redis-url: {exc}") from None
