@@ -295,12 +295,12 @@ class Feed:
             if envelope.offset <= self.last:
                 continue
             if envelope.offset > self.last + 1:
-                effects.append(self._gap(self.last + 1, envelope.offset - 1))
+                effects += self._trimmed(envelope.offset - 1)
             effects.append(self._advance(envelope))
             self.repaired += 1
             progressed = True
         if self.last < read.last and not read.entries and read.first > self.last + 1:
-            effects.append(self._gap(self.last + 1, read.first - 1))
+            effects += self._trimmed(read.first - 1)
             progressed = True
         if self.last < read.last and progressed:
             return effects + self._fetch()
@@ -352,6 +352,24 @@ class Feed:
     def _gap(self, start: int, end: int) -> Gap:
         self.last = end
         return Gap(start, end, self.epoch, self._live_keys(end))
+
+    def _trimmed(self, end: int) -> list[Effect]:
+        """Offsets after ``last`` up to ``end`` are no longer in the log: deliver the
+        live messages held among them, in order, and a gap notice only for the
+        offsets neither read nor held (two journals appended at once can overrun a
+        log that this relay heard live)."""
+        effects: list[Effect] = []
+        for offset in sorted(self.held):
+            envelope = self.held[offset]
+            if offset <= self.last or offset > end or envelope.epoch != self.epoch:
+                continue
+            if offset > self.last + 1:
+                effects.append(self._gap(self.last + 1, offset - 1))
+            effects.append(self._advance(envelope))
+            del self.held[offset]
+        if end > self.last:
+            effects.append(self._gap(self.last + 1, end))
+        return effects
 
     def _reset(self, epoch: str) -> list[Effect]:
         keys = tuple(k for k, c in self.subs.items() if c.live)

@@ -361,3 +361,31 @@ def test_a_replay_in_another_epoch_never_goes_live_on_old_offsets() -> None:
     assert feed.go_live("r", 1, "E2") is True
     run(feed, feed.live(env(2, "E2")), subs, reads)
     assert subs["r"].got == [("E2", 2)]
+
+
+def test_a_trimmed_range_delivers_the_live_messages_held_for_it() -> None:
+    """Two journals appended at once overrun the log: the read resumes at 120 and
+    finds 121..196 trimmed, but this relay heard many of them live meanwhile."""
+    feed, subs, reads = started(120), {"a": Sub()}, []
+    run(feed, feed.broken(), subs, reads)
+    assert reads == [120]
+    held = [125, 130, *range(140, 151), 197]
+    for offset in held:
+        run(feed, feed.live(env(offset)), subs, reads)
+    run(feed, feed.fetched(log(197, 200, after=120), 120), subs, reads)
+    assert [o for _, o in subs["a"].got] == [125, 130, *range(140, 151), 197, 198, 199, 200]
+    assert subs["a"].gaps == [(121, 124), (126, 129), (131, 139), (151, 196)]
+    assert feed.held == {}
+    assert not feed.repairing
+
+
+def test_a_log_trimmed_past_its_end_still_delivers_what_is_held() -> None:
+    """The read finds no entry after the cursor (all trimmed, head beyond it)."""
+    feed, subs, reads = started(10), {"a": Sub()}, []
+    run(feed, feed.broken(), subs, reads)
+    for offset in (12, 13):
+        run(feed, feed.live(env(offset)), subs, reads)
+    run(feed, feed.fetched(LogSlice("E1", 31, 30), 10), subs, reads)
+    assert [o for _, o in subs["a"].got] == [12, 13]
+    assert subs["a"].gaps == [(11, 11), (14, 30)]
+    assert feed.held == {}
