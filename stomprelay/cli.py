@@ -308,6 +308,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds a log lives after its last message",
     )
     serve.add_argument(
+        "--history-min-age",
+        type=float,
+        default=_env_number("HISTORY_MIN_AGE", DEFAULTS.history_min_age, float),
+        help="seconds a message stays in its log even past --history-size",
+    )
+    serve.add_argument(
+        "--history-max-size",
+        type=int,
+        default=int(_env_number("HISTORY_MAX_SIZE", DEFAULTS.history_max_size)),
+        help="most messages a log holds whatever their age (0: 10 x --history-size)",
+    )
+    serve.add_argument(
         "--history-max-topics",
         type=int,
         default=int(_env_number("HISTORY_MAX_TOPICS", DEFAULTS.history_max_topics)),
@@ -703,6 +715,8 @@ async def serve(args: argparse.Namespace) -> int:
         history_ttl=args.history_ttl,
         history_max_topics=args.history_max_topics,
         history_rooms_only=args.history_rooms_only,
+        history_min_age=args.history_min_age,
+        history_max_size=args.history_max_size,
         journal_messages=args.journal_size,
         journal_bytes=args.journal_bytes,
         redis_timeout=args.redis_timeout,
@@ -720,9 +734,21 @@ async def serve(args: argparse.Namespace) -> int:
         jwks_refresh=args.jwks_refresh,
     )
     auth, acl = _access(args, settings)
-    for name in ("history_size", "history_max_topics", "journal_size", "journal_bytes"):
+    for name in (
+        "history_size",
+        "history_min_age",
+        "history_max_size",
+        "history_max_topics",
+        "journal_size",
+        "journal_bytes",
+    ):
         if getattr(args, name) < 0:
             raise SystemExit(f"stomprelay: --{name.replace('_', '-')} must not be negative")
+    if args.history_max_size and args.history_max_size < args.history_size:
+        raise SystemExit(
+            "stomprelay: --history-max-size must be 0 (ten times --history-size) or at "
+            "least --history-size"
+        )
     if args.redis_wait_replicas < 0 or args.redis_wait_timeout < 0:
         raise SystemExit(
             "stomprelay: --redis-wait-replicas and --redis-wait-timeout must not be negative"

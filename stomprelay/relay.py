@@ -91,6 +91,8 @@ def history_policy(settings: Settings) -> HistoryPolicy:
         ttl_ms=int(settings.history_ttl * 1000),
         max_topics=settings.history_max_topics,
         rooms_only=settings.history_rooms_only,
+        min_age_ms=int(settings.history_min_age * 1000),
+        max_size=settings.history_max_size,
     )
 
 

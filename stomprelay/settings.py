@@ -101,6 +101,11 @@ class Settings:
     #: turns history and offsets off), and how long a log outlives its last message.
     history_size: int = 200
     history_ttl: float = 24 * 3600.0
+    #: Seconds a message stays in its log whatever ``history_size`` says, so an
+    #: outage's journals, appended at once, are kept until every relay read them;
+    #: under ``history_max_size`` (0: ten times ``history_size``).
+    history_min_age: float = 120.0
+    history_max_size: int = 0
     #: Most logs of client-invented ``/topic/{name}`` destinations (rooms and
     #: ``/topic/broadcast`` not counted); past it new topics go unlogged.
     history_max_topics: int = 1000

@@ -5,7 +5,8 @@ created, so a Redis that lost its data starts a new one) and contiguous
 offsets 1, 2, 3, ... Appending is idempotent by message id: an append of an id
 the log already holds returns its offset and publishes nothing. The Redis
 implementation is the ``APPEND`` Lua function in :mod:`lua` (XADD with an
-explicit ``<offset>-0`` id and an exact MAXLEN, then PUBLISH, in one script);
+explicit ``<offset>-0`` id and the append's Redis TIME, the retention's trim, then
+PUBLISH, in one script);
 :class:`MemoryLog` is the single-node one with the same rules.
 """
 
@@ -23,12 +24,21 @@ from stomprelay.errors import BackendUnavailable
 
 @dataclass(frozen=True, slots=True)
 class HistoryPolicy:
-    """Which destinations are logged and how much of each is kept."""
+    """Which destinations are logged and how much of each is kept.
+
+    Retention (docs/history.md, "What is kept"): the last ``size`` messages, and
+    also every message younger than ``min_age_ms`` (by the time of its append),
+    never more than :attr:`cap`. An outage's journals, appended at once when Redis
+    is back, are young: they stay until every relay's feed has read them.
+    """
 
     size: int = 200
     ttl_ms: int = 24 * 3600 * 1000
     max_topics: int = 1000
     rooms_only: bool = False
+    min_age_ms: int = 120_000
+    #: The hard cap (0: ten times ``size``).
+    max_size: int = 0
 
     def logs(self, log_id: str) -> bool:
         """Whether a destination is logged at all (the topic cap aside)."""
@@ -37,15 +47,28 @@ class HistoryPolicy:
         return not (self.rooms_only and log_id.startswith("topic:"))
 
     @property
+    def cap(self) -> int:
+        """Most entries a log ever holds, whatever their age."""
+        return max(self.size, self.max_size or 10 * self.size)
+
+    @property
     def id_window(self) -> int:
         """Appends a message id is remembered for (idempotency outlives the entries,
         so a journal appended after a long outage still finds what did run)."""
-        return max(10 * self.size, 2000)
+        return max(10 * self.size, 2000, self.cap)
+
+    def keeps(self, length: int, age_ms: float) -> bool:
+        """Whether the oldest of ``length`` entries, appended ``age_ms`` ago, stays."""
+        if length > self.cap:
+            return False
+        return length <= self.size or age_ms < self.min_age_ms
 
     def lua(self) -> str:
         """The same policy as Lua constants for the scripts."""
         return (
             f"local HISTORY_SIZE = {int(self.size)}\n"
+            f"local HISTORY_MAX_SIZE = {int(self.cap)}\n"
+            f"local HISTORY_MIN_AGE_MS = {int(self.min_age_ms)}\n"
             f"local HISTORY_ID_WINDOW = {self.id_window}\n"
             f"local HISTORY_TTL_MS = {int(self.ttl_ms)}\n"
             f"local HISTORY_MAX_TOPICS = {int(self.max_topics)}\n"
@@ -112,6 +135,8 @@ class _MemLog:
     seq: int = 0
     last_at: float = 0.0
     entries: deque[Envelope] = field(default_factory=deque)
+    #: Each entry's append time (seconds of the log's clock), beside ``entries``.
+    appended: deque[float] = field(default_factory=deque)
     ids: dict[str, int] = field(default_factory=dict)
     #: (offset, id) in append order, to forget ids past the id window.
     id_order: deque[tuple[int, str]] = field(default_factory=deque)
@@ -161,9 +186,13 @@ class MemoryLog:
             return replace(envelope, offset=known, epoch=log.epoch)
         log.seq += 1
         stored = replace(envelope, offset=log.seq, epoch=log.epoch)
-        while len(log.entries) >= self.policy.size:
-            log.entries.popleft()
         log.entries.append(stored)
+        log.appended.append(now)
+        while log.entries and not self.policy.keeps(
+            len(log.entries), (now - log.appended[0]) * 1000
+        ):
+            log.entries.popleft()
+            log.appended.popleft()
         log.ids[envelope.id] = log.seq
         log.id_order.append((log.seq, envelope.id))
         while log.id_order and log.id_order[0][0] <= log.seq - self.policy.id_window:

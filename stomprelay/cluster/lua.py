@@ -59,6 +59,39 @@ local function master_id()
   return string.match(redis.call('INFO', 'replication'), 'master_replid:(%w+)') or ''
 end
 
+-- Retention (docs/history.md): the last HISTORY_SIZE entries, and also every
+-- entry younger than HISTORY_MIN_AGE_MS, never more than HISTORY_MAX_SIZE. Ids
+-- are '<offset>-0', so age is read from each entry's 't' (an entry without one
+-- counts as old); the oldest entries go first, a few per append (XTRIM MINID).
+local function log_trim(stream, now)
+  local length = redis.call('XLEN', stream)
+  if length > HISTORY_MAX_SIZE then
+    redis.call('XTRIM', stream, 'MAXLEN', HISTORY_MAX_SIZE)
+    length = HISTORY_MAX_SIZE
+  end
+  local excess = length - HISTORY_SIZE
+  if excess <= 0 then return end
+  local cut = nil
+  local count = 1
+  while excess > 0 do
+    local oldest = redis.call('XRANGE', stream, cut or '-', '+', 'COUNT', math.min(count, excess))
+    if #oldest == 0 then break end
+    local young = false
+    for _, entry in ipairs(oldest) do
+      local fields, appended = entry[2], 0
+      for i = 1, #fields, 2 do
+        if fields[i] == 't' then appended = tonumber(fields[i + 1]) or 0 end
+      end
+      if now - appended < HISTORY_MIN_AGE_MS then young = true break end
+      cut = (tonumber(string.match(entry[1], '^(%d+)')) + 1) .. '-0'
+      excess = excess - 1
+    end
+    if young or count >= 64 then break end
+    count = 64
+  end
+  if cut then redis.call('XTRIM', stream, 'MINID', cut) end
+end
+
 -- Append env (an envelope JSON object without offset) to the log whose keys are
 -- stream, meta, ids, and publish it on channel with "offset" and "epoch" in front,
 -- in this one step. Idempotent by message id mid: a known id returns its offset
@@ -81,7 +114,11 @@ local function log_append(stream, meta, ids, channel, env, mid, ts, logged)
     if EPOCH_PER_MASTER then redis.call('HSET', meta, 'master', master_id()) end
   end
   local offset = redis.call('HINCRBY', meta, 'seq', 1)
-  redis.call('XADD', stream, 'MAXLEN', HISTORY_SIZE, offset .. '-0', 'i', mid, 'e', env)
+  -- 't' is Redis's own time of the append (not the SEND's): a journal appended
+  -- after a long outage counts as young
+  local appended = script_now()
+  redis.call('XADD', stream, offset .. '-0', 'i', mid, 'e', env, 't', appended)
+  log_trim(stream, appended)
   -- ids outlive their entries (HISTORY_ID_WINDOW appends), so a journal replayed
   -- after a long outage still finds an append that did run
   redis.call('ZADD', ids, offset, mid)

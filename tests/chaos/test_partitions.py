@@ -700,11 +700,13 @@ async def test_a_full_journal_refuses_the_send_with_an_error_not_a_receipt(
 async def test_a_gap_the_log_no_longer_holds_is_one_notice_then_a_sync(
     start_relay, clients, proxy: Proxy
 ) -> None:
-    """relay-a is cut off while more than --history-size messages are sent: after the
-    heal its subscriber gets one x-gap notice for the trimmed offsets, then the
-    retained ones in order, then a SYNC with the participant list."""
-    b = await start_relay("relay-b", extra=["--history-size", "5"])
-    a = await start_relay("relay-a", url=proxy.url, extra=[*PARTITIONED, "--history-size", "5"])
+    """relay-a is cut off while more than --history-size messages are sent (and none is
+    kept past that size: --history-min-age 0): after the heal its subscriber gets one
+    x-gap notice for the trimmed offsets, then the retained ones in order, then a SYNC
+    with the participant list."""
+    trim = ["--history-size", "5", "--history-min-age", "0"]
+    b = await start_relay("relay-b", extra=trim)
+    a = await start_relay("relay-a", url=proxy.url, extra=[*PARTITIONED, *trim])
     a1 = await clients(a.ws_url, name="a1@A")
     b1 = await clients(b.ws_url, name="b1@B")
     for client, name in ((a1, "ann"), (b1, "ben")):

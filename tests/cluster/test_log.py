@@ -1,8 +1,9 @@
 """The destination-log contract (docs/history.md), over the memory and the Redis log.
 
 Append and publish are one step; offsets are contiguous from 1; an append of a
-known message id adds nothing and publishes nothing; the log is trimmed to its
-size exactly (ids of trimmed entries forgotten); an emptied store starts a new
+known message id adds nothing and publishes nothing; the log keeps its last
+``size`` entries and every younger one than ``min_age``, under a hard cap (ids
+outlive the entries); an emptied store starts a new
 epoch; topic logs are capped; reads give first/last and pages.
 """
 
@@ -100,7 +101,7 @@ async def test_an_append_is_idempotent_by_message_id(logs) -> None:
 
 
 async def test_the_log_is_trimmed_exactly_and_forgets_trimmed_ids(logs) -> None:
-    it = await logs(HistoryPolicy(size=3))
+    it = await logs(HistoryPolicy(size=3, min_age_ms=0))
     for i in range(1, 6):
         await it.log.append("room:lobby", CHANNEL, message(i), i)
     read = await it.log.read("room:lobby", 0, 10)
@@ -116,7 +117,7 @@ async def test_the_log_is_trimmed_exactly_and_forgets_trimmed_ids(logs) -> None:
 
 
 async def test_ids_are_forgotten_past_the_id_window(logs) -> None:
-    policy = HistoryPolicy(size=3)
+    policy = HistoryPolicy(size=3, min_age_ms=0)
     it = await logs(policy)
     for i in range(1, policy.id_window + 3):
         await it.log.append("room:lobby", CHANNEL, message(i), i)
@@ -124,6 +125,52 @@ async def test_ids_are_forgotten_past_the_id_window(logs) -> None:
         policy.id_window + 3
     )
     assert (await it.log.append("room:lobby", CHANNEL, message(10), 0)).offset == 10
+
+
+async def age(it: Logs, seconds: float) -> None:
+    """Let the log's entries grow older: the memory log's clock moves; Redis's
+    own TIME (which stamps each append) has to really pass."""
+    clock = getattr(it.cluster, "clock", None)
+    if clock is not None:
+        clock.advance(seconds)
+    else:
+        await asyncio.sleep(seconds)
+
+
+async def test_young_entries_are_kept_past_the_size_up_to_the_hard_cap(logs) -> None:
+    """Two journals appended at once after an outage outgrow ``size``: nothing of
+    them goes while younger than ``min_age``; ``max_size`` still bounds the log."""
+    it = await logs(HistoryPolicy(size=3, min_age_ms=60_000, max_size=8))
+    for i in range(1, 8):
+        await it.log.append("room:lobby", CHANNEL, message(i), i)
+    read = await it.log.read("room:lobby", 0, 20)
+    assert (read.first, read.last) == (1, 7)
+    assert [e.offset for e in read.entries] == list(range(1, 8))
+    for i in range(8, 12):
+        await it.log.append("room:lobby", CHANNEL, message(i), i)
+    read = await it.log.read("room:lobby", 0, 20)
+    assert (read.first, read.last, read.length) == (4, 11, 8)
+
+
+async def test_entries_past_both_rules_are_dropped_oldest_first(logs) -> None:
+    it = await logs(HistoryPolicy(size=3, min_age_ms=400, max_size=100))
+    for i in range(1, 7):
+        await it.log.append("room:lobby", CHANNEL, message(i), i)
+    await age(it, 0.5)
+    await it.log.append("room:lobby", CHANNEL, message(7), 7)
+    read = await it.log.read("room:lobby", 0, 20)
+    # 1..4 are old and past the last 3; 5 and 6 are old but within the last 3
+    assert (read.first, read.last) == (5, 7)
+    for i in range(8, 11):
+        await it.log.append("room:lobby", CHANNEL, message(i), i)
+    read = await it.log.read("room:lobby", 0, 20)
+    assert [e.offset for e in read.entries] == [7, 8, 9, 10]  # 7 is young
+
+
+async def test_the_id_window_covers_the_hard_cap() -> None:
+    assert HistoryPolicy(size=200).cap == 2000
+    assert HistoryPolicy(size=10, max_size=50_000).id_window == 50_000
+    assert HistoryPolicy(size=500, max_size=10).cap == 500
 
 
 async def test_a_lost_store_starts_a_new_epoch(logs) -> None:

@@ -141,7 +141,7 @@ async def test_resume_delivers_exactly_what_was_missed_with_a_publisher_running(
 async def test_resume_after_trim_or_with_another_epoch_is_not_recovered(
     make_relay, connect
 ) -> None:
-    relay = await make_relay(history_size=5)
+    relay = await make_relay(history_size=5, history_min_age=0)
     pub = await connect(relay)
     await publish(pub, LOBBY, [f"m{i}" for i in range(1, 13)])
     trimmed = await connect(relay)

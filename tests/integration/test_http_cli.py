@@ -187,6 +187,27 @@ def test_cli_rejects_a_bad_port_variable() -> None:
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--history-size", "50", "--history-max-size", "20"], "--history-max-size"),
+        (["--history-min-age", "-1"], "--history-min-age"),
+    ],
+)
+def test_cli_rejects_a_retention_it_cannot_keep(args: list[str], said: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "stomprelay", "serve", "--port", "0", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode not in (0, -signal.SIGKILL)
+    assert said in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 @pytest.mark.parametrize("trust", [True, False], ids=["trusted-proxy", "direct"])
 async def test_client_address_behind_a_trusted_proxy(trust: bool) -> None:
     """Behind nginx the socket's peer is nginx: with the peer in --trusted-proxies the
