@@ -146,6 +146,8 @@ class Scenario:
     #: acknowledged SENDs may be missing from the log at the end (a failover
     #: without WAIT: replication is asynchronous); the figure is reported either way
     log_loss_allowed: bool = False
+    #: the relays that run (the resumer's relay, relay-c, always among them)
+    relays: tuple[str, ...] = tuple(RELAYS)
 
 
 # -- faults ------------------------------------------------------------------------------
@@ -194,15 +196,18 @@ async def flushall(run: Run) -> None:
     _ended(run)
 
 
-async def proxy_cut(run: Run) -> None:
-    assert run.cluster.proxy is not None
-    _started(run)
-    run.cluster.proxy.cut()
-    try:
-        await asyncio.sleep(5.0)
-    finally:
-        run.cluster.proxy.heal()
-    _ended(run)
+def proxy_cut(seconds: float) -> Callable[[Run], Awaitable[None]]:
+    async def fault(run: Run) -> None:
+        assert run.cluster.proxy is not None
+        _started(run)
+        run.cluster.proxy.cut()
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            run.cluster.proxy.heal()
+        _ended(run)
+
+    return fault
 
 
 async def relay_kill(run: Run) -> None:
@@ -360,7 +365,7 @@ async def _subscribe(
 
 async def run_scenario(make_cluster: MakeCluster, sc: Scenario) -> None:
     cluster = await make_cluster(
-        RELAYS,
+        list(sc.relays),
         aof=sc.aof,
         proxied=sc.proxied,
         topology=sc.topology,
@@ -389,6 +394,8 @@ async def _scenario_body(run: Run, problems: list[str]) -> None:
     t0 = time.monotonic()
     # -- set-up: subscribers subscribe, then join, then everyone has seen every JOIN -----
     for relay_id, count in LAYOUT.items():
+        if relay_id not in sc.relays:
+            continue
         for i in range(1, count + 1):
             name = f"{relay_id[-1]}{i}@{relay_id}"
             client = await _connect(run, relay_id, name)
@@ -698,7 +705,7 @@ async def test_flushall(make_cluster: MakeCluster) -> None:
 async def test_one_relay_cut_off_by_a_proxy(make_cluster: MakeCluster) -> None:
     await run_scenario(
         make_cluster,
-        Scenario("proxy-cut-5s", proxy_cut, affected=FAULTED, proxied=frozenset({FAULTED})),
+        Scenario("proxy-cut-5s", proxy_cut(5.0), affected=FAULTED, proxied=frozenset({FAULTED})),
     )
 
 
@@ -712,6 +719,53 @@ async def test_relay_sigkill(make_cluster: MakeCluster) -> None:
 async def test_relay_sigstop_past_ttl(make_cluster: MakeCluster) -> None:
     await run_scenario(
         make_cluster, Scenario("relay-sigstop-5s", relay_pause, affected=FAULTED, may_close=True)
+    )
+
+
+# -- outages that journal more than a log's --history-size (docs/history.md) ---------------
+# Every relay's journal is appended at once when Redis is back; the retention keeps what is
+# younger than --history-min-age (default 120 s), so no relay's feed finds a journal
+# trimmed before it read it, and the resumer, back within that age, gets all it missed.
+SMALL_LOG = ("--history-size", "50")
+
+
+async def test_redis_stall_whose_journals_exceed_the_log_size(make_cluster: MakeCluster) -> None:
+    """2 relays x 20 SENDs/s x a 10 s stall: 200 journaled messages per destination
+    against a log of 50."""
+    await run_scenario(
+        make_cluster,
+        Scenario(
+            "redis-sigstop-10s-log-50",
+            redis_pause(10.0),
+            relays=("relay-a", "relay-c"),
+            extra=SMALL_LOG,
+        ),
+    )
+
+
+async def test_redis_stall_of_three_relays_under_a_raised_cap(make_cluster: MakeCluster) -> None:
+    await run_scenario(
+        make_cluster,
+        Scenario(
+            "redis-sigstop-10s-log-50-cap-1000",
+            redis_pause(10.0),
+            extra=(*SMALL_LOG, "--history-max-size", "1000"),
+        ),
+    )
+
+
+async def test_relay_cut_off_while_the_others_overrun_the_log(make_cluster: MakeCluster) -> None:
+    """relay-a cut off 10 s while relay-b and relay-c append live (and relay-a journals):
+    300 messages per destination against a log of 50."""
+    await run_scenario(
+        make_cluster,
+        Scenario(
+            "proxy-cut-10s-log-50",
+            proxy_cut(10.0),
+            affected=FAULTED,
+            proxied=frozenset({FAULTED}),
+            extra=SMALL_LOG,
+        ),
     )
 
 

@@ -159,6 +159,27 @@ async def test_resume_after_trim_or_with_another_epoch_is_not_recovered(
     assert offsets(await fine.collect(2, "t")) == [11, 12]
 
 
+async def test_resume_within_the_min_age_gets_more_than_the_log_size(make_relay, connect) -> None:
+    """Retention keeps every message younger than --history-min-age past --history-size
+    (docs/history.md): a client back soon after a burst gets all it missed; past
+    --history-max-size the oldest go and the RECEIPT says so."""
+    relay = await make_relay(history_size=5, history_max_size=20)
+    pub = await connect(relay)
+    await publish(pub, LOBBY, [f"m{i}" for i in range(1, 19)])
+    first = await connect(relay)
+    receipt = await subscribe_raw(first, LOBBY, "t", x_history="1")
+    epoch = receipt.get("x-epoch") or ""
+    back = await connect(relay)
+    receipt = await subscribe_raw(back, LOBBY, "t", x_since_offset="2", x_since_epoch=epoch)
+    assert receipt.get("x-recovered") == "true"
+    assert offsets(await back.collect(16, "t")) == list(range(3, 19))
+    await publish(pub, LOBBY, [f"n{i}" for i in range(1, 7)])  # 24 messages: cap 20
+    late = await connect(relay)
+    receipt = await subscribe_raw(late, LOBBY, "t", x_since_offset="2", x_since_epoch=epoch)
+    assert receipt.get("x-recovered") == "false"
+    assert offsets(await late.collect(20, "t")) == list(range(5, 25))
+
+
 @pytest.mark.parametrize(
     ("name", "value"),
     [("x-since-offset", "-1"), ("x-since-offset", "abc"), ("x-history", "1e3"), ("x-history", "²")],
