@@ -40,6 +40,13 @@ class Settings:
     #: A client silent for grace x the negotiated interval is closed
     #: (the contract asks for 2-3x; 3 also absorbs browser timer throttling).
     heartbeat_grace: float = 3.0
+    #: A heart-beat goes out once the session has sent nothing for the
+    #: negotiated interval minus this (at most half the interval), so that the
+    #: client never waits longer than it asked for (STOMP 1.2 "Heart-beating":
+    #: "at least every <n> milliseconds"). The one timer handles deadlines up to
+    #: 50 ms late (``transport/timers.py`` GRANULARITY); the other 200 ms cover
+    #: event-loop lag.
+    heartbeat_send_lead: float = 0.25
     #: Most subscriptions one session may hold.
     max_subscriptions: int = 256
     #: Most transactions open at once in one session.

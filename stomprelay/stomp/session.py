@@ -179,6 +179,8 @@ class ServerSession:
         #: Negotiated heart-beat periods in seconds (0: none).
         self.send_interval = 0.0
         self.receive_interval = 0.0
+        #: Silence after which a heart-beat is queued: the interval less the lead.
+        self._send_after = 0.0
         #: CONNECTED waits for :meth:`accept` (or :meth:`fail`) when set.
         self.defer_connect = defer_connect
         #: SEND destinations acted on at once even inside a transaction.
@@ -330,7 +332,9 @@ class ServerSession:
         server_receive = self.settings.heartbeat_receive_ms
         if version != V10:
             if server_send and client_receive:
-                self.send_interval = max(server_send, client_receive) / 1000
+                interval = self.send_interval = max(server_send, client_receive) / 1000
+                lead = min(self.settings.heartbeat_send_lead, interval / 2)
+                self._send_after = interval - lead
             if server_receive and client_send:
                 self.receive_interval = max(server_receive, client_send) / 1000
         headers: list[tuple[str, str]] = [
@@ -579,7 +583,12 @@ class ServerSession:
     # -- time -------------------------------------------------------------
 
     def next_deadline(self) -> float | None:
-        """When :meth:`tick` next has something to do, or None."""
+        """When :meth:`tick` next has something to do, or None.
+
+        The heart-beat is due ``heartbeat_send_lead`` before the negotiated
+        interval is up: STOMP 1.2 "Heart-beating" bounds the gap the client
+        sees, and whoever calls :meth:`tick` does so somewhat after this time.
+        """
         if self.state in (State.AWAIT_CONNECT, State.CONNECTING):
             return self._connect_deadline
         if self.state is not State.OPEN:
@@ -588,7 +597,7 @@ class ServerSession:
         if self.expires_at is not None:
             deadlines.append(self.expires_at)
         if self.send_interval:
-            deadlines.append(self._last_sent + self.send_interval)
+            deadlines.append(self._last_sent + self._send_after)
         if self.receive_interval and not self._receive_paused:
             deadlines.append(
                 self._last_received + self.receive_interval * self.settings.heartbeat_grace
@@ -639,7 +648,8 @@ class ServerSession:
                 )
             )
             return
-        if self.send_interval and now - self._last_sent >= self.send_interval:
+        # the same sum as next_deadline(), so a tick at that deadline sends
+        if self.send_interval and now >= self._last_sent + self._send_after:
             self._queue(b"\n", now)
 
 

@@ -9,6 +9,11 @@ a session's deadline later, so an entry that comes due early is re-armed at
 the connection's new deadline instead of being updated on every frame. Due
 entries are handled in batches ``GRANULARITY`` apart, so 5000 idle
 connections cost a few wake-ups a second, not thousands.
+
+A deadline is therefore handled up to ``GRANULARITY`` after it (plus however
+late the event loop runs the wake-up), never before: a deadline by which
+something must be sent has to come that much early (the session's heart-beat
+does, by ``Settings.heartbeat_send_lead``).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import asyncio
 import heapq
 import itertools
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 #: Deadlines this close together are handled in one wake-up (seconds).
@@ -25,22 +31,40 @@ GRANULARITY = 0.05
 
 class Timed(Protocol):
     def deadline(self) -> float | None:
-        """When :meth:`on_deadline` is next due (``time.monotonic()``), or None."""
+        """When :meth:`on_deadline` is next due (on the timers' clock), or None."""
         ...
 
     def on_deadline(self, now: float) -> None: ...
 
 
-class Timers:
-    """A heap of (deadline, token); tokens name connections that are still open."""
+class Cancellable(Protocol):
+    def cancel(self) -> None: ...
 
-    def __init__(self) -> None:
+
+#: ``loop.call_later``'s shape: run a callback after a delay, return its handle.
+CallLater = Callable[[float, Callable[[], None]], Cancellable]
+
+
+class Timers:
+    """A heap of (deadline, token); tokens name connections that are still open.
+
+    ``clock`` and ``call_later`` default to ``time.monotonic`` and the running
+    loop's ``call_later``; a test gives a simulated clock instead.
+    """
+
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        call_later: CallLater | None = None,
+    ) -> None:
+        self._clock = clock
+        self._call_later = call_later
         self._heap: list[tuple[float, int]] = []
         self._owners: dict[int, Timed] = {}
         #: token -> the deadline its live entry is for
         self._armed: dict[int, float] = {}
         self._tokens = itertools.count(1)
-        self._handle: asyncio.TimerHandle | None = None
+        self._handle: Cancellable | None = None
         self._wake_at = float("inf")
 
     def __len__(self) -> int:
@@ -77,13 +101,14 @@ class Timers:
         if self._handle is not None:
             self._handle.cancel()
         self._wake_at = when
-        delay = max(0.0, when - time.monotonic()) + GRANULARITY
-        self._handle = asyncio.get_running_loop().call_later(delay, self._run)
+        delay = max(0.0, when - self._clock()) + GRANULARITY
+        call_later = self._call_later or asyncio.get_running_loop().call_later
+        self._handle = call_later(delay, self._run)
 
     def _run(self) -> None:
         self._handle = None
         self._wake_at = float("inf")
-        now = time.monotonic()
+        now = self._clock()
         heap = self._heap
         while heap and heap[0][0] <= now:
             when, token = heapq.heappop(heap)

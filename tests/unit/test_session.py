@@ -365,24 +365,46 @@ def test_heartbeat_header_with_unicode_digit() -> None:
 
 
 def test_heartbeat_sent_when_due() -> None:
-    settings = Settings(heartbeat_send_ms=1000, heartbeat_receive_ms=0)
+    """Due the lead before the interval is up (the timer calls tick a little late)."""
+    settings = Settings(heartbeat_send_ms=1000, heartbeat_receive_ms=0, heartbeat_send_lead=0.25)
     session = connected(settings=settings, now=100.0, heart_beat="0,500")
     assert session.send_interval == 1.0
-    assert session.next_deadline() == 101.0
-    session.tick(100.99)
+    assert session.next_deadline() == 100.75
+    session.tick(100.74)
     assert session.data_to_send() == []
-    session.tick(101.0)
+    session.tick(100.75)
     assert session.data_to_send() == [b"\n"]
-    assert session.next_deadline() == 102.0
+    assert session.next_deadline() == 101.5
     # Any frame sent counts as activity and pushes the next heart-beat back.
-    session.receive_data(wire("SUBSCRIBE", ("id", "0"), ("destination", "/topic/a")), 101.5)
-    deliver(session, "0", "m1", now=101.5)
-    assert session.next_deadline() == 102.5
-    session.tick(102.0)
+    session.receive_data(wire("SUBSCRIBE", ("id", "0"), ("destination", "/topic/a")), 101.0)
+    deliver(session, "0", "m1", now=101.0)
+    assert session.next_deadline() == 101.75
+    session.tick(101.5)
     assert session.data_to_send() == []
-    session.tick(102.6)
+    session.tick(101.75)
     assert session.data_to_send() == [b"\n"]
     assert session.state is State.OPEN
+
+
+@pytest.mark.parametrize(
+    ("interval_ms", "lead", "send_after"),
+    [(1000, 0.25, 0.75), (10_000, 0.25, 9.75), (400, 0.25, 0.2), (1000, 0.0, 1.0)],
+)
+def test_heartbeat_lead_is_at_most_half_the_interval(
+    interval_ms: int, lead: float, send_after: float
+) -> None:
+    settings = Settings(
+        heartbeat_send_ms=interval_ms, heartbeat_receive_ms=0, heartbeat_send_lead=lead
+    )
+    session = connected(settings=settings, now=10.0, heart_beat=f"0,{interval_ms}")
+    assert session.send_interval == interval_ms / 1000
+    assert session.next_deadline() == pytest.approx(10.0 + send_after)
+    session.tick(10.0 + send_after - 0.001)
+    assert session.data_to_send() == []
+    deadline = session.next_deadline()
+    assert deadline is not None
+    session.tick(deadline)
+    assert session.data_to_send() == [b"\n"]
 
 
 def test_heartbeat_not_sent_twice_for_one_period() -> None:
