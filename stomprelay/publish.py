@@ -20,6 +20,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
+from stomprelay.bounded import STOP_TIMEOUT, stop_task
 from stomprelay.cluster.envelope import Envelope
 from stomprelay.cluster.history import Log
 from stomprelay.errors import BackendUnavailable, PolicyError
@@ -32,6 +33,8 @@ log = logging.getLogger(__name__)
 #: node a batch is also one step of local fan-out: small steps keep other rooms' latency).
 MAX_BATCH = 256
 PER_PUBLISHER = 16
+#: Seconds a stopping relay gives the appends already queued.
+DRAIN_TIMEOUT = 2.0
 
 
 @dataclass(slots=True)
@@ -172,10 +175,11 @@ class Publisher:
         self._closing = True
         task = self._task
         if task is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(task), 2.0)
-            except (TimeoutError, asyncio.CancelledError):
-                task.cancel()
+            # what is queued goes out first, for at most DRAIN_TIMEOUT (asyncio.wait only
+            # watches the task: wait_for would cancel it, and on Python 3.11 could drop
+            # the caller's own cancellation)
+            await asyncio.wait({task}, timeout=DRAIN_TIMEOUT)
+            await stop_task(task, "publisher", STOP_TIMEOUT)
         for queue in self._queues.values():
             for item in queue:
                 if not item.done.done():

@@ -30,6 +30,7 @@ from stomprelay.auth import (
     room_of,
     token_of,
 )
+from stomprelay.bounded import bounded
 from stomprelay.cluster.base import Bus
 from stomprelay.cluster.envelope import Envelope
 from stomprelay.cluster.history import HistoryPolicy, Log, LogSlice
@@ -77,6 +78,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SERVER_NAME = f"stomprelay/{__version__}"
+#: Seconds that unregistering, and closing the bus, the registry or the authenticator, may
+#: each take at a stop; the Redis ones bound themselves to less (cluster.connect).
+CLOSE_STEP_TIMEOUT = 5.0
 
 
 def default_server_id() -> str:
@@ -301,7 +305,12 @@ class Relay:
         self.liveness.start()
 
     async def close(self) -> None:
-        """After every client is gone: stop liveness, drop this relay's keys."""
+        """After every client is gone: stop liveness, drop this relay's keys.
+
+        Every step is bounded (:mod:`stomprelay.bounded`): the components stop their own
+        tasks within their bounds, and unregistering and closing the backends get
+        :data:`CLOSE_STEP_TIMEOUT` each, so neither a paused Redis nor a task that swallowed
+        its cancellation holds a stop; what did not finish is logged and left behind."""
         started = time.monotonic()
 
         def done(step: str) -> None:
@@ -316,12 +325,14 @@ class Relay:
         for task in list(self._background):
             task.cancel()
         done("sync, router")
-        await self.registration.unregister()
+        await bounded("close: unregister", self.registration.unregister(), CLOSE_STEP_TIMEOUT)
         done("unregister")
-        await self.bus.close()
-        await self.registry.close()
+        closes = [("bus", self.bus.close()), ("registry", self.registry.close())]
         if self.auth is not None:
-            await self.auth.close()
+            closes.append(("authentication", self.auth.close()))
+        await asyncio.gather(
+            *(bounded(f"close: {name}", close, CLOSE_STEP_TIMEOUT) for name, close in closes)
+        )
         done("bus, registry")
 
     def background(self, task: asyncio.Task[None]) -> None:

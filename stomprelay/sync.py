@@ -22,13 +22,13 @@ Everything but :class:`Sync` is sans-I/O: time is passed in, effects are returne
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from stomprelay.bounded import STOP_TIMEOUT, stop_task
 from stomprelay.cluster.envelope import Envelope
 from stomprelay.cluster.history import Log, LogSlice
 from stomprelay.cluster.registry import Pending
@@ -483,6 +483,4 @@ class Sync:
     async def close(self) -> None:
         self._closing = True
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await stop_task(self._task, "redis probe", STOP_TIMEOUT)

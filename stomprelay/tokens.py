@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from stomprelay.auth import AuthError, Identity, check_name
+from stomprelay.bounded import STOP_TIMEOUT, stop_task
 from stomprelay.errors import PolicyError
 
 log = logging.getLogger(__name__)
@@ -114,8 +115,7 @@ class KeySource:
 
     async def close(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await stop_task(self._task, f"JWKS {self.shown} refresh", STOP_TIMEOUT)
             self._task = None
 
 

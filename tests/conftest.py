@@ -6,8 +6,6 @@ directory there), so test modules import the helpers as ``procs`` and ``jsclient
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
@@ -16,6 +14,7 @@ import jsclient
 import pytest
 from procs import RelayProcess
 
+from stomprelay.bounded import bounded
 from stomprelay.cluster.redis_backend import RedisBus, RedisRegistry
 from stomprelay.relay import Relay
 from stomprelay.settings import Settings
@@ -24,6 +23,8 @@ from stomprelay.transport import RelayServer
 #: Per test: (title, read log) pairs whose text goes into the report when the test fails.
 _FAILURE_LOGS = pytest.StashKey[list[tuple[str, Callable[[], str]]]]()
 _LOG_TAIL = 20_000
+#: Seconds beyond its drain time that an in-process relay's stop may take at teardown.
+STOP_SLACK = 15.0
 
 
 def _on_failure_show(request: pytest.FixtureRequest, title: str, read: Callable[[], str]) -> None:
@@ -67,8 +68,25 @@ async def make_relay() -> AsyncIterator[MakeRelay]:
         return server
 
     yield factory
+    await stop_all(servers)
+
+
+async def stop_all(servers: list[RelayServer], *, errors_too: bool = False) -> None:
+    """Stop relays, the last started first, each within its drain time plus STOP_SLACK
+    (a relay's stop is bounded: this bounds the fixture whatever happens). A stop that
+    does not finish fails the test, after the others had their turn; ``errors_too``
+    ignores a stop that raised."""
+    stuck = []
     for server in reversed(servers):
-        await server.stop()
+        within = server.relay.settings.drain_timeout + STOP_SLACK
+        try:
+            if not await bounded(f"relay {server.relay.server_id} stop", server.stop(), within):
+                stuck.append(server.relay.server_id)
+        except Exception:
+            if not errors_too:
+                raise
+    if stuck:
+        pytest.fail(f"relays {stuck} did not stop within their drain time + {STOP_SLACK:g} s")
 
 
 @pytest.fixture
@@ -177,6 +195,4 @@ async def inproc() -> AsyncIterator[Callable[..., Awaitable[RelayServer]]]:
         return server
 
     yield factory
-    for server in reversed(servers):
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(server.stop(), 15)
+    await stop_all(servers, errors_too=True)

@@ -30,6 +30,9 @@ MODES = ("standalone", "sentinel", "cluster")
 #: Seconds to wait for a connection, and for any one command.
 CONNECT_TIMEOUT = 2.0
 COMMAND_TIMEOUT = 3.0
+#: Seconds a bus's or a registry's close may take, whatever Redis and its tasks do
+#: (stomprelay.bounded): a paused Redis, a reader that swallowed its cancellation.
+CLOSE_TIMEOUT = 4.0
 #: Most connections one client (registry and log, or the bus) opens to Redis.
 POOL_SIZE = 64
 

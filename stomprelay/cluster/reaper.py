@@ -13,10 +13,10 @@ paused, or Redis lost its data) re-registers everything it still holds.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import TYPE_CHECKING
 
+from stomprelay.bounded import STOP_TIMEOUT, stop_task
 from stomprelay.errors import BackendUnavailable
 
 if TYPE_CHECKING:
@@ -39,12 +39,8 @@ class Liveness:
         ]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks = []
+        tasks, self._tasks = self._tasks, []
+        await asyncio.gather(*(stop_task(task, "liveness", STOP_TIMEOUT) for task in tasks))
 
     async def _heartbeat_loop(self) -> None:
         relay = self.relay

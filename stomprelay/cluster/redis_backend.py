@@ -25,8 +25,15 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from stomprelay.bounded import bounded, stop_task
 from stomprelay.cluster.base import BusHandler
-from stomprelay.cluster.connect import COMMAND_TIMEOUT, POOL_SIZE, RedisTarget, make_client
+from stomprelay.cluster.connect import (
+    CLOSE_TIMEOUT,
+    COMMAND_TIMEOUT,
+    POOL_SIZE,
+    RedisTarget,
+    make_client,
+)
 from stomprelay.cluster.envelope import Envelope
 from stomprelay.cluster.history import HistoryPolicy, LogSlice
 from stomprelay.cluster.keys import Keys
@@ -59,7 +66,10 @@ async def _guard(call: Awaitable[T]) -> T:
 
 
 class RedisBus:
-    """Pub/sub over Redis with self-managed reconnection and resubscription."""
+    """Pub/sub over Redis with self-managed reconnection and resubscription.
+
+    :meth:`close` returns within ``close_timeout`` seconds, whatever Redis and the tasks do.
+    """
 
     def __init__(
         self,
@@ -91,6 +101,7 @@ class RedisBus:
         #: Until when a failover in progress keeps the bus down (monotonic s).
         self._hold_until = 0.0
         self._watch: asyncio.Task[None] | None = None
+        self.close_timeout = CLOSE_TIMEOUT
 
     @property
     def available(self) -> bool:
@@ -104,12 +115,19 @@ class RedisBus:
         await self._first_attempt.wait()
 
     async def close(self) -> None:
+        """Stop the reader and the sentinel watch, then drop the connections, each in half
+        of ``close_timeout``: what has not finished by then (a paused Redis, a reader that
+        swallowed its cancellation) is logged and left behind (:mod:`stomprelay.bounded`)."""
         self._closing = True
-        for task in (self._task, self._watch):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        step = self.close_timeout / 2
+        names = {"reader": self._task, "sentinel watch": self._watch}
+        await asyncio.gather(
+            *(stop_task(task, f"redis bus: {name}", step) for name, task in names.items() if task)
+        )
+        with contextlib.suppress(RedisError, OSError):
+            await bounded("redis bus: closing its connections", self._close_clients(), step)
+
+    async def _close_clients(self) -> None:
         await self._drop_pubsub()
         for client in (self._client, self._sub_client):
             with contextlib.suppress(RedisError, OSError):
@@ -140,6 +158,8 @@ class RedisBus:
                 await self._session()
             except (RedisError, OSError, TimeoutError) as exc:
                 log.info("redis pub/sub connection lost: %s", exc)
+            if self._closing:
+                return
             self._set_available(False)
             await self._drop_pubsub()
             self._first_attempt.set()
@@ -168,7 +188,8 @@ class RedisBus:
         # pause of this process itself does not count against Redis.
         last_ping = 0.0
         unanswered_since: float | None = None
-        while True:
+        # _closing ends a reader that swallowed its cancellation (stomprelay.bounded)
+        while not self._closing:
             message = await pubsub.get_message(timeout=min(self.ping_interval, 0.5))
             now = time.monotonic()
             if message is not None:
@@ -287,7 +308,8 @@ class RedisBus:
         self._confirm.setdefault(channel, []).append(future)
         try:
             await pubsub.subscribe(channel)
-            await asyncio.wait_for(future, COMMAND_TIMEOUT)
+            async with asyncio.timeout(COMMAND_TIMEOUT):
+                await future
         except (RedisError, OSError, TimeoutError) as exc:
             log.info("subscribe %s not confirmed: %s", channel, exc)
 
@@ -631,6 +653,7 @@ class RedisRegistry(StepRegistry):
         super().__init__(store, lock_ttl_ms, stall_ms, fence_ms)
         self.redis = store
         self.log = RedisLog(self)
+        self.close_timeout = CLOSE_TIMEOUT
 
     @property
     def failover_pending(self) -> Callable[[], bool] | None:
@@ -643,8 +666,9 @@ class RedisRegistry(StepRegistry):
         self.redis.hold = check
 
     async def close(self) -> None:
+        """Drop the connections within ``close_timeout`` (a paused Redis cannot hold it)."""
         with contextlib.suppress(RedisError, OSError):
-            await self._client.aclose()
+            await bounded("redis registry: closing", self._client.aclose(), self.close_timeout)
 
     async def reset(self) -> None:
         """Drop every pooled connection (after an outage: none of them is trusted)."""

@@ -59,7 +59,9 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from stomprelay.bounded import bounded, stop_task
 from stomprelay.cluster.base import BusHandler
+from stomprelay.cluster.connect import CLOSE_TIMEOUT
 from stomprelay.cluster.envelope import Envelope
 from stomprelay.cluster.keys import hash_tag
 from stomprelay.errors import ProtocolError
@@ -237,16 +239,21 @@ class _Link:
         #: Set once the first connection attempt is over, however it went.
         self.attempted = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        #: Set by close: a reader that swallowed its cancellation ends at its next turn.
+        self._stopping = False
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"sharded-bus-{self.name}")
 
-    async def close(self) -> None:
+    async def close(self, within: float) -> None:
+        """Stop the task and drop the connection, in at most ``within`` seconds: what has
+        not finished by then is logged and left behind (:mod:`stomprelay.bounded`)."""
+        self._stopping = True
+        what = f"pub/sub {self.name}"
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        await self._teardown()
+            await stop_task(self._task, what, within / 2)
+        with contextlib.suppress(*_FAILURES):
+            await bounded(f"{what}: closing the connection", self._teardown(), within / 2)
 
     @property
     def complete(self) -> bool:
@@ -306,7 +313,7 @@ class _Link:
 
     async def _run(self) -> None:
         failures = 0
-        while True:
+        while not self._stopping:
             try:
                 await self._session()
             except (RedisError, OSError, TimeoutError) as exc:
@@ -321,6 +328,8 @@ class _Link:
                 log.exception("pub/sub %s: reader failed", self.name)
             finally:
                 await self._teardown()
+            if self._stopping:
+                return
             failures = 0 if self._was_up else failures + 1
             self.attempted.set()
             self._notify(_Report("down", self.name))
@@ -364,7 +373,7 @@ class _Link:
         # does not count against Redis.
         last_ping = 0.0
         unanswered_since: float | None = None
-        while True:
+        while not self._stopping:
             try:
                 message = await pubsub.get_message(timeout=min(timing.ping_interval, 0.5))
             except ResponseError as exc:
@@ -427,7 +436,8 @@ class ShardedBus:
     are those of :class:`~stomprelay.cluster.redis_backend.RedisBus`: every pub/sub
     connection is PINGed each ``ping_interval`` and judged dead after ``dead_after`` without
     a reply; lost connections are rebuilt, and the slot map refreshed, every
-    ``reconnect_interval`` until every wanted channel is confirmed again.
+    ``reconnect_interval`` until every wanted channel is confirmed again. :meth:`close`
+    returns within ``close_timeout`` seconds, whatever the nodes and the tasks do.
     """
 
     def __init__(
@@ -488,6 +498,7 @@ class ShardedBus:
         self._started = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self.close_timeout = CLOSE_TIMEOUT
 
     @property
     def available(self) -> bool:
@@ -500,18 +511,19 @@ class ShardedBus:
         await self._started.wait()
 
     async def close(self) -> None:
+        """Stop the repair task, then the links side by side, then the cluster client, each
+        in a third of ``close_timeout``: a paused node, or a reader that swallowed its
+        cancellation (:mod:`stomprelay.bounded`), is logged and left behind."""
         self._closing = True
+        step = self.close_timeout / 3
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await stop_task(self._task, "sharded bus: repair", step)
         links, self._links = [self._classic, *self._links.values()], {}
         self._where.clear()
-        for link in links:
-            await link.close()
+        await asyncio.gather(*(link.close(step) for link in links))
         self._release_waiters()
         with contextlib.suppress(*_FAILURES):
-            await self._cluster.aclose()
+            await bounded("redis cluster client: closing", self._cluster.aclose(), step)
 
     # -- availability ---------------------------------------------------------------------
 
@@ -593,7 +605,10 @@ class ShardedBus:
             # two); otherwise wait for a link to report.
             timeout = None if self._all_confirmed() else self.reconnect_interval
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a
+                # cancellation that comes as the event is set (stomprelay.bounded)
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
             except TimeoutError:
                 self._refresh_needed |= not self._available
 
@@ -651,7 +666,7 @@ class ShardedBus:
         for name, link in list(self._links.items()):
             if not link.channels:
                 del self._links[name]
-                await link.close()
+                await link.close(self.close_timeout / 3)
 
     def _place(self, channel: str, owner: str) -> _Link:
         link = self._links.get(owner)
@@ -732,7 +747,8 @@ class ShardedBus:
         self._waiters.setdefault(channel, []).append(future)
         await link.flush()
         try:
-            await asyncio.wait_for(future, COMMAND_TIMEOUT)
+            async with asyncio.timeout(COMMAND_TIMEOUT):
+                await future
         except TimeoutError:
             log.info("subscribe %s not confirmed in %g s", channel, COMMAND_TIMEOUT)
             waiting = self._waiters.get(channel, [])
@@ -755,7 +771,7 @@ class ShardedBus:
                 await link.drop(channel)
                 if not link.channels and self._links.get(link.name) is link:
                     del self._links[link.name]
-                    await link.close()
+                    await link.close(self.close_timeout / 3)
         if not self._available and self._all_confirmed():
             self._set_available(True)
 
