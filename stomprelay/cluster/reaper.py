@@ -31,20 +31,29 @@ class Liveness:
         self.settings = relay.settings
         self._tasks: list[asyncio.Task[None]] = []
         self.reaped: list[tuple[str, int]] = []
+        self._stopping = False
 
     def start(self) -> None:
+        self._stopping = False
         self._tasks = [
             asyncio.create_task(self._heartbeat_loop(), name="liveness-heartbeat"),
             asyncio.create_task(self._sweep_loop(), name="liveness-sweep"),
         ]
 
     async def stop(self) -> None:
+        """End both loops. A cancellation alone may not end them: on Python 3.11 one that
+        arrives as a Redis command goes out is dropped by ``asyncio.wait_for``, which
+        redis-py sends every command through (CPython gh-86296; :mod:`stomprelay.bounded`).
+        So the loops also end at their next turn once stopping, and a heartbeat never
+        runs after the stop began (finding the relay unregistered, it would register it
+        again)."""
+        self._stopping = True
         tasks, self._tasks = self._tasks, []
         await asyncio.gather(*(stop_task(task, "liveness", STOP_TIMEOUT) for task in tasks))
 
     async def _heartbeat_loop(self) -> None:
         relay = self.relay
-        while True:
+        while not self._stopping:
             await asyncio.sleep(self.settings.liveness_interval)
             try:
                 await relay.refresh()
@@ -52,7 +61,7 @@ class Liveness:
                 relay.note_backend_error(exc)
 
     async def _sweep_loop(self) -> None:
-        while True:
+        while not self._stopping:
             await asyncio.sleep(self.settings.sweep_interval)
             try:
                 await self.sweep()
