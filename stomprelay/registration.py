@@ -20,6 +20,7 @@ from dataclasses import replace
 from typing import Any
 
 from stomprelay import __version__
+from stomprelay.clock import now_ms
 from stomprelay.cluster.envelope import Envelope
 from stomprelay.cluster.history import Log
 from stomprelay.cluster.keys import Keys
@@ -31,7 +32,6 @@ from stomprelay.cluster.registry import (
     room_event_template,
 )
 from stomprelay.errors import BackendUnavailable
-from stomprelay.rooms import now_ms
 from stomprelay.router import Router
 from stomprelay.settings import Settings
 from stomprelay.sync import Sync

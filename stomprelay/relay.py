@@ -31,6 +31,7 @@ from stomprelay.auth import (
     token_of,
 )
 from stomprelay.bounded import bounded
+from stomprelay.clock import now_ms
 from stomprelay.cluster.base import Bus
 from stomprelay.cluster.envelope import Envelope
 from stomprelay.cluster.history import HistoryPolicy, Log, LogSlice
@@ -46,7 +47,7 @@ from stomprelay.metrics import Metrics
 from stomprelay.notify import kick_command, operator_command, show_ms
 from stomprelay.publish import Publisher
 from stomprelay.registration import Registration
-from stomprelay.rooms import Rooms, now_ms
+from stomprelay.rooms import Rooms
 from stomprelay.router import (
     Replay,
     Resume,
@@ -191,7 +192,19 @@ class Relay:
             publish=self.append_or_journal,
             identities=self.identities,
         )
-        self.liveness = Liveness(self)
+        sync = self.sync
+        self.liveness = Liveness(
+            server_id=self.server_id,
+            registry=self.registry,
+            interval=self.settings.liveness_interval,
+            sweep_interval=self.settings.sweep_interval,
+            refresh=self.refresh,
+            on_error=self.note_backend_error,
+            guard=sync.guard,
+            may_judge=lambda: sync.health.may_judge(sync.clock(), self.settings.liveness_ttl),
+            clock_ms=self.clock_ms,
+            next_message_id=self.router.next_message_id,
+        )
         self.router.on_delivered = self.metrics.delivered.inc
         self.router.on_repaired = self.metrics.repaired
         self.router.on_lost = self.rooms.lost

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from stomprelay.auth import Identity, check_name, check_text
+from stomprelay.clock import now_ms
 from stomprelay.cluster.envelope import Envelope
 from stomprelay.cluster.keys import Keys
 from stomprelay.cluster.registry import (
@@ -40,10 +41,6 @@ if TYPE_CHECKING:
     from stomprelay.sync import Sync
 
 log = logging.getLogger(__name__)
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def _json_body(body: bytes, what: str) -> dict[str, Any]:

@@ -14,21 +14,69 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from typing import Protocol, TypeVar
 
 from stomprelay.bounded import STOP_TIMEOUT, stop_task
+from stomprelay.cluster.registry import DeadServer
 from stomprelay.errors import BackendUnavailable
-
-if TYPE_CHECKING:
-    from stomprelay.relay import Relay
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
+
+class Reaping(Protocol):
+    """What a sweep needs of the registry: the relays whose heartbeat is gone, and the
+    step that cleans one up (None: another sweeper won, or the relay came back)."""
+
+    async def dead_servers(self) -> list[DeadServer]: ...
+
+    async def reap(
+        self, dead: DeadServer, sweeper_id: str, now: int, event_id: str
+    ) -> int | None: ...
+
+
+class Guard(Protocol):
+    """Runs one Redis operation, or fails fast while Redis is known to be down."""
+
+    async def __call__(self, call: Callable[[], Awaitable[T]]) -> T: ...
+
 
 class Liveness:
-    def __init__(self, relay: Relay) -> None:
-        self.relay = relay
-        self.settings = relay.settings
+    """This relay's heartbeat and sweep loops.
+
+    It is handed what it uses, not the relay (conventions, "give, don't reach"):
+    ``refresh`` renews this relay's registration, ``on_error`` is told when Redis
+    failed an operation, ``guard`` runs a Redis operation (failing fast while Redis
+    is down), ``may_judge`` says whether this relay may judge others yet, ``clock_ms``
+    and ``next_message_id`` stamp the LEAVE events a reap publishes.
+    """
+
+    def __init__(
+        self,
+        *,
+        server_id: str,
+        registry: Reaping,
+        interval: float,
+        sweep_interval: float,
+        refresh: Callable[[], Awaitable[None]],
+        on_error: Callable[[BackendUnavailable], None],
+        guard: Guard,
+        may_judge: Callable[[], bool],
+        clock_ms: Callable[[], int],
+        next_message_id: Callable[[], str],
+    ) -> None:
+        self.server_id = server_id
+        self.registry = registry
+        self.interval = interval
+        self.sweep_interval = sweep_interval
+        self._refresh = refresh
+        self._on_error = on_error
+        self._guard = guard
+        self._may_judge = may_judge
+        self._clock_ms = clock_ms
+        self._next_message_id = next_message_id
         self._tasks: list[asyncio.Task[None]] = []
         self.reaped: list[tuple[str, int]] = []
         self._stopping = False
@@ -52,21 +100,20 @@ class Liveness:
         await asyncio.gather(*(stop_task(task, "liveness", STOP_TIMEOUT) for task in tasks))
 
     async def _heartbeat_loop(self) -> None:
-        relay = self.relay
         while not self._stopping:
-            await asyncio.sleep(self.settings.liveness_interval)
+            await asyncio.sleep(self.interval)
             try:
-                await relay.refresh()
+                await self._refresh()
             except BackendUnavailable as exc:
-                relay.note_backend_error(exc)
+                self._on_error(exc)
 
     async def _sweep_loop(self) -> None:
         while not self._stopping:
-            await asyncio.sleep(self.settings.sweep_interval)
+            await asyncio.sleep(self.sweep_interval)
             try:
                 await self.sweep()
             except BackendUnavailable as exc:
-                self.relay.note_backend_error(exc)
+                self._on_error(exc)
 
     async def sweep(self) -> int:
         """Clean up every dead relay this sweeper wins; sessions reaped in total.
@@ -77,17 +124,16 @@ class Liveness:
         script refuses while Redis's own fence holds (no relay at all refreshed
         for a while: a stall or restart of Redis itself; docs/redis.md).
         """
-        relay = self.relay
-        if not relay.sync.health.may_judge(relay.sync.clock(), self.settings.liveness_ttl):
+        if not self._may_judge():
             return 0
         total = 0
-        registry = relay.registry
-        for dead in await relay.sync.guard(registry.dead_servers):
-            if dead.server_id == relay.server_id:
+        registry = self.registry
+        for dead in await self._guard(registry.dead_servers):
+            if dead.server_id == self.server_id:
                 continue
-            reaped = await relay.sync.guard(
+            reaped = await self._guard(
                 lambda dead=dead: registry.reap(  # type: ignore[misc]
-                    dead, relay.server_id, relay.clock_ms(), relay.router.next_message_id()
+                    dead, self.server_id, self._clock_ms(), self._next_message_id()
                 )
             )
             if reaped is not None:

@@ -16,12 +16,12 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import AsyncIterator, Coroutine, Generator
-from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
 
 from stomprelay.cluster.reaper import Liveness
+from stomprelay.cluster.registry import DeadServer
 
 #: Seconds within which a stop that is not stuck has returned, however busy the machine.
 BOUND = 5.0
@@ -36,12 +36,6 @@ class Heart:
     task come just as that command completes; later ones come as they would."""
 
     def __init__(self, swallow: float) -> None:
-        self.settings = SimpleNamespace(
-            liveness_interval=INTERVAL, sweep_interval=3600.0, liveness_ttl=1.0
-        )
-        self.sync = SimpleNamespace(
-            clock=lambda: 0.0, health=SimpleNamespace(may_judge=lambda now, ttl: False)
-        )
         self.swallow = swallow
         self.sending: asyncio.Future[None] | None = None
         self.refreshes = 0
@@ -101,7 +95,22 @@ async def racing_tasks() -> AsyncIterator[None]:
 
 async def start(heart: Heart) -> tuple[Liveness, list[asyncio.Task[None]]]:
     RacingTask.heart = heart
-    liveness = Liveness(cast(Any, heart))
+
+    async def guard(call: Any) -> Any:
+        return await call()
+
+    liveness = Liveness(
+        server_id="relay-a",
+        registry=cast(Any, None),  # never swept: sweep_interval is an hour
+        interval=INTERVAL,
+        sweep_interval=3600.0,
+        refresh=heart.refresh,
+        on_error=heart.note_backend_error,
+        guard=guard,
+        may_judge=lambda: False,
+        clock_ms=lambda: 0,
+        next_message_id=lambda: "m",
+    )
     liveness.start()
     tasks = list(liveness._tasks)
     await asyncio.wait_for(heart.entered.wait(), BOUND)  # the first refresh is waiting
@@ -136,3 +145,61 @@ async def test_stop_ends_a_heartbeat_whose_redis_call_swallowed_the_cancellation
     # no heartbeat after the stop began: one that found the relay unregistered would
     # register it again
     assert heart.refreshes == 1, f"{heart.refreshes} refreshes"
+
+
+class Graveyard:
+    """A registry with dead relays; ``won`` says which reaps this sweeper wins."""
+
+    def __init__(self, dead: list[DeadServer], won: dict[str, int | None]) -> None:
+        self.dead = dead
+        self.won = won
+        self.reaps: list[tuple[str, str, int, str]] = []
+
+    async def dead_servers(self) -> list[DeadServer]:
+        return self.dead
+
+    async def reap(self, dead: DeadServer, sweeper_id: str, now: int, event_id: str) -> int | None:
+        self.reaps.append((dead.server_id, sweeper_id, now, event_id))
+        return self.won[dead.server_id]
+
+
+def sweeper(registry: Graveyard, judge: bool = True) -> Liveness:
+    async def guard(call: Any) -> Any:
+        return await call()
+
+    async def refresh() -> None:
+        raise AssertionError("no heartbeat in a sweep")
+
+    ids = iter(f"event-{n}" for n in range(100))
+    return Liveness(
+        server_id="relay-a",
+        registry=registry,
+        interval=1.0,
+        sweep_interval=1.0,
+        refresh=refresh,
+        on_error=lambda exc: None,
+        guard=guard,
+        may_judge=lambda: judge,
+        clock_ms=lambda: 1234,
+        next_message_id=lambda: next(ids),
+    )
+
+
+async def test_a_sweep_reaps_the_dead_relays_it_wins_and_never_itself() -> None:
+    registry = Graveyard(
+        [DeadServer("relay-a", "i0"), DeadServer("relay-b", "i1"), DeadServer("relay-c", "i2")],
+        {"relay-b": 3, "relay-c": None},  # relay-c: another sweeper won it
+    )
+    liveness = sweeper(registry)
+    assert await liveness.sweep() == 3
+    assert registry.reaps == [
+        ("relay-b", "relay-a", 1234, "event-0"),
+        ("relay-c", "relay-a", 1234, "event-1"),
+    ]
+    assert liveness.reaped == [("relay-b", 3)]
+
+
+async def test_a_sweeper_that_may_not_judge_reaps_nobody() -> None:
+    registry = Graveyard([DeadServer("relay-b", "i1")], {"relay-b": 3})
+    assert await sweeper(registry, judge=False).sweep() == 0
+    assert registry.reaps == []
