@@ -171,6 +171,70 @@ def _add_hygiene_options(serve: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_history_options(parser: argparse.ArgumentParser) -> None:
+    """The log's retention (docs/history.md): the relay's, and that of the commands
+    that append to a log themselves (``notify --room``), so that they trim and expire
+    it as the relays do (same flags, same environment variables)."""
+    parser.add_argument(
+        "--history-size",
+        type=int,
+        default=int(_env_number("HISTORY_SIZE", DEFAULTS.history_size)),
+        help="messages kept per destination's log (0: no history, no offsets)",
+    )
+    parser.add_argument(
+        "--history-ttl",
+        type=float,
+        default=_env_number("HISTORY_TTL", DEFAULTS.history_ttl, float),
+        help="seconds a log lives after its last message",
+    )
+    parser.add_argument(
+        "--history-min-age",
+        type=float,
+        default=_env_number("HISTORY_MIN_AGE", DEFAULTS.history_min_age, float),
+        help="seconds a message stays in its log even past --history-size",
+    )
+    parser.add_argument(
+        "--history-max-size",
+        type=int,
+        default=int(_env_number("HISTORY_MAX_SIZE", DEFAULTS.history_max_size)),
+        help="most messages a log holds whatever their age (0: 10 x --history-size)",
+    )
+    parser.add_argument(
+        "--history-max-topics",
+        type=int,
+        default=int(_env_number("HISTORY_MAX_TOPICS", DEFAULTS.history_max_topics)),
+        help="most logs of /topic/{name} destinations (rooms not counted)",
+    )
+    parser.add_argument(
+        "--history-rooms-only",
+        action="store_true",
+        default=os.environ.get("HISTORY_ROOMS_ONLY", "") not in ("", "0"),
+        help="log rooms only (env HISTORY_ROOMS_ONLY=1)",
+    )
+
+
+def _history_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The :class:`Settings` fields of :func:`_add_history_options`, checked."""
+    for name in ("history_size", "history_min_age", "history_max_size", "history_max_topics"):
+        if getattr(args, name) < 0:
+            raise SystemExit(f"stomprelay: --{name.replace('_', '-')} must not be negative")
+    if args.history_max_size and args.history_max_size < args.history_size:
+        raise SystemExit(
+            "stomprelay: --history-max-size must be 0 (ten times --history-size) or at "
+            "least --history-size"
+        )
+    if args.history_ttl <= 0:
+        raise SystemExit("stomprelay: --history-ttl must be positive")
+    return {
+        "history_size": args.history_size,
+        "history_ttl": args.history_ttl,
+        "history_max_topics": args.history_max_topics,
+        "history_rooms_only": args.history_rooms_only,
+        "history_min_age": args.history_min_age,
+        "history_max_size": args.history_max_size,
+    }
+
+
 def _hygiene_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The Settings fields of the hygiene options, checked (a bad value stops the start)."""
     from stomprelay.transport.hygiene import LOOPBACK_PROXIES, OriginPolicy, parse_networks
@@ -295,42 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=_env_number("DRAIN_TIMEOUT", DEFAULTS.drain_timeout, float),
         help="seconds a graceful stop waits for clients to close",
     )
-    serve.add_argument(
-        "--history-size",
-        type=int,
-        default=int(_env_number("HISTORY_SIZE", DEFAULTS.history_size)),
-        help="messages kept per destination's log (0: no history, no offsets)",
-    )
-    serve.add_argument(
-        "--history-ttl",
-        type=float,
-        default=_env_number("HISTORY_TTL", DEFAULTS.history_ttl, float),
-        help="seconds a log lives after its last message",
-    )
-    serve.add_argument(
-        "--history-min-age",
-        type=float,
-        default=_env_number("HISTORY_MIN_AGE", DEFAULTS.history_min_age, float),
-        help="seconds a message stays in its log even past --history-size",
-    )
-    serve.add_argument(
-        "--history-max-size",
-        type=int,
-        default=int(_env_number("HISTORY_MAX_SIZE", DEFAULTS.history_max_size)),
-        help="most messages a log holds whatever their age (0: 10 x --history-size)",
-    )
-    serve.add_argument(
-        "--history-max-topics",
-        type=int,
-        default=int(_env_number("HISTORY_MAX_TOPICS", DEFAULTS.history_max_topics)),
-        help="most logs of /topic/{name} destinations (rooms not counted)",
-    )
-    serve.add_argument(
-        "--history-rooms-only",
-        action="store_true",
-        default=os.environ.get("HISTORY_ROOMS_ONLY", "") not in ("", "0"),
-        help="log rooms only (env HISTORY_ROOMS_ONLY=1)",
-    )
+    _add_history_options(serve)
     serve.add_argument(
         "--journal-size",
         type=int,
@@ -492,6 +521,7 @@ def build_parser() -> argparse.ArgumentParser:
     notify.add_argument("message", help="the notification text")
     notify.add_argument("--room", help="send it into this room's /topic/room/{id} instead")
     notify.add_argument("--server", help="deliver only to the clients of this relay")
+    _add_history_options(notify)
 
     token = commands.add_parser(
         "token",
@@ -675,8 +705,10 @@ async def notify(args: argparse.Namespace) -> int:
         # A room's SYSTEM event takes its place in the room's log (docs/history.md).
         from stomprelay.cluster.redis_backend import RedisRegistry
         from stomprelay.errors import BackendUnavailable
+        from stomprelay.relay import history_policy
 
-        registry = RedisRegistry(args.redis_target, Keys(args.key_prefix))
+        policy = history_policy(Settings(**_history_settings(args)))
+        registry = RedisRegistry(args.redis_target, Keys(args.key_prefix), policy=policy)
         try:
             logged = await registry.log.append(f"room:{args.room}", channel, envelope, envelope.ts)
         except BackendUnavailable as exc:
@@ -711,12 +743,7 @@ async def serve(args: argparse.Namespace) -> int:
         liveness_ttl=args.liveness_ttl,
         sweep_interval=args.sweep_interval,
         drain_timeout=args.drain_timeout,
-        history_size=args.history_size,
-        history_ttl=args.history_ttl,
-        history_max_topics=args.history_max_topics,
-        history_rooms_only=args.history_rooms_only,
-        history_min_age=args.history_min_age,
-        history_max_size=args.history_max_size,
+        **_history_settings(args),
         journal_messages=args.journal_size,
         journal_bytes=args.journal_bytes,
         redis_timeout=args.redis_timeout,
@@ -734,21 +761,9 @@ async def serve(args: argparse.Namespace) -> int:
         jwks_refresh=args.jwks_refresh,
     )
     auth, acl = _access(args, settings)
-    for name in (
-        "history_size",
-        "history_min_age",
-        "history_max_size",
-        "history_max_topics",
-        "journal_size",
-        "journal_bytes",
-    ):
+    for name in ("journal_size", "journal_bytes"):
         if getattr(args, name) < 0:
             raise SystemExit(f"stomprelay: --{name.replace('_', '-')} must not be negative")
-    if args.history_max_size and args.history_max_size < args.history_size:
-        raise SystemExit(
-            "stomprelay: --history-max-size must be 0 (ten times --history-size) or at "
-            "least --history-size"
-        )
     if args.redis_wait_replicas < 0 or args.redis_wait_timeout < 0:
         raise SystemExit(
             "stomprelay: --redis-wait-replicas and --redis-wait-timeout must not be negative"
@@ -758,10 +773,8 @@ async def serve(args: argparse.Namespace) -> int:
             "stomprelay: --redis-wait-replicas is for standalone and sentinel modes: on a "
             "cluster, WAIT cannot follow a room's appends to its shard"
         )
-    if args.history_ttl <= 0 or args.redis_timeout <= 0 or args.redis_pool_size <= 0:
-        raise SystemExit(
-            "stomprelay: --history-ttl, --redis-timeout and --redis-pool-size must be positive"
-        )
+    if args.redis_timeout <= 0 or args.redis_pool_size <= 0:
+        raise SystemExit("stomprelay: --redis-timeout and --redis-pool-size must be positive")
     keys = Keys(args.key_prefix)
     target = args.redis_target
     if target is not None:

@@ -88,3 +88,43 @@ async def test_notify_refuses_a_bad_room_id(redis_server) -> None:
     _, err = await asyncio.wait_for(proc.communicate(), 20)
     assert proc.returncode == 2
     assert b"Room ids match" in err
+
+
+async def test_notify_into_a_room_trims_and_expires_its_log_as_the_relays_do(
+    redis_server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A deployment configured by environment (HISTORY_SIZE=1000, ...): the notification
+    takes its place in a 1000-entry log without trimming it to the default 200 or
+    resetting its expiry to the default 24 h."""
+    import redis.asyncio as aioredis
+
+    from stomprelay.cluster.envelope import Envelope
+    from stomprelay.cluster.keys import Keys
+    from stomprelay.cluster.redis_backend import RedisRegistry
+    from stomprelay.relay import history_policy
+    from stomprelay.settings import Settings
+
+    deployment = {"HISTORY_SIZE": "1000", "HISTORY_MIN_AGE": "0", "HISTORY_TTL": "600"}
+    for name, value in deployment.items():
+        monkeypatch.setenv(name, value)
+    policy = history_policy(Settings(history_size=1000, history_min_age=0, history_ttl=600))
+    keys = Keys()
+    registry = RedisRegistry(redis_server.url, keys, policy=policy)
+    try:
+        channel = keys.room_channel("lobby")
+        items = [
+            ("room:lobby", channel, Envelope(f"m{i}", "relay-a", "/topic/room/lobby", (), b"x", i))
+            for i in range(1000)
+        ]
+        assert len(await registry.log.append_many(items, 0)) == 1000
+    finally:
+        await registry.close()
+    out = await run_notify(redis_server.url, "the lobby closes soon", "--room", "lobby")
+    assert "at offset 1001" in out
+    raw = aioredis.Redis.from_url(redis_server.url)
+    try:
+        stream = keys.history("room:lobby")
+        assert await raw.xlen(stream) == 1000  # 2-1001: the relays' size, not 200
+        assert 0 < await raw.pttl(stream) <= 600_000
+    finally:
+        await raw.aclose()
