@@ -64,7 +64,8 @@ class HistoryPolicy:
         return length <= self.size or age_ms < self.min_age_ms
 
     def lua(self) -> str:
-        """The same policy as Lua constants for the scripts."""
+        """The same policy as Lua constants for the scripts (``rooms_only`` is not
+        among them: the relay decides which destinations it logs before it appends)."""
         return (
             f"local HISTORY_SIZE = {int(self.size)}\n"
             f"local HISTORY_MAX_SIZE = {int(self.cap)}\n"
@@ -72,7 +73,6 @@ class HistoryPolicy:
             f"local HISTORY_ID_WINDOW = {self.id_window}\n"
             f"local HISTORY_TTL_MS = {int(self.ttl_ms)}\n"
             f"local HISTORY_MAX_TOPICS = {int(self.max_topics)}\n"
-            f"local HISTORY_ROOMS_ONLY = {'true' if self.rooms_only else 'false'}\n"
         )
 
 
