@@ -703,11 +703,11 @@ async def notify(args: argparse.Namespace) -> int:
         return 2
     if args.room and not args.server:
         # A room's SYSTEM event takes its place in the room's log (docs/history.md).
+        from stomprelay.cluster.history import HistoryPolicy
         from stomprelay.cluster.redis_backend import RedisRegistry
         from stomprelay.errors import BackendUnavailable
-        from stomprelay.relay import history_policy
 
-        policy = history_policy(Settings(**_history_settings(args)))
+        policy = HistoryPolicy.of(Settings(**_history_settings(args)))
         registry = RedisRegistry(args.redis_target, Keys(args.key_prefix), policy=policy)
         try:
             logged = await registry.log.append(f"room:{args.room}", channel, envelope, envelope.ts)
@@ -779,8 +779,9 @@ async def serve(args: argparse.Namespace) -> int:
     target = args.redis_target
     if target is not None:
         from stomprelay.cluster.base import Bus
+        from stomprelay.cluster.history import HistoryPolicy
         from stomprelay.cluster.redis_backend import RedisBus, RedisRegistry
-        from stomprelay.relay import history_policy, stall_ms
+        from stomprelay.relay import stall_ms
 
         bus: Bus
         if target.sharded:
@@ -793,7 +794,7 @@ async def serve(args: argparse.Namespace) -> int:
             target,
             keys,
             settings.reaper_lock_ms,
-            policy=history_policy(settings),
+            policy=HistoryPolicy.of(settings),
             timeout=settings.redis_timeout,
             stall_ms=stall_ms(settings),
             fence_ms=int(settings.liveness_ttl * 1000),

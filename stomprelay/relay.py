@@ -90,17 +90,6 @@ def default_server_id() -> str:
     return f"{host[:40] or 'relay'}-{secrets.token_hex(3)}"
 
 
-def history_policy(settings: Settings) -> HistoryPolicy:
-    return HistoryPolicy(
-        size=settings.history_size,
-        ttl_ms=int(settings.history_ttl * 1000),
-        max_topics=settings.history_max_topics,
-        rooms_only=settings.history_rooms_only,
-        min_age_ms=int(settings.history_min_age * 1000),
-        max_size=settings.history_max_size,
-    )
-
-
 def stall_ms(settings: Settings) -> int:
     """Silence of every relay that counts as Redis itself being unreachable."""
     return max(500, int(1500 * settings.liveness_interval))
@@ -140,7 +129,7 @@ class Relay:
         self.settings = settings or Settings()
         self.server_id = server_id or default_server_id()
         self.keys = keys or Keys()
-        self.policy = history_policy(self.settings)
+        self.policy = HistoryPolicy.of(self.settings)
         if bus is None or registry is None:
             hub = MemoryHub(policy=self.policy)
             bus = bus or MemoryBus(hub)

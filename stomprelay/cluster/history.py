@@ -20,6 +20,7 @@ from typing import Protocol
 
 from stomprelay.cluster.envelope import Envelope
 from stomprelay.errors import BackendUnavailable
+from stomprelay.settings import Settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +40,18 @@ class HistoryPolicy:
     min_age_ms: int = 120_000
     #: The hard cap (0: ten times ``size``).
     max_size: int = 0
+
+    @classmethod
+    def of(cls, settings: Settings) -> HistoryPolicy:
+        """The policy the ``--history-*`` settings describe (relays and ``notify``)."""
+        return cls(
+            size=settings.history_size,
+            ttl_ms=int(settings.history_ttl * 1000),
+            max_topics=settings.history_max_topics,
+            rooms_only=settings.history_rooms_only,
+            min_age_ms=int(settings.history_min_age * 1000),
+            max_size=settings.history_max_size,
+        )
 
     def logs(self, log_id: str) -> bool:
         """Whether a destination is logged at all (the topic cap aside)."""

@@ -61,8 +61,9 @@ end
 
 -- Retention (docs/history.md): the last HISTORY_SIZE entries, and also every
 -- entry younger than HISTORY_MIN_AGE_MS, never more than HISTORY_MAX_SIZE. Ids
--- are '<offset>-0', so age is read from each entry's 't' (an entry without one
--- counts as old); the oldest entries go first, a few per append (XTRIM MINID).
+-- are '<offset>-0', so age is read from each entry's 't' (its third field; an
+-- entry written without one counts as old). The oldest go first, up to 64 an
+-- append (XTRIM MINID); at steady state an append looks at one entry.
 local function log_trim(stream, now)
   local length = redis.call('XLEN', stream)
   if length > HISTORY_MAX_SIZE then
@@ -71,25 +72,15 @@ local function log_trim(stream, now)
   end
   local excess = length - HISTORY_SIZE
   if excess <= 0 then return end
+  local function young(entry) return now - (tonumber(entry[2][6]) or 0) < HISTORY_MIN_AGE_MS end
+  local oldest = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)
+  if #oldest == 0 or young(oldest[1]) then return end
   local cut = nil
-  local count = 1
-  while excess > 0 do
-    local oldest = redis.call('XRANGE', stream, cut or '-', '+', 'COUNT', math.min(count, excess))
-    if #oldest == 0 then break end
-    local young = false
-    for _, entry in ipairs(oldest) do
-      local fields, appended = entry[2], 0
-      for i = 1, #fields, 2 do
-        if fields[i] == 't' then appended = tonumber(fields[i + 1]) or 0 end
-      end
-      if now - appended < HISTORY_MIN_AGE_MS then young = true break end
-      cut = (tonumber(string.match(entry[1], '^(%d+)')) + 1) .. '-0'
-      excess = excess - 1
-    end
-    if young or count >= 64 then break end
-    count = 64
+  for _, entry in ipairs(redis.call('XRANGE', stream, '-', '+', 'COUNT', math.min(excess, 64))) do
+    if young(entry) then break end
+    cut = (tonumber(string.match(entry[1], '^(%d+)')) + 1) .. '-0'
   end
-  if cut then redis.call('XTRIM', stream, 'MINID', cut) end
+  redis.call('XTRIM', stream, 'MINID', cut)
 end
 
 -- Append env (an envelope JSON object without offset) to the log whose keys are

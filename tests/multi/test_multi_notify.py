@@ -99,15 +99,15 @@ async def test_notify_into_a_room_trims_and_expires_its_log_as_the_relays_do(
     import redis.asyncio as aioredis
 
     from stomprelay.cluster.envelope import Envelope
+    from stomprelay.cluster.history import HistoryPolicy
     from stomprelay.cluster.keys import Keys
     from stomprelay.cluster.redis_backend import RedisRegistry
-    from stomprelay.relay import history_policy
     from stomprelay.settings import Settings
 
     deployment = {"HISTORY_SIZE": "1000", "HISTORY_MIN_AGE": "0", "HISTORY_TTL": "600"}
     for name, value in deployment.items():
         monkeypatch.setenv(name, value)
-    policy = history_policy(Settings(history_size=1000, history_min_age=0, history_ttl=600))
+    policy = HistoryPolicy.of(Settings(history_size=1000, history_min_age=0, history_ttl=600))
     keys = Keys()
     registry = RedisRegistry(redis_server.url, keys, policy=policy)
     try:
