@@ -36,7 +36,7 @@ from stompclient import StompClient, StompClientError, is_event
 
 from stomprelay.cluster.envelope import Envelope
 from stomprelay.cluster.keys import Keys
-from stomprelay.cluster.redis_backend import RedisBus
+from stomprelay.cluster.redis_bus import RedisBus
 from stomprelay.errors import BackendUnavailable
 from stomprelay.relay import Relay
 from stomprelay.transport import RelayServer

@@ -28,7 +28,8 @@ from stomprelay.cluster.base import Bus
 from stomprelay.cluster.envelope import Envelope
 from stomprelay.cluster.keys import Keys
 from stomprelay.cluster.memory import MemoryBus, MemoryHub, MemoryRegistry
-from stomprelay.cluster.redis_backend import RedisBus, RedisRegistry
+from stomprelay.cluster.redis_backend import RedisRegistry
+from stomprelay.cluster.redis_bus import RedisBus
 from stomprelay.cluster.registry import Registry
 
 #: How long any awaited delivery may take before a test fails.

@@ -25,8 +25,10 @@ from procs import RedisServer, free_port, redis_server_binary
 from topology import ClusterTopology, require_redis7
 
 from stomprelay.cluster.envelope import Envelope
-from stomprelay.cluster.redis_backend import RedisBus, RedisRegistry
-from stomprelay.cluster.sharded import ShardedBus, _Link
+from stomprelay.cluster.redis_backend import RedisRegistry
+from stomprelay.cluster.redis_bus import RedisBus
+from stomprelay.cluster.shard_link import Link
+from stomprelay.cluster.sharded import ShardedBus
 
 TIMING: dict[str, float] = {"reconnect_interval": 0.1, "ping_interval": 0.2, "dead_after": 1.0}
 #: The bound the buses are given here, and how much later than it a close may return on a
@@ -36,7 +38,7 @@ SLACK = 1.5
 
 
 class StubbornReader:
-    """Stands in for a bus's reader loop (``_Link._session``, ``RedisBus._session``): it
+    """Stands in for a bus's reader loop (``Link._session``, ``RedisBus._session``): it
     reports its first attempt, then waits until released, swallowing the first ``times``
     cancellations it gets."""
 
@@ -70,10 +72,10 @@ class StubbornReader:
 
 
 async def start_sharded(monkeypatch: pytest.MonkeyPatch, reader: StubbornReader) -> ShardedBus:
-    async def session(link: _Link) -> None:
+    async def session(link: Link) -> None:
         await reader.run(link.attempted)
 
-    monkeypatch.setattr(_Link, "_session", session)
+    monkeypatch.setattr(Link, "_session", session)
     bus = ShardedBus(f"redis://127.0.0.1:{free_port()}", **TIMING)
     await bus.start(lambda channel, envelope: None)
     return bus

@@ -1,0 +1,339 @@
+"""The Redis implementation of :class:`~stomprelay.cluster.base.Bus` (redis-py asyncio).
+
+Redis errors never leave this module: they become local-only delivery. The bus
+owns one dedicated pub/sub connection and rebuilds it itself after any failure,
+re-subscribing every wanted channel before it reports itself available again;
+it does not rely on redis-py's PubSub to resubscribe on reconnect. Under
+Sentinel it also follows the sentinels' failover events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+
+import redis.asyncio as aioredis
+from redis.asyncio.client import PubSub
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from stomprelay.bounded import bounded, stop_task
+from stomprelay.cluster.base import BusHandler
+from stomprelay.cluster.connect import CLOSE_TIMEOUT, COMMAND_TIMEOUT, RedisTarget, make_client
+from stomprelay.cluster.envelope import Envelope
+from stomprelay.cluster.redis_io import as_text
+from stomprelay.errors import ProtocolError
+
+log = logging.getLogger(__name__)
+
+#: Sentinel events that mean a failover of the master is under way or over.
+SENTINEL_EVENTS = (
+    "+failover-state-send-slaveof-noone",
+    "+promoted-slave",
+    "+switch-master",
+    "-failover-abort-not-elected",
+    "-failover-abort-no-good-slave",
+    "-failover-abort-slave-timeout",
+)
+#: Longest a failover in progress keeps a relay off Redis (s) without a switch.
+FAILOVER_HOLD = 15.0
+
+
+class RedisBus:
+    """Pub/sub over Redis with self-managed reconnection and resubscription.
+
+    :meth:`close` returns within ``close_timeout`` seconds, whatever Redis and the tasks do.
+    """
+
+    def __init__(
+        self,
+        url: RedisTarget | str,
+        reconnect_interval: float = 0.5,
+        ping_interval: float = 1.0,
+        dead_after: float = 3.0,
+    ) -> None:
+        self.target = RedisTarget.of(url)
+        self.url = self.target.url
+        self.reconnect_interval = reconnect_interval
+        self.ping_interval = ping_interval
+        self.dead_after = dead_after
+        #: Called with True/False when availability changes.
+        self.on_state_change: Callable[[bool], None] | None = None
+        self._client = make_client(self.target, decode=False, health_check=1)
+        #: The pub/sub connection's own client: this module watches it with PINGs.
+        self._sub_client = make_client(self.target, decode=False)
+        self._handler: BusHandler | None = None
+        self._wanted: set[str] = set()
+        self._pubsub: PubSub | None = None
+        self._available = False
+        self._confirm: dict[str, list[asyncio.Future[None]]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._first_attempt = asyncio.Event()
+        self._closing = False
+        #: Sentinel announced a new master: the pub/sub connection is dropped.
+        self._switched = False
+        #: Until when a failover in progress keeps the bus down (monotonic s).
+        self._hold_until = 0.0
+        self._watch: asyncio.Task[None] | None = None
+        self.close_timeout = CLOSE_TIMEOUT
+
+    @property
+    def available(self) -> bool:
+        return self._available
+
+    async def start(self, handler: BusHandler) -> None:
+        self._handler = handler
+        self._task = asyncio.create_task(self._run(), name="redis-bus")
+        if self.target.mode == "sentinel":
+            self._watch = asyncio.create_task(self._watch_sentinels(), name="sentinel-watch")
+        await self._first_attempt.wait()
+
+    async def close(self) -> None:
+        """Stop the reader and the sentinel watch, then drop the connections, each in half
+        of ``close_timeout``: what has not finished by then (a paused Redis, a reader that
+        swallowed its cancellation) is logged and left behind (:mod:`stomprelay.bounded`)."""
+        self._closing = True
+        step = self.close_timeout / 2
+        names = {"reader": self._task, "sentinel watch": self._watch}
+        await asyncio.gather(
+            *(stop_task(task, f"redis bus: {name}", step) for name, task in names.items() if task)
+        )
+        with contextlib.suppress(RedisError, OSError):
+            await bounded("redis bus: closing its connections", self._close_clients(), step)
+
+    async def _close_clients(self) -> None:
+        await self._drop_pubsub()
+        for client in (self._client, self._sub_client):
+            with contextlib.suppress(RedisError, OSError):
+                await client.aclose()
+
+    def _set_available(self, value: bool) -> None:
+        if value == self._available:
+            return
+        self._available = value
+        log.warning("redis bus %s", "available" if value else "unavailable: local delivery only")
+        if self.on_state_change is not None:
+            self.on_state_change(value)
+
+    async def _drop_pubsub(self) -> None:
+        pubsub, self._pubsub = self._pubsub, None
+        for futures in self._confirm.values():
+            for future in futures:
+                if not future.done():
+                    future.set_result(None)
+        self._confirm.clear()
+        if pubsub is not None:
+            with contextlib.suppress(RedisError, OSError):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def _run(self) -> None:
+        while not self._closing:
+            try:
+                await self._session()
+            except (RedisError, OSError, TimeoutError) as exc:
+                log.info("redis pub/sub connection lost: %s", exc)
+            if self._closing:
+                return
+            self._set_available(False)
+            await self._drop_pubsub()
+            self._first_attempt.set()
+            await asyncio.sleep(self.reconnect_interval)
+
+    async def _session(self) -> None:
+        """One pub/sub connection's life: subscribe all, then read until it fails."""
+        if self.failover_pending():
+            raise RedisConnectionError("sentinel failover in progress")
+        pubsub = self._sub_client.pubsub(ignore_subscribe_messages=False)
+        await pubsub.connect()
+        sentinel = self.target.mode == "sentinel"
+        if sentinel:
+            await self._check_role(pubsub)
+        self._pubsub = pubsub
+        wanted = sorted(self._wanted)
+        waiting: set[str] = set(wanted)
+        if wanted:
+            await pubsub.subscribe(*wanted)
+        else:
+            self._set_available(True)
+            self._first_attempt.set()
+        # A PING goes out every ping_interval; any reply clears it. One left
+        # unanswered for dead_after means Redis hangs (paused, or a dead link
+        # that TCP has not noticed yet). Replies are read before judging, so a
+        # pause of this process itself does not count against Redis.
+        last_ping = 0.0
+        unanswered_since: float | None = None
+        # _closing ends a reader that swallowed its cancellation (stomprelay.bounded)
+        while not self._closing:
+            message = await pubsub.get_message(timeout=min(self.ping_interval, 0.5))
+            now = time.monotonic()
+            if message is not None:
+                unanswered_since = None
+            elif unanswered_since is not None and now - unanswered_since > self.dead_after:
+                raise TimeoutError(f"no reply from redis for {self.dead_after:g} s")
+            if self._switched:
+                self._switched = False
+                raise RedisConnectionError("sentinel announced a new master")
+            if now - last_ping >= self.ping_interval:
+                if sentinel:
+                    await self._check_master(pubsub)
+                await pubsub.ping()
+                last_ping = now
+                if unanswered_since is None:
+                    unanswered_since = now
+            if message is None:
+                continue
+            kind = message["type"]
+            if kind == "subscribe":
+                channel = as_text(message["channel"])
+                waiting.discard(channel)
+                for future in self._confirm.pop(channel, []):
+                    if not future.done():
+                        future.set_result(None)
+                if not waiting and not self._available:
+                    self._set_available(True)
+                    self._first_attempt.set()
+            elif kind == "message" and message["channel"] is not None:
+                self._dispatch(as_text(message["channel"]), message["data"])
+
+    def failover_pending(self) -> bool:
+        """A sentinel is promoting a replica and has not announced it yet: writes
+        would still reach the old master and be lost (docs/redis.md, "Sentinel")."""
+        return time.monotonic() < self._hold_until
+
+    async def _watch_sentinels(self) -> None:
+        """Follow a sentinel's failover events for this master. From the moment it
+        promotes a replica until it announces the switch, the bus stays down (the
+        relay journals what its clients send, ``RedisRegistry.ping`` refuses), so
+        nothing is written to a master on its way out; at ``+switch-master`` the
+        pub/sub connection is dropped and the relay resynchronises against the new one."""
+        name = self.target.master_name
+        while not self._closing:
+            for host, port in self.target.sentinels:
+                client = aioredis.Redis(host=host, port=port, socket_connect_timeout=1)
+                pubsub = client.pubsub(ignore_subscribe_messages=True)
+                try:
+                    await pubsub.subscribe(*SENTINEL_EVENTS)
+                    while not self._closing:
+                        message = await pubsub.get_message(timeout=1.0)
+                        if message is None or message.get("type") != "message":
+                            continue
+                        event, data = as_text(message["channel"]), as_text(message["data"])
+                        if not (data.startswith(name + " ") or f" @ {name} " in data):
+                            continue
+                        log.warning("sentinel %s:%d: %s %s", host, port, event, data)
+                        if event == "+switch-master":
+                            self._hold_until = 0.0
+                            self._switched = True
+                        elif event.startswith("-failover-abort"):
+                            self._hold_until = 0.0
+                        else:
+                            self._hold_until = time.monotonic() + FAILOVER_HOLD
+                            self._switched = True
+                except (RedisError, OSError) as exc:
+                    log.info("sentinel %s:%d not watched: %s", host, port, exc)
+                finally:
+                    with contextlib.suppress(RedisError, OSError):
+                        await pubsub.aclose()  # type: ignore[no-untyped-call]
+                        await client.aclose()
+            await asyncio.sleep(self.reconnect_interval)
+
+    @staticmethod
+    async def _check_role(pubsub: PubSub) -> None:
+        """Before subscribing: a connection that reached a replica (a demoted master
+        the sentinels have not caught up with) is dropped."""
+        connection = pubsub.connection
+        assert connection is not None
+        await connection.send_command("ROLE")
+        role = await connection.read_response()
+        if as_text(role[0]) != "master":
+            raise RedisConnectionError(f"pub/sub connection reached a {as_text(role[0])}")
+
+    async def _check_master(self, pubsub: PubSub) -> None:
+        """Subscribed, a connection cannot ask ROLE: ask the sentinels whether the
+        master is still the one this connection is on (a graceful failover leaves
+        it connected to a replica that hears no publish)."""
+        connection = pubsub.connection
+        pool = self._sub_client.connection_pool
+        try:
+            master = await pool.get_master_address()
+        except (RedisError, OSError) as exc:
+            log.info("sentinels not answering, keeping the pub/sub connection: %s", exc)
+            return
+        if connection is not None and (connection.host, connection.port) != tuple(master):
+            raise RedisConnectionError(f"the master moved to {master[0]}:{master[1]}")
+
+    def _dispatch(self, channel: str, data: bytes) -> None:
+        if self._handler is None or channel not in self._wanted:
+            return
+        try:
+            envelope = Envelope.from_json(data)
+        except ProtocolError as exc:
+            log.warning("ignoring malformed envelope on %s: %s", channel, exc.detail)
+            return
+        self._handler(channel, envelope)
+
+    async def subscribe(self, channel: str) -> None:
+        """Subscribe; returns after Redis confirmed (or at once when degraded)."""
+        self._wanted.add(channel)
+        pubsub = self._pubsub
+        if pubsub is None:
+            return  # the next connection subscribes every wanted channel
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._confirm.setdefault(channel, []).append(future)
+        try:
+            await pubsub.subscribe(channel)
+            async with asyncio.timeout(COMMAND_TIMEOUT):
+                await future
+        except (RedisError, OSError, TimeoutError) as exc:
+            log.info("subscribe %s not confirmed: %s", channel, exc)
+
+    async def unsubscribe(self, channel: str) -> None:
+        self._wanted.discard(channel)
+        pubsub = self._pubsub
+        if pubsub is None:
+            return
+        with contextlib.suppress(RedisError, OSError):
+            await pubsub.unsubscribe(channel)
+
+    async def publish(self, channel: str, envelope: Envelope) -> None:
+        """PUBLISH; when Redis is unreachable, deliver to local subscribers only."""
+        if self._available:
+            try:
+                await self._client.publish(channel, envelope.to_json())
+                return
+            except (RedisTimeoutError, TimeoutError):
+                # Redis may still run it and send it back: delivering it here
+                # too would deliver it twice.
+                log.warning("publish on %s timed out; not delivered locally", channel)
+                return
+            except (RedisError, OSError) as exc:
+                log.info("publish on %s failed, delivering locally: %s", channel, exc)
+        self.deliver_local(channel, envelope)
+
+    async def publish_many(self, items: Sequence[tuple[str, Envelope]]) -> None:
+        """PUBLISH each in one pipeline (Redis runs them in order); as :meth:`publish`
+        when Redis is unreachable or fails."""
+        if self._available:
+            pipe = self._client.pipeline(transaction=False)
+            for channel, envelope in items:
+                pipe.publish(channel, envelope.to_json())
+            try:
+                await pipe.execute()
+                return
+            except (RedisTimeoutError, TimeoutError):
+                log.warning("%d publishes timed out; not delivered locally", len(items))
+                return
+            except (RedisError, OSError) as exc:
+                log.info("%d publishes failed, delivering locally: %s", len(items), exc)
+            finally:
+                await pipe.reset()
+        for channel, envelope in items:
+            self.deliver_local(channel, envelope)
+
+    def deliver_local(self, channel: str, envelope: Envelope) -> None:
+        if self._handler is not None and channel in self._wanted:
+            asyncio.get_running_loop().call_soon(self._handler, channel, envelope)

@@ -1,0 +1,125 @@
+"""Destination logs in Redis Streams (docs/history.md), through the registry's scripts."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+
+from redis.exceptions import NoScriptError
+
+from stomprelay.cluster.envelope import Envelope
+from stomprelay.cluster.history import HistoryPolicy, LogSlice
+from stomprelay.cluster.keys import Keys
+from stomprelay.cluster.redis_io import as_text, guard
+from stomprelay.cluster.redis_store import RedisStore
+from stomprelay.errors import BackendUnavailable, ProtocolError
+
+log = logging.getLogger(__name__)
+
+#: How long a relay trusts that a topic's log is admitted under the topic cap (s).
+TOPIC_ADMIT_CACHE = 30.0
+
+
+class RedisLog:
+    """Destination logs in Redis Streams (docs/history.md), through the registry's scripts.
+
+    A log's keys share its destination's hash tag; the cap on logged topics is
+    a separate index, asked before a topic's first append (and every
+    :data:`TOPIC_ADMIT_CACHE` seconds after), since it lives in another slot.
+    """
+
+    def __init__(self, store: RedisStore, keys: Keys, policy: HistoryPolicy) -> None:
+        self._store = store
+        self._keys = keys
+        self._policy = policy
+        #: topic log id -> (admitted, until when that answer holds, monotonic s)
+        self._admitted: dict[str, tuple[bool, float]] = {}
+
+    async def _logged(self, log_id: str, now: int) -> bool:
+        if not self._policy.logs(log_id):
+            return False
+        if not log_id.startswith("topic:"):
+            return True
+        clock = time.monotonic()
+        known = self._admitted.get(log_id)
+        if known is not None and known[1] > clock:
+            return known[0]
+        admitted = bool(
+            await self._store.script("topic_admit", (self._keys.history_topics,), log_id, now)
+        )
+        if len(self._admitted) > 4 * self._policy.max_topics:
+            self._admitted.clear()
+        self._admitted[log_id] = (admitted, clock + TOPIC_ADMIT_CACHE)
+        return admitted
+
+    def _args(
+        self, log_id: str, channel: str, envelope: Envelope, now: int, logged: bool
+    ) -> tuple[tuple[str, str, str], tuple[str | int | bytes, ...]]:
+        return self._keys.log_keys(log_id), (
+            channel,
+            envelope.to_json(),
+            envelope.id,
+            now,
+            "1" if logged else "0",
+        )
+
+    async def append(self, log_id: str, channel: str, envelope: Envelope, now: int) -> Envelope:
+        keys, args = self._args(log_id, channel, envelope, now, await self._logged(log_id, now))
+        epoch, offset, _dup = await self._store.acked("append", keys, *args)
+        return replace(envelope, epoch=as_text(epoch), offset=int(offset))
+
+    async def append_many(
+        self, items: Sequence[tuple[str, str, Envelope]], now: int
+    ) -> list[Envelope | BackendUnavailable]:
+        """One pipeline of EVALSHA (non-transactional: each append stays atomic on
+        its own, and Redis runs them in order; on a cluster redis-py splits it per
+        master, in order, and routes the raw command by its first key, since its
+        cluster pipeline refuses ``evalsha()``); a script Redis lost is loaded and
+        the append run again, alone."""
+        store = self._store
+        sha = store._scripts["append"].sha
+        calls = [
+            self._args(log_id, channel, envelope, now, await self._logged(log_id, now))
+            for log_id, channel, envelope in items
+        ]
+        store.check_hold()
+        pipe = store._client.pipeline(transaction=False)
+        for keys, args in calls:
+            pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)
+        replicas, timeout = store.wait
+        if replicas:
+            pipe.execute_command("WAIT", replicas, timeout)
+        try:
+            replies = await guard(pipe.execute(raise_on_error=False))
+        finally:
+            await pipe.reset()
+        if replicas:
+            replies = replies[:-1]
+        out: list[Envelope | BackendUnavailable] = []
+        for (_, _, envelope), (keys, args), reply in zip(items, calls, replies, strict=True):
+            if isinstance(reply, NoScriptError):
+                reply = await store.script("append", keys, *args)
+            if isinstance(reply, BaseException):
+                out.append(BackendUnavailable(f"redis: {type(reply).__name__}: {reply}"))
+                continue
+            epoch, offset, _dup = reply
+            out.append(replace(envelope, epoch=as_text(epoch), offset=int(offset)))
+        return out
+
+    async def read(self, log_id: str, after: int, limit: int, tail: int = 0) -> LogSlice:
+        stream, meta, _ = self._keys.log_keys(log_id)
+        reply = await self._store.script("read", (stream, meta), after, limit, tail)
+        epoch = as_text(reply[0])
+        entries = []
+        for i in range(5, len(reply), 2):
+            try:
+                envelope = Envelope.from_json(reply[i + 1])
+            except ProtocolError as exc:
+                log.warning("skipping malformed log entry of %s: %s", log_id, exc.detail)
+                continue
+            entries.append(replace(envelope, offset=int(reply[i]), epoch=epoch))
+        return LogSlice(
+            epoch, int(reply[1]), int(reply[2]), tuple(entries), as_text(reply[3]), int(reply[4])
+        )
