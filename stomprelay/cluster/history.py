@@ -16,7 +16,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from stomprelay.cluster.envelope import Envelope
 from stomprelay.errors import BackendUnavailable
@@ -89,6 +89,27 @@ class HistoryPolicy:
         )
 
 
+def admit_topic(topics: dict[str, int], log_id: str, now: int, policy: HistoryPolicy) -> bool:
+    """Is this topic's log kept? The one rule of the topic cap (``--history-max-topics``).
+
+    ``topics`` is the ``history:topics`` index: topic log id -> when it was last
+    admitted (ms). A listed topic is admitted and its time renewed; otherwise the
+    entries older than the log TTL leave the index, and a new topic is listed while
+    fewer than ``max_topics`` are. :class:`MemoryLog` applies it to its own index;
+    the ``TOPIC_ADMIT`` script (:mod:`lua`) is this function in Lua, on the sorted
+    set, and the contract suite runs the same tests over both.
+    """
+    if log_id in topics:
+        topics[log_id] = now
+        return True
+    for old in [t for t, at in topics.items() if at <= now - policy.ttl_ms]:
+        del topics[old]
+    if len(topics) >= policy.max_topics:
+        return False
+    topics[log_id] = now
+    return True
+
+
 def new_epoch(now_us: int) -> str:
     """An epoch name from a clock in microseconds (the scripts use Redis TIME)."""
     return f"{now_us:x}"
@@ -124,7 +145,11 @@ def log_json(read: LogSlice) -> dict[str, object]:
     }
 
 
+@runtime_checkable
 class Log(Protocol):
+    """The destination logs a backend keeps (memory: :class:`MemoryLog`; Redis:
+    ``redis_log.RedisLog``): a backend hands its own as ``LogOwner.log``."""
+
     async def append(self, log_id: str, channel: str, envelope: Envelope, now: int) -> Envelope:
         """Append and publish on ``channel`` atomically; the envelope with its
         offset and epoch (offset 0: not logged, published as it is)."""
@@ -168,6 +193,8 @@ class MemoryLog:
         self._publish = publish
         self._clock = clock
         self.logs: dict[str, _MemLog] = {}
+        #: the ``history:topics`` index of :func:`admit_topic`
+        self.topics: dict[str, int] = {}
         self._last_epoch_us = 0
 
     def _expire(self, now: float) -> None:
@@ -180,18 +207,23 @@ class MemoryLog:
         self._last_epoch_us = us
         return new_epoch(us)
 
-    def append_now(self, log_id: str, channel: str, envelope: Envelope) -> Envelope:
-        """Synchronous append (the memory registry calls it inside its operations)."""
+    def append_now(
+        self, log_id: str, channel: str, envelope: Envelope, now_ms: int | None = None
+    ) -> Envelope:
+        """Synchronous append (the memory registry calls it inside its operations);
+        ``now_ms`` (the caller's time, by default the log's clock) is what the topic
+        cap counts with, as in Redis."""
         now = self._clock()
         self._expire(now)
-        log = self.logs.get(log_id)
         if not self.policy.logs(log_id) or (
-            log is None
-            and log_id.startswith("topic:")
-            and sum(1 for k in self.logs if k.startswith("topic:")) >= self.policy.max_topics
+            log_id.startswith("topic:")
+            and not admit_topic(
+                self.topics, log_id, int(now * 1000) if now_ms is None else now_ms, self.policy
+            )
         ):
             self._publish(channel, envelope)
             return envelope
+        log = self.logs.get(log_id)
         if log is None:
             log = self.logs[log_id] = _MemLog(self._epoch())
         known = log.ids.get(envelope.id)
@@ -215,12 +247,14 @@ class MemoryLog:
         return stored
 
     async def append(self, log_id: str, channel: str, envelope: Envelope, now: int) -> Envelope:
-        return self.append_now(log_id, channel, envelope)
+        return self.append_now(log_id, channel, envelope, now)
 
     async def append_many(
         self, items: Sequence[tuple[str, str, Envelope]], now: int
     ) -> list[Envelope | BackendUnavailable]:
-        return [self.append_now(log_id, channel, envelope) for log_id, channel, envelope in items]
+        return [
+            self.append_now(log_id, channel, envelope, now) for log_id, channel, envelope in items
+        ]
 
     async def read(self, log_id: str, after: int, limit: int, tail: int = 0) -> LogSlice:
         self._expire(self._clock())
@@ -237,5 +271,6 @@ class MemoryLog:
         return LogSlice(log.epoch, first, log.seq, picked)
 
     def wipe(self) -> None:
-        """Forget every log (tests: the memory twin of FLUSHALL)."""
+        """Forget every log and the topic index (part of :meth:`MemoryHub.wipe`)."""
         self.logs.clear()
+        self.topics.clear()

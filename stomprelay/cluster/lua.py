@@ -202,16 +202,17 @@ return 1
 # Fenced: only the lock holder, only while the heartbeat is still missing and
 # the relay has not re-registered under another incarnation. The tombstone tells
 # the relay, should it come back, that it was reaped (everyone saw its people
-# leave), as opposed to Redis having lost its data. Returns {code, sessions...}:
-# 1 go on, -1 lock lost, -2 alive again, -3 another incarnation, -4 nothing left
-# (an earlier reap finished all but the index entry).
+# leave), as opposed to Redis having lost its data; it lives REAP_TOMBSTONE_MS
+# (base.py, which the memory backend uses too). Returns {code, sessions...}: 1 go
+# on, -1 lock lost, -2 alive again, -3 another incarnation, -4 nothing left (an
+# earlier reap finished all but the index entry).
 REAP_BEGIN = r"""
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {-1} end
 if redis.call('EXISTS', KEYS[2]) == 1 then return {-2} end
 local inc = redis.call('HGET', KEYS[3], 'incarnation')
 if inc and inc ~= ARGV[2] then return {-3} end
 if not inc and redis.call('SCARD', KEYS[5]) == 0 then return {-4} end
-redis.call('SET', KEYS[4], inc or ARGV[2], 'PX', 3600000)
+redis.call('SET', KEYS[4], inc or ARGV[2], 'PX', REAP_TOMBSTONE_MS)
 local out = {1}
 for _, sid in ipairs(redis.call('SMEMBERS', KEYS[5])) do out[#out + 1] = sid end
 return out
@@ -396,7 +397,8 @@ return out
 """
 
 # KEYS: the topic index   ARGV: log id, now
-# Is this topic's log kept? Up to HISTORY_MAX_TOPICS live topic logs.
+# Is this topic's log kept? Up to HISTORY_MAX_TOPICS live topic logs: the rule of
+# history.admit_topic, which the memory log runs on its own index.
 TOPIC_ADMIT = r"""
 local ts = tonumber(ARGV[2])
 if redis.call('ZSCORE', KEYS[1], ARGV[1]) then

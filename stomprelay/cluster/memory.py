@@ -12,15 +12,23 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
-from stomprelay.cluster.base import BusHandler
+from stomprelay.cluster.base import (
+    FENCE_MS,
+    REAP_TOMBSTONE_MS,
+    REAPER_LOCK_MS,
+    STALL_MS,
+    BusHandler,
+)
 from stomprelay.cluster.envelope import Envelope
 from stomprelay.cluster.history import HistoryPolicy, MemoryLog
 from stomprelay.cluster.keys import Keys
-from stomprelay.cluster.operations import GONE, REAPER_LOCK_MS, Gone, StepRegistry
+from stomprelay.cluster.operations import GONE, SERVERS, SESSIONS, Gone, StepRegistry
 from stomprelay.cluster.registry import (
     KICK_MEMORY_MS,
     EventTemplate,
+    LoggedRegistry,
     OperatorCommand,
     Participant,
     RoomRecord,
@@ -46,9 +54,16 @@ class MemoryHub:
         self.buses: set[MemoryBus] = set()
         self.clock = clock
         self.log = MemoryLog(policy or HistoryPolicy(), self.publish, clock)
-        #: server id -> incarnation reaped (the sweeper's tombstone)
-        self.reaped: dict[str, str] = {}
-        #: When any relay last refreshed, and until when nobody may reap (clock s).
+        self.wipe()
+
+    def wipe(self) -> None:
+        """Lose every key, as FLUSHALL does (a Redis restarted without its data): the
+        records, the indexes, the tombstones, locks and fence, the suspensions, the
+        logs and their topic index. The buses (pub/sub connections) stay."""
+        #: server id -> (incarnation reaped, until when the tombstone lives, clock s)
+        self.reaped: dict[str, tuple[str, float]] = {}
+        #: The ``servers:liveness`` hash: when any relay last refreshed, and until
+        #: when nobody may reap (clock s).
         self.pulse = 0.0
         self.fence_until = 0.0
         self.servers: dict[str, ServerRecord] = {}
@@ -59,11 +74,23 @@ class MemoryHub:
         self.rooms: dict[str, _Room] = {}
         self.current_room: dict[str, str] = {}
         self.locks: dict[str, tuple[str, float]] = {}
-        #: the ``servers:active`` and ``sessions:active`` indexes
+        #: the ``servers:active`` and ``sessions:active`` indexes, which the
+        #: directory reads (as Redis does), not the records
         self.indexes: dict[str, set[str]] = {"servers": set(), "sessions": set()}
         #: user -> refused until, and user -> latest kick (ms since the epoch)
         self.suspended: dict[str, int] = {}
         self.kicked: dict[str, int] = {}
+        self.log.wipe()
+
+    def tombstone(self, server_id: str) -> str | None:
+        """The incarnation a sweeper reaped, while its tombstone lives."""
+        found = self.reaped.get(server_id)
+        if found is None:
+            return None
+        if found[1] <= self.clock():
+            del self.reaped[server_id]
+            return None
+        return found[0]
 
     def publish(self, channel: str, envelope: Envelope) -> None:
         loop = asyncio.get_running_loop()
@@ -143,13 +170,13 @@ class MemoryStore:
         return current is not None and current.incarnation == incarnation
 
     async def heartbeat(self, server_id: str, incarnation: str, ttl_ms: int) -> bool:
-        if not self._runs(server_id, incarnation) or self.hub.reaped.get(server_id) == incarnation:
+        if not self._runs(server_id, incarnation) or self.hub.tombstone(server_id) == incarnation:
             return False
         self.hub.heartbeats[server_id] = self.hub.clock() + ttl_ms / 1000
         return True
 
     async def server_add_session(self, server_id: str, incarnation: str, session_id: str) -> bool:
-        if not self._runs(server_id, incarnation) or self.hub.reaped.get(server_id) == incarnation:
+        if not self._runs(server_id, incarnation) or self.hub.tombstone(server_id) == incarnation:
             return False
         self.hub.server_sessions.setdefault(server_id, set()).add(session_id)
         return True
@@ -196,7 +223,8 @@ class MemoryStore:
             return None
         if current is None and not hub.server_sessions.get(server_id):
             return GONE
-        hub.reaped[server_id] = current.incarnation if current else incarnation
+        reaped = current.incarnation if current else incarnation
+        hub.reaped[server_id] = (reaped, hub.clock() + REAP_TOMBSTONE_MS / 1000)
         return sorted(hub.server_sessions.get(server_id, set()))
 
     async def server_drop(self, server_id: str, incarnation: str, token: str) -> bool:
@@ -346,8 +374,8 @@ class MemoryRegistry(StepRegistry):
         self,
         hub: MemoryHub,
         keys: Keys | None = None,
-        stall_ms: int = 1_500,
-        fence_ms: int = 10_000,
+        stall_ms: int = STALL_MS,
+        fence_ms: int = FENCE_MS,
         lock_ttl_ms: int = REAPER_LOCK_MS,
     ) -> None:
         super().__init__(MemoryStore(hub, keys or Keys()), lock_ttl_ms, stall_ms, fence_ms)
@@ -367,7 +395,7 @@ class MemoryRegistry(StepRegistry):
         return "noeviction"
 
     async def was_reaped(self, server_id: str, incarnation: str) -> bool:
-        return self.hub.reaped.get(server_id) == incarnation
+        return self.hub.tombstone(server_id) == incarnation
 
     async def backend_id(self) -> str:
         return f"memory-{id(self.hub):x}"
@@ -391,15 +419,20 @@ class MemoryRegistry(StepRegistry):
         hub = self.hub
         return [
             (
-                hub.servers[sid],
+                hub.servers.get(sid) or ServerRecord(sid, "", 0, "", 0, ""),
                 hub.heartbeats.get(sid, 0.0) > hub.clock(),
                 len(hub.server_sessions.get(sid, ())),
             )
-            for sid in sorted(hub.servers)
+            for sid in sorted(hub.indexes[SERVERS])
         ]
 
     async def sessions(self) -> list[SessionRecord]:
-        return [replace(r, rooms=list(r.rooms)) for _, r in sorted(self.hub.sessions.items())]
+        hub = self.hub
+        return [
+            replace(record, rooms=list(record.rooms))
+            for sid in sorted(hub.indexes[SESSIONS])
+            if (record := hub.sessions.get(sid)) is not None
+        ]
 
     async def suspend(self, command: OperatorCommand, channel: str, envelope: Envelope) -> None:
         hub = self.hub
@@ -433,3 +466,9 @@ class MemoryRegistry(StepRegistry):
         if r is None or not r.participants:
             return None
         return RoomRecord(room_id, len(r.participants), r.created_at, r.last_activity)
+
+
+if TYPE_CHECKING:
+    # mypy --strict checks that the memory backend implements every role
+    def _roles(registry: MemoryRegistry) -> LoggedRegistry:
+        return registry

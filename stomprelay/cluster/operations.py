@@ -40,6 +40,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Protocol
 
+from stomprelay.cluster.base import FENCE_MS, REAPER_LOCK_MS, STALL_MS
 from stomprelay.cluster.envelope import Envelope
 from stomprelay.cluster.keys import Keys
 from stomprelay.cluster.registry import (
@@ -53,8 +54,6 @@ from stomprelay.cluster.registry import (
 )
 from stomprelay.errors import BackendUnavailable
 
-#: How long a sweeper holds a dead relay's lock (ms); every backend uses it.
-REAPER_LOCK_MS = 5_000
 #: A session's ``last-seen`` follows its chat messages to within this (ms): one
 #: write per session and second, not one per message.
 TOUCH_MS = 1_000
@@ -180,8 +179,8 @@ class StepRegistry:
         self,
         store: Store,
         lock_ttl_ms: int = REAPER_LOCK_MS,
-        stall_ms: int = 1_500,
-        fence_ms: int = 10_000,
+        stall_ms: int = STALL_MS,
+        fence_ms: int = FENCE_MS,
     ) -> None:
         self.store = store
         self.keys = store.keys

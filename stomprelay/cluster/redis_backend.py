@@ -11,10 +11,12 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from redis.exceptions import RedisError
 
 from stomprelay.bounded import bounded
+from stomprelay.cluster.base import FENCE_MS, REAPER_LOCK_MS, STALL_MS
 from stomprelay.cluster.connect import (
     CLOSE_TIMEOUT,
     COMMAND_TIMEOUT,
@@ -25,13 +27,14 @@ from stomprelay.cluster.connect import (
 from stomprelay.cluster.envelope import Envelope
 from stomprelay.cluster.history import HistoryPolicy
 from stomprelay.cluster.keys import Keys
-from stomprelay.cluster.operations import REAPER_LOCK_MS, StepRegistry
+from stomprelay.cluster.operations import StepRegistry
 from stomprelay.cluster.redis_bus import RedisBus
 from stomprelay.cluster.redis_io import as_fields, as_text, as_texts, guard
 from stomprelay.cluster.redis_log import RedisLog
 from stomprelay.cluster.redis_store import RedisStore
 from stomprelay.cluster.registry import (
     KICK_MEMORY_MS,
+    LoggedRegistry,
     OperatorCommand,
     Participant,
     RoomRecord,
@@ -56,8 +59,8 @@ class RedisRegistry(StepRegistry):
         lock_ttl_ms: int = REAPER_LOCK_MS,
         policy: HistoryPolicy | None = None,
         timeout: float = COMMAND_TIMEOUT,
-        stall_ms: int = 1_500,
-        fence_ms: int = 10_000,
+        stall_ms: int = STALL_MS,
+        fence_ms: int = FENCE_MS,
         pool_size: int = POOL_SIZE,
         wait_replicas: int = 0,
         wait_timeout_ms: int = 500,
@@ -358,3 +361,9 @@ def _room(room_id: str, info: dict[str, str]) -> RoomRecord:
         int(info.get("created-at") or 0),
         int(info.get("last-activity") or 0),
     )
+
+
+if TYPE_CHECKING:
+    # mypy --strict checks that the Redis backend implements every role
+    def _roles(registry: RedisRegistry) -> LoggedRegistry:
+        return registry

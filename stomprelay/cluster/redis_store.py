@@ -16,6 +16,7 @@ from typing import Any
 
 from redis.exceptions import NoScriptError
 
+from stomprelay.cluster.base import REAP_TOMBSTONE_MS
 from stomprelay.cluster.envelope import Envelope
 from stomprelay.cluster.history import HistoryPolicy
 from stomprelay.cluster.keys import Keys
@@ -46,6 +47,7 @@ class RedisStore:
             policy.lua()
             + f"local ROOM_PUBLISH = {publish!r}\nlocal EPOCH_PER_MASTER = {follow}\n"
             + f"local EPOCH_ADOPT_MOVED = {adopt}\n"
+            + f"local REAP_TOMBSTONE_MS = {REAP_TOMBSTONE_MS}\n"
             + LIBRARY
         )
         self._scripts = {

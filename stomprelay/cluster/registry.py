@@ -17,9 +17,10 @@ from __future__ import annotations
 import json
 import secrets
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from stomprelay.cluster.envelope import Envelope
+from stomprelay.cluster.history import Log
 
 #: content-type of room events (contract section 3).
 EVENT_CONTENT_TYPE = "application/json;charset=utf-8"
@@ -356,24 +357,21 @@ def room_json(record: RoomRecord) -> dict[str, object]:
     }
 
 
-class Registry(Protocol):
-    """Who is connected where, and who is in which room, cluster-wide.
+# -- the backend's roles (each a Protocol; both backends implement every one) ----------
+#
+# Like centrifuge's Broker and PresenceManager: a part of the relay asks for the
+# role it uses, not for the whole backend. ``Registry`` is their union.
+
+
+@runtime_checkable
+class Membership(Protocol):
+    """The steps that change who is where, each publishing its events with the change.
 
     ``event_id`` arguments are message-id prefixes for the events an operation
     publishes (``<event_id>-<n>``); ``now`` is milliseconds since the epoch.
     Methods raise :class:`~stomprelay.errors.BackendUnavailable` when the
     backend cannot be reached.
     """
-
-    async def backend_id(self) -> str:
-        """Identity of the backend instance (Redis ``run_id``): changes on restart."""
-        ...
-
-    async def close(self) -> None: ...
-
-    async def migrate(self) -> int:
-        """Move keys an older release left under other names; how many moved."""
-        ...
 
     async def register_server(
         self, server: ServerRecord, ttl_ms: int, now: int, event_id: str
@@ -384,6 +382,10 @@ class Registry(Protocol):
 
     async def refresh_server(self, server_id: str, incarnation: str, ttl_ms: int) -> bool:
         """Extend the liveness TTL; False if this incarnation is no longer registered."""
+        ...
+
+    async def unregister_server(self, server_id: str, now: int, event_id: str) -> None:
+        """Graceful stop: remove what is left of this relay (reason ``disconnected``)."""
         ...
 
     async def add_session(self, record: SessionRecord, event_id: str, incarnation: str) -> bool:
@@ -422,32 +424,6 @@ class Registry(Protocol):
         room's and session's activity; the envelope with its offset."""
         ...
 
-    async def reset(self) -> None:
-        """Drop pooled connections (after an outage)."""
-        ...
-
-    async def ping(self) -> None: ...
-
-    async def eviction_policy(self) -> str | None:
-        """The backend's eviction policy (Redis ``maxmemory-policy``), None if unknown."""
-        ...
-
-    async def was_reaped(self, server_id: str, incarnation: str) -> bool:
-        """True if a sweeper reaped this relay's incarnation (its tombstone)."""
-        ...
-
-    async def participants(self, room_id: str) -> list[Participant]: ...
-
-    async def dead_servers(self) -> list[DeadServer]: ...
-
-    async def reap(self, dead: DeadServer, sweeper_id: str, now: int, event_id: str) -> int | None:
-        """Clean up a dead relay if this sweeper wins its lock; sessions reaped or None."""
-        ...
-
-    async def unregister_server(self, server_id: str, now: int, event_id: str) -> None:
-        """Graceful stop: remove what is left of this relay (reason ``disconnected``)."""
-        ...
-
     async def restore(
         self,
         server: ServerRecord,
@@ -466,13 +442,47 @@ class Registry(Protocol):
         """
         ...
 
-    async def servers(self) -> list[tuple[ServerRecord, bool, int]]:
-        """Every registered relay with (alive, session count)."""
+    async def reset(self) -> None:
+        """Drop pooled connections (after an outage)."""
         ...
 
-    async def sessions(self) -> list[SessionRecord]: ...
+    async def migrate(self) -> int:
+        """Move keys an older release left under other names; how many moved."""
+        ...
+
+
+@runtime_checkable
+class Directory(Protocol):
+    """Reads of who is connected where (the admin views, SYNC, start-up checks)."""
+
+    async def servers(self) -> list[tuple[ServerRecord, bool, int]]:
+        """Every relay in the ``servers:active`` index with (alive, session count)."""
+        ...
+
+    async def sessions(self) -> list[SessionRecord]:
+        """Every session in the ``sessions:active`` index that has a record."""
+        ...
 
     async def session(self, session_id: str) -> SessionRecord | None: ...
+
+    async def rooms(self) -> list[RoomRecord]: ...
+
+    async def room(self, room_id: str) -> RoomRecord | None: ...
+
+    async def participants(self, room_id: str) -> list[Participant]: ...
+
+    async def backend_id(self) -> str:
+        """Identity of the backend instance (Redis ``run_id``): changes on restart."""
+        ...
+
+    async def eviction_policy(self) -> str | None:
+        """The backend's eviction policy (Redis ``maxmemory-policy``), None if unknown."""
+        ...
+
+
+@runtime_checkable
+class Moderation(Protocol):
+    """Operators' kicks and suspensions, shared by every relay."""
 
     async def suspend(self, command: OperatorCommand, channel: str, envelope: Envelope) -> None:
         """Record an operator's kick or lift and publish its ``envelope`` on
@@ -483,6 +493,51 @@ class Registry(Protocol):
         """Users refused now (until when) and users kicked in the last hour (when)."""
         ...
 
-    async def rooms(self) -> list[RoomRecord]: ...
 
-    async def room(self, room_id: str) -> RoomRecord | None: ...
+@runtime_checkable
+class Reaping(Protocol):
+    """Liveness: finding relays that died and cleaning up after them."""
+
+    async def ping(self) -> None:
+        """Return when the backend answers; raise BackendUnavailable otherwise."""
+        ...
+
+    async def dead_servers(self) -> list[DeadServer]: ...
+
+    async def reap(self, dead: DeadServer, sweeper_id: str, now: int, event_id: str) -> int | None:
+        """Clean up a dead relay if this sweeper wins its lock; sessions reaped or None."""
+        ...
+
+    async def was_reaped(self, server_id: str, incarnation: str) -> bool:
+        """True if a sweeper reaped this relay's incarnation (its tombstone, kept
+        :data:`~stomprelay.cluster.base.REAP_TOMBSTONE_MS`)."""
+        ...
+
+
+@runtime_checkable
+class Registry(Membership, Directory, Moderation, Reaping, Protocol):
+    """Who is connected where, and who is in which room, cluster-wide: every role."""
+
+    async def close(self) -> None:
+        """Drop the backend's connections."""
+        ...
+
+
+@runtime_checkable
+class LogOwner(Protocol):
+    """A backend that keeps the destination logs: its :class:`~stomprelay.cluster.history.Log`.
+
+    ``MemoryRegistry.log`` is its hub's :class:`~stomprelay.cluster.history.MemoryLog`,
+    ``RedisRegistry.log`` a :class:`~stomprelay.cluster.redis_log.RedisLog` on the same
+    connections; whoever builds the relay passes it on as its own argument.
+    """
+
+    @property
+    def log(self) -> Log:
+        """The destination logs kept beside the registry."""
+        ...
+
+
+@runtime_checkable
+class LoggedRegistry(Registry, LogOwner, Protocol):
+    """A registry and the logs it keeps (both built-in backends are one)."""

@@ -157,6 +157,10 @@ class Cluster:
         """Lose every key, as a Redis restarted without persistence does."""
         raise NotImplementedError
 
+    async def outlive(self, key: str) -> None:
+        """Return once ``key`` (one with a TTL) has expired."""
+        raise NotImplementedError
+
     async def close(self) -> None:
         for probe in self.probes:
             await probe.bus.close()
@@ -178,8 +182,8 @@ class MemoryCluster(Cluster):
     async def snapshot(self) -> Snapshot:
         k, hub = self.keys, self.hub
         out: Snapshot = {}
-        if hub.servers:
-            out[k.servers_active] = set(hub.servers)
+        if hub.indexes["servers"]:
+            out[k.servers_active] = set(hub.indexes["servers"])
         for server_id, server in hub.servers.items():
             out[k.server_info(server_id)] = {
                 "host": server.host,
@@ -197,8 +201,8 @@ class MemoryCluster(Cluster):
         for server_id, (token, expiry) in hub.locks.items():
             if expiry > hub.clock():
                 out[k.reaper_lock(server_id)] = token
-        if hub.sessions:
-            out[k.sessions_active] = set(hub.sessions)
+        if hub.indexes["sessions"]:
+            out[k.sessions_active] = set(hub.indexes["sessions"])
         for sid, rec in hub.sessions.items():
             out[k.session(sid)] = {
                 "server-id": rec.server_id,
@@ -222,11 +226,18 @@ class MemoryCluster(Cluster):
         return out
 
     async def pttl(self, key: str) -> int:
-        for server_id, expiry in self.hub.heartbeats.items():
-            if key == self.keys.server_heartbeat(server_id):
-                remaining = round((expiry - self.clock()) * 1000)
-                return remaining if remaining > 0 else -2
-        return -2
+        k, hub = self.keys, self.hub
+        expiries = {k.server_heartbeat(s): at for s, at in hub.heartbeats.items()}
+        expiries |= {k.reaped(s): at for s, (_, at) in hub.reaped.items()}
+        expiries |= {k.reaper_lock(s): at for s, (_, at) in hub.locks.items()}
+        remaining = round((expiries.get(key, 0.0) - self.clock()) * 1000)
+        return remaining if remaining > 0 else -2
+
+    async def outlive(self, key: str) -> None:
+        """Return once ``key`` has expired: the clock moves past its TTL."""
+        remaining = await self.pttl(key)
+        if remaining > 0:
+            self.clock.advance(remaining / 1000 + 0.001)
 
     async def expire(self, server_id: str) -> None:
         expiry = self.hub.heartbeats.get(server_id)
@@ -234,17 +245,7 @@ class MemoryCluster(Cluster):
             self.clock.advance(expiry - self.clock() + 0.001)
 
     async def wipe(self) -> None:
-        hub = self.hub
-        for table in (
-            hub.servers,
-            hub.heartbeats,
-            hub.sessions,
-            hub.server_sessions,
-            hub.rooms,
-            hub.current_room,
-            hub.locks,
-        ):
-            table.clear()
+        self.hub.wipe()
 
 
 class RedisCluster(Cluster):
@@ -303,6 +304,14 @@ class RedisCluster(Cluster):
 
     async def wipe(self) -> None:
         await self.raw.flushall()
+
+    async def outlive(self, key: str) -> None:
+        """Its TTL cut to 1 ms (a test checks the TTL it had first), then its expiry."""
+        assert await self.raw.pexpire(key, 1), f"{key} does not exist"
+        deadline = time.monotonic() + DELIVERY_TIMEOUT
+        while await self.raw.exists(key):
+            assert time.monotonic() < deadline, f"{key} did not expire"
+            await asyncio.sleep(POLL)
 
     async def close(self) -> None:
         await super().close()

@@ -21,18 +21,21 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from procs import free_port
 
+from stomprelay.cluster.base import REAP_TOMBSTONE_MS
 from stomprelay.cluster.envelope import Envelope
 from stomprelay.cluster.keys import Keys
 from stomprelay.cluster.memory import MemoryRegistry
 from stomprelay.cluster.redis_backend import RedisRegistry
 from stomprelay.cluster.registry import (
     DeadServer,
+    OperatorCommand,
     Participant,
     Pending,
     Registry,
     RoomRecord,
     ServerRecord,
     SessionRecord,
+    Suspensions,
     event_headers,
 )
 from stomprelay.errors import BackendUnavailable
@@ -1166,3 +1169,72 @@ async def test_nobody_is_reaped_right_after_every_relay_was_silent(cluster: Clus
         assert not await reg.was_reaped("r2", "inc-2")
     finally:
         await reg.close()
+
+
+# -- no drift between the backends (issue 17) ----------------------------------------------
+
+
+async def test_the_tombstone_lives_the_same_time_in_every_backend(cluster: Cluster) -> None:
+    """After REAP_TOMBSTONE_MS a relay coming back is no longer told it was reaped:
+    memory forgets the tombstone as Redis expires it (one re-registers silently, the
+    other would announce, if they disagreed)."""
+    reg = cluster.registry
+    await populate(cluster, r1_ttl=SHORT_TTL)
+    await cluster.expire("r1")
+    (dead,) = await reg.dead_servers()
+    assert await reg.reap(dead, "r2", NOW + 50, "ev-reap") == 2
+    assert await reg.was_reaped("r1", "inc-1")
+    remaining = await cluster.pttl(K.reaped("r1"))
+    assert REAP_TOMBSTONE_MS - 5_000 < remaining <= REAP_TOMBSTONE_MS
+    await cluster.outlive(K.reaped("r1"))
+    assert not await reg.was_reaped("r1", "inc-1")
+
+
+async def test_servers_and_sessions_are_read_from_the_active_indexes(cluster: Cluster) -> None:
+    """Mid-operation (records written, index steps not yet run, or the reverse) both
+    backends list what the ``servers:active`` and ``sessions:active`` indexes hold."""
+    reg = cluster.registry
+    store = reg.store  # type: ignore[attr-defined]
+    s1 = session("s1")
+    await store.server_put(R1, LONG_TTL, ["s1"])
+    await store.session_put(s1, None, False)
+    assert await reg.servers() == []
+    assert await reg.sessions() == []
+    unlisted = state(servers=[R1], sessions=[s1])
+    del unlisted[K.servers_active], unlisted[K.sessions_active]
+    assert await cluster.snapshot() == unlisted
+    for name, member in (("servers", "r1"), ("sessions", "s1"), ("servers", "r9")):
+        await store.index(name, member, True)
+    await store.index("sessions", "s9", True)
+    assert await reg.servers() == [(R1, True, 1), (ServerRecord("r9", "", 0, "", 0, ""), False, 0)]
+    assert await reg.sessions() == [s1]
+
+
+async def test_a_wipe_loses_what_flushall_loses(cluster: Cluster) -> None:
+    """Suspensions, kicks, tombstones, the fence, locks and indexes go with the
+    records: the memory twin of FLUSHALL answers as Redis does after it."""
+    reg = cluster.registry
+    store = reg.store  # type: ignore[attr-defined]
+    until = NOW + LONG_TTL
+    await reg.suspend(OperatorCommand("mallory", NOW, until), "test:control", envelope("k"))
+    await populate(cluster, r1_ttl=SHORT_TTL)
+    await cluster.expire("r1")
+    (dead,) = await reg.dead_servers()
+    assert await reg.reap(dead, "r2", NOW + 50, "ev-reap") == 2
+    assert await store.lock("r2", "sweeper-a", LONG_TTL)
+    await store.pulse(LONG_TTL, 1)
+    await pause(cluster, 0.05)
+    await store.pulse(LONG_TTL, 1)  # a silence longer than the stall: a fence
+    assert not await store.may_reap(LONG_TTL, LONG_TTL)
+    assert await reg.suspensions(NOW) == Suspensions({"mallory": until}, {"mallory": NOW})
+    assert await reg.was_reaped("r1", "inc-1")
+
+    await cluster.wipe()
+    assert await cluster.snapshot() == {}
+    assert await reg.servers() == []
+    assert await reg.sessions() == []
+    assert await reg.suspensions(NOW) == Suspensions({}, {})
+    assert not await reg.was_reaped("r1", "inc-1")
+    assert await store.may_reap(LONG_TTL, LONG_TTL)
+    assert await store.lock("r2", "sweeper-b", LONG_TTL)
+    assert await store.members("servers") == []

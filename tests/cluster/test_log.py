@@ -53,7 +53,7 @@ async def logs(request: pytest.FixtureRequest, backend_classes: Any) -> AsyncIte
             made.append(cluster)
 
             async def wipe() -> None:
-                mem.hub.log.wipe()
+                mem.hub.wipe()
 
             return Logs(cluster, mem.hub.log, wipe)
         server = request.getfixturevalue("redis_server")
@@ -191,6 +191,16 @@ async def test_topic_logs_are_capped_rooms_are_not(logs) -> None:
     room = await it.log.append("room:lobby", CHANNEL, message(3), 3)
     assert (a.offset, b.offset, room.offset) == (1, 0, 1)
     assert (await it.log.read("topic:b", 0, 10)).epoch == ""
+
+
+async def test_the_topic_cap_forgets_a_topic_one_ttl_after_its_last_admission(logs) -> None:
+    """One rule counts the cap (``history.admit_topic``, the ``TOPIC_ADMIT`` script):
+    the topics index, by the time the appends carry, not the logs alive in a store."""
+    it = await logs(HistoryPolicy(max_topics=1, ttl_ms=60_000))
+    a = await it.log.append("topic:a", K.topic_channel("a"), message(1, "/topic/a"), 1_000)
+    b = await it.log.append("topic:b", K.topic_channel("b"), message(2, "/topic/b"), 2_000)
+    c = await it.log.append("topic:c", K.topic_channel("c"), message(3, "/topic/c"), 61_000)
+    assert (a.offset, b.offset, c.offset) == (1, 0, 1)
 
 
 async def test_rooms_only_and_size_zero_log_nothing_else(logs) -> None:

@@ -175,10 +175,6 @@ async def run_once(
     """Set up from scratch, run the operation with a fault at ``fail_at`` (0: none),
     recover; the snapshot, the events every probe saw (counted), and the steps made."""
     await cluster.wipe()
-    if cluster.kind == "memory":
-        cluster.hub.log.logs.clear()  # type: ignore[attr-defined]
-        cluster.hub.reaped.clear()  # type: ignore[attr-defined]
-        cluster.hub.indexes = {"servers": set(), "sessions": set()}  # type: ignore[attr-defined]
     reg = cluster.registry
     await scenario.setup(reg)
     if scenario.name == "reap":
