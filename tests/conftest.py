@@ -15,6 +15,7 @@ import pytest
 from procs import RelayProcess
 
 from stomprelay.bounded import bounded
+from stomprelay.cluster.base import stall_ms
 from stomprelay.cluster.redis_backend import RedisBus, RedisRegistry
 from stomprelay.relay import Relay
 from stomprelay.settings import Settings
@@ -187,7 +188,13 @@ async def inproc() -> AsyncIterator[Callable[..., Awaitable[RelayServer]]]:
             settings=config,
             server_id=server_id,
             bus=bus or RedisBus(url),
-            registry=RedisRegistry(url, timeout=config.redis_timeout),
+            registry=RedisRegistry(
+                url,
+                timeout=config.redis_timeout,
+                stall_ms=stall_ms(config.liveness_interval),
+                fence_ms=int(config.liveness_ttl * 1000),
+                lock_ttl_ms=config.reaper_lock_ms,
+            ),
         )
         server = RelayServer(relay, host="127.0.0.1", port=0)
         await server.start()

@@ -30,6 +30,9 @@ ENVELOPE_VERSION = 1
 
 @dataclass(frozen=True, slots=True)
 class Envelope:
+    """One message between relays (contract section 4): what a relay publishes on a
+    channel, and what a destination's log stores with its offset and epoch."""
+
     id: str
     origin: str
     destination: str

@@ -67,6 +67,12 @@ def hash_tag(name: str) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class Keys:
+    """Maker of every Redis key and channel name under one prefix (contract section 4).
+
+    Relays that share a prefix share a cluster; each name comes from :data:`TEMPLATES`,
+    with the hash tag that puts a room's, a session's or a relay's keys in one slot.
+    """
+
     prefix: str = "stomp"
 
     def __post_init__(self) -> None:

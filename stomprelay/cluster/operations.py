@@ -63,6 +63,8 @@ SESSIONS = "sessions"
 
 
 class Gone(enum.Enum):
+    """The type of :data:`GONE` (a marker ``reap_begin`` returns, distinct from None)."""
+
     GONE = "gone"
 
 

@@ -28,6 +28,8 @@ EVENT_CONTENT_TYPE = "application/json;charset=utf-8"
 
 @dataclass(frozen=True, slots=True)
 class ServerRecord:
+    """A registered relay as the registry stores it (``servers:{id}:info``)."""
+
     server_id: str
     host: str
     port: int
@@ -77,6 +79,8 @@ class SessionRecord:
 
 @dataclass(frozen=True, slots=True)
 class Participant:
+    """A member of a room, as SYNC and ``participants()`` list it."""
+
     session_id: str
     username: str
     server_id: str
@@ -84,6 +88,8 @@ class Participant:
 
 @dataclass(frozen=True, slots=True)
 class RoomRecord:
+    """A room with participants (``rooms:{id}:info``; times in ms since the epoch)."""
+
     room_id: str
     participants: int
     created_at: int
@@ -131,6 +137,8 @@ class OperatorCommand:
 
 @dataclass(frozen=True, slots=True)
 class Suspensions:
+    """Operators' suspensions and recent kicks, as every relay reads them."""
+
     #: user -> refused until (ms since the epoch)
     until: dict[str, int] = field(default_factory=dict)
     #: user -> latest kick (ms since the epoch), within KICK_MEMORY_MS
@@ -139,6 +147,8 @@ class Suspensions:
 
 @dataclass(frozen=True, slots=True)
 class DeadServer:
+    """A relay whose heartbeat expired: what a sweeper reaps (fenced by its incarnation)."""
+
     server_id: str
     incarnation: str
 
