@@ -44,7 +44,8 @@ from stomprelay.cluster.registry import (
 )
 from stomprelay.errors import BackendUnavailable
 
-__all__ = ["RedisBus", "RedisLog", "RedisRegistry", "RedisStore"]
+#: RedisBus lives in ``redis_bus.py``; re-exported for the imports not yet moved there.
+__all__ = ["RedisBus", "RedisRegistry"]
 
 log = logging.getLogger(__name__)
 

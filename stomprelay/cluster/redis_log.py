@@ -79,13 +79,13 @@ class RedisLog:
         cluster pipeline refuses ``evalsha()``); a script Redis lost is loaded and
         the append run again, alone."""
         store = self._store
-        sha = store._scripts["append"].sha
+        sha = store.sha("append")
         calls = [
             self._args(log_id, channel, envelope, now, await self._logged(log_id, now))
             for log_id, channel, envelope in items
         ]
         store.check_hold()
-        pipe = store._client.pipeline(transaction=False)
+        pipe = store.pipeline()
         for keys, args in calls:
             pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)
         replicas, timeout = store.wait

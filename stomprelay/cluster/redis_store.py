@@ -64,7 +64,16 @@ class RedisStore:
         #: no step runs then, so nothing is written to a master on its way out.
         self.hold: Callable[[], bool] | None = None
 
+    def sha(self, name: str) -> str:
+        """The SHA1 a script runs under (EVALSHA in a pipeline)."""
+        return str(self._scripts[name].sha)
+
+    def pipeline(self) -> Any:
+        """A non-transactional pipeline on the store's client."""
+        return self._client.pipeline(transaction=False)
+
     def check_hold(self) -> None:
+        """Refuse while a Sentinel failover is under way (see :attr:`hold`)."""
         if self.hold is not None and self.hold():
             raise BackendUnavailable("redis: sentinel failover in progress")
 
