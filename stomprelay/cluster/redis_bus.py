@@ -74,8 +74,10 @@ class RedisBus:
         self._task: asyncio.Task[None] | None = None
         self._first_attempt = asyncio.Event()
         self._closing = False
-        #: Sentinel announced a new master: the pub/sub connection is dropped.
+        #: Sentinel announced a new master: the pub/sub connection is dropped, unless
+        #: it is on the announced address already (``_switched_to``).
         self._switched = False
+        self._switched_to: tuple[str, int] | None = None
         #: Until when a failover in progress keeps the bus down (monotonic s).
         self._hold_until = 0.0
         self._watch: asyncio.Task[None] | None = None
@@ -176,7 +178,12 @@ class RedisBus:
                 raise TimeoutError(f"no reply from redis for {self.dead_after:g} s")
             if self._switched:
                 self._switched = False
-                raise RedisConnectionError("sentinel announced a new master")
+                if not _connected_to(pubsub, self._switched_to):
+                    raise RedisConnectionError("sentinel announced a new master")
+                # The sentinel that announced it was not the one that led the failover:
+                # this connection found the new master before the announcement reached
+                # it, and the relay has resynchronised there already.
+                log.info("sentinel announced the master this bus is on already")
             if now - last_ping >= self.ping_interval:
                 if sentinel:
                     await self._check_master(pubsub)
@@ -209,7 +216,9 @@ class RedisBus:
         promotes a replica until it announces the switch, the bus stays down (the
         relay journals what its clients send, ``RedisRegistry.ping`` refuses), so
         nothing is written to a master on its way out; at ``+switch-master`` the
-        pub/sub connection is dropped and the relay resynchronises against the new one."""
+        pub/sub connection is dropped and the relay resynchronises against the new one,
+        unless the connection is on the new master already (the sentinel that led the
+        failover named it to the relay's probe before this one announced it)."""
         name = self.target.master_name
         while not self._closing:
             for host, port in self.target.sentinels:
@@ -227,11 +236,13 @@ class RedisBus:
                         log.warning("sentinel %s:%d: %s %s", host, port, event, data)
                         if event == "+switch-master":
                             self._hold_until = 0.0
+                            self._switched_to = switched_to(data)
                             self._switched = True
                         elif event.startswith("-failover-abort"):
                             self._hold_until = 0.0
                         else:
                             self._hold_until = time.monotonic() + FAILOVER_HOLD
+                            self._switched_to = None
                             self._switched = True
                 except (RedisError, OSError) as exc:
                     log.info("sentinel %s:%d not watched: %s", host, port, exc)
@@ -337,3 +348,19 @@ class RedisBus:
     def deliver_local(self, channel: str, envelope: Envelope) -> None:
         if self._handler is not None and channel in self._wanted:
             asyncio.get_running_loop().call_soon(self._handler, channel, envelope)
+
+
+def switched_to(data: str) -> tuple[str, int] | None:
+    """The new master's address in a ``+switch-master`` event
+    (``<name> <old-ip> <old-port> <new-ip> <new-port>``)."""
+    fields = data.split()
+    if len(fields) != 5 or not fields[4].isdigit():
+        return None
+    return fields[3], int(fields[4])
+
+
+def _connected_to(pubsub: PubSub, address: tuple[str, int] | None) -> bool:
+    connection = pubsub.connection
+    if address is None or connection is None:
+        return False
+    return (connection.host, connection.port) == address
