@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields, replace
@@ -803,6 +804,19 @@ def _shown(option: Option) -> str:
     return f"`{value}`"
 
 
+#: Flags, paths and URLs in a help text, shown as code in the README.
+_CODE = re.compile(r"(?<![\w.*/])(--[a-z][a-z-]*|https?://[\w*.-]+|/[\w{}*./-]*[\w}*])")
+
+
+def _markdown_text(text: str) -> str:
+    """A help text as a table cell: flags and paths as code, ``*`` and ``|`` escaped."""
+    parts = _CODE.split(text)
+    return "".join(
+        f"`{part}`" if i % 2 else part.replace("|", "\\|").replace("*", "\\*")
+        for i, part in enumerate(parts)
+    )
+
+
 def markdown() -> str:
     """The README's configuration table: one row per visible option."""
     lines = ["| flag | env | default | meaning |", "|---|---|---|---|"]
@@ -817,7 +831,7 @@ def markdown() -> str:
             env = f"`{option.env}=1`"
         elif option.kind == "toggle":
             env = f"`{option.env}=0`"
-        text = option.help.replace("|", "\\|").replace("*", "\\*")
+        text = _markdown_text(option.help)
         lines.append(f"| {flag} | {env} | {_shown(option)} | {text} |")
     return "\n".join(lines) + "\n"
 

@@ -364,3 +364,30 @@ async def test_admin_api_post_split_across_segments() -> None:
         assert reply.startswith(b"HTTP/1.1 202"), reply
     finally:
         await server.stop()
+
+
+def test_cli_rejects_a_protocol_limit_out_of_range() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "stomprelay", "serve", "--port", "0", "--max-frame-size", "0"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode not in (0, -signal.SIGKILL)
+    assert "--max-frame-size" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+async def test_cli_max_frame_size_reaches_the_parser(relay_proc: MakeProc) -> None:
+    """A relay started with --max-frame-size 1024 refuses a 2 KiB frame, takes a small one."""
+    proc = await start_proc(relay_proc, "small-frames", extra=["--max-frame-size", "1024"])
+    client = await RawStomp.open(proc.port)
+    await client.connect()
+    await client.send("/topic/room/lobby", b"x" * 100, [("receipt", "small")])
+    assert (await client.expect("RECEIPT")).get("receipt-id") == "small"
+    await client.send("/topic/room/lobby", b"x" * 2048)
+    error = await client.expect("ERROR")
+    assert "too large" in (error.get("message") or "").lower()
+    await client.close()
