@@ -65,6 +65,19 @@ class Notified:
     listeners: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class RoomView:
+    """What operators see of one room: its record, its log, who is in it."""
+
+    info: Row
+    history: Row | None
+    participants: list[Row]
+
+    def as_json(self) -> Row:
+        """``GET /api/rooms/{id}``'s body."""
+        return {**self.info, "history": self.history, "participants": self.participants}
+
+
 class Admin:
     """Inspect, notify and kick over one cluster (see the module docstring)."""
 
@@ -107,9 +120,9 @@ class Admin:
     async def rooms(self) -> list[Row]:
         return [room_json(r) for r in await self.backends.registry.rooms()]
 
-    async def room(self, room_id: str) -> Row | None:
-        """One room: its record, its log (``history``: None when not logged) and
-        its ``participants``; None when it has neither members nor a log."""
+    async def room(self, room_id: str) -> RoomView | None:
+        """One room: its record, its log (None when not logged) and its
+        participants; None when it has neither members nor a log."""
         registry, log_ = self.backends.registry, self.backends.log
         log_id = f"room:{room_id}"
         record = await registry.room(room_id)
@@ -119,15 +132,14 @@ class Admin:
         if record is None and (history is None or not history.epoch):
             return None
         people = await registry.participants(room_id)
-        info = room_json(record) if record is not None else {"roomId": room_id, "participants": 0}
-        return {
-            **info,
-            "history": log_json(history) if history is not None else None,
-            "participants": [
+        return RoomView(
+            room_json(record) if record is not None else {"roomId": room_id, "participants": 0},
+            log_json(history) if history is not None else None,
+            [
                 {"sessionId": p.session_id, "username": p.username, "serverId": p.server_id}
                 for p in people
             ],
-        }
+        )
 
     async def dump(self) -> list[Row]:
         """Every key of the prefix with its type, TTL and content (Redis only)."""

@@ -419,15 +419,8 @@ async def _rows(admin: Admin, what: str, item: str | None) -> list[dict[str, obj
     room = await admin.room(item)
     if room is None:
         return f"no room {item}"
-    history = room.pop("history")
-    people = room.pop("participants")
-    assert isinstance(people, list)
-    info = {
-        **room,
-        "participants": len(people),
-        **{f"history.{k}": v for k, v in (history or {}).items()},  # type: ignore[attr-defined]
-    }
-    return [{**info, **person} for person in people] or [info]
+    info = {**room.info, **{f"history.{k}": v for k, v in (room.history or {}).items()}}
+    return [{**info, **person} for person in room.participants] or [info]
 
 
 async def inspect(args: argparse.Namespace) -> int:

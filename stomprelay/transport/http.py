@@ -342,7 +342,7 @@ class HttpApp:
         room = await self.admin.room(room_id)
         if room is None:
             return json_answer(HTTPStatus.NOT_FOUND, {"error": f"no room {room_id}"})
-        return json_answer(HTTPStatus.OK, room)
+        return json_answer(HTTPStatus.OK, room.as_json())
 
     async def _metrics(self) -> Answer:
         metrics = self.status.metrics
