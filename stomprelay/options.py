@@ -546,6 +546,7 @@ OPTIONS: tuple[Option, ...] = (
     limit("max_chat_message", "longest chat message (characters) of /app/room/..."),
     limit("max_username", "longest username /app/room/... accepts"),
     limit("max_rooms_per_session", "most rooms one session may be in at once"),
+    limit("max_login", "longest CONNECT login (and identity from a token) and room display text"),
     limit("max_history_request", "most messages a SUBSCRIBE with x-history may ask for", 0),
     # set by the --workers supervisor for its children
     Option("--reuse-port", "", kind=bool, hidden=True),

@@ -361,3 +361,17 @@ def test_add_options_reads_the_environment_it_is_given() -> None:
     parser = argparse.ArgumentParser()
     add_options(parser, ("serve",), {"MAX_HEADERS": "9"})
     assert parser.parse_args([]).max_headers == 9
+
+
+def test_workers_pass_every_option_but_their_own() -> None:
+    from stomprelay.transport.workers import worker_argv
+
+    argv = ["--workers", "2", "--max-frame-size", "1024", "--server-id=x", "--no-uvloop"]
+    argv += ["--worker-http-port", "9100", "--journal-size=5", "--trust-proxy"]
+    assert worker_argv(argv) == [
+        "--max-frame-size",
+        "1024",
+        "--no-uvloop",
+        "--journal-size=5",
+        "--trust-proxy",
+    ]
