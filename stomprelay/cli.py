@@ -1,4 +1,6 @@
-"""Command line: ``stomprelay serve`` runs a relay, ``stomprelay inspect`` reads the registry."""
+"""Command line: ``stomprelay serve`` runs a relay; ``inspect``, ``notify`` and
+``kick`` are the operator's commands (:mod:`stomprelay.admin`); ``token`` signs
+development tokens. The options come from :mod:`stomprelay.options`."""
 
 from __future__ import annotations
 
@@ -10,73 +12,33 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from stomprelay import __version__
+from stomprelay.options import (
+    AUTH,
+    BY_FLAG,
+    HISTORY,
+    REDIS,
+    SERVE,
+    OptionError,
+    add_options,
+    settings_of,
+)
+from stomprelay.options import check as check_options
 from stomprelay.settings import Settings
 from stomprelay.transport.workers import Supervisor, worker_count
 
 if TYPE_CHECKING:
+    from stomprelay.admin import Admin
     from stomprelay.cluster.connect import RedisTarget
 
 log = logging.getLogger("stomprelay")
 
 DEFAULTS = Settings()
-
-
-def _env_number(name: str, default: float, kind: type[int] | type[float] = int) -> float:
-    value = os.environ.get(name)
-    if value is None or value == "":
-        return default
-    try:
-        return kind(value)
-    except ValueError:
-        raise SystemExit(f"stomprelay: {name} must be a number, not {value!r}") from None
-
-
-def redis_url_from_env() -> str | None:
-    """``REDIS_URL``, else ``REDIS_HOST``/``REDIS_PORT``; None means single-node."""
-    url = os.environ.get("REDIS_URL")
-    if url:
-        return url
-    host = os.environ.get("REDIS_HOST")
-    if host:
-        return f"redis://{host}:{int(_env_number('REDIS_PORT', 6379))}/0"
-    return None
-
-
-def _add_redis_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--redis-url",
-        default=redis_url_from_env(),
-        help="Redis URL (env REDIS_URL, or REDIS_HOST/REDIS_PORT); none: single-node",
-    )
-    parser.add_argument(
-        "--redis-mode",
-        choices=("standalone", "sentinel", "cluster"),
-        default=os.environ.get("REDIS_MODE", "standalone"),
-        help="standalone (one Redis), sentinel (a master found through Sentinel) or "
-        "cluster (Redis Cluster; --redis-url lists seed nodes, comma-separated); "
-        "env REDIS_MODE (docs/redis.md)",
-    )
-    parser.add_argument(
-        "--redis-sentinel",
-        default=os.environ.get("REDIS_SENTINELS", ""),
-        help="sentinel mode: the sentinels, host:port[,host:port...] (env REDIS_SENTINELS); "
-        "--redis-url then gives only the master's password, database and TLS",
-    )
-    parser.add_argument(
-        "--redis-master-name",
-        default=os.environ.get("REDIS_MASTER_NAME", "mymaster"),
-        help="sentinel mode: the monitored master's name (env REDIS_MASTER_NAME)",
-    )
-    parser.add_argument(
-        "--key-prefix",
-        default=os.environ.get("KEY_PREFIX", "stomp"),
-        help="prefix of every Redis key and channel (default stomp)",
-    )
+T = TypeVar("T")
 
 
 def redis_target(args: argparse.Namespace) -> RedisTarget | None:
@@ -110,187 +72,6 @@ def redis_target(args: argparse.Namespace) -> RedisTarget | None:
         raise SystemExit(f"stomprelay: --redis-url: {exc}") from None
 
 
-def _comma_list(text: str) -> tuple[str, ...]:
-    return tuple(part.strip() for part in text.split(",") if part.strip())
-
-
-def _add_hygiene_options(serve: argparse.ArgumentParser) -> None:
-    """Connection hygiene (docs/security.md): Origins, proxies, per-address limits."""
-    serve.add_argument(
-        "--allowed-origins",
-        type=_comma_list,
-        default=_comma_list(os.environ.get("ALLOWED_ORIGINS", "")),
-        help="Origins a WebSocket handshake may come from besides the relay's own, comma "
-        "separated, * wildcards (https://*.example.com), null, or * for any "
-        "(env ALLOWED_ORIGINS; default: same origin only)",
-    )
-    serve.add_argument(
-        "--no-origin",
-        choices=["allow", "refuse"],
-        default=os.environ.get("NO_ORIGIN") or "allow",
-        help="a handshake without an Origin header (non-browser clients): allow (default) "
-        "or refuse (env NO_ORIGIN)",
-    )
-    serve.add_argument(
-        "--trusted-proxies",
-        type=_comma_list,
-        default=_comma_list(os.environ.get("TRUSTED_PROXIES", "")),
-        help="CIDR ranges of proxies whose X-Forwarded-For is believed, comma separated "
-        "(env TRUSTED_PROXIES; default: none)",
-    )
-    serve.add_argument(
-        "--trust-proxy",
-        action="store_true",
-        default=os.environ.get("TRUST_PROXY", "") in ("1", "true", "yes"),
-        help="deprecated: --trusted-proxies 127.0.0.0/8,::1/128 (env TRUST_PROXY=1)",
-    )
-    serve.add_argument(
-        "--max-connections-per-ip",
-        type=int,
-        default=int(_env_number("MAX_CONNECTIONS_PER_IP", DEFAULTS.max_connections_per_ip)),
-        help="open connections per client address (0: no cap; env MAX_CONNECTIONS_PER_IP)",
-    )
-    serve.add_argument(
-        "--handshake-rate",
-        type=float,
-        default=_env_number("HANDSHAKE_RATE", DEFAULTS.handshake_rate_per_ip, float),
-        help="connection handshakes per second per client address (0: no limit; "
-        "env HANDSHAKE_RATE)",
-    )
-    serve.add_argument(
-        "--handshake-burst",
-        type=int,
-        default=int(_env_number("HANDSHAKE_BURST", DEFAULTS.handshake_burst_per_ip)),
-        help="handshakes one client address may make at once (env HANDSHAKE_BURST)",
-    )
-    serve.add_argument(
-        "--public-metrics",
-        action="store_true",
-        default=os.environ.get("PUBLIC_METRICS", "") in ("1", "true", "yes"),
-        help="serve /metrics to anyone (env PUBLIC_METRICS=1); the API still needs the token",
-    )
-
-
-def _add_history_options(parser: argparse.ArgumentParser) -> None:
-    """The log's retention (docs/history.md): the relay's, and that of the commands
-    that append to a log themselves (``notify --room``), so that they trim and expire
-    it as the relays do (same flags, same environment variables)."""
-    parser.add_argument(
-        "--history-size",
-        type=int,
-        default=int(_env_number("HISTORY_SIZE", DEFAULTS.history_size)),
-        help="messages kept per destination's log (0: no history, no offsets)",
-    )
-    parser.add_argument(
-        "--history-ttl",
-        type=float,
-        default=_env_number("HISTORY_TTL", DEFAULTS.history_ttl, float),
-        help="seconds a log lives after its last message",
-    )
-    parser.add_argument(
-        "--history-min-age",
-        type=float,
-        default=_env_number("HISTORY_MIN_AGE", DEFAULTS.history_min_age, float),
-        help="seconds a message stays in its log even past --history-size",
-    )
-    parser.add_argument(
-        "--history-max-size",
-        type=int,
-        default=int(_env_number("HISTORY_MAX_SIZE", DEFAULTS.history_max_size)),
-        help="most messages a log holds whatever their age (0: 10 x --history-size)",
-    )
-    parser.add_argument(
-        "--history-max-topics",
-        type=int,
-        default=int(_env_number("HISTORY_MAX_TOPICS", DEFAULTS.history_max_topics)),
-        help="most logs of /topic/{name} destinations (rooms not counted)",
-    )
-    parser.add_argument(
-        "--history-rooms-only",
-        action="store_true",
-        default=os.environ.get("HISTORY_ROOMS_ONLY", "") not in ("", "0"),
-        help="log rooms only (env HISTORY_ROOMS_ONLY=1)",
-    )
-
-
-def _history_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """The :class:`Settings` fields of :func:`_add_history_options`, checked."""
-    for name in ("history_size", "history_min_age", "history_max_size", "history_max_topics"):
-        if getattr(args, name) < 0:
-            raise SystemExit(f"stomprelay: --{name.replace('_', '-')} must not be negative")
-    if args.history_max_size and args.history_max_size < args.history_size:
-        raise SystemExit(
-            "stomprelay: --history-max-size must be 0 (ten times --history-size) or at "
-            "least --history-size"
-        )
-    if args.history_ttl <= 0:
-        raise SystemExit("stomprelay: --history-ttl must be positive")
-    return {
-        "history_size": args.history_size,
-        "history_ttl": args.history_ttl,
-        "history_max_topics": args.history_max_topics,
-        "history_rooms_only": args.history_rooms_only,
-        "history_min_age": args.history_min_age,
-        "history_max_size": args.history_max_size,
-    }
-
-
-def _hygiene_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """The Settings fields of the hygiene options, checked (a bad value stops the start)."""
-    from stomprelay.transport.hygiene import LOOPBACK_PROXIES, OriginPolicy, parse_networks
-
-    proxies = tuple(args.trusted_proxies)
-    if args.trust_proxy:
-        log.warning("--trust-proxy is deprecated: use --trusted-proxies 127.0.0.0/8,::1/128")
-        proxies += tuple(p for p in LOOPBACK_PROXIES if p not in proxies)
-    try:
-        parse_networks(proxies)
-        OriginPolicy(args.allowed_origins)
-    except ValueError as exc:
-        raise SystemExit(f"stomprelay: {exc}") from None
-    if args.no_origin not in ("allow", "refuse"):
-        raise SystemExit(f"stomprelay: NO_ORIGIN is allow or refuse, not {args.no_origin!r}")
-    if args.max_connections_per_ip < 0 or args.handshake_rate < 0 or args.handshake_burst < 1:
-        raise SystemExit(
-            "stomprelay: --max-connections-per-ip and --handshake-rate must not be negative, "
-            "--handshake-burst must be at least 1"
-        )
-    return {
-        "allowed_origins": tuple(args.allowed_origins),
-        "allow_no_origin": args.no_origin == "allow",
-        "trusted_proxies": proxies,
-        "max_connections_per_ip": args.max_connections_per_ip,
-        "handshake_rate_per_ip": args.handshake_rate,
-        "handshake_burst_per_ip": args.handshake_burst,
-        "public_metrics": args.public_metrics,
-    }
-
-
-def _add_auth_options(parser: argparse.ArgumentParser) -> None:
-    """How tokens are checked (docs/security.md); shared by serve and token."""
-    parser.add_argument(
-        "--jwt-secret",
-        default=os.environ.get("JWT_SECRET") or None,
-        help="HS256 secret: CONNECT then needs a JWT (env JWT_SECRET; prefer the env or "
-        "--jwt-secret-file to keep it out of ps)",
-    )
-    parser.add_argument(
-        "--jwt-secret-file",
-        default=os.environ.get("JWT_SECRET_FILE") or None,
-        help="read the HS256 secret from this file (env JWT_SECRET_FILE)",
-    )
-    parser.add_argument(
-        "--jwt-audience",
-        default=os.environ.get("JWT_AUDIENCE") or None,
-        help="required aud claim (env JWT_AUDIENCE)",
-    )
-    parser.add_argument(
-        "--jwt-issuer",
-        default=os.environ.get("JWT_ISSUER") or None,
-        help="required iss claim (env JWT_ISSUER)",
-    )
-
-
 def _secret(args: argparse.Namespace) -> str | None:
     if args.jwt_secret_file:
         try:
@@ -301,6 +82,7 @@ def _secret(args: argparse.Namespace) -> str | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """Every command and its options; OptionError for a bad environment variable."""
     parser = argparse.ArgumentParser(
         prog="stomprelay", description="STOMP over WebSocket relay, clustered over Redis."
     )
@@ -308,204 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run a relay")
-    serve.add_argument("--host", default=os.environ.get("HOST", "0.0.0.0"))
-    serve.add_argument("--port", type=int, default=int(_env_number("PORT", 8080)))
-    serve.add_argument(
-        "--stomp-port",
-        type=int,
-        default=int(_env_number("STOMP_PORT", 0)) or None,
-        help="also serve plain STOMP over TCP on this port (env STOMP_PORT; off by default)",
-    )
-    serve.add_argument(
-        "--server-id",
-        default=os.environ.get("SERVER_ID") or None,
-        help="this relay's id (env SERVER_ID; default: hostname plus a random suffix)",
-    )
-    serve.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "info"))
-    _add_redis_options(serve)
-    serve.add_argument(
-        "--heartbeat-ms",
-        type=int,
-        default=int(_env_number("HEARTBEAT_MS", DEFAULTS.heartbeat_send_ms)),
-        help="shortest STOMP heart-beat interval the relay agrees to, both directions; "
-        "a client asking for more gets what it asks (0: no heart-beats)",
-    )
-    serve.add_argument(
-        "--connect-timeout",
-        type=float,
-        default=_env_number("CONNECT_TIMEOUT", DEFAULTS.connect_timeout, float),
-    )
-    serve.add_argument(
-        "--liveness-interval",
-        type=float,
-        default=_env_number("LIVENESS_INTERVAL", DEFAULTS.liveness_interval, float),
-        help="seconds between heartbeat-key refreshes",
-    )
-    serve.add_argument(
-        "--liveness-ttl",
-        type=float,
-        default=_env_number("LIVENESS_TTL", DEFAULTS.liveness_ttl, float),
-        help="seconds after which a relay that stopped refreshing counts as dead",
-    )
-    serve.add_argument(
-        "--sweep-interval",
-        type=float,
-        default=_env_number("SWEEP_INTERVAL", DEFAULTS.sweep_interval, float),
-        help="seconds between reaper sweeps",
-    )
-    serve.add_argument(
-        "--drain-timeout",
-        type=float,
-        default=_env_number("DRAIN_TIMEOUT", DEFAULTS.drain_timeout, float),
-        help="seconds a graceful stop waits for clients to close",
-    )
-    _add_history_options(serve)
-    serve.add_argument(
-        "--journal-size",
-        type=int,
-        default=int(_env_number("JOURNAL_SIZE", DEFAULTS.journal_messages)),
-        help="messages kept while Redis is unreachable, appended once it is back",
-    )
-    serve.add_argument(
-        "--journal-bytes",
-        type=int,
-        default=int(_env_number("JOURNAL_BYTES", DEFAULTS.journal_bytes)),
-        help="body bytes of those messages",
-    )
-    serve.add_argument(
-        "--redis-timeout",
-        type=float,
-        default=_env_number("REDIS_TIMEOUT", DEFAULTS.redis_timeout, float),
-        help="seconds one Redis command may take before Redis counts as down",
-    )
-    serve.add_argument(
-        "--redis-pool-size",
-        type=int,
-        default=int(_env_number("REDIS_POOL_SIZE", DEFAULTS.redis_pool_size)),
-        help="most connections to Redis for the registry and logs (commands past it wait)",
-    )
-    serve.add_argument(
-        "--redis-wait-replicas",
-        type=int,
-        default=int(_env_number("REDIS_WAIT_REPLICAS", DEFAULTS.redis_wait_replicas)),
-        help="replicas that must have a room message before its RECEIPT (Redis WAIT; "
-        "standalone and sentinel modes; docs/redis.md)",
-    )
-    serve.add_argument(
-        "--redis-wait-timeout",
-        type=int,
-        default=int(_env_number("REDIS_WAIT_TIMEOUT_MS", DEFAULTS.redis_wait_timeout_ms)),
-        help="most milliseconds one WAIT blocks before the message is acknowledged anyway",
-    )
-    serve.add_argument(
-        "--web-root",
-        default=os.environ.get("WEB_ROOT") or None,
-        help="folder served at / (env WEB_ROOT; default: the web/ folder beside the package)",
-    )
-    _add_hygiene_options(serve)
-    serve.add_argument(
-        "--admin-token",
-        default=os.environ.get("ADMIN_TOKEN") or None,
-        help="Bearer token of POST /api/system/notifications (env ADMIN_TOKEN; unset: off)",
-    )
-    serve.add_argument(
-        "--uvloop",
-        action=argparse.BooleanOptionalAction,
-        default=os.environ.get("UVLOOP", "1") not in ("0", "false", "no"),
-        help="run on uvloop where it is installed (the default; env UVLOOP=0 or --no-uvloop: off)",
-    )
-    serve.add_argument(
-        "--workers",
-        default=os.environ.get("WORKERS", "1"),
-        help="relay processes on this port, N or 'auto' (one per core); needs Redis",
-    )
-    serve.add_argument(
-        "--listen-backlog",
-        type=int,
-        default=int(_env_number("LISTEN_BACKLOG", DEFAULTS.listen_backlog)),
-        help="connections the kernel queues before the relay accepts them",
-    )
-    serve.add_argument(
-        "--ws-ping-interval",
-        type=float,
-        default=_env_number("WS_PING_INTERVAL", DEFAULTS.ws_ping_interval, float),
-        help="seconds between WebSocket pings (0: none; STOMP heart-beats find dead peers)",
-    )
-    serve.add_argument(
-        "--worker-http-port",
-        type=int,
-        default=None,
-        help="also serve HTTP (/metrics, /health) on this port, for this process only; "
-        "with --workers, worker i uses this port + i",
-    )
-    _add_auth_options(serve)
-    serve.add_argument(
-        "--jwt-public-key",
-        action="append",
-        default=[p for p in os.environ.get("JWT_PUBLIC_KEY", "").split(",") if p],
-        metavar="FILE",
-        help="PEM public key (RSA or EC) for RS256/ES256 tokens; repeatable "
-        "(env JWT_PUBLIC_KEY, comma-separated)",
-    )
-    serve.add_argument(
-        "--jwks",
-        default=os.environ.get("JWKS") or None,
-        metavar="FILE_OR_URL",
-        help="JSON Web Key Set (file or http(s) URL), keys chosen by kid, reloaded every "
-        "--jwks-refresh s and on an unknown kid (env JWKS)",
-    )
-    serve.add_argument(
-        "--jwks-refresh",
-        type=float,
-        default=_env_number("JWKS_REFRESH", DEFAULTS.jwks_refresh, float),
-    )
-    serve.add_argument(
-        "--jwt-leeway",
-        type=float,
-        default=_env_number("JWT_LEEWAY", DEFAULTS.jwt_leeway, float),
-        help="seconds of clock skew allowed on exp/nbf/iat",
-    )
-    serve.add_argument(
-        "--acl",
-        default=os.environ.get("ACL_FILE") or None,
-        metavar="FILE",
-        help="per-destination rules, TOML or YAML (env ACL_FILE); deny by default; "
-        "needs authentication",
-    )
-    serve.add_argument(
-        "--dev-tokens",
-        action="store_true",
-        default=os.environ.get("DEV_TOKENS", "") in ("1", "true", "yes"),
-        help="DEVELOPMENT ONLY: GET /dev/token hands a token for any user to anyone",
-    )
-    serve.add_argument(
-        "--frame-rate",
-        type=float,
-        default=_env_number("FRAME_RATE", DEFAULTS.frame_rate, float),
-        help="frames a second one session may send (token bucket; 0: no limit)",
-    )
-    serve.add_argument(
-        "--frame-burst",
-        type=int,
-        default=int(_env_number("FRAME_BURST", DEFAULTS.frame_burst)),
-    )
-    serve.add_argument(
-        "--byte-rate",
-        type=float,
-        default=_env_number("BYTE_RATE", DEFAULTS.byte_rate, float),
-        help="bytes a second one session may send (0: no limit)",
-    )
-    serve.add_argument(
-        "--byte-burst",
-        type=int,
-        default=int(_env_number("BYTE_BURST", DEFAULTS.byte_burst)),
-    )
-    # set by the --workers supervisor for its children
-    serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
-    serve.add_argument("--listen-fd", type=int, default=None, help=argparse.SUPPRESS)
+    add_options(serve, (SERVE, REDIS, HISTORY, AUTH))
 
     inspect = commands.add_parser("inspect", help="print the cluster registry")
-    _add_redis_options(inspect)
+    add_options(inspect, (REDIS,))
     inspect.add_argument(
         "what",
         choices=["servers", "sessions", "rooms", "room", "session", "keys"],
@@ -517,17 +105,18 @@ def build_parser() -> argparse.ArgumentParser:
     notify = commands.add_parser(
         "notify", help="send a SYSTEM notification to /topic/system (or one room) cluster-wide"
     )
-    _add_redis_options(notify)
+    add_options(notify, (REDIS,))
     notify.add_argument("message", help="the notification text")
     notify.add_argument("--room", help="send it into this room's /topic/room/{id} instead")
     notify.add_argument("--server", help="deliver only to the clients of this relay")
-    _add_history_options(notify)
+    # a room's log is trimmed and expired as the relays do (same flags and variables)
+    add_options(notify, (HISTORY,))
 
     token = commands.add_parser(
         "token",
         help="DEVELOPMENT: print a HS256 JWT for a user, signed with --jwt-secret",
     )
-    _add_auth_options(token)
+    add_options(token, (AUTH,))
     token.add_argument("--user", required=True, help="the sub claim")
     token.add_argument("--name", help="the display name claim")
     token.add_argument("--ttl", type=float, default=3600.0, help="seconds until exp")
@@ -544,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
         "kick",
         help="end a user's sessions on every relay, and refuse it until --until",
     )
-    _add_redis_options(kick)
+    add_options(kick, (REDIS,))
     kick.add_argument("user", help="the user (token sub, or CONNECT login)")
     kick.add_argument(
         "--until",
@@ -556,9 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--api",
         help="use this relay's HTTP API (single node: http://host:port) instead of Redis",
     )
-    kick.add_argument(
-        "--admin-token", default=os.environ.get("ADMIN_TOKEN") or None, help="for --api"
-    )
+    BY_FLAG["--admin-token"].add_to(kick, os.environ)
     return parser
 
 
@@ -620,7 +207,7 @@ def kick(args: argparse.Namespace) -> int:
     import urllib.request
 
     from stomprelay.auth import check_name
-    from stomprelay.errors import PolicyError
+    from stomprelay.errors import BackendUnavailable, PolicyError
     from stomprelay.notify import show_ms
 
     try:
@@ -650,9 +237,11 @@ def kick(args: argparse.Namespace) -> int:
     if not args.redis_url:
         print("stomprelay kick: give --redis-url (or REDIS_URL), or --api", file=sys.stderr)
         return 2
-    code = asyncio.run(_kick_redis(args, user, until))
-    if code:
-        return code
+    try:
+        asyncio.run(_with_admin(args, lambda admin: admin.kick(user, until, bool(args.lift))))
+    except BackendUnavailable as exc:
+        print(f"stomprelay kick: redis: {exc}", file=sys.stderr)
+        return 1
     if args.lift:
         print(f"lifted the suspension of {user}")
     elif until:
@@ -663,166 +252,82 @@ def kick(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _kick_redis(args: argparse.Namespace, user: str, until: int | None) -> int:
+async def _with_admin(args: argparse.Namespace, act: Callable[[Admin], Awaitable[T]]) -> T:
+    """Run ``act`` on the admin of the cluster the options name, then close it."""
+    from stomprelay.admin import Admin
+    from stomprelay.cluster.connect import make_client
+    from stomprelay.cluster.history import HistoryPolicy
     from stomprelay.cluster.keys import Keys
-    from stomprelay.cluster.redis_backend import RedisRegistry
-    from stomprelay.errors import BackendUnavailable
-    from stomprelay.notify import kick_command, operator_command
+    from stomprelay.factory import build_backends
 
-    keys = Keys(args.key_prefix)
-    registry = RedisRegistry(args.redis_target, keys)
+    settings = settings_of(vars(args))
+    client = make_client(args.redis_target, decode=False)
+
+    async def publish(channel: str, envelope: Any) -> int:
+        from redis.exceptions import RedisError
+
+        from stomprelay.errors import BackendUnavailable
+
+        try:
+            return int(await client.publish(channel, envelope.to_json()))
+        except (RedisError, OSError) as exc:
+            raise BackendUnavailable(str(exc)) from exc
+
+    backends = build_backends(settings, args.redis_target, Keys(args.key_prefix))
+    admin = Admin(backends, HistoryPolicy.of(settings), publish=publish)
     try:
-        command = operator_command(user, until, bool(args.lift))
-        await registry.suspend(command, keys.control_channel, kick_command(command))
-    except BackendUnavailable as exc:
-        print(f"stomprelay kick: redis: {exc}", file=sys.stderr)
-        return 1
+        return await act(admin)
     finally:
-        await registry.close()
-    return 0
+        await admin.close()
+        await client.aclose()
 
 
 async def notify(args: argparse.Namespace) -> int:
     """Publish a SYSTEM event envelope (operators only; clients cannot SEND there)."""
-    from redis.exceptions import RedisError
-
-    from stomprelay.cluster.connect import make_client
-    from stomprelay.cluster.keys import Keys
-    from stomprelay.errors import PolicyError
-    from stomprelay.notify import system_notification
+    from stomprelay.errors import BackendUnavailable, PolicyError
 
     if not args.redis_url:
         print("stomprelay notify: give --redis-url (or REDIS_URL)", file=sys.stderr)
         return 2
+
+    def act(admin: Admin) -> Awaitable[Any]:
+        return admin.notify(args.message, args.room or "", args.server or "")
+
     try:
-        channel, envelope = system_notification(
-            Keys(args.key_prefix), args.message, args.room or "", args.server or ""
-        )
+        notified = await _with_admin(args, act)
     except PolicyError as exc:
         print(f"stomprelay notify: {exc.detail}", file=sys.stderr)
         return 2
-    if args.room and not args.server:
-        # A room's SYSTEM event takes its place in the room's log (docs/history.md).
-        from stomprelay.cluster.history import HistoryPolicy
-        from stomprelay.cluster.redis_backend import RedisRegistry
-        from stomprelay.errors import BackendUnavailable
-
-        policy = HistoryPolicy.of(Settings(**_history_settings(args)))
-        registry = RedisRegistry(args.redis_target, Keys(args.key_prefix), policy=policy)
-        try:
-            logged = await registry.log.append(f"room:{args.room}", channel, envelope, envelope.ts)
-        except BackendUnavailable as exc:
-            print(f"stomprelay notify: {exc}", file=sys.stderr)
-            return 1
-        finally:
-            await registry.close()
-        print(f"appended to the log of room {args.room} at offset {logged.offset}")
-        return 0
-    client = make_client(args.redis_target, decode=False)
-    try:
-        relays = await client.publish(channel, envelope.to_json())
-    except (RedisError, OSError) as exc:
+    except BackendUnavailable as exc:
         print(f"stomprelay notify: redis: {exc}", file=sys.stderr)
         return 1
-    finally:
-        await client.aclose()
-    print(f"published on {channel}: {relays} relay(s) listening")
+    if notified.offset is not None:
+        print(f"appended to the log of room {args.room} at offset {notified.offset}")
+    else:
+        print(f"published on {notified.channel}: {notified.listeners} relay(s) listening")
     return 0
 
 
 async def serve(args: argparse.Namespace) -> int:
     from stomprelay.cluster.keys import Keys
-    from stomprelay.relay import Relay
+    from stomprelay.factory import build_backends, build_relay
     from stomprelay.transport import RelayServer
 
-    settings = Settings(
-        heartbeat_send_ms=args.heartbeat_ms,
-        heartbeat_receive_ms=args.heartbeat_ms,
-        connect_timeout=args.connect_timeout,
-        liveness_interval=args.liveness_interval,
-        liveness_ttl=args.liveness_ttl,
-        sweep_interval=args.sweep_interval,
-        drain_timeout=args.drain_timeout,
-        **_history_settings(args),
-        journal_messages=args.journal_size,
-        journal_bytes=args.journal_bytes,
-        redis_timeout=args.redis_timeout,
-        redis_pool_size=args.redis_pool_size,
-        redis_wait_replicas=args.redis_wait_replicas,
-        redis_wait_timeout_ms=args.redis_wait_timeout,
-        listen_backlog=args.listen_backlog,
-        ws_ping_interval=args.ws_ping_interval,
-        **_hygiene_settings(args),
-        frame_rate=args.frame_rate,
-        frame_burst=args.frame_burst,
-        byte_rate=args.byte_rate,
-        byte_burst=args.byte_burst,
-        jwt_leeway=args.jwt_leeway,
-        jwks_refresh=args.jwks_refresh,
-    )
+    settings = _settings(args)
     auth, acl = _access(args, settings)
-    for name in ("journal_size", "journal_bytes"):
-        if getattr(args, name) < 0:
-            raise SystemExit(f"stomprelay: --{name.replace('_', '-')} must not be negative")
-    if args.redis_wait_replicas < 0 or args.redis_wait_timeout < 0:
-        raise SystemExit(
-            "stomprelay: --redis-wait-replicas and --redis-wait-timeout must not be negative"
-        )
-    if args.redis_wait_replicas and args.redis_target is not None and args.redis_target.sharded:
-        raise SystemExit(
-            "stomprelay: --redis-wait-replicas is for standalone and sentinel modes: on a "
-            "cluster, WAIT cannot follow a room's appends to its shard"
-        )
-    if args.redis_timeout <= 0 or args.redis_pool_size <= 0:
-        raise SystemExit("stomprelay: --redis-timeout and --redis-pool-size must be positive")
-    keys = Keys(args.key_prefix)
     target = args.redis_target
-    if target is not None:
-        from stomprelay.cluster.base import Bus
-        from stomprelay.cluster.history import HistoryPolicy
-        from stomprelay.cluster.redis_backend import RedisBus, RedisRegistry
-        from stomprelay.relay import stall_ms
-
-        bus: Bus
-        if target.sharded:
-            from stomprelay.cluster.sharded import ShardedBus
-
-            bus = ShardedBus(target.url, dead_after=settings.redis_timeout)
-        else:
-            bus = RedisBus(target, dead_after=settings.redis_timeout)
-        registry = RedisRegistry(
-            target,
-            keys,
-            settings.reaper_lock_ms,
-            policy=HistoryPolicy.of(settings),
-            timeout=settings.redis_timeout,
-            stall_ms=stall_ms(settings),
-            fence_ms=int(settings.liveness_ttl * 1000),
-            pool_size=settings.redis_pool_size,
-            wait_replicas=settings.redis_wait_replicas,
-            wait_timeout_ms=settings.redis_wait_timeout_ms,
-        )
-        if isinstance(bus, RedisBus) and target.mode == "sentinel":
-            registry.failover_pending = bus.failover_pending
-        relay = Relay(
-            settings=settings,
+    backends = build_backends(settings, target, Keys(args.key_prefix))
+    try:
+        relay = build_relay(
+            settings,
             server_id=args.server_id,
-            bus=bus,
-            registry=registry,
-            keys=keys,
+            backends=backends,
             auth=auth,
             acl=acl,
             dev_tokens=args.dev_tokens,
         )
-    else:
-        relay = Relay(
-            settings=settings,
-            server_id=args.server_id,
-            keys=keys,
-            auth=auth,
-            acl=acl,
-            dev_tokens=args.dev_tokens,
-        )
+    except ValueError as exc:
+        raise SystemExit(f"stomprelay: {exc}") from None
     if args.dev_tokens:
         log.warning(
             "--dev-tokens is on: GET /dev/token gives anyone a token for any user; "
@@ -857,6 +362,14 @@ async def serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _settings(args: argparse.Namespace) -> Settings:
+    """The Settings of the options, checked (a value out of range stops the start)."""
+    try:
+        return settings_of(vars(args))
+    except OptionError as exc:
+        raise SystemExit(f"stomprelay: {exc}") from None
+
+
 def _access(args: argparse.Namespace, settings: Settings) -> tuple[Any, Any]:
     """The authenticator and ACL the options ask for; bad files stop the start."""
     from stomprelay.auth import Acl
@@ -885,83 +398,45 @@ def _access(args: argparse.Namespace, settings: Settings) -> tuple[Any, Any]:
         acl = Acl.load(args.acl) if args.acl else None
     except (OSError, ValueError) as exc:
         raise SystemExit(f"stomprelay: {exc}") from None
-    if acl is not None and auth is None:
-        raise SystemExit(
-            "stomprelay: --acl needs authentication (--jwt-secret, --jwt-public-key or "
-            "--jwks): without verified identities the rules would trust any login"
-        )
-    if args.dev_tokens and not secret:
-        raise SystemExit("stomprelay: --dev-tokens needs --jwt-secret (it signs with it)")
     return auth, acl
 
 
-def _redacted(url: str) -> str:
-    """A Redis URL without its password, for logs."""
-    if "@" not in url:
-        return url
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://***@{rest.rpartition('@')[2]}"
+async def _rows(admin: Admin, what: str, item: str | None) -> list[dict[str, object]] | str:
+    """The rows ``inspect`` prints, or why there are none (a message)."""
+    if what == "servers":
+        return await admin.servers()
+    if what == "sessions":
+        return await admin.sessions()
+    if what == "rooms":
+        return await admin.rooms()
+    if what == "keys":
+        return await admin.dump()
+    if not item:
+        return f"stomprelay inspect {what}: give a {what} id"
+    if what == "session":
+        record = await admin.session(item)
+        return [record] if record is not None else f"no session {item}"
+    room = await admin.room(item)
+    if room is None:
+        return f"no room {item}"
+    info = {**room.info, **{f"history.{k}": v for k, v in (room.history or {}).items()}}
+    return [{**info, **person} for person in room.participants] or [info]
 
 
 async def inspect(args: argparse.Namespace) -> int:
-    from stomprelay.cluster.keys import Keys
-    from stomprelay.cluster.redis_backend import RedisRegistry
-    from stomprelay.cluster.registry import room_json, server_json, session_json
     from stomprelay.errors import BackendUnavailable
 
     if not args.redis_url:
         print("stomprelay inspect: give --redis-url (or REDIS_URL)", file=sys.stderr)
         return 2
-    registry = RedisRegistry(args.redis_target, Keys(args.key_prefix))
-    rows: list[dict[str, object]]
     try:
-        if args.what == "servers":
-            rows = [
-                {**server_json(r), "alive": alive, "sessions": n}
-                for r, alive, n in await registry.servers()
-            ]
-        elif args.what == "sessions":
-            rows = [session_json(r) for r in await registry.sessions()]
-        elif args.what == "rooms":
-            rows = [room_json(r) for r in await registry.rooms()]
-        elif args.what == "keys":
-            rows = [
-                {"key": name, "type": kind, "ttl_ms": ttl, "content": content}
-                for name, kind, ttl, content in await registry.dump()
-            ]
-        elif args.what == "room":
-            if not args.id:
-                print("stomprelay inspect room: give a room id", file=sys.stderr)
-                return 2
-            from stomprelay.cluster.history import log_json
-
-            room = await registry.room(args.id)
-            history = await registry.log.read(f"room:{args.id}", 0, 0)
-            if room is None and not history.epoch:
-                print(f"no room {args.id}", file=sys.stderr)
-                return 1
-            info = {
-                **(room_json(room) if room else {"roomId": args.id, "participants": 0}),
-                **{f"history.{k}": v for k, v in log_json(history).items()},
-            }
-            rows = [
-                {**info, "sessionId": p.session_id, "username": p.username, "serverId": p.server_id}
-                for p in await registry.participants(args.id)
-            ] or [info]
-        else:
-            if not args.id:
-                print("stomprelay inspect session: give a session id", file=sys.stderr)
-                return 2
-            record = await registry.session(args.id)
-            if record is None:
-                print(f"no session {args.id}", file=sys.stderr)
-                return 1
-            rows = [session_json(record)]
+        rows = await _with_admin(args, lambda admin: _rows(admin, args.what, args.id))
     except BackendUnavailable as exc:
         print(f"stomprelay inspect: {exc}", file=sys.stderr)
         return 1
-    finally:
-        await registry.close()
+    if isinstance(rows, str):
+        print(rows, file=sys.stderr)
+        return 1 if rows.startswith("no ") else 2
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -987,7 +462,11 @@ def _cell(value: object) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+        check_options(vars(args))
+    except OptionError as exc:
+        raise SystemExit(f"stomprelay: {exc}") from None
     if hasattr(args, "redis_url"):
         args.redis_target = redis_target(args)
         if args.redis_target is not None and not args.redis_url:

@@ -280,6 +280,10 @@ class Relay:
         """Started (registered, or known to be waiting for Redis) and Redis reachable."""
         return self._started and self.bus.available and not self.sync.down
 
+    def degraded_seconds(self) -> float:
+        """Seconds spent degraded (Redis unreachable) since the start (/metrics)."""
+        return self.sync.health.degraded_total(self.sync.clock())
+
     @property
     def backend_error(self) -> str | None:
         """Why Redis counts as down, or None."""

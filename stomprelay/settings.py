@@ -1,7 +1,9 @@
 """Every tunable number of the relay, in one frozen settings object.
 
-Each field has a documented default; the README's configuration table lists
-the ones exposed on the command line and in the environment.
+Each field has a documented default, written here once: the options of
+``stomprelay serve`` (:mod:`stomprelay.options`, one declaration per option,
+whence the flags, the environment variables and the README's configuration
+table) take their defaults from these fields and fill them.
 """
 
 from __future__ import annotations

@@ -24,18 +24,22 @@ import time
 from collections.abc import Awaitable, Callable, Sized
 from http import HTTPStatus
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import parse_qs, unquote
 
 import h11
 
+from stomprelay.admin import Admin, NotTaken
 from stomprelay.auth import check_name
-from stomprelay.cluster.history import log_json
-from stomprelay.cluster.registry import room_json, server_json, session_json
 from stomprelay.errors import BackendUnavailable, PolicyError
-from stomprelay.notify import iso_ms, system_notification
-from stomprelay.relay import Relay
-from stomprelay.router import ROOM_ID, parse_destination
+from stomprelay.metrics import Metrics
+from stomprelay.notify import iso_ms
+from stomprelay.router import ROOM_ID
+from stomprelay.settings import Settings
 from stomprelay.transport.hygiene import is_loopback
+
+if TYPE_CHECKING:
+    from stomprelay.tokens import Authenticator
 
 log = logging.getLogger(__name__)
 
@@ -76,22 +80,55 @@ def bearer_token(headers: list[tuple[bytes, bytes]]) -> str | None:
     return None
 
 
+class Status(Protocol):
+    """What the routes read of the relay they serve (the relay has these names):
+    /health, /ready, /metrics, and /auth/config with /dev/token."""
+
+    @property
+    def server_id(self) -> str: ...
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def started_at(self) -> float: ...
+
+    @property
+    def ready(self) -> bool: ...
+
+    @property
+    def metrics(self) -> Metrics: ...
+
+    @property
+    def auth(self) -> Authenticator | None: ...
+
+    @property
+    def dev_tokens(self) -> bool: ...
+
+    def degraded_seconds(self) -> float:
+        """Seconds spent degraded (Redis unreachable) since the start."""
+        ...
+
+
 class HttpApp:
-    """Routes of one relay; ``connections`` (the STOMP sessions) is what /health counts."""
+    """Routes of one relay: ``admin`` does what the API asks, ``status`` says how
+    the relay is; ``connections`` (the STOMP sessions) is what /health counts."""
 
     def __init__(
         self,
-        relay: Relay,
+        admin: Admin,
+        status: Status,
         connections: Sized,
         web_root: Path | None = None,
         admin_token: str | None = None,
     ) -> None:
-        self.relay = relay
+        self.admin = admin
+        self.status = status
         self.connections = connections
         self.web_root = (web_root or WEB_ROOT).resolve()
         #: Bearer token of the admin API; None: reads from loopback only, no writes.
         self._admin_token = admin_token
-        self._public_metrics = relay.settings.public_metrics
+        self._public_metrics = status.settings.public_metrics
         self._get: dict[str, Callable[[], Awaitable[Answer]]] = {
             "/health": self._health,
             "/ready": self._ready,
@@ -184,7 +221,6 @@ class HttpApp:
         refused = self._admin_only()
         if refused is not None:
             return refused
-        relay = self.relay
         try:
             data = json.loads(body.decode("utf-8"))
             if not isinstance(data, dict) or not isinstance(data.get("message"), str):
@@ -193,32 +229,25 @@ class HttpApp:
             target = data.get("serverId") or ""
             if not isinstance(room, str) or not isinstance(target, str):
                 raise ValueError("roomId and serverId are strings")
-            if target and not ROOM_ID.fullmatch(target):
-                return json_answer(
-                    HTTPStatus.BAD_REQUEST,
-                    {"error": "serverId must match [A-Za-z0-9_.-]{1,64}, like a room id"},
-                )
-            channel, envelope = system_notification(relay.keys, data["message"], room, target)
         except (ValueError, RecursionError):
             return json_answer(
                 HTTPStatus.BAD_REQUEST,
                 {"error": 'the body is JSON: {"message": "...", "roomId"?, "serverId"?}'},
             )
+        if target and not ROOM_ID.fullmatch(target):
+            return json_answer(
+                HTTPStatus.BAD_REQUEST,
+                {"error": "serverId must match [A-Za-z0-9_.-]{1,64}, like a room id"},
+            )
+        try:
+            notified = await self.admin.notify(data["message"], room, target)
         except PolicyError as exc:
             return json_answer(HTTPStatus.BAD_REQUEST, {"error": exc.detail})
-        if room and not target:
-            # into the room's log, like any room event (a full journal is a 503)
-            try:
-                await relay.publish_envelope(
-                    parse_destination(envelope.destination), channel, envelope
-                )
-            except PolicyError as exc:
-                return json_answer(HTTPStatus.SERVICE_UNAVAILABLE, {"error": exc.detail})
-        else:
-            await relay.bus.publish(channel, envelope)
-        log.info("operator notification %s published on %s", envelope.id, channel)
+        except NotTaken as exc:  # into the room's log, like any room event: a full journal
+            return json_answer(HTTPStatus.SERVICE_UNAVAILABLE, {"error": exc.detail})
         return json_answer(
-            HTTPStatus.ACCEPTED, {"published": True, "id": envelope.id, "channel": channel}
+            HTTPStatus.ACCEPTED,
+            {"published": True, "id": notified.envelope.id, "channel": notified.channel},
         )
 
     async def _kick(self, raw_user: str, body: bytes) -> Answer:
@@ -243,15 +272,10 @@ class HttpApp:
                 HTTPStatus.BAD_REQUEST,
                 {"error": 'the body is empty or JSON: {"until": "<ISO-8601>" or <ms since epoch>}'},
             )
-        kick = getattr(self.relay, "kick", None)
-        if kick is None:
-            return json_answer(HTTPStatus.NOT_IMPLEMENTED, {"error": "this relay cannot kick"})
         if lift:
-            await kick(user, None, lift=True)
-            log.info("operator lifted the suspension of user %r", user)
+            await self.admin.kick(user, None, lift=True)
             return json_answer(HTTPStatus.ACCEPTED, {"user": user, "lifted": True})
-        await kick(user, until_ms)
-        log.info("operator ended the sessions of user %r (refused until %s)", user, until_ms)
+        await self.admin.kick(user, until_ms)
         return json_answer(HTTPStatus.ACCEPTED, {"user": user, "until": until_ms})
 
     async def _auth_config(self) -> Answer:
@@ -259,16 +283,16 @@ class HttpApp:
         return json_answer(
             HTTPStatus.OK,
             {
-                "required": getattr(self.relay, "auth", None) is not None,
-                "devTokens": bool(getattr(self.relay, "dev_tokens", False)),
+                "required": self.status.auth is not None,
+                "devTokens": self.status.dev_tokens,
             },
         )
 
     def _dev_token(self, query: str) -> Answer:
         """``GET /dev/token?user=NAME``: a token for anyone who asks, for ``make run``
         and demos only (``--dev-tokens``); a 404 unless that is on."""
-        auth = getattr(self.relay, "auth", None)
-        if not getattr(self.relay, "dev_tokens", False) or auth is None:
+        auth = self.status.auth
+        if not self.status.dev_tokens or auth is None:
             return NOT_FOUND
         users = parse_qs(query, max_num_fields=8).get("user") or [""]
         try:
@@ -290,64 +314,40 @@ class HttpApp:
             HTTPStatus.OK,
             {
                 "status": "ok",
-                "serverId": self.relay.server_id,
+                "serverId": self.status.server_id,
                 "connections": len(self.connections),
-                "uptime": round(time.time() - self.relay.started_at, 3),
+                "uptime": round(time.time() - self.status.started_at, 3),
             },
         )
 
     async def _ready(self) -> Answer:
         """For load balancers: ready, or degraded (local delivery only); the cause is
         in the relay's log and ``/metrics``, not here."""
-        if self.relay.ready:
+        if self.status.ready:
             return json_answer(HTTPStatus.OK, {"status": "ready"})
         return json_answer(HTTPStatus.SERVICE_UNAVAILABLE, {"status": "degraded"})
 
     async def _api_servers(self) -> Answer:
-        return json_answer(
-            HTTPStatus.OK,
-            [
-                {**server_json(record), "alive": alive, "sessions": count}
-                for record, alive, count in await self.relay.registry.servers()
-            ],
-        )
+        return json_answer(HTTPStatus.OK, await self.admin.servers())
 
     async def _api_sessions(self) -> Answer:
-        sessions = await self.relay.registry.sessions()
-        return json_answer(HTTPStatus.OK, [session_json(r) for r in sessions])
+        return json_answer(HTTPStatus.OK, await self.admin.sessions())
 
     async def _api_rooms(self) -> Answer:
-        rooms = await self.relay.registry.rooms()
-        return json_answer(HTTPStatus.OK, [room_json(r) for r in rooms])
+        return json_answer(HTTPStatus.OK, await self.admin.rooms())
 
     async def _api_room(self, room_id: str) -> Answer:
         if not ROOM_ID.fullmatch(room_id):
             return json_answer(HTTPStatus.BAD_REQUEST, {"error": "invalid room id"})
-        relay = self.relay
-        room = await relay.registry.room(room_id)
-        history = None
-        if relay.log is not None and relay.policy.logs(f"room:{room_id}"):
-            history = await relay.log.read(f"room:{room_id}", 0, 0)
-        if room is None and (history is None or not history.epoch):
+        room = await self.admin.room(room_id)
+        if room is None:
             return json_answer(HTTPStatus.NOT_FOUND, {"error": f"no room {room_id}"})
-        people = await relay.registry.participants(room_id)
-        info = room_json(room) if room is not None else {"roomId": room_id, "participants": 0}
-        return json_answer(
-            HTTPStatus.OK,
-            {
-                **info,
-                "history": log_json(history) if history is not None else None,
-                "participants": [
-                    {"sessionId": p.session_id, "username": p.username, "serverId": p.server_id}
-                    for p in people
-                ],
-            },
-        )
+        return json_answer(HTTPStatus.OK, room.as_json())
 
     async def _metrics(self) -> Answer:
-        sync = self.relay.sync
-        self.relay.metrics.degraded_seconds.set(sync.health.degraded_total(sync.clock()))
-        return plain(HTTPStatus.OK, self.relay.metrics.render(), "text/plain; version=0.0.4")
+        metrics = self.status.metrics
+        metrics.degraded_seconds.set(self.status.degraded_seconds())
+        return plain(HTTPStatus.OK, metrics.render(), "text/plain; version=0.0.4")
 
     def _static(self, path: str) -> Answer:
         """A file under the web root; anything that does not name one is a 404

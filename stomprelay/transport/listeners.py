@@ -15,6 +15,7 @@ import logging
 import socket
 from pathlib import Path
 
+from stomprelay.admin import Admin
 from stomprelay.relay import Relay
 from stomprelay.transport.connection import Connection, Hub
 from stomprelay.transport.http import HttpApp
@@ -62,7 +63,7 @@ class RelayServer:
         loop = asyncio.get_running_loop()
         relay = self.relay
         settings = relay.settings
-        http = HttpApp(relay, relay.sinks, self._web_root, self._admin_token)
+        http = HttpApp(Admin.of_relay(relay), relay, relay.sinks, self._web_root, self._admin_token)
         hub = Hub(relay, self.timers, http)
         hub.on_gone = self._gone.set
         self._hub = hub

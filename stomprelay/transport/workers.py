@@ -63,6 +63,11 @@ def worker_argv(argv: Sequence[str]) -> list[str]:
 
 
 class Supervisor:
+    """Runs ``count`` ``stomprelay serve`` children on one port and keeps them
+    running: each gets the parent's arguments (every option of
+    :mod:`stomprelay.options`, the environment inherited) minus
+    :data:`PER_WORKER`, and its own server id."""
+
     def __init__(
         self,
         count: int,

@@ -192,6 +192,7 @@ def test_cli_rejects_a_bad_port_variable() -> None:
     [
         (["--history-size", "50", "--history-max-size", "20"], "--history-max-size"),
         (["--history-min-age", "-1"], "--history-min-age"),
+        (["--max-frame-size", "0"], "--max-frame-size"),
     ],
 )
 def test_cli_rejects_a_retention_it_cannot_keep(args: list[str], said: str) -> None:
@@ -364,3 +365,16 @@ async def test_admin_api_post_split_across_segments() -> None:
         assert reply.startswith(b"HTTP/1.1 202"), reply
     finally:
         await server.stop()
+
+
+async def test_cli_max_frame_size_reaches_the_parser(relay_proc: MakeProc) -> None:
+    """A relay started with --max-frame-size 1024 refuses a 2 KiB frame, takes a small one."""
+    proc = await start_proc(relay_proc, "small-frames", extra=["--max-frame-size", "1024"])
+    client = await RawStomp.open(proc.port)
+    await client.connect()
+    await client.send("/topic/room/lobby", b"x" * 100, [("receipt", "small")])
+    assert (await client.expect("RECEIPT")).get("receipt-id") == "small"
+    await client.send("/topic/room/lobby", b"x" * 2048)
+    error = await client.expect("ERROR")
+    assert "too large" in (error.get("message") or "").lower()
+    await client.close()
