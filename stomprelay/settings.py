@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from stomprelay.cluster.base import LIVENESS_INTERVAL, LIVENESS_TTL, REAPER_LOCK_MS
+
 
 @dataclass(frozen=True, slots=True)
 class Limits:
@@ -101,11 +103,11 @@ class Settings:
     #: ``liveness_interval`` s; the key expires (Redis-side TTL) after
     #: ``liveness_ttl`` s; every relay looks for expired ones every
     #: ``sweep_interval`` s. A dead relay is cleaned up within TTL + one sweep.
-    liveness_interval: float = 3.0
-    liveness_ttl: float = 10.0
+    liveness_interval: float = LIVENESS_INTERVAL
+    liveness_ttl: float = LIVENESS_TTL
     sweep_interval: float = 5.0
     #: How long a sweeper's lock on a dead relay lives (ms).
-    reaper_lock_ms: int = 5_000
+    reaper_lock_ms: int = REAPER_LOCK_MS
     #: Durable rooms (docs/history.md): messages kept per destination's log (0
     #: turns history and offsets off), and how long a log outlives its last message.
     history_size: int = 200
