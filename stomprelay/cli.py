@@ -732,7 +732,7 @@ async def notify(args: argparse.Namespace) -> int:
 
 async def serve(args: argparse.Namespace) -> int:
     from stomprelay.cluster.keys import Keys
-    from stomprelay.relay import Relay
+    from stomprelay.factory import build_relay
     from stomprelay.transport import RelayServer
 
     settings = Settings(
@@ -775,54 +775,16 @@ async def serve(args: argparse.Namespace) -> int:
         )
     if args.redis_timeout <= 0 or args.redis_pool_size <= 0:
         raise SystemExit("stomprelay: --redis-timeout and --redis-pool-size must be positive")
-    keys = Keys(args.key_prefix)
     target = args.redis_target
-    if target is not None:
-        from stomprelay.cluster.base import Bus
-        from stomprelay.cluster.history import HistoryPolicy
-        from stomprelay.cluster.redis_backend import RedisBus, RedisRegistry
-        from stomprelay.relay import stall_ms
-
-        bus: Bus
-        if target.sharded:
-            from stomprelay.cluster.sharded import ShardedBus
-
-            bus = ShardedBus(target.url, dead_after=settings.redis_timeout)
-        else:
-            bus = RedisBus(target, dead_after=settings.redis_timeout)
-        registry = RedisRegistry(
-            target,
-            keys,
-            settings.reaper_lock_ms,
-            policy=HistoryPolicy.of(settings),
-            timeout=settings.redis_timeout,
-            stall_ms=stall_ms(settings),
-            fence_ms=int(settings.liveness_ttl * 1000),
-            pool_size=settings.redis_pool_size,
-            wait_replicas=settings.redis_wait_replicas,
-            wait_timeout_ms=settings.redis_wait_timeout_ms,
-        )
-        if isinstance(bus, RedisBus) and target.mode == "sentinel":
-            registry.failover_pending = bus.failover_pending
-        relay = Relay(
-            settings=settings,
-            server_id=args.server_id,
-            bus=bus,
-            registry=registry,
-            keys=keys,
-            auth=auth,
-            acl=acl,
-            dev_tokens=args.dev_tokens,
-        )
-    else:
-        relay = Relay(
-            settings=settings,
-            server_id=args.server_id,
-            keys=keys,
-            auth=auth,
-            acl=acl,
-            dev_tokens=args.dev_tokens,
-        )
+    relay = build_relay(
+        settings,
+        server_id=args.server_id,
+        target=target,
+        keys=Keys(args.key_prefix),
+        auth=auth,
+        acl=acl,
+        dev_tokens=args.dev_tokens,
+    )
     if args.dev_tokens:
         log.warning(
             "--dev-tokens is on: GET /dev/token gives anyone a token for any user; "

@@ -230,6 +230,15 @@ Replay = Callable[[], Awaitable[None]]
 
 
 class Router:
+    """One relay's destinations: its bus subscriptions, local fan-out and replays.
+
+    It listens to a channel while a local subscriber needs it, hands each envelope
+    the bus brings to the local subscribers (logged ones through their
+    :class:`~stomprelay.sync.Feed`), replays history from the log, and makes the
+    envelopes of clients' SENDs. It is handed the bus, the log and a ``degraded``
+    callable; the relay sets its ``on_*`` callbacks for metrics and lost history.
+    """
+
     def __init__(
         self,
         bus: Bus,
@@ -527,6 +536,7 @@ class Router:
         )
 
     async def publish(self, channel: str, envelope: Envelope) -> None:
+        """Put ``envelope`` on the bus for every relay (the one meaning of "publish")."""
         await self.bus.publish(channel, envelope)
 
     def deliver_early(self, channel: str, envelope: Envelope) -> None:

@@ -15,8 +15,9 @@ import pytest
 from procs import RelayProcess
 
 from stomprelay.bounded import bounded
+from stomprelay.cluster.keys import Keys
 from stomprelay.cluster.redis_backend import RedisBus, RedisRegistry
-from stomprelay.relay import Relay
+from stomprelay.factory import Backends, build_relay
 from stomprelay.settings import Settings
 from stomprelay.transport import RelayServer
 
@@ -55,8 +56,8 @@ async def make_relay() -> AsyncIterator[MakeRelay]:
         dev_tokens: bool = False,
         **settings: Any,
     ) -> RelayServer:
-        relay = Relay(
-            settings=Settings(**settings),
+        relay = build_relay(
+            Settings(**settings),
             server_id=server_id,
             auth=auth,
             acl=acl,
@@ -183,11 +184,11 @@ async def inproc() -> AsyncIterator[Callable[..., Awaitable[RelayServer]]]:
         **settings: Any,
     ) -> RelayServer:
         config = Settings(**settings)
-        relay = Relay(
-            settings=config,
+        registry = RedisRegistry(url, timeout=config.redis_timeout)
+        relay = build_relay(
+            config,
             server_id=server_id,
-            bus=bus or RedisBus(url),
-            registry=RedisRegistry(url, timeout=config.redis_timeout),
+            backends=Backends(bus or RedisBus(url), registry, registry.log, Keys()),
         )
         server = RelayServer(relay, host="127.0.0.1", port=0)
         await server.start()

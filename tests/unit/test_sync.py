@@ -15,7 +15,7 @@ import pytest
 from stomprelay.cluster.envelope import Envelope
 from stomprelay.cluster.history import LogSlice
 from stomprelay.errors import BackendUnavailable, PolicyError
-from stomprelay.sync import Deliver, Feed, Fetch, Gap, Health, Journal, JournalEntry, Sync
+from stomprelay.sync import Deliver, Feed, Fetch, Gap, Health, Journal, JournalEntry, Outage
 
 
 def env(offset: int, epoch: str = "E1") -> Envelope:
@@ -290,7 +290,7 @@ async def test_sync_fails_fast_while_down_and_recovers_once() -> None:
         if value:
             up.set()
 
-    sync = Sync(
+    sync = Outage(
         log_, probe, recover, lambda: clock[0], Journal(10, 1000), 0.01, on_state, lambda: 0
     )
 
@@ -325,7 +325,7 @@ async def test_sync_fails_fast_while_down_and_recovers_once() -> None:
 async def test_a_journal_append_failing_keeps_the_rest_for_the_next_probe() -> None:
     log_ = FakeLog()
     up = asyncio.Event()
-    sync = Sync(
+    sync = Outage(
         log_,
         probe=_ok,
         recover=_ok,

@@ -1,0 +1,127 @@
+"""The one place the backends and the relay are built.
+
+The CLI (``serve`` and ``--workers``), the admin commands and the tests all come
+here: :func:`build_backends` chooses the backends once (memory when no Redis is
+given, as centrifuge's ``New`` installs its memory defaults; Redis standalone,
+Sentinel or a sharded cluster otherwise) and :func:`build_relay` hands them to a
+:class:`~stomprelay.relay.Relay`, which builds nothing itself.
+"""
+
+from __future__ import annotations
+
+import secrets
+import socket
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from stomprelay.access import check_access
+from stomprelay.cluster.base import Bus
+from stomprelay.cluster.history import HistoryPolicy, Log
+from stomprelay.cluster.keys import Keys
+from stomprelay.cluster.registry import Registry
+from stomprelay.relay import Relay
+from stomprelay.settings import Settings
+
+if TYPE_CHECKING:
+    from stomprelay.auth import Acl
+    from stomprelay.cluster.connect import RedisTarget
+    from stomprelay.tokens import Authenticator
+
+
+@dataclass(frozen=True)
+class Backends:
+    """What a relay is handed of the cluster: the bus, the registry, the log (None:
+    history off) and the key names they share."""
+
+    bus: Bus
+    registry: Registry
+    log: Log | None
+    keys: Keys
+
+
+def default_server_id() -> str:
+    """Hostname plus a short random suffix, so restarted relays never collide."""
+    host = "".join(c if c.isalnum() or c in "-_." else "-" for c in socket.gethostname())
+    return f"{host[:40] or 'relay'}-{secrets.token_hex(3)}"
+
+
+def stall_ms(settings: Settings) -> int:
+    """Silence of every relay that counts as Redis itself being unreachable."""
+    return max(500, int(1500 * settings.liveness_interval))
+
+
+def build_backends(
+    settings: Settings, target: RedisTarget | None = None, keys: Keys | None = None
+) -> Backends:
+    """The backends for ``target``: in memory (one process) when it is None, else
+    Redis in its mode (standalone, Sentinel, or a cluster with a sharded bus)."""
+    keys = keys or Keys()
+    policy = HistoryPolicy.of(settings)
+    if target is None:
+        from stomprelay.cluster.memory import MemoryBus, MemoryHub, MemoryRegistry
+
+        hub = MemoryHub(policy=policy)
+        memory = MemoryRegistry(
+            hub,
+            keys,
+            stall_ms=stall_ms(settings),
+            fence_ms=int(settings.liveness_ttl * 1000),
+            lock_ttl_ms=settings.reaper_lock_ms,
+        )
+        return Backends(MemoryBus(hub), memory, memory.log, keys)
+    from stomprelay.cluster.redis_backend import RedisBus, RedisRegistry
+
+    bus: Bus
+    if target.sharded:
+        from stomprelay.cluster.sharded import ShardedBus
+
+        bus = ShardedBus(target.url, dead_after=settings.redis_timeout)
+    else:
+        bus = RedisBus(target, dead_after=settings.redis_timeout)
+    registry = RedisRegistry(
+        target,
+        keys,
+        settings.reaper_lock_ms,
+        policy=policy,
+        timeout=settings.redis_timeout,
+        stall_ms=stall_ms(settings),
+        fence_ms=int(settings.liveness_ttl * 1000),
+        pool_size=settings.redis_pool_size,
+        wait_replicas=settings.redis_wait_replicas,
+        wait_timeout_ms=settings.redis_wait_timeout_ms,
+    )
+    if isinstance(bus, RedisBus) and target.mode == "sentinel":
+        registry.failover_pending = bus.failover_pending
+    return Backends(bus, registry, registry.log, keys)
+
+
+def build_relay(
+    settings: Settings | None = None,
+    *,
+    server_id: str | None = None,
+    backends: Backends | None = None,
+    target: RedisTarget | None = None,
+    keys: Keys | None = None,
+    auth: Authenticator | None = None,
+    acl: Acl | None = None,
+    dev_tokens: bool = False,
+) -> Relay:
+    """A relay on ``backends`` (built from ``target`` and ``keys`` when not given).
+
+    Raises ValueError for an access configuration that would open the relay by
+    mistake (an ACL without authentication, dev tokens without a secret)."""
+    settings = settings or Settings()
+    check_access(auth, acl, dev_tokens)
+    if backends is None:
+        backends = build_backends(settings, target, keys)
+    return Relay(
+        settings,
+        server_id or default_server_id(),
+        bus=backends.bus,
+        registry=backends.registry,
+        log=backends.log,
+        keys=backends.keys,
+        auth=auth,
+        acl=acl,
+        dev_tokens=dev_tokens,
+    )
