@@ -47,7 +47,7 @@ from stomprelay.metrics import Metrics
 from stomprelay.router import Route, Router, Sink, channels_for, parse_destination
 from stomprelay.settings import Settings
 from stomprelay.stomp.frames import Headers
-from stomprelay.stomp.session import MessageSent, ServerSession
+from stomprelay.stomp.session import Event, MessageSent, ServerSession
 from stomprelay.sync import NoLog, Outage
 
 log = logging.getLogger(__name__)
@@ -216,6 +216,16 @@ class Pipeline:
                 if not item.done.done():
                     item.done.set_exception(BackendUnavailable("relay stopping"))
         self._queues.clear()
+
+
+def sent_to(events: list[Event]) -> set[str]:
+    """Destinations the events send to, but the application's (the transport holds a
+    client back while a local subscriber of one cannot take more)."""
+    return {
+        e.destination
+        for e in events
+        if isinstance(e, MessageSent) and not e.destination.startswith("/app/")
+    }
 
 
 class _Inflight:

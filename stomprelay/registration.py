@@ -293,8 +293,18 @@ class Registration:
 
     # -- sessions -----------------------------------------------------------
 
-    async def connect(self, record: SessionRecord) -> None:
+    async def connect(self, session_id: str, username: str, remote: str, version: str) -> None:
         """Register a session that completed CONNECT (or remember it for the restore)."""
+        now = now_ms()
+        record = SessionRecord(
+            session_id=session_id,
+            server_id=self.server_id,
+            username=username,
+            remote_address=remote,
+            version=version,
+            connected_at=now,
+            last_seen=now,
+        )
         async with self.gate.shared(record.session_id):
             self.records[record.session_id] = record
             try:

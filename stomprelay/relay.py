@@ -28,10 +28,10 @@ from stomprelay.cluster.envelope import Envelope
 from stomprelay.cluster.history import HistoryPolicy, Log
 from stomprelay.cluster.keys import Keys
 from stomprelay.cluster.reaper import Liveness
-from stomprelay.cluster.registry import Registry, SessionRecord
+from stomprelay.cluster.registry import Registry
 from stomprelay.errors import BackendUnavailable, PeerError, PolicyError
 from stomprelay.metrics import Metrics
-from stomprelay.publish import Sender
+from stomprelay.publish import Sender, sent_to
 from stomprelay.registration import Registration
 from stomprelay.rooms import Rooms
 from stomprelay.router import Route, Router, Sink, parse_destination
@@ -103,7 +103,7 @@ class Relay:
         self.router = router = Router(bus, keys, server_id, log, self.policy, lambda: outage.down)
         self._background: set[asyncio.Task[None]] = set()
         self.registration = Registration(
-            settings, server_id, keys, registry, log, router, outage, on_history_lost=self._lost
+            settings, server_id, keys, registry, log, router, outage, lambda d: self.rooms.lost(d)
         )
         #: session id -> its connection
         self.sinks: dict[str, Sink] = {}
@@ -264,9 +264,6 @@ class Relay:
         else:
             self.router.dispatch(channel, envelope)
 
-    def _lost(self, destination: str) -> None:
-        self.rooms.lost(destination)
-
     def _bus_state(self, available: bool) -> None:
         if not available:
             self.outage.fail(BackendUnavailable("redis pub/sub connection lost"))
@@ -356,14 +353,8 @@ class Relay:
         sink.flush()
         await self.sender.throttle(session)
 
-    @staticmethod
-    def sent_to(events: list[Event]) -> set[str]:
-        """Destinations the events publish to (the transport's backpressure asks)."""
-        return {
-            e.destination
-            for e in events
-            if isinstance(e, MessageSent) and not e.destination.startswith("/app/")
-        }
+    #: Destinations the events send to (the transport's backpressure asks).
+    sent_to = staticmethod(sent_to)
 
     async def _handle(self, sink: Sink, event: Event) -> None:
         if isinstance(event, MessageSent):
@@ -385,23 +376,15 @@ class Relay:
         if identity is None:
             return []
         more = session.accept(time.monotonic())
-        now = now_ms()
-        record = SessionRecord(
-            session_id=session.session_id,
-            server_id=self.server_id,
-            username=identity.name,
-            remote_address=sink.remote,
-            version=event.version,
-            connected_at=now,
-            last_seen=now,
-        )
         log.info(
             "session %s connected from %s with STOMP %s",
             session.session_id,
             sink.remote,
             event.version,
         )
-        await self.registration.connect(record)
+        await self.registration.connect(
+            session.session_id, identity.name, sink.remote, event.version
+        )
         return more
 
     async def _on_send(self, sink: Sink, event: MessageSent) -> None:

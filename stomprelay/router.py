@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from stomprelay.clock import now_ms
 from stomprelay.cluster.base import Bus
 from stomprelay.cluster.envelope import Envelope
 from stomprelay.cluster.history import HistoryPolicy, Log, LogSlice
@@ -266,7 +267,7 @@ class Router:
         self._ready: dict[str, asyncio.Event] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._own_channel = ""
-        self._prefix = f"{server_id}-{int(time.time() * 1000):x}"
+        self._prefix = f"{server_id}-{now_ms():x}"
         self._counter = 0
         #: Ids of envelopes delivered ahead of the bus (during an outage), by time.
         #: id -> (when, the subscriptions that got it then).
@@ -532,7 +533,7 @@ class Router:
             destination=destination,
             headers=(*sender, *message_headers(headers, body)),
             body=body,
-            ts=int(time.time() * 1000),
+            ts=now_ms(),
         )
 
     async def publish(self, channel: str, envelope: Envelope) -> None:

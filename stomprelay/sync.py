@@ -84,6 +84,8 @@ class Health:
 
 @dataclass(frozen=True, slots=True)
 class JournalEntry:
+    """One message Redis did not take: the log it goes to, its channel, the envelope."""
+
     log_id: str
     channel: str
     envelope: Envelope
