@@ -295,6 +295,7 @@ class Registration:
 
     async def connect(self, session_id: str, username: str, remote: str, version: str) -> None:
         """Register a session that completed CONNECT (or remember it for the restore)."""
+        log.info("session %s connected from %s with STOMP %s", session_id, remote, version)
         now = now_ms()
         record = SessionRecord(
             session_id=session_id,

@@ -376,12 +376,6 @@ class Relay:
         if identity is None:
             return []
         more = session.accept(time.monotonic())
-        log.info(
-            "session %s connected from %s with STOMP %s",
-            session.session_id,
-            sink.remote,
-            event.version,
-        )
         await self.registration.connect(
             session.session_id, identity.name, sink.remote, event.version
         )
