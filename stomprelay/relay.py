@@ -183,7 +183,6 @@ class Relay:
         """Started (registered, or known to be waiting for Redis) and Redis reachable."""
         return self._started and self.bus.available and not self.outage.down
 
-    # Read by transport/http.py until the admin module serves it (then to be removed).
     @property
     def auth(self) -> Authenticator | None:
         return self.access.auth
@@ -192,12 +191,20 @@ class Relay:
     def dev_tokens(self) -> bool:
         return self.access.dev_tokens
 
+    def degraded_seconds(self) -> float:
+        """Seconds spent degraded (Redis unreachable) since the start."""
+        return self.outage.degraded_seconds()
+
     @property
     def sync(self) -> Outage:
+        """Old name of :attr:`outage`, read by transport/http.py until the admin routes land."""
         return self.outage
 
-    async def publish_envelope(self, route: Route, channel: str, envelope: Envelope) -> None:
+    async def send_envelope(self, route: Route, channel: str, envelope: Envelope) -> None:
+        """An operator's message for a destination (:meth:`Sender.send_envelope`)."""
         await self.sender.send_envelope(route, channel, envelope)
+
+    publish_envelope = send_envelope  # old name, for the admin routes
 
     async def kick(self, user: str, until_ms: int | None, lift: bool = False) -> None:
         """End ``user``'s sessions on every relay (:meth:`Access.kick`)."""

@@ -389,3 +389,21 @@ def test_a_log_trimmed_past_its_end_still_delivers_what_is_held() -> None:
     assert [o for _, o in subs["a"].got] == [12, 13]
     assert subs["a"].gaps == [(11, 11), (14, 30)]
     assert feed.held == {}
+
+
+async def test_the_outage_counts_degraded_seconds_and_who_may_judge() -> None:
+    clock = [100.0]
+
+    async def probe() -> None:
+        raise BackendUnavailable("still down")
+
+    outage = Outage(FakeLog(), probe, _ok, lambda: clock[0], Journal(10, 1000), 60.0)
+    assert outage.degraded_seconds() == 0.0
+    assert not outage.may_judge(5.0), "within one TTL of the start"
+    clock[0] = 110.0
+    assert outage.may_judge(5.0)
+    outage.fail(BackendUnavailable("timeout"))
+    clock[0] = 113.0
+    assert outage.degraded_seconds() == 3.0
+    assert not outage.may_judge(5.0)
+    await outage.close()
