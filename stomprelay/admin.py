@@ -49,7 +49,7 @@ class Delivery(Protocol):
     """What a running relay does for its admin routes: a room event through its
     publish flow (logged, or journaled while Redis is down) and a kick."""
 
-    async def publish_envelope(self, route: Route, channel: str, envelope: Envelope) -> None: ...
+    async def send_envelope(self, route: Route, channel: str, envelope: Envelope) -> None: ...
 
     async def kick(self, user: str, until_ms: int | None, lift: bool = False) -> None: ...
 
@@ -165,7 +165,7 @@ class Admin:
             if self._delivery is not None:
                 route = parse_destination(envelope.destination)
                 try:
-                    await self._delivery.publish_envelope(route, channel, envelope)
+                    await self._delivery.send_envelope(route, channel, envelope)
                 except PolicyError as exc:
                     raise NotTaken(exc.detail) from None
             elif self.backends.log is not None:

@@ -1,34 +1,37 @@
-"""The one place a relay's backends, and the relay, are built.
+"""The one place the backends and the relay are built.
 
-:func:`build_backends` chooses the in-memory backends (a single node) or the
-Redis ones (standalone, Sentinel or a sharded Redis Cluster) from a
-:class:`~stomprelay.cluster.connect.RedisTarget`; :func:`build_relay` hands
-them to a :class:`~stomprelay.relay.Relay`. The command line, ``--workers``,
-the admin commands and the tests all build through here.
+The CLI (``serve`` and ``--workers``), the admin commands and the tests all come
+here: :func:`build_backends` chooses the backends once (memory when no Redis is
+given, as centrifuge's ``New`` installs its memory defaults; Redis standalone,
+Sentinel or a sharded cluster otherwise) and :func:`build_relay` hands them to a
+:class:`~stomprelay.relay.Relay`, which builds nothing itself.
 """
 
 from __future__ import annotations
 
+import secrets
+import socket
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from stomprelay.cluster.base import Bus
+from stomprelay.access import check_access
+from stomprelay.cluster.base import Bus, stall_ms
 from stomprelay.cluster.history import HistoryPolicy, Log
 from stomprelay.cluster.keys import Keys
 from stomprelay.cluster.registry import Registry
+from stomprelay.relay import Relay
 from stomprelay.settings import Settings
 
 if TYPE_CHECKING:
     from stomprelay.auth import Acl
     from stomprelay.cluster.connect import RedisTarget
-    from stomprelay.relay import Relay
     from stomprelay.tokens import Authenticator
 
 
 @dataclass(frozen=True)
 class Backends:
-    """What a relay (or an admin command) talks to: the bus, the registry, the
-    log (None: no history) and the key names."""
+    """What a relay is handed of the cluster: the bus, the registry, the log (None:
+    history off) and the key names they share."""
 
     bus: Bus
     registry: Registry
@@ -36,12 +39,17 @@ class Backends:
     keys: Keys
 
 
+def default_server_id() -> str:
+    """Hostname plus a short random suffix, so restarted relays never collide."""
+    host = "".join(c if c.isalnum() or c in "-_." else "-" for c in socket.gethostname())
+    return f"{host[:40] or 'relay'}-{secrets.token_hex(3)}"
+
+
 def build_backends(
     settings: Settings, target: RedisTarget | None = None, keys: Keys | None = None
 ) -> Backends:
-    """Memory backends when ``target`` is None, else the Redis ones ``target`` names."""
-    from stomprelay.relay import stall_ms
-
+    """The backends for ``target``: in memory (one process) when it is None, else
+    Redis in its mode (standalone, Sentinel, or a cluster with a sharded bus)."""
     keys = keys or Keys()
     policy = HistoryPolicy.of(settings)
     if target is None:
@@ -51,12 +59,13 @@ def build_backends(
         memory = MemoryRegistry(
             hub,
             keys,
-            stall_ms(settings),
-            int(settings.liveness_ttl * 1000),
-            settings.reaper_lock_ms,
+            stall_ms=stall_ms(settings.liveness_interval),
+            fence_ms=int(settings.liveness_ttl * 1000),
+            lock_ttl_ms=settings.reaper_lock_ms,
         )
-        return Backends(MemoryBus(hub), memory, hub.log, keys)
-    from stomprelay.cluster.redis_backend import RedisBus, RedisRegistry
+        return Backends(MemoryBus(hub), memory, memory.log, keys)
+    from stomprelay.cluster.redis_backend import RedisRegistry
+    from stomprelay.cluster.redis_bus import RedisBus
 
     bus: Bus
     if target.sharded:
@@ -71,7 +80,7 @@ def build_backends(
         settings.reaper_lock_ms,
         policy=policy,
         timeout=settings.redis_timeout,
-        stall_ms=stall_ms(settings),
+        stall_ms=stall_ms(settings.liveness_interval),
         fence_ms=int(settings.liveness_ttl * 1000),
         pool_size=settings.redis_pool_size,
         wait_replicas=settings.redis_wait_replicas,
@@ -93,18 +102,21 @@ def build_relay(
     acl: Acl | None = None,
     dev_tokens: bool = False,
 ) -> Relay:
-    """A relay over ``backends`` (built from ``target`` when not given)."""
-    from stomprelay.relay import Relay
+    """A relay on ``backends`` (built from ``target`` and ``keys`` when not given).
 
+    Raises ValueError for an access configuration that would open the relay by
+    mistake (an ACL without authentication, dev tokens without a secret)."""
     settings = settings or Settings()
-    backends = backends or build_backends(settings, target, keys)
+    check_access(auth, acl, dev_tokens)
+    if backends is None:
+        backends = build_backends(settings, target, keys)
     return Relay(
-        settings=settings,
-        server_id=server_id,
+        settings,
+        server_id or default_server_id(),
         bus=backends.bus,
         registry=backends.registry,
+        log=backends.log,
         keys=backends.keys,
-        log_=backends.log,
         auth=auth,
         acl=acl,
         dev_tokens=dev_tokens,

@@ -2,9 +2,10 @@
 
 It holds the truth the relay re-registers after an outage or a reap (the
 records of its connected sessions and the rooms they joined), puts a session in
-and takes it out, and remembers what Redis did not take (the sync component's
+and takes it out, and remembers what Redis did not take (the degraded mode's
 pending set). It is handed what it needs: the registry, the log, the router (for
-message ids and local delivery), the sync component and a callback for rooms
+message ids and local delivery), the degraded mode (:class:`~stomprelay.sync.Outage`)
+and a callback for rooms
 whose history was lost; it reaches into no one.
 """
 
@@ -34,7 +35,7 @@ from stomprelay.cluster.registry import (
 from stomprelay.errors import BackendUnavailable
 from stomprelay.router import Router
 from stomprelay.settings import Settings
-from stomprelay.sync import Sync
+from stomprelay.sync import Outage
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,14 @@ class Gate:
 
 
 class Registration:
+    """This relay's registration in the cluster and the truth it re-registers.
+
+    It registers the relay and refreshes its heartbeat, puts sessions in and takes
+    them out of the registry, and after an outage or a reap restores what this relay
+    holds; what Redis did not take waits in the outage's pending set meanwhile.
+    ``host`` and ``port`` are what other relays and operators see of it.
+    """
+
     def __init__(
         self,
         settings: Settings,
@@ -105,7 +114,7 @@ class Registration:
         registry: Registry,
         log_: Log | None,
         router: Router,
-        sync: Sync,
+        outage: Outage,
         on_history_lost: Callable[[str], None],
     ) -> None:
         self.settings = settings
@@ -114,7 +123,7 @@ class Registration:
         self.registry = registry
         self.log = log_
         self.router = router
-        self.sync = sync
+        self.outage = outage
         self.on_history_lost = on_history_lost
         #: Registry records of this relay's connected sessions (the truth to restore).
         self.records: dict[str, SessionRecord] = {}
@@ -168,7 +177,7 @@ class Registration:
 
     async def resync(self) -> None:
         """Once per outage, when Redis answers again: fresh connections, then this
-        relay's registration and everything it holds put back (Sync calls it)."""
+        relay's registration and everything it holds put back (the outage calls it)."""
         await self.registry.reset()
         if not self._registered:
             await self.register()
@@ -182,14 +191,14 @@ class Registration:
 
     async def refresh(self) -> None:
         """Heartbeat; re-register everything this relay holds if it was dropped."""
-        registered = await self.sync.guard(
+        registered = await self.outage.guard(
             lambda: self.registry.refresh_server(self.server_id, self.incarnation, self.ttl_ms)
         )
         if not registered:
-            await self.sync.guard(self.reregister)
-        elif self.sync.pending:
+            await self.outage.guard(self.reregister)
+        elif self.outage.pending:
             # changes made while a recovery was finishing: Redis has not seen them
-            await self.sync.guard(lambda: self.restore(announce=False))
+            await self.outage.guard(lambda: self.restore(announce=False))
 
     async def reregister(self) -> None:
         """The registry no longer knows this relay: put back everything it holds.
@@ -218,7 +227,7 @@ class Registration:
             self._previous_incarnation = self.incarnation
             self.incarnation = incarnation = secrets.token_hex(8)
             server = replace(self.server_record(), incarnation=incarnation)
-            pending, events = self.sync.pending, self.sync.pending_events
+            pending, events = self.outage.pending, self.outage.pending_events
             published = await self.registry.restore(
                 server,
                 [replace(r, rooms=list(r.rooms)) for r in self.records.values()],
@@ -228,7 +237,7 @@ class Registration:
                 self.router.next_message_id(),
                 pending,
             )
-            self.sync.pending, self.sync.pending_events = Pending(), {}
+            self.outage.pending, self.outage.pending_events = Pending(), {}
             # A LEAVE of a membership older than the outage that the restore did
             # not publish (Redis had lost the membership): the others saw the
             # JOIN, so they get the LEAVE too, through the room's log.
@@ -260,9 +269,11 @@ class Registration:
         if it did run, its event and this one are the same message), and the
         restore appends it under that id; the router will not deliver it twice.
         """
-        self.sync.fail(exc)
+        self.outage.fail(exc)
         key = (record.session_id, room_id)
-        (self.sync.pending.joins if kind == "JOIN" else self.sync.pending.leaves)[key] = event_id
+        (self.outage.pending.joins if kind == "JOIN" else self.outage.pending.leaves)[key] = (
+            event_id
+        )
         count = self.local_count(room_id)
         join = kind == "JOIN"
         channel = (self.keys.join_channel if join else self.keys.leave_channel)(room_id)
@@ -277,30 +288,41 @@ class Registration:
             None if join else reason,
         )
         envelope = Envelope.from_json(template.fill(count))
-        self.sync.pending_events[event_id] = (channel, envelope)
+        self.outage.pending_events[event_id] = (channel, envelope)
         self.router.deliver_early(channel, envelope)
 
     # -- sessions -----------------------------------------------------------
 
-    async def connect(self, record: SessionRecord) -> None:
+    async def connect(self, session_id: str, username: str, remote: str, version: str) -> None:
         """Register a session that completed CONNECT (or remember it for the restore)."""
+        log.info("session %s connected from %s with STOMP %s", session_id, remote, version)
+        now = now_ms()
+        record = SessionRecord(
+            session_id=session_id,
+            server_id=self.server_id,
+            username=username,
+            remote_address=remote,
+            version=version,
+            connected_at=now,
+            last_seen=now,
+        )
         async with self.gate.shared(record.session_id):
             self.records[record.session_id] = record
             try:
-                added = await self.sync.guard(
+                added = await self.outage.guard(
                     lambda: self.registry.add_session(
                         record, self.router.next_message_id(), self.incarnation
                     )
                 )
             except BackendUnavailable:
-                self.sync.pending.new_sessions.add(record.session_id)
+                self.outage.pending.new_sessions.add(record.session_id)
                 return
             if not added:
-                self.sync.pending.new_sessions.add(record.session_id)
+                self.outage.pending.new_sessions.add(record.session_id)
         if not added:
             # This relay was reaped: put it back, this session with it.
             with contextlib.suppress(BackendUnavailable):
-                await self.sync.guard(self.reregister)
+                await self.outage.guard(self.reregister)
 
     async def disconnect(self, session_id: str) -> None:
         """A session ended: it leaves its rooms (one LEAVE each) and the registry."""
@@ -308,10 +330,10 @@ class Registration:
             record = self.records.pop(session_id, None)
             if record is None:
                 return
-            self.sync.pending.new_sessions.discard(record.session_id)
+            self.outage.pending.new_sessions.discard(record.session_id)
             event_id = self.router.next_message_id()
             try:
-                await self.sync.guard(
+                await self.outage.guard(
                     lambda: self.registry.remove_session(
                         record.session_id,
                         self.server_id,
@@ -330,7 +352,7 @@ class Registration:
     async def unregister(self) -> None:
         """Graceful stop: remove what is left of this relay."""
         try:
-            await self.sync.guard(
+            await self.outage.guard(
                 lambda: self.registry.unregister_server(
                     self.server_id, self.clock_ms(), self.router.next_message_id()
                 )

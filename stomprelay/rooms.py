@@ -4,7 +4,7 @@ Membership lives in the registry; the relay keeps its own sessions' rooms in
 their :class:`SessionRecord` (the truth it re-registers after an outage).
 Events are JSON (contract section 3). JOIN and LEAVE are published by the
 registry atomically with the membership change; CHAT by :meth:`Registry.chat`.
-When the registry is unreachable, :meth:`Relay.unsynced` builds the same
+When the registry is unreachable, :meth:`Registration.unsynced` builds the same
 events for this relay's local subscribers and remembers them for the restore.
 """
 
@@ -36,9 +36,10 @@ if TYPE_CHECKING:
     from stomprelay.cluster.registry import SessionRecord
     from stomprelay.metrics import Metrics
     from stomprelay.registration import Registration
-    from stomprelay.router import Router, Sink
+    from stomprelay.router import Route, Router, Sink
     from stomprelay.settings import Settings
-    from stomprelay.sync import Sync
+    from stomprelay.stomp.session import ServerSession
+    from stomprelay.sync import Outage
 
 log = logging.getLogger(__name__)
 
@@ -57,13 +58,16 @@ def _json_body(body: bytes, what: str) -> dict[str, Any]:
 
 
 #: (log id, channel, envelope, the append to run) -> appended, or journaled.
-Publish = Callable[[str, str, Envelope, Callable[[], Awaitable[object]]], Awaitable[None]]
+Record = Callable[[str, str, Envelope, Callable[[], Awaitable[object]]], Awaitable[None]]
 
 
 class Rooms:
-    """Handed what it needs (no Relay inside): the registration (records, gate,
-    what Redis missed), the sync component, the router, metrics, ``spawn`` for
-    the background tasks it starts and ``publish`` for room messages."""
+    """The room application: joins, leaves, chat messages, participants, SYNC events.
+
+    Handed what it needs (no Relay inside): the registration (records, gate,
+    what Redis missed), the degraded mode (:class:`~stomprelay.sync.Outage`), the
+    router, metrics, ``spawn`` for the background tasks it starts and ``record``
+    for room messages (appended to the room's log, or journaled)."""
 
     def __init__(
         self,
@@ -71,26 +75,29 @@ class Rooms:
         server_id: str,
         keys: Keys,
         registration: Registration,
-        sync: Sync,
+        outage: Outage,
         router: Router,
         metrics: Metrics,
         spawn: Callable[[asyncio.Task[None]], None],
-        publish: Publish,
+        record: Record,
         identities: Mapping[str, Identity] | None = None,
+        on_left: Callable[[ServerSession, str], None] = lambda session, room_id: None,
     ) -> None:
         self.settings = settings
         self.server_id = server_id
         self.keys = keys
         self.registration = registration
         self.registry = registration.registry
-        self.sync = sync
+        self.outage = outage
         self.router = router
         self.metrics = metrics
         self.spawn = spawn
-        #: Append to a log, or journal and deliver locally (Relay.append_or_journal).
-        self.publish = publish
+        #: Append to a log, or journal and deliver locally (Sender.record).
+        self.record = record
         #: session id -> who it is; a verified identity names its participant
         self.identities: Mapping[str, Identity] = identities if identities is not None else {}
+        #: Told when a session left a room by its own SEND (access rechecks its feeds).
+        self.on_left = on_left
         #: Rooms whose SYNC event is scheduled.
         self._syncing: set[str] = set()
 
@@ -99,6 +106,20 @@ class Rooms:
         if record is None:
             raise PolicyError("Not connected", "This session is not registered.")
         return record
+
+    async def send(self, sink: Sink, route: Route, destination: str, body: bytes) -> None:
+        """A client's SEND to ``/app/room/{id}/join|message|leave``."""
+        if route.action == "join":
+            await self.join(sink, route.name, body)
+        elif route.action == "message":
+            await self.message(sink, route.name, body)
+        elif route.action == "leave":
+            await self.leave(sink, route.name)
+            self.on_left(sink.session, route.name)
+        else:
+            raise PolicyError(
+                "Unknown destination", f"{destination} is subscribed to, not sent to."
+            )
 
     async def join(self, sink: Sink, room_id: str, body: bytes) -> None:
         record = self._record(sink)
@@ -124,7 +145,7 @@ class Rooms:
             record.username = username
             event_id = self.router.next_message_id()
             try:
-                result = await self.sync.guard(
+                result = await self.outage.guard(
                     lambda: self.registry.join(
                         record.session_id, room_id, username, self.server_id, now_ms(), event_id
                     )
@@ -136,10 +157,10 @@ class Rooms:
             if result is None:
                 # Redis no longer knows this session (restarted, or this relay was
                 # reaped): the re-registration below announces this join.
-                self.sync.pending.joins[(record.session_id, room_id)] = event_id
+                self.outage.pending.joins[(record.session_id, room_id)] = event_id
         if result is None:
             with contextlib.suppress(BackendUnavailable):
-                await self.sync.guard(self.registration.reregister)
+                await self.outage.guard(self.registration.reregister)
 
     async def leave(self, sink: Sink, room_id: str, reason: str = "left") -> None:
         record = self._record(sink)
@@ -149,7 +170,7 @@ class Rooms:
             record.rooms.remove(room_id)
             event_id = self.router.next_message_id()
             try:
-                await self.sync.guard(
+                await self.outage.guard(
                     lambda: self.registry.leave(
                         record.session_id, room_id, self.server_id, reason, now_ms(), event_id
                     )
@@ -183,7 +204,7 @@ class Rooms:
             ts=now,
         )
         channel = self.keys.room_channel(room_id)
-        await self.publish(
+        await self.record(
             f"room:{room_id}",
             channel,
             envelope,
@@ -192,7 +213,7 @@ class Rooms:
 
     async def participants(self, room_id: str) -> list[Participant]:
         try:
-            return await self.sync.guard(lambda: self.registry.participants(room_id))
+            return await self.outage.guard(lambda: self.registry.participants(room_id))
         except BackendUnavailable:
             return sorted(
                 (

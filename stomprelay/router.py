@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from stomprelay.clock import now_ms
 from stomprelay.cluster.base import Bus
 from stomprelay.cluster.envelope import Envelope
 from stomprelay.cluster.history import HistoryPolicy, Log, LogSlice
@@ -230,6 +231,15 @@ Replay = Callable[[], Awaitable[None]]
 
 
 class Router:
+    """One relay's destinations: its bus subscriptions, local fan-out and replays.
+
+    It listens to a channel while a local subscriber needs it, hands each envelope
+    the bus brings to the local subscribers (logged ones through their
+    :class:`~stomprelay.sync.Feed`), replays history from the log, and makes the
+    envelopes of clients' SENDs. It is handed the bus, the log and a ``degraded``
+    callable; the relay sets its ``on_*`` callbacks for metrics and lost history.
+    """
+
     def __init__(
         self,
         bus: Bus,
@@ -257,7 +267,7 @@ class Router:
         self._ready: dict[str, asyncio.Event] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._own_channel = ""
-        self._prefix = f"{server_id}-{int(time.time() * 1000):x}"
+        self._prefix = f"{server_id}-{now_ms():x}"
         self._counter = 0
         #: Ids of envelopes delivered ahead of the bus (during an outage), by time.
         #: id -> (when, the subscriptions that got it then).
@@ -523,10 +533,11 @@ class Router:
             destination=destination,
             headers=(*sender, *message_headers(headers, body)),
             body=body,
-            ts=int(time.time() * 1000),
+            ts=now_ms(),
         )
 
     async def publish(self, channel: str, envelope: Envelope) -> None:
+        """Put ``envelope`` on the bus for every relay (the one meaning of "publish")."""
         await self.bus.publish(channel, envelope)
 
     def deliver_early(self, channel: str, envelope: Envelope) -> None:

@@ -12,11 +12,11 @@ One home for what the relay does when Redis is not perfectly healthy
 - :class:`Feed` is one destination's cursor on this relay: it delivers offsets
   in order, once, holds live messages while a gap is being read from the log,
   and says which gaps cannot be filled.
-- :class:`Sync` drives them: probes Redis on its own schedule while it is
+- :class:`Outage` drives them: probes Redis on its own schedule while it is
   down, runs one recovery per outage (pools reset, registry restore, journal
   appended), then tells the feeds to repair.
 
-Everything but :class:`Sync` is sans-I/O: time is passed in, effects are returned.
+Everything but :class:`Outage` is sans-I/O: time is passed in, effects are returned.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -84,6 +84,8 @@ class Health:
 
 @dataclass(frozen=True, slots=True)
 class JournalEntry:
+    """One message Redis did not take: the log it goes to, its channel, the envelope."""
+
     log_id: str
     channel: str
     envelope: Envelope
@@ -387,8 +389,10 @@ class Feed:
 # -- the driver ---------------------------------------------------------------
 
 
-class Sync:
-    """Runs :class:`Health` and the journal against the real Redis.
+class Outage:
+    """Degraded mode: runs :class:`Health` and the journal against the real Redis.
+
+    Named for what it handles (an outage of Redis), not for the room's SYNC event.
 
     It is handed what it needs: ``probe`` (a cheap Redis round trip),
     ``recover`` (re-register this relay: the caller's restore), ``log`` (to
@@ -425,7 +429,16 @@ class Sync:
 
     @property
     def down(self) -> bool:
+        """Redis counts as down: operations go local at once."""
         return self.health.down
+
+    def degraded_seconds(self) -> float:
+        """Seconds spent degraded so far, the current outage included."""
+        return self.health.degraded_total(self.clock())
+
+    def may_judge(self, ttl: float) -> bool:
+        """May this relay reap others now (:meth:`Health.may_judge`)?"""
+        return self.health.may_judge(self.clock(), ttl)
 
     def fail(self, exc: BackendUnavailable) -> None:
         """Redis failed an operation: go local at once, probe until it is back."""
@@ -484,3 +497,19 @@ class Sync:
         self._closing = True
         if self._task is not None:
             await stop_task(self._task, "redis probe", STOP_TIMEOUT)
+
+
+class NoLog:
+    """Stands in when a backend has no log (history is then off): every call fails
+    as Redis would when down, so nothing is appended and nothing read."""
+
+    async def append(self, log_id: str, channel: str, envelope: Envelope, now: int) -> Envelope:
+        raise BackendUnavailable("no log")
+
+    async def append_many(
+        self, items: Sequence[tuple[str, str, Envelope]], now: int
+    ) -> list[Envelope | BackendUnavailable]:
+        raise BackendUnavailable("no log")
+
+    async def read(self, log_id: str, after: int, limit: int, tail: int = 0) -> LogSlice:
+        raise BackendUnavailable("no log")

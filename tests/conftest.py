@@ -6,6 +6,7 @@ directory there), so test modules import the helpers as ``procs`` and ``jsclient
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
@@ -15,9 +16,9 @@ import pytest
 from procs import RelayProcess
 
 from stomprelay.bounded import bounded
-from stomprelay.cluster.base import stall_ms
-from stomprelay.cluster.redis_backend import RedisBus, RedisRegistry
-from stomprelay.relay import Relay
+from stomprelay.cluster.connect import RedisTarget
+from stomprelay.cluster.redis_bus import RedisBus
+from stomprelay.factory import build_backends, build_relay
 from stomprelay.settings import Settings
 from stomprelay.transport import RelayServer
 
@@ -56,8 +57,8 @@ async def make_relay() -> AsyncIterator[MakeRelay]:
         dev_tokens: bool = False,
         **settings: Any,
     ) -> RelayServer:
-        relay = Relay(
-            settings=Settings(**settings),
+        relay = build_relay(
+            Settings(**settings),
             server_id=server_id,
             auth=auth,
             acl=acl,
@@ -184,18 +185,11 @@ async def inproc() -> AsyncIterator[Callable[..., Awaitable[RelayServer]]]:
         **settings: Any,
     ) -> RelayServer:
         config = Settings(**settings)
-        relay = Relay(
-            settings=config,
-            server_id=server_id,
-            bus=bus or RedisBus(url),
-            registry=RedisRegistry(
-                url,
-                timeout=config.redis_timeout,
-                stall_ms=stall_ms(config.liveness_interval),
-                fence_ms=int(config.liveness_ttl * 1000),
-                lock_ttl_ms=config.reaper_lock_ms,
-            ),
-        )
+        # the relays' own backends (their stall, fence and lock), a test's bus if it has one
+        backends = build_backends(config, RedisTarget.of(url))
+        if bus is not None:
+            backends = dataclasses.replace(backends, bus=bus)
+        relay = build_relay(config, server_id=server_id, backends=backends)
         server = RelayServer(relay, host="127.0.0.1", port=0)
         await server.start()
         servers.append(server)

@@ -99,7 +99,7 @@ async def test_no_token_is_refused_and_a_good_one_is_welcome(secure: Any) -> Non
     assert error.get("message") == "invalid token: malformed"
     client = await StompClient.connect(url(server), passcode=token())
     assert client.session_id
-    assert server.relay.identities[client.session_id].user == "alice"
+    assert server.relay.access.identities[client.session_id].user == "alice"
     record = (await server.relay.registry.sessions())[0]
     assert record.username == "alice"
     await client.disconnect()
@@ -201,7 +201,7 @@ async def test_stompjs_connects_with_a_bearer_header_and_is_refused_when_expired
     headers = (await stompjs.connect(url(server), headers={"Authorization": f"Bearer {token()}"}))[
         "headers"
     ]
-    assert headers["session"] in server.relay.identities
+    assert headers["session"] in server.relay.access.identities
     async with await StompJsClient.start() as other:
         with pytest.raises(StompJsError, match="invalid token: expired"):
             await other.connect(url(server), passcode=token(ttl=-5), reconnectDelay=0)

@@ -17,9 +17,10 @@ from stompclient import StompClient
 
 from stomprelay.cluster.envelope import Envelope
 from stomprelay.cluster.history import HistoryPolicy, LogSlice, MemoryLog
+from stomprelay.cluster.keys import Keys
 from stomprelay.cluster.memory import MemoryBus, MemoryHub, MemoryRegistry
 from stomprelay.errors import BackendUnavailable
-from stomprelay.relay import Relay
+from stomprelay.factory import Backends, build_relay
 from stomprelay.settings import Settings
 from stomprelay.transport import RelayServer
 
@@ -73,12 +74,10 @@ async def flaky_relay() -> AsyncIterator[tuple[RelayServer, Flaky]]:
     hub = MemoryHub(policy=HistoryPolicy(size=1000))
     registry = FlakyRegistry(hub)
     flaky = registry.flaky = Flaky(hub.log)
-    registry.log = flaky  # type: ignore[assignment]
-    relay = Relay(
-        settings=Settings(probe_interval=0.05, history_size=1000, frame_rate=0),
+    relay = build_relay(
+        Settings(probe_interval=0.05, history_size=1000, frame_rate=0),
         server_id="flaky",
-        bus=MemoryBus(hub),
-        registry=registry,
+        backends=Backends(MemoryBus(hub), registry, flaky, Keys()),
     )
     server = RelayServer(relay, host="127.0.0.1", port=0)
     await server.start()
@@ -122,7 +121,7 @@ async def test_a_replay_that_cannot_read_on_says_what_it_misses(flaky_relay, con
     (notice,) = await resumer.collect(1, "r", lambda f: f.get("x-gap") is not None)
     assert notice.get("x-gap") == "501-700"
     assert offsets(resumer, "r") == list(range(1, 501))
-    await eventually(lambda: not server.relay.sync.down, what="recovered")
+    await eventually(lambda: not server.relay.outage.down, what="recovered")
     await pub.send(LOBBY, b"live", receipt=True)
     (live,) = await resumer.collect(1, "r", lambda f: f.body == b"live")
     assert live.get("x-offset") == "701"
@@ -166,7 +165,7 @@ async def test_a_failed_head_read_loses_nothing_published_after_the_subscribe(
     # meanwhile is delivered at once (degraded), and not again once it has its offset
     for body in (b"one", b"two"):
         await pub.send(LOBBY, body, receipt=True)
-    await eventually(lambda: not server.relay.sync.down, what="recovered")
+    await eventually(lambda: not server.relay.outage.down, what="recovered")
     await pub.send(LOBBY, b"three", receipt=True)
     await sub.collect(3, "s", timeout=5)
     await sub.expect_no_message("s", within=0.3)

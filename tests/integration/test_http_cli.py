@@ -216,11 +216,13 @@ async def test_client_address_behind_a_trusted_proxy(trust: bool) -> None:
     the socket's peer."""
     from websockets.asyncio.client import connect
 
-    from stomprelay.relay import Relay
+    from stomprelay.factory import build_relay
     from stomprelay.settings import Settings
 
     proxies = ("127.0.0.0/8", "10.0.0.0/8") if trust else ()
-    server = RelayServer(Relay(Settings(trusted_proxies=proxies), server_id="proxied"), port=0)
+    server = RelayServer(
+        build_relay(Settings(trusted_proxies=proxies), server_id="proxied"), port=0
+    )
     await server.start()
     try:
         ws = await connect(
@@ -256,9 +258,9 @@ def _post(port: int, path: str, body: bytes, token: str | None = None) -> tuple[
 async def test_admin_api_posts_system_notifications() -> None:
     """POST /api/system/notifications with the admin token reaches /topic/system
     subscribers (or one room's); WebSocket clients on the same port are unaffected."""
-    from stomprelay.relay import Relay
+    from stomprelay.factory import build_relay
 
-    server = RelayServer(Relay(server_id="admin"), port=0, admin_token="s3cret")
+    server = RelayServer(build_relay(server_id="admin"), port=0, admin_token="s3cret")
     await server.start()
     try:
         client = await RawStomp.open(server.port)
@@ -325,9 +327,9 @@ async def test_admin_api_posts_system_notifications() -> None:
 async def test_admin_api_refusals(
     configured: str | None, path: str, body: bytes, token: str | None, status: int
 ) -> None:
-    from stomprelay.relay import Relay
+    from stomprelay.factory import build_relay
 
-    server = RelayServer(Relay(server_id="admin"), port=0, admin_token=configured)
+    server = RelayServer(build_relay(server_id="admin"), port=0, admin_token=configured)
     await server.start()
     try:
         got, reply = await asyncio.to_thread(_post, server.port, path, body, token)
@@ -342,9 +344,9 @@ async def test_admin_api_post_split_across_segments() -> None:
     """The method is recognised even when its first bytes arrive alone."""
     import socket
 
-    from stomprelay.relay import Relay
+    from stomprelay.factory import build_relay
 
-    server = RelayServer(Relay(server_id="admin"), port=0, admin_token="t")
+    server = RelayServer(build_relay(server_id="admin"), port=0, admin_token="t")
     await server.start()
     try:
         body = b'{"message": "hi"}'

@@ -24,6 +24,7 @@ from rawstomp import RawStomp
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
+from stomprelay.factory import build_relay
 from stomprelay.relay import Relay
 from stomprelay.settings import Settings
 from stomprelay.tokens import Authenticator
@@ -104,7 +105,7 @@ def refused_count(metrics: bytes, reason: str) -> float:
 async def started(settings: Settings, admin_token: str | None = None) -> RelayServer:
     """A relay with an admin token (``make_relay`` takes none); the test stops it."""
     server = RelayServer(
-        Relay(settings, server_id="hygiene"),
+        build_relay(settings, server_id="hygiene"),
         port=0,
         stomp_port=0,
         admin_token=admin_token,
@@ -574,9 +575,9 @@ async def test_kick_route_suspends_and_lift_only_lifts(admin_relay: RelayServer)
         return status, answer
 
     assert (await post("mallory", b'{"until": 4102444800000}'))[0] == 202
-    assert admin_relay.relay.suspended["mallory"] == 4102444800000
+    assert admin_relay.relay.access.suspended["mallory"] == 4102444800000
     assert (await post("mallory", b""))[0] == 202
-    assert "mallory" in admin_relay.relay.suspended, "a plain kick keeps the suspension"
+    assert "mallory" in admin_relay.relay.access.suspended, "a plain kick keeps the suspension"
     refused = await ws(port)
     await refused.send_frame("CONNECT", [("accept-version", "1.2"), ("login", "mallory")])
     assert (await refused.expect("ERROR")).get("message") == "access refused"
@@ -587,7 +588,7 @@ async def test_kick_route_suspends_and_lift_only_lifts(admin_relay: RelayServer)
     assert json.loads(answer) == {"user": "bob", "lifted": True}
     await bob.receipted("SUBSCRIBE", [("id", "s"), ("destination", "/topic/a")])  # still on
     assert (await post("mallory", b'{"lift": true}'))[0] == 202
-    assert "mallory" not in admin_relay.relay.suspended
+    assert "mallory" not in admin_relay.relay.access.suspended
     back = await ws(port)
     await back.connect(headers=[("login", "mallory")])
     for client in (refused, bob, back):

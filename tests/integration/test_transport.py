@@ -17,7 +17,7 @@ from clusterhelpers import eventually
 from stompclient import StompClient
 from websockets.asyncio.client import connect
 
-from stomprelay.relay import Relay
+from stomprelay.factory import build_relay
 from stomprelay.router import parse_destination
 from stomprelay.settings import Settings
 from stomprelay.stomp.frames import Frame
@@ -120,7 +120,7 @@ async def test_a_request_split_into_single_bytes(relay: RelayServer, no_tracebac
 
 @pytest.fixture
 async def admin(make_relay: Any) -> RelayServer:
-    relay = Relay(Settings(), server_id="admin")
+    relay = build_relay(Settings(), server_id="admin")
     server = RelayServer(relay, port=0, admin_token="s3cret")
     await server.start()
     yield server  # type: ignore[misc]
@@ -286,7 +286,7 @@ async def test_a_socket_that_takes_nothing_is_dropped_by_its_queue_bound(
     sock = await raw_subscriber(server.stomp_port, "/topic/watch", rcvbuf=4096)
     route = parse_destination("/topic/watch")
     for _ in range(5000):  # far past what the kernel buffers hold
-        await relay.publish(route, "/topic/watch", (), b"z" * body)
+        await relay.sender.send(route, "/topic/watch", (), b"z" * body)
         if relay.metrics.slow_consumers._value.get():
             break
         await asyncio.sleep(0.001)

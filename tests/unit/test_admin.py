@@ -88,7 +88,7 @@ class FullJournal:
     def __init__(self) -> None:
         self.kicks: list[tuple[str, int | None, bool]] = []
 
-    async def publish_envelope(self, route: Route, channel: str, envelope: Envelope) -> None:
+    async def send_envelope(self, route: Route, channel: str, envelope: Envelope) -> None:
         raise PolicyError("Journal full", "Redis is unreachable and the journal is full.")
 
     async def kick(self, user: str, until_ms: int | None, lift: bool = False) -> None:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 
-from stomprelay.relay import Relay
+from stomprelay.factory import build_relay
 from stomprelay.settings import Settings
 
 
 async def test_publishers_take_turns_and_keep_their_order() -> None:
-    relay = Relay(Settings(history_size=1000), server_id="pipe")
+    relay = build_relay(Settings(history_size=1000), server_id="pipe")
     router = relay.router
-    publisher = relay.publisher
+    publisher = relay.sender.pipeline
     flood = [
         publisher.submit(
             "room:a",

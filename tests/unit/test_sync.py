@@ -15,7 +15,7 @@ import pytest
 from stomprelay.cluster.envelope import Envelope
 from stomprelay.cluster.history import LogSlice
 from stomprelay.errors import BackendUnavailable, PolicyError
-from stomprelay.sync import Deliver, Feed, Fetch, Gap, Health, Journal, JournalEntry, Sync
+from stomprelay.sync import Deliver, Feed, Fetch, Gap, Health, Journal, JournalEntry, Outage
 
 
 def env(offset: int, epoch: str = "E1") -> Envelope:
@@ -290,7 +290,7 @@ async def test_sync_fails_fast_while_down_and_recovers_once() -> None:
         if value:
             up.set()
 
-    sync = Sync(
+    sync = Outage(
         log_, probe, recover, lambda: clock[0], Journal(10, 1000), 0.01, on_state, lambda: 0
     )
 
@@ -325,7 +325,7 @@ async def test_sync_fails_fast_while_down_and_recovers_once() -> None:
 async def test_a_journal_append_failing_keeps_the_rest_for_the_next_probe() -> None:
     log_ = FakeLog()
     up = asyncio.Event()
-    sync = Sync(
+    sync = Outage(
         log_,
         probe=_ok,
         recover=_ok,
@@ -389,3 +389,21 @@ def test_a_log_trimmed_past_its_end_still_delivers_what_is_held() -> None:
     assert [o for _, o in subs["a"].got] == [12, 13]
     assert subs["a"].gaps == [(11, 11), (14, 30)]
     assert feed.held == {}
+
+
+async def test_the_outage_counts_degraded_seconds_and_who_may_judge() -> None:
+    clock = [100.0]
+
+    async def probe() -> None:
+        raise BackendUnavailable("still down")
+
+    outage = Outage(FakeLog(), probe, _ok, lambda: clock[0], Journal(10, 1000), 60.0)
+    assert outage.degraded_seconds() == 0.0
+    assert not outage.may_judge(5.0), "within one TTL of the start"
+    clock[0] = 110.0
+    assert outage.may_judge(5.0)
+    outage.fail(BackendUnavailable("timeout"))
+    clock[0] = 113.0
+    assert outage.degraded_seconds() == 3.0
+    assert not outage.may_judge(5.0)
+    await outage.close()
