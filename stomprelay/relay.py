@@ -362,6 +362,13 @@ class Relay:
             # Reads refused while Redis counted as down are due now.
             self.router.bus_restored()
 
+    # -- the transport's application interface ---------------------------------
+    # (transport/app.py's Application: the rest of it is the names used elsewhere too)
+
+    def congested(self, destinations: set[str]) -> bool:
+        """Whether a local subscriber of one of ``destinations`` cannot take more now."""
+        return self.router.congested(destinations)
+
     # -- connections --------------------------------------------------------
 
     def new_session(self) -> ServerSession:
