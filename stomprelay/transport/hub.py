@@ -43,6 +43,8 @@ CLOSE_TIMEOUT = 2.0
 
 
 class Writer(Protocol):
+    """What the hub writes once per turn: a STOMP connection with frames queued."""
+
     def write_now(self) -> None: ...
 
 
