@@ -44,6 +44,8 @@ class HttpProtocol(SocketProtocol):
     with keep-alive; a WebSocket handshake as the first request hands the socket
     to a :class:`StompProtocol`."""
 
+    __slots__ = ("_body", "_h11", "_head", "_http_task", "_mode", "_request")
+
     def __init__(self, hub: Hub) -> None:
         super().__init__(hub)
         self._mode = _HEAD

@@ -116,6 +116,17 @@ class SocketProtocol(asyncio.Protocol):
     """The socket side every protocol here shares: options, the client's address,
     the timer entry, closing with a deadline, and handing the socket over."""
 
+    __slots__ = (
+        "__weakref__",
+        "_deadline",
+        "_token",
+        "client",
+        "hub",
+        "peer",
+        "remote",
+        "transport",
+    )
+
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
         self.transport: asyncio.Transport | None = None

@@ -37,7 +37,8 @@ class SendQueue:
         self._settings = settings
         #: Since when the transport has asked for no more writes (``pause_writing``).
         self.paused_at: float | None = None
-        self._held: list[bytes] = []
+        #: Frames held while paused (made on the first one: most sockets never pause).
+        self._held: list[bytes] | None = None
         self._held_bytes = 0
 
     @property
@@ -52,11 +53,14 @@ class SendQueue:
             # and what follows is held (and bounded) below
             transport.write(b"".join(chunks) if len(chunks) > 1 else chunks[0])
             return True
-        self._held.extend(chunks)
+        held = self._held
+        if held is None:
+            held = self._held = []
+        held.extend(chunks)
         self._held_bytes += sum(map(len, chunks))
         settings = self._settings
         return not (
-            len(self._held) > settings.send_queue_frames
+            len(held) > settings.send_queue_frames
             or self._held_bytes + transport.get_write_buffer_size() > settings.send_queue_bytes
         )
 
@@ -66,8 +70,9 @@ class SendQueue:
     def resume(self, transport: asyncio.WriteTransport | None) -> None:
         """The transport takes writes again: what was held goes out in one write."""
         self.paused_at = None
-        if self._held:
-            held, self._held = self._held, []
+        held = self._held
+        if held:
+            self._held = None
             self._held_bytes = 0
             if transport is not None:
                 transport.write(b"".join(held))
@@ -84,7 +89,7 @@ class SendQueue:
     def clear(self) -> bool:
         """Drop the backlog and forget the pause; True if the socket was paused."""
         was_paused = self.paused_at is not None
-        self._held = []
+        self._held = None
         self._held_bytes = 0
         self.paused_at = None
         return was_paused

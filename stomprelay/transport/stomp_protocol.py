@@ -64,6 +64,21 @@ class StompProtocol(SocketProtocol):
     WebSocket handed over by the HTTP protocol (:meth:`upgrade`). It is the
     application's :class:`~stomprelay.router.Sink` for the session."""
 
+    __slots__ = (
+        "_attached",
+        "_counted",
+        "_dirty",
+        "_inbox",
+        "_mode",
+        "_out",
+        "_ping_at",
+        "_read_paused",
+        "_session",
+        "_worker",
+        "_ws",
+        "close_code",
+    )
+
     def __init__(self, hub: Hub) -> None:
         super().__init__(hub)
         self._mode = _OPENING
