@@ -96,6 +96,7 @@ class Hub:
             connection.write_now()
 
     def gone(self) -> None:
+        """A connection is gone (closed, and its session detached)."""
         if self.on_gone is not None:
             self.on_gone()
 

@@ -3,10 +3,11 @@
 Both are plain ``loop.create_server`` listeners: the HTTP one's protocol is
 :class:`~stomprelay.transport.http_protocol.HttpProtocol` (which hands a
 WebSocket upgrade to a STOMP protocol), the TCP one's
-:class:`~stomprelay.transport.stomp_protocol.StompProtocol`. The relay is
-reached only through :class:`~stomprelay.transport.app.Application`. The listen backlog is a
-setting (``Settings.listen_backlog``), so thousands of clients connecting at
-once queue in the kernel instead of being refused or retried. ``reuse_port``
+:class:`~stomprelay.transport.stomp_protocol.StompProtocol`. The sockets reach
+the relay only through :class:`~stomprelay.transport.app.Application`. The
+listen backlog is a setting (``Settings.listen_backlog``), so thousands of
+clients connecting at once queue in the kernel instead of being refused or
+retried. ``reuse_port``
 lets ``stomprelay serve --workers N`` run N relays on one port (Linux).
 """
 
