@@ -3,12 +3,12 @@ relay's HTTP admin routes (``/api/...``).
 
 :class:`Admin` reads the registry (servers, sessions, rooms, one room with its
 participants and history) and acts on the cluster (SYSTEM notifications,
-kicks). It is built from a :class:`~stomprelay.factory.Backends` and the
-history policy of the relays (so that ``notify --room`` trims and expires a
-room's log as they do). Inside a running relay, :meth:`Admin.of_relay` hands it
-the relay's own delivery (a room notification journaled while Redis is down, a
-kick that ends this relay's sessions even then); a command line has none, and
-writes to Redis directly.
+kicks). It is built from a :class:`~stomprelay.cluster.backends.Backends` and
+the history policy of the relays (so that ``notify --room`` trims and expires a
+room's log as they do). A running relay's own (``Relay.admin``) is handed the
+relay's delivery (a room notification journaled while Redis is down, a kick
+that ends this relay's sessions even then); a command line has none, and writes
+to Redis directly.
 """
 
 from __future__ import annotations
@@ -26,8 +26,7 @@ from stomprelay.notify import kick_command, operator_command, system_notificatio
 from stomprelay.router import Route, parse_destination
 
 if TYPE_CHECKING:
-    from stomprelay.factory import Backends
-    from stomprelay.relay import Relay
+    from stomprelay.cluster.backends import Backends
 
 log = logging.getLogger(__name__)
 
@@ -92,14 +91,6 @@ class Admin:
         self.policy = policy
         self._delivery = delivery
         self._publish = publish
-
-    @classmethod
-    def of_relay(cls, relay: Relay) -> Admin:
-        """The admin of a running relay: its backends, policy and delivery."""
-        from stomprelay.factory import Backends
-
-        backends = Backends(relay.bus, relay.registry, relay.log, relay.keys)
-        return cls(backends, relay.policy, relay)
 
     # -- reads ---------------------------------------------------------------
 

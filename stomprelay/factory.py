@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import secrets
 import socket
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from stomprelay.access import check_access
+from stomprelay.cluster.backends import Backends
 from stomprelay.cluster.base import Bus, stall_ms
-from stomprelay.cluster.history import HistoryPolicy, Log
+from stomprelay.cluster.history import HistoryPolicy
 from stomprelay.cluster.keys import Keys
-from stomprelay.cluster.registry import Registry
 from stomprelay.relay import Relay
 from stomprelay.settings import Settings
 
@@ -26,17 +25,6 @@ if TYPE_CHECKING:
     from stomprelay.auth import Acl
     from stomprelay.cluster.connect import RedisTarget
     from stomprelay.tokens import Authenticator
-
-
-@dataclass(frozen=True)
-class Backends:
-    """What a relay is handed of the cluster: the bus, the registry, the log (None:
-    history off) and the key names they share."""
-
-    bus: Bus
-    registry: Registry
-    log: Log | None
-    keys: Keys
 
 
 def default_server_id() -> str:
@@ -113,10 +101,7 @@ def build_relay(
     return Relay(
         settings,
         server_id or default_server_id(),
-        bus=backends.bus,
-        registry=backends.registry,
-        log=backends.log,
-        keys=backends.keys,
+        backends,
         auth=auth,
         acl=acl,
         dev_tokens=dev_tokens,

@@ -20,15 +20,14 @@ from typing import TYPE_CHECKING
 
 from stomprelay import __version__
 from stomprelay.access import Access
+from stomprelay.admin import Admin
 from stomprelay.auth import REFRESH_DESTINATION
 from stomprelay.bounded import bounded
 from stomprelay.clock import now_ms
-from stomprelay.cluster.base import Bus
+from stomprelay.cluster.backends import Backends
 from stomprelay.cluster.envelope import Envelope
-from stomprelay.cluster.history import HistoryPolicy, Log
-from stomprelay.cluster.keys import Keys
+from stomprelay.cluster.history import HistoryPolicy
 from stomprelay.cluster.reaper import Liveness
-from stomprelay.cluster.registry import Registry
 from stomprelay.errors import BackendUnavailable, PeerError, PolicyError
 from stomprelay.metrics import Metrics
 from stomprelay.publish import Sender, sent_to
@@ -72,17 +71,15 @@ class Relay:
         self,
         settings: Settings,
         server_id: str,
+        backends: Backends,
         *,
-        bus: Bus,
-        registry: Registry,
-        log: Log | None,
-        keys: Keys,
         auth: Authenticator | None = None,
         acl: Acl | None = None,
         dev_tokens: bool = False,
     ) -> None:
         self.settings = settings
         self.server_id = server_id
+        bus, registry, log, keys = backends.bus, backends.registry, backends.log, backends.keys
         self.keys = keys
         self.policy = HistoryPolicy.of(settings)
         self.bus = bus
@@ -154,6 +151,9 @@ class Relay:
         self.subscriptions = Subscriptions(
             router, self.rooms, metrics, settings.max_history_request
         )
+        #: The operators' reads and actions, for the HTTP admin routes; a room
+        #: notification goes through this relay's send flow, a kick through its access.
+        self.admin = Admin(backends, self.policy, self)
         self._started = False
 
     # -- what the transport and the HTTP routes read ----------------------------
@@ -280,6 +280,13 @@ class Relay:
         if up and self.bus.available:
             # Reads refused while Redis counted as down are due now.
             self.router.bus_restored()
+
+    # -- the transport's application interface ---------------------------------
+    # (transport/app.py's Application: the rest of it is the names used elsewhere too)
+
+    def congested(self, destinations: set[str]) -> bool:
+        """Whether a local subscriber of one of ``destinations`` cannot take more now."""
+        return self.router.congested(destinations)
 
     # -- connections --------------------------------------------------------------
 

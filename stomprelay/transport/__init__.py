@@ -1,6 +1,10 @@
-"""Sockets: the connection class, the listeners, the timer scheduler, HTTP routes."""
+"""Sockets: the listeners, the HTTP and STOMP protocols, the timer scheduler, HTTP routes.
 
-from stomprelay.transport.connection import Connection
+The transport reaches the relay only through ``app.Application``.
+"""
+
+from stomprelay.transport.http_protocol import HttpProtocol
 from stomprelay.transport.listeners import RelayServer
+from stomprelay.transport.stomp_protocol import StompProtocol
 
-__all__ = ["Connection", "RelayServer"]
+__all__ = ["HttpProtocol", "RelayServer", "StompProtocol"]

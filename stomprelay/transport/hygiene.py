@@ -1,7 +1,7 @@
 """Connection hygiene, as pure helpers: which Origins may open a WebSocket, who
 the client is behind a proxy, and per-address connection and handshake limits.
 
-Nothing here touches a socket or reads a clock: the connection class passes
+Nothing here touches a socket or reads a clock: the protocols pass
 the request's headers, the socket's peer and ``now`` in (docs/security.md).
 
 - Origins (RFC 6454): a browser names the page that opens a WebSocket in

@@ -1,9 +1,13 @@
 """The relay's listeners: HTTP + WebSocket on one port, optional STOMP over TCP.
 
-Both are plain ``loop.create_server`` listeners whose protocol is
-:class:`~stomprelay.transport.connection.Connection`; the listen backlog is a
-setting (``Settings.listen_backlog``), so thousands of clients connecting at
-once queue in the kernel instead of being refused or retried. ``reuse_port``
+Both are plain ``loop.create_server`` listeners: the HTTP one's protocol is
+:class:`~stomprelay.transport.http_protocol.HttpProtocol` (which hands a
+WebSocket upgrade to a STOMP protocol), the TCP one's
+:class:`~stomprelay.transport.stomp_protocol.StompProtocol`. The sockets reach
+the relay only through :class:`~stomprelay.transport.app.Application`. The
+listen backlog is a setting (``Settings.listen_backlog``), so thousands of
+clients connecting at once queue in the kernel instead of being refused or
+retried. ``reuse_port``
 lets ``stomprelay serve --workers N`` run N relays on one port (Linux).
 """
 
@@ -15,10 +19,11 @@ import logging
 import socket
 from pathlib import Path
 
-from stomprelay.admin import Admin
-from stomprelay.relay import Relay
-from stomprelay.transport.connection import Connection, Hub
+from stomprelay.transport.app import Application
 from stomprelay.transport.http import HttpApp
+from stomprelay.transport.http_protocol import HttpProtocol
+from stomprelay.transport.hub import Hub, SocketProtocol
+from stomprelay.transport.stomp_protocol import StompProtocol
 from stomprelay.transport.timers import Timers
 
 log = logging.getLogger(__name__)
@@ -29,7 +34,7 @@ class RelayServer:
 
     def __init__(
         self,
-        relay: Relay,
+        relay: Application,
         host: str = "127.0.0.1",
         port: int = 8080,
         stomp_port: int | None = None,
@@ -56,24 +61,25 @@ class RelayServer:
         self._gone = asyncio.Event()
 
     @property
-    def connections(self) -> set[Connection]:
+    def connections(self) -> set[SocketProtocol]:
+        """Every open socket's protocol (an upgraded WebSocket's is a StompProtocol)."""
         return self._hub.connections if self._hub is not None else set()
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         relay = self.relay
         settings = relay.settings
-        http = HttpApp(Admin.of_relay(relay), relay, relay.sinks, self._web_root, self._admin_token)
+        http = HttpApp(relay.admin, relay, relay.sinks, self._web_root, self._admin_token)
         hub = Hub(relay, self.timers, http)
         hub.on_gone = self._gone.set
         self._hub = hub
         if self._sock is not None:
             ws_server = await loop.create_server(
-                lambda: Connection(hub), sock=self._sock, backlog=settings.listen_backlog
+                lambda: HttpProtocol(hub), sock=self._sock, backlog=settings.listen_backlog
             )
         else:
             ws_server = await loop.create_server(
-                lambda: Connection(hub),
+                lambda: HttpProtocol(hub),
                 self.host,
                 self.port,
                 backlog=settings.listen_backlog,
@@ -89,7 +95,7 @@ class RelayServer:
         await relay.start()
         if self.stomp_port is not None:
             tcp_server = await loop.create_server(
-                lambda: Connection(hub, websocket=False),
+                lambda: StompProtocol(hub),
                 self.host,
                 self.stomp_port,
                 backlog=settings.listen_backlog,
@@ -100,7 +106,10 @@ class RelayServer:
                 self.stomp_port = tcp_server.sockets[0].getsockname()[1]
         if self.extra_port is not None:
             extra = await loop.create_server(
-                lambda: Connection(hub), self.host, self.extra_port, backlog=settings.listen_backlog
+                lambda: HttpProtocol(hub),
+                self.host,
+                self.extra_port,
+                backlog=settings.listen_backlog,
             )
             self._servers.append(extra)
         log.info(

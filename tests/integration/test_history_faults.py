@@ -15,12 +15,13 @@ import pytest
 from clusterhelpers import eventually
 from stompclient import StompClient
 
+from stomprelay.cluster.backends import Backends
 from stomprelay.cluster.envelope import Envelope
 from stomprelay.cluster.history import HistoryPolicy, LogSlice, MemoryLog
 from stomprelay.cluster.keys import Keys
 from stomprelay.cluster.memory import MemoryBus, MemoryHub, MemoryRegistry
 from stomprelay.errors import BackendUnavailable
-from stomprelay.factory import Backends, build_relay
+from stomprelay.factory import build_relay
 from stomprelay.settings import Settings
 from stomprelay.transport import RelayServer
 

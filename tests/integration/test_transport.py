@@ -23,7 +23,7 @@ from stomprelay.settings import Settings
 from stomprelay.stomp.frames import Frame
 from stomprelay.stomp.parser import FrameParser
 from stomprelay.stomp.session import ServerSession
-from stomprelay.transport import Connection, RelayServer
+from stomprelay.transport import RelayServer, StompProtocol
 
 
 async def http(port: int, data: bytes | list[bytes], *, wait: float = 3.0) -> bytes:
@@ -406,7 +406,7 @@ async def test_a_closed_connection_is_freed_without_the_garbage_collector(
             await asyncio.sleep(0.02)
         alive = [type(ref()).__name__ for ref in refs if ref() is not None]
         assert alive == [], f"still alive without gc: {alive}"
-        assert not [c for c in relay.connections if isinstance(c, Connection)]
+        assert not [c for c in relay.connections if isinstance(c, StompProtocol)]
     finally:
         gc.enable()
 

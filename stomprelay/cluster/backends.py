@@ -1,0 +1,21 @@
+"""What a relay is handed of the cluster, as one value (built by ``stomprelay.factory``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from stomprelay.cluster.base import Bus
+from stomprelay.cluster.history import Log
+from stomprelay.cluster.keys import Keys
+from stomprelay.cluster.registry import Registry
+
+
+@dataclass(frozen=True)
+class Backends:
+    """What a relay is handed of the cluster: the bus, the registry, the log (None:
+    history off) and the key names they share."""
+
+    bus: Bus
+    registry: Registry
+    log: Log | None
+    keys: Keys

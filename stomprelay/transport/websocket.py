@@ -1,0 +1,192 @@
+"""The WebSocket layer a STOMP connection is given on ``/ws`` (RFC 6455).
+
+Built on websockets' sans-I/O ``ServerProtocol``, through its documented
+integration layer only (``receive_data``, ``events_received``, ``accept``,
+``reject``, ``send_response``, ``send_text``/``send_binary``,
+``data_to_send``). Every STOMP frame is one WebSocket message, text or
+binary as the frame's body is (docs/protocol.md); the sub-protocol is the
+highest STOMP version offered. Before the handshake is accepted,
+:func:`check_handshake` applies the hub's hygiene checks (``hygiene.py``):
+the client's address (believed from a trusted proxy), its handshake rate and
+open connections, and the Origin.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from websockets.exceptions import PayloadTooBig
+from websockets.frames import Frame as WsFrame
+from websockets.frames import Opcode
+from websockets.http11 import Request
+from websockets.protocol import State as WsState
+from websockets.server import ServerProtocol
+from websockets.typing import Subprotocol
+
+from stomprelay.settings import Settings
+from stomprelay.stomp.frames import Binary
+from stomprelay.transport.hub import SocketProtocol
+from stomprelay.transport.hygiene import ORIGIN_REFUSED, Refusal
+
+ws_log = logging.getLogger("websockets.server")
+
+SUBPROTOCOLS = [Subprotocol("v12.stomp"), Subprotocol("v11.stomp"), Subprotocol("v10.stomp")]
+
+#: WebSocket close codes (RFC 6455 section 7.4.1).
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+CLOSE_POLICY = 1008
+
+
+def select_subprotocol(protocol: ServerProtocol, offered: Any) -> Subprotocol | None:
+    """Prefer the highest STOMP version offered; serve clients offering none too."""
+    for candidate in SUBPROTOCOLS:
+        if candidate in offered:
+            return candidate
+    return None
+
+
+def check_handshake(protocol: SocketProtocol, request: Request) -> Refusal | None:
+    """Who the client is (behind a trusted proxy, the address it forwarded; the
+    protocol's ``client`` and ``remote`` say so from here on), and whether it may
+    open a WebSocket: the per-address rate and cap, then its Origin."""
+    hub = protocol.hub
+    headers = request.headers
+    client = protocol.client_of(headers.get_all("X-Forwarded-For"))
+    if client != protocol.client:
+        protocol.client = protocol.remote = client
+    refusal = hub.limits.admit(client, time.monotonic())
+    origins = headers.get_all("Origin")
+    if refusal is None:
+        hosts = headers.get_all("Host")
+        if protocol.peer and hub.proxies.trusts(protocol.peer):
+            # the Host a proxy was asked for (the one it talks to us with may differ)
+            forwarded = ",".join(headers.get_all("X-Forwarded-Host")).split(",")[-1]
+            if forwarded.strip():
+                hosts = [*hosts, forwarded.strip()]
+        if not hub.origins.allows(origins, hosts):
+            refusal = ORIGIN_REFUSED
+    if refusal is not None:
+        hub.refused(refusal, client, ", ".join(origins)[:200])
+    return refusal
+
+
+class WebSocketLayer:
+    """One socket's WebSocket framing: the handshake, messages in (fragments
+    joined), STOMP frames out as messages, pings and the closing handshake."""
+
+    __slots__ = ("_fragments", "_transport", "_ws")
+
+    def __init__(self, settings: Settings, transport: asyncio.Transport) -> None:
+        self._ws = ServerProtocol(
+            subprotocols=SUBPROTOCOLS,
+            select_subprotocol=select_subprotocol,
+            extensions=[],  # permessage-deflate off: docs/protocol.md says why
+            max_size=settings.max_message_size,
+            logger=ws_log,
+        )
+        self._transport = transport
+        self._fragments: list[bytes] | None = None
+
+    def handshake(self, head: bytes) -> Request | None:
+        """Read the opening handshake from every byte the socket has given so far
+        (frames of a client that did not wait for the 101 stay buffered)."""
+        ws = self._ws
+        ws.receive_data(head)
+        events = ws.events_received()
+        if not events or not isinstance(events[0], Request):
+            return None
+        return events[0]
+
+    def refuse(self, refusal: Refusal) -> None:
+        ws = self._ws
+        response = ws.reject(refusal.status, refusal.text)
+        if refusal.retry_after is not None:
+            response.headers["Retry-After"] = str(refusal.retry_after)
+        ws.send_response(response)
+
+    def accept(self, request: Request) -> None:
+        ws = self._ws
+        ws.send_response(ws.accept(request))
+
+    @property
+    def open(self) -> bool:
+        return self._ws.state is WsState.OPEN
+
+    @property
+    def too_big(self) -> bool:
+        """The peer sent a message over ``max_message_size`` (websockets closes with 1009)."""
+        return isinstance(self._ws.parser_exc, PayloadTooBig)
+
+    def receive(self, data: bytes) -> None:
+        self._ws.receive_data(data)
+
+    def receive_eof(self) -> None:
+        self._ws.receive_eof()
+
+    def messages(self) -> list[bytes]:
+        """The complete messages received (a fragmented one once its last part is in)."""
+        got: list[bytes] = []
+        for frame in self._ws.events_received():
+            if not isinstance(frame, WsFrame):
+                continue
+            opcode = frame.opcode
+            if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
+                if frame.fin:
+                    got.append(bytes(frame.data))
+                else:
+                    self._fragments = [bytes(frame.data)]
+            elif opcode is Opcode.CONT and self._fragments is not None:
+                self._fragments.append(bytes(frame.data))
+                if frame.fin:
+                    got.append(b"".join(self._fragments))
+                    self._fragments = None
+        return got
+
+    def encode(self, frames: list[bytes]) -> list[bytes]:
+        """STOMP frames as WebSocket messages, one each (nothing once closing)."""
+        ws = self._ws
+        if ws.state is not WsState.OPEN:
+            return []
+        for data in frames:
+            if type(data) is Binary:
+                ws.send_binary(data)
+            else:
+                ws.send_text(data)
+        return ws.data_to_send()
+
+    def write_text_now(self, data: bytes) -> None:
+        """One text message straight to the socket, ahead of what websockets queued
+        (the STOMP ERROR that precedes its close frame 1009)."""
+        self._transport.write(WsFrame(Opcode.TEXT, data).serialize(mask=False, extensions=[]))
+
+    def ping(self) -> bool:
+        """Send a ping if the WebSocket is open (False: it is not)."""
+        if self._ws.state is not WsState.OPEN:
+            return False
+        self._ws.send_ping(b"")
+        return True
+
+    def close(self, code: int, reason: str) -> None:
+        if self._ws.state is WsState.OPEN:
+            self._ws.send_close(code, reason.encode("utf-8")[:120].decode("utf-8", "ignore"))
+
+    def output(self) -> bool:
+        """Write what websockets has to send (responses, pongs, close frames, EOF);
+        True once the peer is expected to close (the caller starts its close timer)."""
+        ws = self._ws
+        transport = self._transport
+        for data in ws.data_to_send():
+            if data:
+                transport.write(data)
+            elif transport.can_write_eof():
+                transport.write_eof()
+            else:
+                transport.close()
+        expected = ws.close_expected()
+        if ws.state is WsState.CLOSED:
+            transport.close()
+        return expected
