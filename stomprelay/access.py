@@ -16,7 +16,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from stomprelay.auth import (
     REFRESH_DESTINATION,
@@ -29,7 +29,7 @@ from stomprelay.auth import (
 )
 from stomprelay.clock import now_ms
 from stomprelay.cluster.envelope import Envelope
-from stomprelay.cluster.registry import OperatorCommand, SessionRecord, Suspensions
+from stomprelay.cluster.registry import Moderation, SessionRecord
 from stomprelay.errors import BackendUnavailable, PolicyError
 from stomprelay.notify import kick_command, operator_command, show_ms
 from stomprelay.router import Sink
@@ -42,15 +42,6 @@ if TYPE_CHECKING:
     from stomprelay.tokens import Authenticator
 
 log = logging.getLogger(__name__)
-
-
-class Moderation(Protocol):
-    """What access needs of the registry: record a kick (and publish it on the control
-    channel), and read the suspensions and kicks in force."""
-
-    async def suspend(self, command: OperatorCommand, channel: str, envelope: Envelope) -> None: ...
-
-    async def suspensions(self, now_ms: int) -> Suspensions: ...
 
 
 def check_access(auth: Authenticator | None, acl: Acl | None, dev_tokens: bool) -> None:

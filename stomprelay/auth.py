@@ -176,6 +176,9 @@ class Pattern:
 
 @dataclass(frozen=True, slots=True)
 class Rule:
+    """One ACL rule: whom it applies to (users, roles, claims) and the destinations
+    they may subscribe to and send to; ``members_only``: rooms they must have joined."""
+
     users: frozenset[str] | None
     roles: frozenset[str] | None
     claims: tuple[tuple[str, str], ...]

@@ -10,6 +10,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 
 class Metrics:
+    """The relay's Prometheus metrics in a registry of its own (``/metrics``)."""
+
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.connections = Gauge(

@@ -40,6 +40,8 @@ ACK_MODES = frozenset({"auto", "client", "client-individual"})
 
 @dataclass(frozen=True, slots=True)
 class Subscription:
+    """A client's SUBSCRIBE as the session keeps it: id, destination, ack mode, headers."""
+
     id: str
     destination: str
     ack: str = "auto"
@@ -59,11 +61,15 @@ class Connected:
 
 @dataclass(frozen=True, slots=True)
 class Subscribed:
+    """A SUBSCRIBE the session accepted."""
+
     subscription: Subscription
 
 
 @dataclass(frozen=True, slots=True)
 class Unsubscribed:
+    """An UNSUBSCRIBE of a subscription the session had."""
+
     subscription: Subscription
 
 
@@ -96,6 +102,8 @@ Event = Connected | Subscribed | Unsubscribed | MessageSent | ReceiptDue | Disco
 
 
 class State(enum.Enum):
+    """Where a session is in its life, CONNECT to close."""
+
     AWAIT_CONNECT = "await-connect"
     #: CONNECT received, waiting for the application to :meth:`accept` it
     #: (``defer_connect``: the relay checks credentials first).

@@ -30,6 +30,8 @@ GRANULARITY = 0.05
 
 
 class Timed(Protocol):
+    """Something with one deadline at a time (a connection): what the timers call."""
+
     def deadline(self) -> float | None:
         """When :meth:`on_deadline` is next due (on the timers' clock), or None."""
         ...
@@ -38,6 +40,8 @@ class Timed(Protocol):
 
 
 class Cancellable(Protocol):
+    """A scheduled callback that can be called off (``asyncio.TimerHandle``)."""
+
     def cancel(self) -> None: ...
 
 

@@ -83,3 +83,29 @@ def test_the_diagram_names_classes_that_exist() -> None:
     assert len(words) > 15, "the diagram was not found"
     unknown = sorted(words - every_name())
     assert not unknown, f"the diagram names what the code does not have: {unknown}"
+
+
+#: The size past which a module is split by concern (docs/architecture.md, "Size").
+MAX_LINES = 750
+
+
+def test_no_module_passes_the_size_limit() -> None:
+    sizes = {
+        str(p.relative_to(ROOT)): len(p.read_text().splitlines())
+        for p in (ROOT / "stomprelay").rglob("*.py")
+    }
+    over = {path: n for path, n in sizes.items() if n > MAX_LINES}
+    assert not over, f"modules over {MAX_LINES} lines: {over}"
+
+
+def test_every_public_class_says_its_job() -> None:
+    missing = []
+    for path in sorted((ROOT / "stomprelay").rglob("*.py")):
+        for node in ast.parse(path.read_text()).body:
+            if (
+                isinstance(node, ast.ClassDef)
+                and not node.name.startswith("_")
+                and not ast.get_docstring(node)
+            ):
+                missing.append(f"{path.relative_to(ROOT)}: {node.name}")
+    assert not missing, f"public classes without a docstring: {missing}"
