@@ -13,6 +13,12 @@ them, so the stream keeps the envelope as the relay made it.
 
 Bodies that are valid UTF-8 travel as text; anything else as base64, so every
 byte survives.
+
+Encoding and decoding use orjson, which gives the same JSON as the standard
+library here (compact, UTF-8, no ASCII escaping, the same keys in the same order)
+at a fraction of the cost; what orjson refuses and ``json`` takes (integers past
+64 bits, lone surrogates, ``NaN``) goes through ``json``, so the rules stay the
+standard library's.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ import base64
 import binascii
 import json
 from dataclasses import dataclass
+
+import orjson
 
 from stomprelay.errors import ProtocolError
 from stomprelay.stomp.frames import Headers
@@ -44,33 +52,39 @@ class Envelope:
     epoch: str = ""
 
     def to_json(self) -> bytes:
+        body = self.body
         try:
-            text = self.body.decode("utf-8")
+            text = body.decode("utf-8")
             encoding = "utf-8"
         except UnicodeDecodeError:
-            text = base64.b64encode(self.body).decode("ascii")
+            text = base64.b64encode(body).decode("ascii")
             encoding = "base64"
-        payload: dict[str, object] = {}
-        if self.offset:
-            payload["offset"] = self.offset
-            payload["epoch"] = self.epoch
-        payload |= {
-            "v": ENVELOPE_VERSION,
-            "id": self.id,
-            "origin": self.origin,
-            "destination": self.destination,
-            "headers": [list(pair) for pair in self.headers],
-            "body": text,
-            "encoding": encoding,
-            "ts": self.ts,
-        }
-        return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        payload: dict[str, object] = (
+            {"offset": self.offset, "epoch": self.epoch, "v": ENVELOPE_VERSION}
+            if self.offset
+            else {"v": ENVELOPE_VERSION}
+        )
+        payload["id"] = self.id
+        payload["origin"] = self.origin
+        payload["destination"] = self.destination
+        payload["headers"] = self.headers
+        payload["body"] = text
+        payload["encoding"] = encoding
+        payload["ts"] = self.ts
+        try:
+            return orjson.dumps(payload)
+        except orjson.JSONEncodeError:
+            payload["headers"] = [list(pair) for pair in self.headers]
+            return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> Envelope:
         """Decode an envelope; anything malformed is a :class:`ProtocolError`."""
         try:
-            data = json.loads(raw)
+            try:
+                data = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                data = json.loads(raw)
             headers = tuple((str(k), str(v)) for k, v in data["headers"])
             if data.get("encoding") == "base64":
                 body = base64.b64decode(data["body"], validate=True)

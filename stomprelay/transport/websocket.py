@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from struct import pack
 from typing import Any
 
 from websockets.exceptions import PayloadTooBig
@@ -151,12 +152,20 @@ class WebSocketLayer:
         ws = self._ws
         if ws.state is not WsState.OPEN:
             return []
+        # What websockets queued (a pong) goes first; then each frame, framed here:
+        # unmasked and without extensions, a server's frame is its head and payload
+        # (RFC 6455 5.2), the bytes websockets' send_text/send_binary would make.
+        out = ws.data_to_send()
         for data in frames:
-            if type(data) is Binary:
-                ws.send_binary(data)
+            n = len(data)
+            first = 0x82 if type(data) is Binary else 0x81
+            if n < 126:
+                out.append(bytes((first, n)) + data)
+            elif n < 65536:
+                out.append(pack("!BBH", first, 126, n) + data)
             else:
-                ws.send_text(data)
-        return ws.data_to_send()
+                out.append(pack("!BBQ", first, 127, n) + data)
+        return out
 
     def write_text_now(self, data: bytes) -> None:
         """One text message straight to the socket, ahead of what websockets queued
