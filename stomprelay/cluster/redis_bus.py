@@ -13,9 +13,11 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import redis.asyncio as aioredis
+from redis._parsers.hiredis import NOT_ENOUGH_DATA
 from redis.asyncio.client import PubSub
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
@@ -193,18 +195,36 @@ class RedisBus:
                     unanswered_since = now
             if message is None:
                 continue
-            kind = message["type"]
-            if kind == "subscribe":
-                channel = as_text(message["channel"])
-                waiting.discard(channel)
-                for future in self._confirm.pop(channel, []):
-                    if not future.done():
-                        future.set_result(None)
-                if not waiting and not self._available:
-                    self._set_available(True)
-                    self._first_attempt.set()
-            elif kind == "message" and message["channel"] is not None:
-                self._dispatch(as_text(message["channel"]), message["data"])
+            self._received(message, waiting)
+            # The replies that came in the same read are parsed already: handled
+            # here, without a get_message (and its timeout and retry) each.
+            for reply in buffered(pubsub):
+                if (
+                    type(reply) is list
+                    and len(reply) == 3
+                    and reply[0] == b"message"
+                    and reply[1] is not None
+                ):
+                    self._dispatch(as_text(reply[1]), reply[2])
+                else:
+                    handled = await pubsub.handle_message(reply)
+                    if handled is not None:
+                        self._received(handled, waiting)
+
+    def _received(self, message: dict[str, Any], waiting: set[str]) -> None:
+        """One pub/sub message: a subscription confirmed, or a message to dispatch."""
+        kind = message["type"]
+        if kind == "subscribe":
+            channel = as_text(message["channel"])
+            waiting.discard(channel)
+            for future in self._confirm.pop(channel, []):
+                if not future.done():
+                    future.set_result(None)
+            if not waiting and not self._available:
+                self._set_available(True)
+                self._first_attempt.set()
+        elif kind == "message" and message["channel"] is not None:
+            self._dispatch(as_text(message["channel"]), message["data"])
 
     def failover_pending(self) -> bool:
         """A sentinel is promoting a replica and has not announced it yet: writes
@@ -348,6 +368,25 @@ class RedisBus:
     def deliver_local(self, channel: str, envelope: Envelope) -> None:
         if self._handler is not None and channel in self._wanted:
             asyncio.get_running_loop().call_soon(self._handler, channel, envelope)
+
+
+def buffered(pubsub: PubSub) -> Iterator[Any]:
+    """The replies the pub/sub connection's parser holds complete already, taken
+    from it in order (none with a parser other than hiredis's). Errors are raised
+    as ``read_response`` raises them."""
+    connection = pubsub.connection
+    reader = getattr(getattr(connection, "_parser", None), "_reader", None)
+    if reader is None or not hasattr(reader, "gets") or not reader.has_data():
+        return
+    while True:
+        reply = reader.gets()
+        if reply is NOT_ENOUGH_DATA:
+            return
+        if isinstance(reply, BaseException):
+            raise reply
+        if type(reply) is list and reply and isinstance(reply[0], BaseException):
+            raise reply[0]
+        yield reply
 
 
 def switched_to(data: str) -> tuple[str, int] | None:
