@@ -20,11 +20,13 @@ import argparse
 import asyncio
 import collections
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 from connections import COUNTING, PAYLOAD, Group, open_clients, run_loop, shut, stomp, ws_frame
@@ -156,6 +158,13 @@ async def load(
             proc.wait(args.seconds + 30)
     finally:
         await shut([*publishers, *subscribers])
+    batches = {}
+    for port in ports:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:  # noqa: ASYNC210
+            text = reply.read().decode()
+        for name in ("stomprelay_messages_published_total", "stomprelay_publish_batches_total"):
+            found = re.search(rf"^{name} ([0-9.e+]+)$", text, re.M)
+            batches[(port, name)] = float(found[1]) if found else 0.0
     names = ["relay A (subscribers)", "relay B (publishers)", "redis"]
     used = [c1 - c0 for c0, c1 in zip(cpu0, cpu1, strict=True)]
     print(
@@ -166,6 +175,9 @@ async def load(
         print(f"   {name:<22} {cpu:6.2f} CPU s  {cpu / total * 1000:.3f} ms/SEND")
     relays = used[0] + used[1]
     print(f"   {'relays together':<22} {relays:6.2f} CPU s  {relays / total * 1000:.3f} ms/SEND")
+    published = batches[(ports[1], "stomprelay_messages_published_total")]
+    rounds = batches[(ports[1], "stomprelay_publish_batches_total")]
+    print(f"   relay B's publish pipeline: {published / max(rounds, 1):.2f} SENDs per batch")
     print(f"   {'generator':<22} {gen:6.2f} CPU s  {gen / total * 1000:.3f} ms/SEND")
 
 
