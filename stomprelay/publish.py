@@ -280,6 +280,22 @@ class Sender:
         #: session id -> its SENDs still in the pipeline
         self._inflight: dict[str, _Inflight] = {}
 
+    def takes(self, destination: str) -> bool:
+        """Whether :meth:`submit` puts a SEND to ``destination`` into the pipeline
+        (a topic or room; not the refresh, the application's or a refused one)."""
+        if destination == REFRESH_DESTINATION:
+            return False
+        try:
+            return parse_destination(destination).kind not in ("app", "system")
+        except PeerError:
+            return False
+
+    def unpaused(self, session_id: str, more: int) -> bool:
+        """Whether the session stays under ``publish_pause`` with ``more`` SENDs in
+        the pipeline (:meth:`throttle` would then return at once)."""
+        state = self._inflight.get(session_id)
+        return (state.count if state is not None else 0) + more < self.settings.publish_pause
+
     def submit(self, sink: Sink, event: MessageSent) -> bool:
         """Put a SEND to a topic or room into the pipeline (logged or not); False
         for the application's destinations, which run their own scripts."""

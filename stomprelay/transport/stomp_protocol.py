@@ -378,6 +378,8 @@ class StompProtocol(SocketProtocol):
             inbox.clear()
         if events:
             self.hub.metrics.frames_in.inc(len(events))
+            if self._handled_now(events):
+                return
             self._worker = asyncio.get_running_loop().create_task(self._handle(events))
         else:
             self.flush()
@@ -386,7 +388,42 @@ class StompProtocol(SocketProtocol):
             elif self._read_paused:
                 self._resume_reading()
 
-    async def _handle(self, events: list[Any]) -> None:
+    def _handled_now(self, events: list[Any]) -> bool:
+        """The events handled here, without a task, where the application can
+        (``Application.handle_now``: SENDs that wait on nothing) and no subscriber
+        holds this publisher back; what is left of the inbox is handled after the
+        other connections had their turn, as after a task's batch."""
+        hub = self.hub
+        app = hub.app
+        try:
+            if not app.handle_now(self, events):
+                return False
+        except Exception:
+            self._failed()
+        else:
+            hub.timers.update(self._token)
+            sent = app.sent_to(events)
+            loop = asyncio.get_running_loop()
+            if sent and app.congested(sent):
+                self._worker = loop.create_task(self._handle([], sent))
+                return True
+            if self._inbox:
+                self._worker = loop.create_task(self._handle([]))
+                return True
+        if self._mode == _OPEN:
+            self._process()
+        return True
+
+    def _failed(self) -> None:
+        log.exception(
+            "session %s: handling its frames failed",
+            self._session.session_id if self._session else "-",
+        )
+        if self._session is not None:
+            self._session.close("internal error")
+        self.flush()
+
+    async def _handle(self, events: list[Any], sent: set[str] | None = None) -> None:
         hub = self.hub
         app = hub.app
         try:
@@ -397,16 +434,12 @@ class StompProtocol(SocketProtocol):
                 sent = app.sent_to(events)
                 if sent:
                     await self._wait_for_subscribers(sent)
+            elif sent:  # handled already (_handled_now): a subscriber holds this one back
+                await self._wait_for_subscribers(sent)
             else:
                 await asyncio.sleep(0)  # let other connections run between batches
         except Exception:
-            log.exception(
-                "session %s: handling its frames failed",
-                self._session.session_id if self._session else "-",
-            )
-            if self._session is not None:
-                self._session.close("internal error")
-            self.flush()
+            self._failed()
         self._worker = None
         if self._mode == _OPEN:
             self._process()
