@@ -21,6 +21,7 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Protocol
 
 from stomprelay.clock import now_ms
@@ -94,6 +95,7 @@ def check_room_id(room_id: str) -> str:
     return room_id
 
 
+@lru_cache(maxsize=8192)  # every SEND and envelope asks; a refusal is not kept
 def parse_destination(destination: str) -> Route:
     """Map a destination to its route (contract section 3) or refuse it."""
     if destination == "/topic/broadcast":
