@@ -372,6 +372,26 @@ local epoch, offset, dup = log_append(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2
 return {epoch, offset, dup and 1 or 0}
 """
 
+# Several appends in one script run (one node holds every key: not on a cluster).
+# KEYS: stream, meta, ids of each append   ARGV: now, then channel, envelope,
+# message id, logged (1/0) of each. Returns one {epoch, offset, duplicate} per
+# append, or its error: an append that fails fails alone, as its own EVALSHA would.
+APPEND_MANY = r"""
+local now = tonumber(ARGV[1])
+local out = {}
+for i = 0, #KEYS / 3 - 1 do
+  local k, a = i * 3, 2 + i * 4
+  local ok, epoch, offset, dup = pcall(log_append, KEYS[k + 1], KEYS[k + 2], KEYS[k + 3],
+    ARGV[a], ARGV[a + 1], ARGV[a + 2], now, ARGV[a + 3] == '1')
+  if ok then
+    out[i + 1] = {epoch, offset, dup and 1 or 0}
+  else
+    out[i + 1] = {err = type(epoch) == 'table' and epoch.err or tostring(epoch)}
+  end
+end
+return out
+"""
+
 # KEYS: stream, meta   ARGV: after, limit, tail
 # Returns {epoch, first, last, parent, since, id1, envelope1, id2, envelope2, ...};
 # epoch '' when the log does not exist.
@@ -430,6 +450,7 @@ SCRIPTS = {
     "room_change": ROOM_CHANGE,
     "chat": CHAT,
     "append": APPEND,
+    "append_many": APPEND_MANY,
     "read": READ,
     "topic_admit": TOPIC_ADMIT,
 }

@@ -73,11 +73,12 @@ class RedisLog:
     async def append_many(
         self, items: Sequence[tuple[str, str, Envelope]], now: int
     ) -> list[Envelope | BackendUnavailable]:
-        """One pipeline of EVALSHA (non-transactional: each append stays atomic on
-        its own, and Redis runs them in order; on a cluster redis-py splits it per
-        master, in order, and routes the raw command by its first key, since its
-        cluster pipeline refuses ``evalsha()``); a script Redis lost is loaded and
-        the append run again, alone."""
+        """On one node (standalone, Sentinel), one run of the ``append_many`` script
+        for the whole batch: each append atomic and failing alone, in order. On a
+        cluster, one pipeline of EVALSHA (non-transactional: each append stays atomic
+        on its own, and Redis runs them in order; redis-py splits it per master, in
+        order, and routes the raw command by its first key, since its cluster
+        pipeline refuses ``evalsha()``). A script Redis lost is loaded and run again."""
         store = self._store
         sha = store.sha("append")
         calls = [
@@ -86,8 +87,20 @@ class RedisLog:
         ]
         store.check_hold()
         pipe = store.pipeline()
-        for keys, args in calls:
-            pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)
+        many = store.one_node and len(calls) > 1
+        if many:
+            # one script run for the batch (fewer commands to write and replies to read)
+            keys_all: list[str] = []
+            args_all: list[str | int | bytes] = [now]
+            for keys, args in calls:
+                keys_all += keys
+                args_all += (args[0], args[1], args[2], args[4])
+            pipe.execute_command(
+                "EVALSHA", store.sha("append_many"), len(keys_all), *keys_all, *args_all
+            )
+        else:
+            for keys, args in calls:
+                pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)
         replicas, timeout = store.wait
         if replicas:
             pipe.execute_command("WAIT", replicas, timeout)
@@ -97,6 +110,11 @@ class RedisLog:
             await pipe.reset()
         if replicas:
             replies = replies[:-1]
+        if many:
+            reply = replies[0]
+            if isinstance(reply, NoScriptError):
+                reply = await store.script("append_many", keys_all, *args_all)
+            replies = reply if isinstance(reply, list) else [reply] * len(calls)
         out: list[Envelope | BackendUnavailable] = []
         for (_, _, envelope), (keys, args), reply in zip(items, calls, replies, strict=True):
             if isinstance(reply, NoScriptError):

@@ -38,6 +38,8 @@ class RedisStore:
     def __init__(self, client: Any, keys: Keys, policy: HistoryPolicy, mode: str) -> None:
         self.keys = keys
         self._client = client
+        #: Whether one script may touch several logs (one node holds every key).
+        self.one_node = mode != "cluster"
         publish = "SPUBLISH" if mode == "cluster" else "PUBLISH"
         # Where a master can change under a log (a failover, a slot moved), the
         # log's epoch follows the master: no (epoch, offset) names two messages.

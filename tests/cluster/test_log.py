@@ -244,3 +244,54 @@ async def test_a_busy_pool_makes_commands_wait_not_fail(redis_server) -> None:
         assert sorted(e.offset for e in results) == list(range(1, 201))
     finally:
         await reg.close()
+
+
+async def test_a_batch_of_appends_is_the_appends_one_by_one(logs) -> None:
+    it = await logs(HistoryPolicy())
+    other = K.room_channel("den")
+    probe = await it.cluster.probe(CHANNEL, other)
+    items = [
+        ("room:lobby" if i % 2 else "room:den", CHANNEL if i % 2 else other, message(i))
+        for i in range(1, 9)
+    ]
+    items.append(("room:lobby", CHANNEL, message(1)))  # a known id: its offset, nothing new
+    got = await it.log.append_many(items, 5)
+    assert [(e.destination, e.offset) for e in got if isinstance(e, Envelope)] == [
+        ("/topic/room/lobby", n) for n in (1, 1, 2, 2, 3, 3, 4, 4, 1)
+    ]
+    assert len({e.epoch for e in got[::2] if isinstance(e, Envelope)}) == 1
+    await probe.barrier()
+    assert [e.id for e in probe.on(CHANNEL)] == ["m1", "m3", "m5", "m7"]
+    assert [e.id for e in probe.on(other)] == ["m2", "m4", "m6", "m8"]
+    assert (await it.log.read("room:lobby", 0, 10)).last == 4
+    assert (await it.log.read("room:den", 0, 10)).last == 4
+
+
+@pytest.mark.redis
+async def test_an_append_of_a_batch_fails_alone_and_a_lost_script_is_loaded(
+    redis_server: Any,
+) -> None:
+    """On Redis: one log whose key Redis cannot append to fails its append only;
+    after SCRIPT FLUSH the batch script is loaded again."""
+    raw = aioredis.Redis.from_url(redis_server.url)
+    await raw.flushall()
+    registry = RedisRegistry(redis_server.url, K, policy=HistoryPolicy())
+    try:
+        _, meta, _ = K.log_keys("room:broken")
+        await raw.set(meta, "not a hash")
+        items = [
+            ("room:lobby", CHANNEL, message(1)),
+            ("room:broken", K.room_channel("broken"), message(2, "/topic/room/broken")),
+            ("room:lobby", CHANNEL, message(3)),
+        ]
+        got = await registry.log.append_many(items, 1)
+        assert [getattr(e, "offset", None) for e in got] == [1, None, 2]
+        assert "WRONGTYPE" in str(got[1])
+        await raw.script_flush()
+        again = await registry.log.append_many(
+            [items[0], items[2], ("room:lobby", CHANNEL, message(4))], 1
+        )
+        assert [getattr(e, "offset", None) for e in again] == [1, 2, 3]
+    finally:
+        await registry.close()
+        await raw.aclose()

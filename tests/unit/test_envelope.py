@@ -83,6 +83,9 @@ def test_what_orjson_refuses_is_read_by_the_standard_library_rules() -> None:
     # a timestamp past 64 bits
     raw = raw.replace(b'"ts":1', b'"ts":' + str(2**70).encode())
     assert Envelope.from_json(raw).ts == 2**70
+    # a number past 64 bits where a string belongs: json's exact digits
+    raw = raw.replace(b'["a","\\ud800"]', b'["a",18446744073709551617]')
+    assert Envelope.from_json(raw).headers == (("a", "18446744073709551617"),)
     # headers with a lone surrogate cannot be UTF-8: the same error as before
     with pytest.raises(UnicodeEncodeError):
         Envelope("i", "o", "/topic/t", (("a", "\ud800"),), b"x", 1).to_json()
