@@ -35,21 +35,22 @@ from history import cpu_seconds, http_ok, own_cpu, raise_fd_limit, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
-#: (part, needles in a frame's "function (file:line)"): shares of all samples.
+#: (part, needles in a frame's "function (file:line)"): shares of all samples, each
+#: the part's frames and everything they call ("  of which": inside the line above).
 PARTS = [
-    ("append: Log.append_many + redis-py + Lua", ("append_many", "redis_log.py")),
-    ("pipeline (publish.py)", ("publish.py",)),
-    ("envelope encode (to_json)", ("to_json",)),
-    ("envelope decode (from_json)", ("from_json",)),
-    ("pub/sub receive (bus)", ("redis_bus.py",)),
-    ("feed (sync.py)", ("sync.py",)),
-    ("router (router.py)", ("router.py",)),
-    ("frame building (frames.py)", ("frames.py",)),
-    ("STOMP parse (parser.py, session.py)", ("parser.py", "session.py")),
-    ("transport (transport/)", ("transport/",)),
-    ("redis-py (redis/)", ("redis/",)),
-    ("websockets", ("websockets/",)),
-    ("asyncio (events, futures, tasks)", ("asyncio/",)),
+    ("append: pipeline, RedisLog.append_many, redis-py", ("_run (stomprelay/publish.py",)),
+    ("inbound: WebSocket + STOMP parse, Relay.handle", ("data_received (stomprelay/transport",)),
+    ("  of which websockets' parser", ("receive_data (websockets",)),
+    ("  of which envelope encode (to_json)", ("to_json (",)),
+    (
+        "pub/sub read: redis-py get_message, parser",
+        ("get_message (", "buffered (", "handle_message ("),
+    ),
+    ("envelope decode (from_json)", ("from_json (",)),
+    ("router: dispatch, _effects, _deliver", ("dispatch (stomprelay/router.py",)),
+    ("  of which feed (sync.py Feed)", ("live (stomprelay/sync.py",)),
+    ("  of which frame building (deliver, render)", ("deliver (stomprelay/stomp/session",)),
+    ("transport writes: Hub._write_all, framing, write", ("_write_all (",)),
 ]
 
 
@@ -141,7 +142,7 @@ async def load(
                 [
                     *(shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy"),),
                     *("record", "-p", str(pid), "-d", str(int(args.seconds)), "-r", "250"),
-                    *("-f", "raw", "-o", out, "--nonblocking", "--gil"),
+                    *("-f", "raw", "-o", out, "--gil"),
                 ],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
@@ -194,6 +195,8 @@ def report(label: str, raw: str) -> None:
         total += count
         if frames:
             own[frames[-1]] += count
+            if frames[-1].startswith("run (asyncio/runners.py"):
+                parts["event loop itself (uvloop in C: syscalls)"] += count
         for name, needles in PARTS:
             if any(n in f for f in frames for n in needles):
                 parts[name] += count
@@ -202,7 +205,7 @@ def report(label: str, raw: str) -> None:
         print("   no samples (is py-spy allowed to read the process?)")
         return
     print("   share of samples in (total)")
-    for name, _ in PARTS:
+    for name in [*(name for name, _ in PARTS), "event loop itself (uvloop in C: syscalls)"]:
         print(f"   {parts[name] / total * 100:5.1f}%  {name}")
     print("   most samples of their own (self)")
     for name, count in own.most_common(15):
