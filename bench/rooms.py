@@ -56,7 +56,7 @@ of the whole machine. ``--workers 2`` can only gain what the first worker did
 not already use of the second core: a single relay process near one core
 beside a generator and Redis using most of the other leaves little. Only
 same-run ratios count. Counts scale with ``BENCH_SCALE`` (rooms; 0.1 for a
-quick run); the run gives up after ``BENCH_ROOMS_BUDGET`` seconds (300) and
+quick run); the run gives up after ``BENCH_ROOMS_BUDGET`` seconds (420) and
 every wait is bounded. Exits 1 when a stomprelay row has no figures. Loopback
 only. Run: ``make bench`` (or ``python bench/rooms.py``).
 """
@@ -99,7 +99,7 @@ from history import (
     stopping,
 )
 
-BUDGET = float(os.environ.get("BENCH_ROOMS_BUDGET", "300"))
+BUDGET = float(os.environ.get("BENCH_ROOMS_BUDGET", "420"))
 SECONDS = float(os.environ.get("BENCH_ROOMS_SECONDS", "5"))  # paced, per row
 GEN_PROCS = int(os.environ.get("BENCH_ROOMS_PROCS", "2"))
 PAYLOAD = 200  # body bytes of every SEND
@@ -376,6 +376,8 @@ class Row:
     ooo: int = 0
     stray: int = 0
     errors: str = ""
+    opening: float = 0.0  # s to connect and subscribe every client
+    written: float = 0.0  # s from the burst's first SEND written to its last
 
     def p(self, q: float) -> float:
         return percentile(self.samples, q) if self.samples else 0.0
@@ -386,7 +388,9 @@ async def measure(load: Load, server: Server, relay: bool) -> Row:
     gen = Generator()
     try:
         await gen.start(plans(load, server, relay))
+        opening = time.perf_counter()
         await gen.command({"cmd": "open"}, "opened", OPEN_WAIT)
+        row.opening = time.perf_counter() - opening
         await gen.command({"cmd": "warm"}, "done", 30)
         await asyncio.sleep(0.5)  # the last warm-up SENDs land before counting starts
 
@@ -397,6 +401,7 @@ async def measure(load: Load, server: Server, relay: bool) -> Row:
         start = min(int(str(d["start"])) for d in done)
         end = max(int(str(d["end"])) for d in done)
         row.delivered = sends * load.members / ((end - start) / 1e9)
+        row.written = (max(int(str(d["last"])) for d in done) - start) / 1e9
         await asyncio.sleep(0.5)
 
         total = max(2, round(load.rate * SECONDS))
@@ -475,6 +480,11 @@ def report(title: str, rows: list[Row], label: str) -> None:
             )
         check = f"{row.lost:>5,} {row.dup:>4,} {row.ooo:>4,}" if b is not None else ""
         print(f"   {row.name:<34} {burst} | {paced} | {check}")
+        if row.opening:
+            print(
+                f"   {'':<34}   clients connected and subscribed in {row.opening:.1f}s; the "
+                f"burst's SENDs all written {row.written:.1f}s after its start"
+            )
         for what, phase in (("burst", b), ("paced", pc)):
             if phase is not None:
                 print(f"   {'':<34}   {what}: {phase.share()}")
