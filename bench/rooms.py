@@ -382,6 +382,11 @@ class Row:
     def p(self, q: float) -> float:
         return percentile(self.samples, q) if self.samples else 0.0
 
+    @staticmethod
+    def server(phase: Phase | None) -> float:
+        """The servers' CPU seconds per SEND over ``phase``."""
+        return phase.cpu["servers"] / phase.sends if phase and phase.sends else 0.0
+
 
 async def measure(load: Load, server: Server, relay: bool) -> Row:
     row = Row(server.name)
@@ -449,7 +454,7 @@ def run_row(load: Load, server: Server, relay: bool, deadline: float) -> Row:
 # -- the report -------------------------------------------------------------------
 
 
-def report(title: str, rows: list[Row], label: str) -> None:
+def report(title: str, rows: list[Row]) -> None:
     print()
     print(title)
     print(
@@ -495,11 +500,11 @@ def report(title: str, rows: list[Row], label: str) -> None:
     for n, a in enumerate(done):
         for other in done[n + 1 :]:
             print(
-                f"   {label.format(a=a.name, b=other.name)}: deliveries/s "
+                f"   ratio {a.name} / {other.name}: deliveries/s "
                 f"{ratio(a.delivered, other.delivered)}, p50 {ratio(a.p(0.5), other.p(0.5))}, "
                 f"p99 {ratio(a.p(0.99), other.p(0.99))}, server CPU per SEND burst "
-                f"{ratio(a.burst.cpu['servers'], other.burst.cpu['servers'])} paced "
-                f"{ratio(a.paced.cpu['servers'], other.paced.cpu['servers'])}"
+                f"{ratio(a.server(a.burst), other.server(other.burst))} paced "
+                f"{ratio(a.server(a.paced), other.server(other.paced))}"
             )
 
 
@@ -549,7 +554,7 @@ def run_all(procs: Procs, redis_binary: str | None, deadline: float) -> bool:
             rows.append(cluster_row(Cluster(procs, RELAYS, HISTORY), load, redis_binary, deadline))
         rows.append(rabbit_row(load, rabbit, deadline))
         failed |= not rows[0].delivered
-        report(f"({n}) {load.title()}", rows, "ratio {a} / {b}")
+        report(f"({n}) {load.title()}", rows)
     load = LOADS[0]
     rows = []
     for workers in (1, 2):
@@ -563,14 +568,42 @@ def run_all(procs: Procs, redis_binary: str | None, deadline: float) -> bool:
     report(
         "(4) --workers 2 against --workers 1: load (1), every client on the one relay address",
         rows,
-        "ratio {a} / {b}",
     )
-    print(
-        "   on 2 cores the second worker only has what the first left of the second core: the "
-        "generator and Redis use it too (their shares above); a relay process near 100% of a "
-        "core with the rest of the machine busy is the limit"
-    )
+    workers_limit(rows)
     return failed
+
+
+def busy(phase: Phase) -> float:
+    """Cores in use over ``phase``, in % of one: servers + Redis + generator."""
+    return sum(phase.cpu.values()) / phase.wall * 100 if phase.wall else 0.0
+
+
+def workers_limit(rows: list[Row]) -> None:
+    """What limits --workers 2 here: the burst's CPU, of the machine's cores."""
+    cores = (os.cpu_count() or 1) * 100
+    done = {r.name.split("--workers ")[1][0]: r for r in rows if r.burst and r.delivered}
+    for key, row in sorted(done.items()):
+        assert row.burst is not None
+        relay = row.burst.cpu["servers"] / row.burst.wall * 100
+        print(
+            f"   --workers {key}, burst: the relay's processes at {relay:.0f}% of a core, Redis "
+            f"and the generator at {busy(row.burst) - relay:.0f}%: {busy(row.burst):.0f}% of "
+            f"the machine's {cores}% busy"
+        )
+    one, two = done.get("1"), done.get("2")
+    if one is None or two is None or one.burst is None or two.burst is None:
+        return
+    alone = one.burst.cpu["servers"] / one.burst.wall * 100
+    why = "its core is the limit" if alone >= 90 else "not CPU-bound: it waits part of the time"
+    print(
+        f"   what limits it: with --workers 1 the one relay process is at {alone:.0f}% of a core "
+        f"({why}) and {cores - busy(one.burst):.0f}% of the cores are idle; --workers 2 gets "
+        f"{two.delivered / one.delivered:.2f}x the deliveries for {Row.server(two.burst) * 1000:.3f} "
+        f"ms of relay CPU per SEND instead of {Row.server(one.burst) * 1000:.3f} (a room's members "
+        f"are on both workers: each SEND also reaches the other worker through Redis pub/sub), "
+        f"with {cores - busy(two.burst):.0f}% of the cores idle: the workers, Redis and the "
+        "generator share the two cores, so a second worker adds at most what the others leave"
+    )
 
 
 def main() -> int:
