@@ -598,8 +598,9 @@ def workers_limit(rows: list[Row]) -> None:
     print(
         f"   what limits it: with --workers 1 the one relay process is at {alone:.0f}% of a core "
         f"({why}) and {cores - busy(one.burst):.0f}% of the cores are idle; --workers 2 gets "
-        f"{two.delivered / one.delivered:.2f}x the deliveries for {Row.server(two.burst) * 1000:.3f} "
-        f"ms of relay CPU per SEND instead of {Row.server(one.burst) * 1000:.3f} (a room's members "
+        f"{two.delivered / one.delivered:.2f}x the deliveries for "
+        f"{Row.server(two.burst) * 1000:.3f} ms of relay CPU per SEND instead of "
+        f"{Row.server(one.burst) * 1000:.3f} (a room's members "
         f"are on both workers: each SEND also reaches the other worker through Redis pub/sub), "
         f"with {cores - busy(two.burst):.0f}% of the cores idle: the workers, Redis and the "
         "generator share the two cores, so a second worker adds at most what the others leave"
