@@ -336,6 +336,7 @@ class Phase:
     wall: float
     sends: int
     cpu: dict[str, float]
+    machine: float  # CPU seconds every process on the machine used (/proc/stat)
 
     def per_send(self, kind: str) -> str:
         return f"{self.cpu[kind] / self.sends * 1000:.3f}" if self.sends else "-"
@@ -344,7 +345,18 @@ class Phase:
         if not self.wall:
             return "-"
         text = ", ".join(f"{k} {self.cpu[k] / self.wall * 100:.0f}%" for k in KINDS)
-        return f"{text} of a core over {self.wall:.1f}s"
+        whole = self.machine / self.wall * 100
+        others = max(0.0, whole - sum(self.cpu.values()) / self.wall * 100)
+        return (
+            f"{text} of a core over {self.wall:.1f}s; the machine {whole:.0f}% busy, "
+            f"{others:.0f}% of it other processes"
+        )
+
+
+def machine_busy() -> float:
+    """CPU seconds the whole machine spent busy since boot (/proc/stat: all but idle, iowait)."""
+    ticks = [int(n) for n in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(ticks[:8]) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
 
 
 class Meter:
@@ -352,6 +364,7 @@ class Meter:
         self.groups = dict(zip(KINDS, (server.servers, server.redis, gen), strict=True))
         self.wall = time.perf_counter()
         self.start = {kind: self.read(pids) for kind, pids in self.groups.items()}
+        self.machine = machine_busy()
 
     @staticmethod
     def read(pids: list[int]) -> float:
@@ -359,7 +372,7 @@ class Meter:
 
     def stop(self, sends: int) -> Phase:
         used = {kind: self.read(pids) - self.start[kind] for kind, pids in self.groups.items()}
-        return Phase(time.perf_counter() - self.wall, sends, used)
+        return Phase(time.perf_counter() - self.wall, sends, used, machine_busy() - self.machine)
 
 
 @dataclass
