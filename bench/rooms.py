@@ -32,7 +32,10 @@ across the cluster before any clock starts), then
   delivery;
 - CPU per SEND for each phase, in ms: the servers' (both relays' processes, or
   beam.smp), Redis's and the generator's CPU seconds (from /proc/PID/stat)
-  over the phase, divided by the SENDs; and each one's share of a core;
+  over the phase, divided by the SENDs; and each one's share of a core, beside
+  the whole machine's (/proc/stat), so that other processes' load shows (after
+  each RabbitMQ row the script waits, 30 s at most, until beam.smp is quiet:
+  it goes on tearing connections down on the cores the next row needs);
 - the checker: every subscriber must get every B and P message of its room
   exactly once and in order. lost = never came by the end of the row; dup = a
   seq seen again; ooo = a new seq below the highest one seen; a message of
@@ -105,6 +108,8 @@ GEN_PROCS = int(os.environ.get("BENCH_ROOMS_PROCS", "2"))
 PAYLOAD = 200  # body bytes of every SEND
 OPEN_WAIT = 180.0  # connecting and subscribing every client of a row
 WAIT = 90.0  # any other phase (the generator gives up after 10 s without a delivery)
+SETTLE = 30.0  # longest wait for RabbitMQ to go quiet after its row
+QUIET = 0.1  # of a core: quiet enough
 GENERATOR = Path(__file__).resolve().parent / "rooms_gen.mjs"
 JS_DIR = ROOT / "tests" / "js"
 
@@ -345,10 +350,10 @@ class Phase:
         if not self.wall:
             return "-"
         text = ", ".join(f"{k} {self.cpu[k] / self.wall * 100:.0f}%" for k in KINDS)
-        whole = self.machine / self.wall * 100
-        others = max(0.0, whole - sum(self.cpu.values()) / self.wall * 100)
+        machine = whole(self)
+        others = max(0.0, machine - sum(self.cpu.values()) / self.wall * 100)
         return (
-            f"{text} of a core over {self.wall:.1f}s; the machine {whole:.0f}% busy, "
+            f"{text} of a core over {self.wall:.1f}s; the machine {machine:.0f}% busy, "
             f"{others:.0f}% of it other processes"
         )
 
@@ -390,6 +395,7 @@ class Row:
     stray: int = 0
     errors: str = ""
     opening: float = 0.0  # s to connect and subscribe every client
+    settled: float = 0.0  # s the server took to go quiet after the row (RabbitMQ)
     written: float = 0.0  # s from the burst's first SEND written to its last
 
     def p(self, q: float) -> float:
@@ -503,6 +509,8 @@ def report(title: str, rows: list[Row]) -> None:
                 f"   {'':<34}   clients connected and subscribed in {row.opening:.1f}s; the "
                 f"burst's SENDs all written {row.written:.1f}s after its start"
             )
+        if row.settled:
+            print(f"   {'':<34}   after the row, {row.settled:.1f}s until beam.smp was quiet")
         for what, phase in (("burst", b), ("paced", pc)):
             if phase is not None:
                 print(f"   {'':<34}   {what}: {phase.share()}")
@@ -533,7 +541,23 @@ def rabbit_row(load: Load, rabbit: Rabbit, deadline: float) -> Row:
     if why := rabbit.room_for(load.connections):
         return Row(RABBIT, problem=why)
     pids = [rabbit.peer.pid] if rabbit.peer.pid else []
-    return run_row(load, Server(RABBIT, [RABBIT_URL], "guest", pids), False, deadline)
+    row = run_row(load, Server(RABBIT, [RABBIT_URL], "guest", pids), False, deadline)
+    if pids:
+        row.settled = settle(pids[0])
+    return row
+
+
+def settle(pid: int) -> float:
+    """Wait (SETTLE s at most) until ``pid`` uses under QUIET of a core: RabbitMQ
+    goes on tearing its clients' connections down after a row, on the cores the
+    next row needs. The seconds waited."""
+    start = time.perf_counter()
+    while time.perf_counter() - start < SETTLE:
+        before = cpu_seconds(pid)
+        time.sleep(0.5)
+        if cpu_seconds(pid) - before < QUIET * 0.5:
+            break
+    return time.perf_counter() - start
 
 
 def cluster_row(cluster: Cluster, load: Load, redis_binary: str, deadline: float) -> Row:
@@ -591,6 +615,11 @@ def busy(phase: Phase) -> float:
     return sum(phase.cpu.values()) / phase.wall * 100 if phase.wall else 0.0
 
 
+def whole(phase: Phase) -> float:
+    """Cores the whole machine used over ``phase``, every process, in % of one."""
+    return phase.machine / phase.wall * 100 if phase.wall else 0.0
+
+
 def workers_limit(rows: list[Row]) -> None:
     """What limits --workers 2 here: the burst's CPU, of the machine's cores."""
     cores = (os.cpu_count() or 1) * 100
@@ -600,8 +629,9 @@ def workers_limit(rows: list[Row]) -> None:
         relay = row.burst.cpu["servers"] / row.burst.wall * 100
         print(
             f"   --workers {key}, burst: the relay's processes at {relay:.0f}% of a core, Redis "
-            f"and the generator at {busy(row.burst) - relay:.0f}%: {busy(row.burst):.0f}% of "
-            f"the machine's {cores}% busy"
+            f"and the generator at {busy(row.burst) - relay:.0f}%, other processes at "
+            f"{max(0.0, whole(row.burst) - busy(row.burst)):.0f}%: {whole(row.burst):.0f}% of the "
+            f"machine's {cores}% busy"
         )
     one, two = done.get("1"), done.get("2")
     if one is None or two is None or one.burst is None or two.burst is None:
@@ -610,12 +640,12 @@ def workers_limit(rows: list[Row]) -> None:
     why = "its core is the limit" if alone >= 90 else "not CPU-bound: it waits part of the time"
     print(
         f"   what limits it: with --workers 1 the one relay process is at {alone:.0f}% of a core "
-        f"({why}) and {cores - busy(one.burst):.0f}% of the cores are idle; --workers 2 gets "
+        f"({why}) and {cores - whole(one.burst):.0f}% of the cores are idle; --workers 2 gets "
         f"{two.delivered / one.delivered:.2f}x the deliveries for "
         f"{Row.server(two.burst) * 1000:.3f} ms of relay CPU per SEND instead of "
         f"{Row.server(one.burst) * 1000:.3f} (a room's members "
         f"are on both workers: each SEND also reaches the other worker through Redis pub/sub), "
-        f"with {cores - busy(two.burst):.0f}% of the cores idle: the workers, Redis and the "
+        f"with {cores - whole(two.burst):.0f}% of the cores idle: the workers, Redis and the "
         "generator share the two cores, so a second worker adds at most what the others leave"
     )
 
