@@ -55,10 +55,10 @@ burst's time is from the first process's start to the last delivery in any.
 
 On a 2-core machine the relays, Redis and the generator share the two cores:
 the CPU share of each is printed beside every row, since the figures are those
-of the whole machine. ``--workers 2`` can only gain what the first worker did
-not already use of the second core: a single relay process near one core
-beside a generator and Redis using most of the other leaves little. Only
-same-run ratios count. Counts scale with ``BENCH_SCALE`` (rooms; 0.1 for a
+of the whole machine. ``--workers 2`` can only add what the generator and
+Redis leave of the second core, and each SEND then costs more relay CPU (it
+also reaches the other worker through Redis pub/sub): table (4) ends with both,
+measured. Only same-run ratios count. Counts scale with ``BENCH_SCALE`` (rooms; 0.1 for a
 quick run); the run gives up after ``BENCH_ROOMS_BUDGET`` seconds (420) and
 every wait is bounded. Exits 1 when a stomprelay row has no figures. Loopback
 only. Run: ``make bench`` (or ``python bench/rooms.py``).
