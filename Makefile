@@ -57,7 +57,7 @@ test: lint node-deps web-deps redis-dep
 
 # The peer: RabbitMQ's Web-STOMP plugin on ws://127.0.0.1:15674/ws, where a
 # RabbitMQ runs here (the scripts print a row for it when it answers).
-bench: $(STAMP)
+bench: $(STAMP) node-deps
 	$(BIN)/pip install --quiet -e '.[bench]'
 	@command -v rabbitmq-plugins >/dev/null 2>&1 \
 		&& rabbitmq-plugins enable --quiet rabbitmq_web_stomp >/dev/null 2>&1 \

@@ -72,7 +72,6 @@ from history import (
     Target,
     Usage,
     cpu_seconds,
-    http_ok,
     own_cpu,
     percentile,
     print_warnings,
@@ -580,18 +579,7 @@ class SingleRelay(Cluster):
         args += ["--port", str(port), "--server-id", server_id, "--log-level", "warning"]
         if self.history_size != HISTORY:
             args += ["--history-size", str(self.history_size)]
-        relay = self.procs.start(server_id, args)
-        self.started.append(relay)
-        self.relays[server_id] = (port, relay)
-        self.pids["relay"] = relay.pid
-
-        def answering() -> bool:
-            if relay.poll() is not None:
-                raise RuntimeError(f"relay exited:\n{self.log(server_id)[-2000:]}")
-            # /ready names no server (docs/security.md): /health says whose port it is
-            return http_ok(port, "/health", server_id) and http_ok(port, "/ready")
-
-        wait_until(answering, 20, f"relay {server_id} /ready")
+        self.launch("relay", server_id, port, args)
         return self
 
 

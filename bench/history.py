@@ -45,7 +45,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -232,7 +232,8 @@ class Cluster(Target):
     def urls(self) -> list[str]:
         return [f"ws://127.0.0.1:{port}/ws" for port, _ in self.relays.values()]
 
-    def start(self, redis_binary: str) -> Cluster:
+    def start_redis(self, redis_binary: str) -> int:
+        """The private redis-server (``pids["redis"]``); its port."""
         redis_port = free_port()
         args = [redis_binary, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", ""]
         args += ["--appendonly", "no", "--dir", str(self.procs.workdir)]
@@ -240,6 +241,10 @@ class Cluster(Target):
         self.started.append(redis)
         self.pids["redis"] = redis.pid
         wait_until(lambda: reachable(redis_port), 10, "redis-server")
+        return redis_port
+
+    def start(self, redis_binary: str) -> Cluster:
+        redis_port = self.start_redis(redis_binary)
         tag = f"h{self.history_size}{'-r' if self.replica else ''}-w{self.wait}"
         if self.replica:
             replica_port = free_port()
@@ -257,27 +262,41 @@ class Cluster(Target):
         for n in (1, 2):
             server_id = f"bench-{tag}-{n}"
             port = free_port()
-            relay = self.procs.start(
-                server_id,
-                [
-                    *(sys.executable, "-m", "stomprelay", "serve", "--host", "127.0.0.1"),
-                    *("--port", str(port), "--server-id", server_id),
-                    *("--redis-url", f"redis://127.0.0.1:{redis_port}/0"),
-                    *("--history-size", str(self.history_size), "--log-level", "warning"),
-                    *("--redis-wait-replicas", str(self.wait)),
-                ],
-            )
-            self.started.append(relay)
-            self.relays[server_id] = (port, relay)
-            self.pids[f"relay {n}"] = relay.pid
-
-            def up(sid: str = server_id, p: int = port, r: subprocess.Popen[bytes] = relay) -> bool:
-                if r.poll() is not None:
-                    raise RuntimeError(f"relay {sid} exited:\n{self.log(sid)[-2000:]}")
-                return http_ok(p, "/health", sid) and http_ok(p, "/ready")
-
-            wait_until(up, 20, f"relay {server_id} /ready")
+            args = [
+                *(sys.executable, "-m", "stomprelay", "serve", "--host", "127.0.0.1"),
+                *("--port", str(port), "--server-id", server_id),
+                *("--redis-url", f"redis://127.0.0.1:{redis_port}/0"),
+                *("--history-size", str(self.history_size), "--log-level", "warning"),
+                *("--redis-wait-replicas", str(self.wait)),
+            ]
+            self.launch(f"relay {n}", server_id, port, args)
         return self
+
+    def launch(
+        self,
+        label: str,
+        server_id: str,
+        port: int,
+        args: list[str],
+        ready: Callable[[], bool] | None = None,
+        timeout: float = 20,
+    ) -> None:
+        """Start the relay ``args`` serving ``port`` (``pids[label]``) and wait until
+        ``ready`` (by default: /health names ``server_id`` and /ready answers)."""
+        relay = self.procs.start(server_id, args)
+        self.started.append(relay)
+        self.relays[server_id] = (port, relay)
+        self.pids[label] = relay.pid
+
+        def up() -> bool:
+            if relay.poll() is not None:
+                raise RuntimeError(f"relay {server_id} exited:\n{self.log(server_id)[-2000:]}")
+            if ready is not None:
+                return ready()
+            # /ready names no server (docs/security.md): /health says whose port it is
+            return http_ok(port, "/health", server_id) and http_ok(port, "/ready")
+
+        wait_until(up, timeout, f"relay {server_id} /ready")
 
     def log(self, server_id: str) -> str:
         path = self.procs.workdir / f"{server_id}.log"
@@ -929,9 +948,25 @@ def _terminate(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # unwinds through every finally: the processes are stopped
 
 
-if __name__ == "__main__":
+@contextlib.contextmanager
+def stopping(procs: Procs) -> Iterator[Procs]:
+    """``procs``; every process it started is stopped at the end, also on SIGTERM."""
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield procs
+    finally:
+        procs.stop_all()
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_script(main: Callable[[], int]) -> None:
+    """Exit with ``main()``'s status; 130 on Ctrl-C or SIGTERM (see :func:`stopping`)."""
     try:
         sys.exit(main())
     except KeyboardInterrupt:
         print("interrupted: every process this run started is stopped", file=sys.stderr)
         sys.exit(130)
+
+
+if __name__ == "__main__":
+    run_script(main)
