@@ -28,13 +28,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from collections import deque
 from collections.abc import Coroutine
 from typing import Any, cast
 
 from stomprelay.errors import PolicyError
-from stomprelay.stomp.session import ServerSession
+from stomprelay.stomp.session import MessageSent, ServerSession
 from stomprelay.transport.hub import CLOSE_TIMEOUT, Hub, SocketProtocol
 from stomprelay.transport.hygiene import Refusal
 from stomprelay.transport.outbound import SendQueue, slow_consumer_error
@@ -412,7 +413,7 @@ class StompProtocol(SocketProtocol):
         loop = asyncio.get_running_loop()
         if events:
             self.hub.metrics.frames_in.inc(len(events))
-            if now:
+            if now and self._sends_only(events):
                 self._worker = _RUNNING
                 task = _start_now(self._handle(events))
                 if task is not None:  # it waits for something: a task carries it on
@@ -425,6 +426,14 @@ class StompProtocol(SocketProtocol):
                 self._worker = loop.create_task(self._handle([]))
             elif self._read_paused:
                 self._resume_reading()
+
+    def _sends_only(self, events: list[Any]) -> bool:
+        """Whether every event is a SEND the application publishes (none of its own
+        destinations'): what is handled in the read's callback, with no wait."""
+        if not all(type(e) is MessageSent for e in events):
+            return False
+        sent = self.hub.app.sent_to(events)
+        return all(e.destination in sent for e in events)
 
     async def _handle(self, events: list[Any]) -> None:
         hub = self.hub
@@ -552,7 +561,13 @@ _RUNNING: asyncio.Task[None] = cast("asyncio.Task[None]", object())
 def _start_now(coro: Coroutine[Any, None, None]) -> asyncio.Task[None] | None:
     """Run ``coro`` now up to its first wait: None when it finished without one,
     else a task that carries it on from there (as a task would have: one
-    event-loop turn saved for input that needs no wait, a lone SEND among them)."""
+    event-loop turn saved for input that needs no wait, a lone SEND among them).
+    Python 3.12 has this built in (an eagerly started task); before it, the
+    coroutine is stepped here, outside any task, so it must not need one before
+    its first wait (``_sends_only``: a SEND's handling only waits in ``wait_for``)."""
+    if sys.version_info >= (3, 12):
+        task = asyncio.Task(coro, eager_start=True)  # type: ignore[call-arg,unused-ignore]
+        return None if task.done() else task
     try:
         awaited = coro.send(None)
     except StopIteration:
