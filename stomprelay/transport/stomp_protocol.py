@@ -51,6 +51,13 @@ log = logging.getLogger(__name__)
 SLOW_CONSUMER_GRACE = 1.0
 #: Most STOMP messages read from one socket and handled in one step.
 BATCH = 16
+#: Bytes of a socket's input parsed at a time: a burst read in one go is parsed
+#: step by step as it is handled, not all at once (other sockets are read between).
+SLICE = 4096
+#: Most bytes parsed for one step (the messages of one step can be large).
+STEP_BYTES = 64 * 1024
+#: Unparsed input bytes past which the socket is read no further.
+RAW_LIMIT = 64 * 1024
 
 # What a STOMP connection is doing.
 _OPENING = 0  # a WebSocket handshake, or a TCP client being admitted
@@ -72,6 +79,7 @@ class StompProtocol(SocketProtocol):
         "_mode",
         "_out",
         "_ping_at",
+        "_raw",
         "_read_paused",
         "_session",
         "_worker",
@@ -93,6 +101,8 @@ class StompProtocol(SocketProtocol):
         self.close_code = CLOSE_NORMAL
         # input
         self._inbox: deque[bytes] = deque()
+        #: WebSocket bytes read and not yet parsed (a burst is parsed a step at a time).
+        self._raw = bytearray()
         self._worker: asyncio.Task[None] | None = None
         self._read_paused = False
         self._attached = False
@@ -174,17 +184,28 @@ class StompProtocol(SocketProtocol):
         ws = self._ws
         if mode == _OPEN:
             if ws is not None:
-                ws.receive(data)
-                self._ws_frames()
+                self._raw += data
+                if self._worker is None:
+                    self._ws_frames()
+                elif len(self._raw) >= RAW_LIMIT:
+                    self._pause_reading()
             else:
-                self._inbox.append(data)
+                inbox = self._inbox
+                for start in range(0, len(data), SLICE):
+                    inbox.append(data[start : start + SLICE])
                 self._take_input()
         elif mode == _CLOSING and ws is not None:
+            if self._raw:
+                data = bytes(self._raw) + data
+                self._raw.clear()
             ws.receive(data)
             self._ws_output()
 
     def eof_received(self) -> bool | None:
         if self._ws is not None and self._mode in (_OPEN, _CLOSING):
+            if self._raw:
+                self._ws.receive(bytes(self._raw))
+                self._raw.clear()
             self._ws.receive_eof()
             self._ws_output()
         return None  # the transport closes itself
@@ -199,6 +220,7 @@ class StompProtocol(SocketProtocol):
             hub.limits.release(self._counted, time.monotonic())
             self._counted = None
         self._inbox.clear()
+        self._raw.clear()
         self._ws = None
         session = self._session
         if session is not None:
@@ -339,14 +361,13 @@ class StompProtocol(SocketProtocol):
     # -- STOMP input ----------------------------------------------------------
 
     def _take_input(self) -> None:
-        """New STOMP bytes: handle them now, or stop reading while earlier ones are handled."""
+        """New STOMP bytes: handle a first step of them now (in this callback), or
+        stop reading while earlier ones are handled."""
         if self._worker is None:
             self._process()
         if (
-            len(self._inbox) >= self.hub.settings.inbox_frames
-            and not self._read_paused
-            and self.transport is not None
-        ):
+            len(self._inbox) >= self.hub.settings.inbox_frames or len(self._raw) >= RAW_LIMIT
+        ) and not self._read_paused:
             self._pause_reading()
 
     def _pause_reading(self) -> None:
@@ -364,27 +385,40 @@ class StompProtocol(SocketProtocol):
             self.transport.resume_reading()
 
     def _process(self) -> None:
+        """One step of this connection's input: at most BATCH messages (and their
+        events) parsed and handed to the application. A step of SENDs that wait on
+        nothing is handled at once (:meth:`_handled_now`: input that arrived while
+        nothing of this connection was being handled, in the callback that read
+        it); what is left of a burst is a task per step, so that each connection
+        with input gets one step per event-loop turn, in turn with the others."""
         session = self._session
         if session is None:
             return
-        events = []
-        now = time.monotonic()
         inbox = self._inbox
+        if self._raw and len(inbox) < BATCH and self._ws is not None:
+            self._parse_ws()
+            session = self._session
+            if session is None or self._mode != _OPEN:
+                return
+        events: list[Any] = []
+        clock = time.monotonic()
         taken = 0
-        while inbox and taken < BATCH and not session.closed:
-            events.extend(session.receive_data(inbox.popleft(), now))
+        while inbox and taken < BATCH and len(events) < BATCH and not session.closed:
+            events.extend(session.receive_data(inbox.popleft(), clock))
             taken += 1
         if session.closed:
             inbox.clear()
+            self._raw.clear()
+        loop = asyncio.get_running_loop()
         if events:
             self.hub.metrics.frames_in.inc(len(events))
             if self._handled_now(events):
                 return
-            self._worker = asyncio.get_running_loop().create_task(self._handle(events))
+            self._worker = loop.create_task(self._handle(events))
         else:
             self.flush()
-            if inbox:
-                self._worker = asyncio.get_running_loop().create_task(self._handle([]))
+            if inbox or self._raw:
+                self._worker = loop.create_task(self._handle([]))
             elif self._read_paused:
                 self._resume_reading()
 
@@ -407,7 +441,8 @@ class StompProtocol(SocketProtocol):
             if sent and app.congested(sent):
                 self._worker = loop.create_task(self._handle([], sent))
                 return True
-            if self._inbox:
+            if self._inbox or self._raw:
+                # the rest of a burst: one step per event-loop turn, in turn with the others
                 self._worker = loop.create_task(self._handle([]))
                 return True
         if self._mode == _OPEN:
@@ -459,13 +494,45 @@ class StompProtocol(SocketProtocol):
     # -- WebSocket ------------------------------------------------------------
 
     def _ws_frames(self) -> None:
+        """Input arrived with nothing of this connection's being handled: parse a
+        first step of it and handle that now."""
         ws = self._ws
         if ws is None:
             return
-        messages = ws.messages()
-        if messages:
-            self._inbox.extend(messages)
+        self._inbox.extend(ws.messages())  # parsed already: bytes sent with the handshake
+        if self._raw:
+            self._parse_ws(check=False)
+        if self._inbox or self._raw:
             self._take_input()
+        self._ws_check()
+
+    def _parse_ws(self, check: bool = True) -> None:
+        """Parse unparsed WebSocket input, SLICE bytes at a time, until a step's
+        worth of messages (BATCH, or STEP_BYTES parsed) is in the inbox."""
+        ws = self._ws
+        raw = self._raw
+        inbox = self._inbox
+        if ws is None:
+            raw.clear()
+            return
+        parsed = 0
+        while raw and len(inbox) < BATCH and parsed < STEP_BYTES:
+            chunk = bytes(raw[:SLICE])
+            del raw[:SLICE]
+            ws.receive(chunk)
+            parsed += len(chunk)
+            inbox.extend(ws.messages())
+            if ws.too_big or not ws.open:
+                raw.clear()
+                break
+        if check:
+            self._ws_check()
+
+    def _ws_check(self) -> None:
+        """After parsing: a message over the limit, or the client closing, ends the session."""
+        ws = self._ws
+        if ws is None:
+            return
         session = self._session
         if ws.too_big and session is not None and not session.closed:
             self._too_big(ws, session)

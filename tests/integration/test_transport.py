@@ -16,14 +16,18 @@ import pytest
 from clusterhelpers import eventually
 from stompclient import StompClient
 from websockets.asyncio.client import connect
+from websockets.frames import Frame as WsFrame
+from websockets.frames import Opcode
 
 from stomprelay.factory import build_relay
 from stomprelay.router import parse_destination
 from stomprelay.settings import Settings
 from stomprelay.stomp.frames import Frame
 from stomprelay.stomp.parser import FrameParser
-from stomprelay.stomp.session import ServerSession
+from stomprelay.stomp.session import ServerSession, State
 from stomprelay.transport import RelayServer, StompProtocol
+from stomprelay.transport.hub import YOUNG_EVERY
+from stomprelay.transport.stomp_protocol import BATCH, SLICE
 
 
 async def http(port: int, data: bytes | list[bytes], *, wait: float = 3.0) -> bytes:
@@ -341,6 +345,141 @@ async def test_a_flooding_publisher_is_slowed_down_and_readers_are_not_dropped(
     assert server.relay.metrics.slow_consumers._value.get() == 0
     for client in (*readers, publisher):
         await client.close()
+
+
+@pytest.mark.parametrize("over", ["ws", "tcp"])
+async def test_a_burst_read_at_once_is_handled_in_steps_with_another_socket_between(
+    make_relay: Any, over: str
+) -> None:
+    """1000 SENDs delivered to one socket in one read are handled a step at a time
+    (BATCH messages, or a slice of bytes), each step a turn of its own; a SEND that another socket
+    delivers just after is handled between two of those steps, not after the
+    burst; the burst still reaches its subscriber whole and in order."""
+    server = await make_relay(frame_rate=0, byte_rate=0)
+    relay = server.relay
+    url = f"ws://127.0.0.1:{server.port}/ws"
+    reader = await StompClient.connect(url, name="reader")
+    await reader.subscribe("/topic/room/flood", "s")
+    other_reader = await StompClient.connect(url, name="other-reader")
+    await other_reader.subscribe("/topic/room/calm", "s")
+    known = set(relay.sinks)
+    if over == "ws":
+        flooder = await StompClient.connect(url, name="flood")
+    else:
+        tcp = socket.create_connection(("127.0.0.1", server.stomp_port))
+        tcp.sendall(stomp("CONNECT", ("accept-version", "1.2"), ("heart-beat", "0,0")))
+    await eventually(lambda: len(relay.sinks) == len(known) + 1, what="the flooder's session")
+    (flood_id,) = set(relay.sinks) - known
+    other = await StompClient.connect(url, name="other")
+    await eventually(lambda: len(relay.sinks) == len(known) + 2, what="the other session")
+    (other_id,) = set(relay.sinks) - known - {flood_id}
+    flood_sink, other_sink = relay.sinks[flood_id], relay.sinks[other_id]
+    assert isinstance(flood_sink, StompProtocol)
+    assert isinstance(other_sink, StompProtocol)
+    await eventually(lambda: flood_sink.session.state is State.OPEN, what="CONNECTED")
+
+    steps: list[tuple[str, int]] = []
+    handle = relay.handle
+
+    async def counted(sink: Any, events: list[Any]) -> None:
+        steps.append((sink.session.session_id, len(events)))
+        await handle(sink, events)
+
+    handle_now = relay.handle_now
+
+    def counted_now(sink: Any, events: list[Any]) -> bool:
+        # a step of SENDs that wait on nothing is handled without a task
+        handled = handle_now(sink, events)
+        if handled:
+            steps.append((sink.session.session_id, len(events)))
+        return handled
+
+    relay.handle = counted  # type: ignore[method-assign]
+    relay.handle_now = counted_now  # type: ignore[method-assign]
+
+    def frame(destination: str, body: bytes) -> bytes:
+        raw = stomp("SEND", ("destination", destination), body=body)
+        if over == "tcp" and destination.endswith("flood"):
+            return raw
+        return WsFrame(Opcode.TEXT, raw).serialize(mask=True, extensions=[])
+
+    parsed: list[int] = []  # bytes parsed at a time, from the flooder's socket
+    if over == "ws":
+        assert flood_sink._ws is not None
+        ws = flood_sink._ws._ws  # websockets' own protocol: what parses
+        receive = ws.receive_data
+
+        def parse(data: bytes) -> None:
+            parsed.append(len(data))
+            steps.append(("parse", len(data)))
+            receive(data)
+
+        ws.receive_data = parse  # type: ignore[method-assign]
+
+    burst = b"".join(frame("/topic/room/flood", b"%d" % i) for i in range(1000))
+    flood_sink.data_received(burst)  # one read of the whole burst
+    # its first step was handled in that read's callback, the rest waits
+    assert [sid for sid, _ in steps if sid != "parse"] == [flood_id]
+    other_sink.data_received(frame("/topic/room/calm", b"calm"))  # the next socket read
+    assert [sid for sid, _ in steps if sid != "parse"] == [flood_id, other_id]
+    got = await reader.collect(1000, "s", timeout=30)
+    assert [int(f.body) for f in got] == list(range(1000))
+    assert [f.body for f in await other_reader.collect(1, "s", timeout=10)] == [b"calm"]
+
+    if over == "ws":  # parsed a slice at a time, the calm SEND before the end of it
+        assert sum(parsed) == len(burst)
+        assert max(parsed) <= SLICE
+        last_parse = max(i for i, (sid, _) in enumerate(steps) if sid == "parse")
+        assert steps.index((other_id, 1)) < last_parse
+    flood_steps = [i for i, (sid, _) in enumerate(steps) if sid == flood_id]
+    (calm_step,) = [i for i, (sid, _) in enumerate(steps) if sid == other_id]
+    assert sum(steps[i][1] for i in flood_steps) == 1000
+    # a WebSocket step is BATCH messages; a TCP step stops after BATCH frames, at the
+    # end of a SLICE of bytes (or less)
+    most = BATCH if over == "ws" else BATCH + SLICE // len(stomp("SEND"))
+    assert all(steps[i][1] <= most for i in flood_steps)
+    assert flood_steps[0] < calm_step < flood_steps[-1]
+    assert len(flood_steps) >= 1000 // most
+    relay.handle = handle  # type: ignore[method-assign]
+    for client in (reader, other_reader, other):
+        await client.close()
+    if over == "ws":
+        await flooder.close()
+    else:
+        tcp.close()
+
+
+async def test_the_young_generation_is_collected_every_few_writer_turns(
+    relay: RelayServer,
+) -> None:
+    """Garbage in a reference cycle goes within YOUNG_EVERY writer turns, even when
+    the collector's own count would not start a collection (as under a flood that
+    frees old objects as fast as it makes young ones)."""
+    client = await StompClient.connect(f"ws://127.0.0.1:{relay.port}/ws", name="c")
+    (sink,) = relay.relay.sinks.values()
+    assert isinstance(sink, StompProtocol)
+    hub = sink.hub
+
+    class Cycle:
+        me: Any = None
+
+    threshold = gc.get_threshold()
+    gc.set_threshold(1_000_000_000, threshold[1], threshold[2])
+    try:
+        garbage = Cycle()
+        garbage.me = garbage
+        gone = weakref.ref(garbage)
+        del garbage
+        for _ in range(YOUNG_EVERY):
+            assert gone() is not None
+            hub.mark(sink)
+            hub._write_all()
+            if gone() is None:
+                break
+        assert gone() is None
+    finally:
+        gc.set_threshold(*threshold)
+    await client.close()
 
 
 # -- timers ---------------------------------------------------------------------
