@@ -12,6 +12,7 @@ protocol object per socket at any time).
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import gc
@@ -135,7 +136,7 @@ class Hub:
             log.debug("connection from %s refused: %s", client, refusal.text.strip())
 
 
-class SocketProtocol(asyncio.Protocol):
+class SocketProtocol(asyncio.Protocol, metaclass=abc.ABCMeta):
     """The socket side every protocol here shares: options, the client's address,
     the timer entry, closing with a deadline, and handing the socket over."""
 
@@ -224,13 +225,15 @@ class SocketProtocol(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
+    @abc.abstractmethod
     def shutdown(self) -> None:
         """Server stopping: close this socket once what it owes the client is sent."""
-        raise NotImplementedError
 
     # Timed (timers.py): subclasses say when, and what happens then.
+    @abc.abstractmethod
     def deadline(self) -> float | None:
-        raise NotImplementedError
+        """When :meth:`on_deadline` is next due (the handshake, a heart-beat, a close)."""
 
+    @abc.abstractmethod
     def on_deadline(self, now: float) -> None:
-        raise NotImplementedError
+        """The deadline came: act on it (refuse, send a heart-beat, abort)."""
