@@ -5,31 +5,16 @@ malformed envelopes among them handled as one by one."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
-from procs import RedisServer, redis_server_binary
+from procs import RedisServer
 from redis.asyncio.client import PubSub
 
 from stomprelay.cluster.envelope import Envelope
 from stomprelay.cluster.redis_bus import RedisBus
 
 COUNT = 3000
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    try:
-        redis_server_binary()
-    except RuntimeError as exc:
-        pytest.skip(str(exc))
-    server = RedisServer(tmp_path).start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.mark.redis
