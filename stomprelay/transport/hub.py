@@ -89,6 +89,8 @@ class Hub:
         self._dirty: list[Writer] = []
         self._scheduled = False
         self._turns = 0
+        #: Writer turns so far: a connection written in one of the last few is busy.
+        self.turn = 0
         self._loop = asyncio.get_event_loop()
         #: Called once a connection is gone (the server waits on it while stopping).
         self.on_gone: Callable[[], None] | None = None
@@ -111,6 +113,7 @@ class Hub:
     def _write_all(self) -> None:
         self._scheduled = False
         dirty, self._dirty = self._dirty, []
+        self.turn += 1
         for connection in dirty:
             connection.write_now()
         self._turns += 1

@@ -83,6 +83,7 @@ class StompProtocol(SocketProtocol):
         "_read_paused",
         "_session",
         "_worker",
+        "_written",
         "_ws",
         "close_code",
     )
@@ -97,6 +98,8 @@ class StompProtocol(SocketProtocol):
         self._counted: str | None = None
         # output
         self._dirty = False
+        #: The writer turn of this connection's last write (Hub.turn).
+        self._written = -1
         self._out = SendQueue(hub.settings)
         self.close_code = CLOSE_NORMAL
         # input
@@ -293,14 +296,27 @@ class StompProtocol(SocketProtocol):
     # -- output ---------------------------------------------------------------
 
     def flush(self) -> None:
-        """The session has frames queued (or closed): write them this turn."""
-        if not self._dirty:
-            self._dirty = True
-            self.hub.mark(self)
+        """The session has frames queued (or closed): write them now if the
+        connection is idle, else with the others at the end of this turn.
+
+        A connection not written since the writer's last turn (a quiet room's
+        subscriber, while other rooms keep the writer busy) is written at once, so its
+        message does not wait for a turn that a flooded room's fan-out makes long; one
+        written in the writer's last turn or since (a busy one) keeps one write per
+        turn for everything the turn queued, never a write per frame under load."""
+        if self._dirty:
+            return
+        hub = self.hub
+        if self._written < hub.turn:
+            self.write_now()
+            return
+        self._dirty = True
+        hub.mark(self)
 
     def write_now(self) -> None:
         """Move the session's frames to the socket: one write for all of them."""
         self._dirty = False
+        self._written = self.hub.turn
         session = self._session
         transport = self.transport
         if session is None or transport is None or self._mode not in (_OPEN, _CLOSING):
