@@ -59,7 +59,8 @@ of the whole machine. ``--workers 2`` can only add what the generator and
 Redis leave of the second core, and each SEND then costs more relay CPU (it
 also reaches the other worker through Redis pub/sub): table (4) ends with both,
 measured. Only same-run ratios count. Counts scale with ``BENCH_SCALE`` (rooms; 0.1 for a
-quick run); the run gives up after ``BENCH_ROOMS_BUDGET`` seconds (420) and
+quick run); ``BENCH_ROOMS_ONLY=1,4`` prints only those tables; the run gives up
+after ``BENCH_ROOMS_BUDGET`` seconds (420) and
 every wait is bounded. Exits 1 when a stomprelay row has no figures. Loopback
 only. Run: ``make bench`` (or ``python bench/rooms.py``).
 """
@@ -105,6 +106,8 @@ from history import (
 BUDGET = float(os.environ.get("BENCH_ROOMS_BUDGET", "420"))
 SECONDS = float(os.environ.get("BENCH_ROOMS_SECONDS", "5"))  # paced, per row
 GEN_PROCS = int(os.environ.get("BENCH_ROOMS_PROCS", "2"))
+#: The tables to print, e.g. "1,4" (default: every one); for re-measuring one load.
+ONLY = {t for t in os.environ.get("BENCH_ROOMS_ONLY", "").replace(" ", "").split(",") if t}
 PAYLOAD = 200  # body bytes of every SEND
 OPEN_WAIT = 180.0  # connecting and subscribing every client of a row
 WAIT = 90.0  # any other phase (the generator gives up after 10 s without a delivery)
@@ -584,6 +587,8 @@ def run_all(procs: Procs, redis_binary: str | None, deadline: float) -> bool:
         )
     failed = False
     for n, load in enumerate(LOADS, 1):
+        if ONLY and str(n) not in ONLY:
+            continue
         rows = []
         if redis_binary is None:
             rows.append(Row(RELAYS, problem="no redis-server here"))
@@ -592,6 +597,8 @@ def run_all(procs: Procs, redis_binary: str | None, deadline: float) -> bool:
         rows.append(rabbit_row(load, rabbit, deadline))
         failed |= not rows[0].delivered
         report(f"({n}) {load.title()}", rows)
+    if ONLY and "4" not in ONLY:
+        return failed
     load = LOADS[0]
     rows = []
     for workers in (1, 2):
