@@ -449,6 +449,43 @@ async def test_a_burst_read_at_once_is_handled_in_steps_with_another_socket_betw
         tcp.close()
 
 
+async def test_an_idle_connection_is_written_at_once_and_a_busy_one_once_per_turn(
+    relay: RelayServer,
+) -> None:
+    """A connection not written since the writer's last turn gets its frame at once
+    (a quiet room's message does not wait for a turn); once written, what else is
+    queued before the next writer turn waits for that turn's one write; after a turn
+    without it, it counts as idle again. Every frame arrives, in order."""
+    client = await StompClient.connect(f"ws://127.0.0.1:{relay.port}/ws", name="c")
+    (sink,) = relay.relay.sinks.values()
+    assert isinstance(sink, StompProtocol)
+    hub, session = sink.hub, sink.session
+    receipts = [client._expect_receipt(f"r{i}") for i in range(4)]
+
+    def queue(i: int) -> None:
+        session.send_receipt(f"r{i}", time.monotonic())
+        sink.flush()
+
+    def written() -> bool:
+        return not sink._dirty and not session.data_to_send()
+
+    hub._write_all()  # whatever the connection still had queued
+    hub._write_all()  # a writer turn without this connection: it is idle
+    queue(0)
+    assert written()  # at once
+    queue(1)
+    assert sink._dirty  # written since the last turn: waits for the turn's write
+    queue(2)  # joins the same write
+    hub._write_all()
+    assert written()
+    hub._write_all()  # a turn without it: idle again
+    queue(3)
+    assert written()
+    frames = await asyncio.wait_for(asyncio.gather(*receipts), 5)
+    assert [f.get("receipt-id") for f in frames] == ["r0", "r1", "r2", "r3"]
+    await client.close()
+
+
 async def test_the_young_generation_is_collected_every_few_writer_turns(
     relay: RelayServer,
 ) -> None:
