@@ -40,7 +40,7 @@ from stomprelay.auth import REFRESH_DESTINATION
 from stomprelay.bounded import STOP_TIMEOUT, stop_task
 from stomprelay.clock import now_ms
 from stomprelay.cluster.envelope import Envelope
-from stomprelay.cluster.history import Log
+from stomprelay.cluster.history import Log, MemoryLog
 from stomprelay.cluster.keys import Keys
 from stomprelay.errors import BackendUnavailable, PeerError, PolicyError
 from stomprelay.metrics import Metrics
@@ -85,6 +85,8 @@ class Pipeline:
         now_ms: Callable[[], int],
     ) -> None:
         self._log = log_
+        #: An in-memory log (one node) appends without waiting on anything.
+        self._memory = log_ if isinstance(log_, MemoryLog) else None
         self._publish_many = publish_many
         self._outage = outage
         #: Keeps what Redis did not take and delivers it locally (Sender.journal).
@@ -110,6 +112,16 @@ class Pipeline:
             done.set_exception(BackendUnavailable("relay stopping"))
             return done
         queue = self._queues.get(client)
+        memory = self._memory
+        if queue is None and memory is not None and log_id and not self._outage.down:
+            # One node: a SEND of a client with nothing queued is appended now, in the
+            # read that brought it, not a turn later behind a flooding client's batch
+            # (the client's earlier SENDs are all appended: its order holds).
+            memory.append_now(log_id, channel, envelope, self._now_ms())
+            self._metrics.published.inc()
+            self._metrics.appends.inc()
+            done.set_result(None)
+            return done
         if queue is None:
             queue = self._queues[client] = deque()
         queue.append(_Item(log_id, channel, envelope, done))

@@ -198,9 +198,16 @@ class MemoryLog:
         self._last_epoch_us = 0
 
     def _expire(self, now: float) -> None:
+        """Drop the logs idle for the policy's TTL. ``logs`` is kept in the order of
+        their last append (:meth:`append_now` moves a log to the end), so only the
+        expired ones at the front are looked at, never every log on every append."""
         ttl = self.policy.ttl_ms / 1000
-        for log_id in [k for k, v in self.logs.items() if now - v.last_at >= ttl]:
-            del self.logs[log_id]
+        logs = self.logs
+        while logs:
+            log_id, log = next(iter(logs.items()))
+            if now - log.last_at < ttl:
+                return
+            del logs[log_id]
 
     def _epoch(self) -> str:
         us = max(int(self._clock() * 1_000_000), self._last_epoch_us + 1)
@@ -243,6 +250,7 @@ class MemoryLog:
         while log.id_order and log.id_order[0][0] <= log.seq - self.policy.id_window:
             log.ids.pop(log.id_order.popleft()[1], None)
         log.last_at = now
+        self.logs[log_id] = self.logs.pop(log_id)  # to the end: the latest appended
         self._publish(channel, stored)
         return stored
 
