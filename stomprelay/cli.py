@@ -340,6 +340,8 @@ async def serve(args: argparse.Namespace) -> int:
         stomp_port=args.stomp_port,
         web_root=Path(args.web_root) if args.web_root else None,
         admin_token=args.admin_token,
+        api_key=args.api_key,
+        api_key_name=args.api_key_name,
         reuse_port=args.reuse_port,
         sock=socket.socket(fileno=args.listen_fd) if args.listen_fd is not None else None,
         extra_port=args.worker_http_port,

@@ -54,6 +54,12 @@ def _check_origins(value: Iterable[str]) -> None:
     OriginPolicy(tuple(value))
 
 
+def _check_sender(value: str) -> None:
+    """An ``x-sender`` value: 1 to 64 printable characters (a header value)."""
+    if not 1 <= len(value) <= 64 or not value.isprintable():
+        raise ValueError("--api-key-name is 1 to 64 printable characters")
+
+
 def _redis_url_default() -> str | None:
     """``REDIS_URL``, else ``REDIS_HOST``/``REDIS_PORT``; None means single-node."""
     url = os.environ.get("REDIS_URL")
@@ -285,6 +291,20 @@ OPTIONS: tuple[Option, ...] = (
         "kick); unset: they answer loopback clients only, and the acting routes are off",
         "ADMIN_TOKEN",
         shown="off",
+    ),
+    Option(
+        "--api-key",
+        "Bearer key of the server API (/api/publish, /api/users/..., docs/api.md) for "
+        "back-ends: it opens those routes only; the admin token opens them too",
+        "API_KEY",
+        shown="off",
+    ),
+    Option(
+        "--api-key-name",
+        "x-sender of the messages the API key publishes (the admin token's: operator)",
+        "API_KEY_NAME",
+        default="server",
+        validate=_check_sender,
     ),
     Option(
         "--public-metrics",
@@ -542,7 +562,8 @@ OPTIONS: tuple[Option, ...] = (
         positive=True,
     ),
     limit("max_request_head", "most bytes of an HTTP request head"),
-    limit("max_request_body", "most bytes of an HTTP request body"),
+    limit("max_request_body", "most bytes of an HTTP request body (an API publish's: more)"),
+    limit("api_max_inflight", "server API requests that act in flight on one relay (429 past)"),
     limit("max_chat_message", "longest chat message (characters) of /app/room/..."),
     limit("max_username", "longest username /app/room/... accepts"),
     limit("max_rooms_per_session", "most rooms one session may be in at once"),

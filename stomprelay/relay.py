@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from stomprelay import __version__
 from stomprelay.access import Access
 from stomprelay.admin import Admin
+from stomprelay.api import ServerApi
 from stomprelay.auth import REFRESH_DESTINATION
 from stomprelay.bounded import bounded
 from stomprelay.clock import now_ms
@@ -154,6 +155,15 @@ class Relay:
         #: The operators' reads and actions, for the HTTP admin routes; a room
         #: notification goes through this relay's send flow, a kick through its access.
         self.admin = Admin(backends, self.policy, self)
+        #: The server API's operations: appends fail fast (a 503) while Redis is down.
+        self.api = ServerApi(
+            backends,
+            self.policy,
+            settings,
+            origin=server_id,
+            guard=outage.guard,
+            degraded=lambda: outage.down,
+        )
         self._started = False
 
     # -- what the transport and the HTTP routes read ----------------------------

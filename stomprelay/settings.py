@@ -86,6 +86,9 @@ class Settings:
     handshake_timeout: float = 10.0
     max_request_head: int = 16 * 1024
     max_request_body: int = 16 * 1024
+    #: Server API requests that act (publish, broadcast, user changes) in flight on
+    #: one relay at once; past it, 429 (docs/api.md).
+    api_max_inflight: int = 256
     #: Seconds between WebSocket pings to each client; 0 (the default): none, the
     #: STOMP heart-beats (and TCP keepalive) already find dead peers.
     ws_ping_interval: float = 0.0

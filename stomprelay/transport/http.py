@@ -110,6 +110,21 @@ class Status(Protocol):
         ...
 
 
+class ApiGate(Protocol):
+    """The server API's routes (``transport/api_http.py``), handed in: which paths
+    are theirs, their body limit, and whether a token is the API key."""
+
+    def serves(self, path: str) -> bool: ...
+
+    def body_limit(self, target: bytes) -> int: ...
+
+    def is_api_key(self, token: str) -> bool: ...
+
+    async def answer(
+        self, method: str, path: str, query: str, headers: Headers, body: bytes, client: str
+    ) -> Answer: ...
+
+
 class HttpApp:
     """Routes of one relay: ``admin`` does what the API asks, ``status`` says how
     the relay is; ``connections`` (the STOMP sessions) is what /health counts."""
@@ -121,8 +136,11 @@ class HttpApp:
         connections: Sized,
         web_root: Path | None = None,
         admin_token: str | None = None,
+        api: ApiGate | None = None,
     ) -> None:
         self.admin = admin
+        #: The server API's routes (contract section 10), where the relay serves them.
+        self.api = api
         self.status = status
         self.connections = connections
         self.web_root = (web_root or WEB_ROOT).resolve()
@@ -144,6 +162,10 @@ class HttpApp:
         method = request.method.decode("ascii", "replace")
         path, _, query = request.target.decode("latin-1").partition("?")
         try:
+            if self.api is not None and self.api.serves(path):
+                return await self.api.answer(
+                    method, path, query, list(request.headers), body, client
+                )
             if path == "/metrics" or path == "/api" or path.startswith("/api/"):
                 refused = self._gate(path, list(request.headers), client)
                 if refused is not None:
@@ -177,6 +199,12 @@ class HttpApp:
             return json_answer(HTTPStatus.SERVICE_UNAVAILABLE, {"error": "registry unreachable"})
         return self._static(path)
 
+    def body_limit(self, target: bytes) -> int:
+        """Most bytes of the body of a request for ``target`` (a publish's is larger)."""
+        if self.api is not None:
+            return self.api.body_limit(target)
+        return self.status.settings.max_request_body
+
     def _gate(self, path: str, headers: Headers, client: str) -> Answer | None:
         """None when the client may see ``path`` (an ``/api`` route or ``/metrics``),
         else the refusal: 401 without the admin token, 403 off loopback without one set."""
@@ -188,6 +216,14 @@ class HttpApp:
                 given.encode("utf-8"), self._admin_token.encode("utf-8")
             ):
                 return None
+            if given is not None and self.api is not None and self.api.is_api_key(given):
+                return json_answer(
+                    HTTPStatus.FORBIDDEN,
+                    {
+                        "error": "the API key opens the server API only; this route needs the "
+                        "admin token"
+                    },
+                )
             status, answer_headers, payload = json_answer(
                 HTTPStatus.UNAUTHORIZED, {"error": "a valid Bearer admin token is required"}
             )
