@@ -294,7 +294,7 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "--api-key",
-        "Bearer key of the server API (/api/publish, /api/users/..., docs/api.md) for "
+        "Bearer key of the server API (publish, history, users; docs/api.md) for "
         "back-ends: it opens those routes only; the admin token opens them too",
         "API_KEY",
         shown="off",
