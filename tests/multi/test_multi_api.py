@@ -1,0 +1,201 @@
+"""The server API across relays and Redis (contract section 10): publish reaching
+stomp.py and stomp.js on every relay as the back-end, idempotency across relays,
+503 while degraded, 429 past the in-flight bound, and ``stomprelay publish``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+
+import pytest
+from apiclient import call, publish
+from procs import ROOT, wait_for
+
+pytestmark = pytest.mark.redis
+
+KEY = "back-end-key"
+ADMIN = "operator-token"
+ROOM = "/topic/room/lobby"
+API_ARGS = ["--api-key", KEY, "--admin-token", ADMIN]
+
+
+async def run_cli(*args: str, stdin: bytes | None = None) -> tuple[int, str, str]:
+    """``python -m stomprelay ARGS``: exit code, stdout, stderr."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "stomprelay",
+        *args,
+        cwd=ROOT,
+        env={k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "API_KEY")},
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(stdin), 30)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_publish_reaches_stomppy_and_stompjs_as_the_back_end(
+    start_relay, pystomp_clients, stompjs_clients
+) -> None:
+    a = start_relay("relay-a", extra=API_ARGS)
+    b = start_relay("relay-b", extra=API_ARGS)
+    js = await stompjs_clients()
+    await js.connect(a.ws_url, login="server")
+    await js.subscribe(ROOM, sub_id="lobby", receipt="r-lobby")
+    await js.expect("receipt", lambda e: e["receipt_id"] == "r-lobby")
+    py = await pystomp_clients(b, "py@b")
+    await py.subscribe(ROOM, "lobby")
+
+    status, answer = await publish(
+        a.http, KEY, destination=ROOM, body="from the shop", headers={"x-order": "17"}
+    )
+    assert status == 200, answer
+    assert answer["offset"] == 1
+    frame = await py.next_message(lambda f: f.body == b"from the shop")
+    assert frame.headers["x-sender"] == "server"
+    assert "x-sender-session" not in frame.headers
+    assert frame.headers["x-order"] == "17"
+    assert frame.headers["x-offset"] == "1"
+    assert frame.headers["x-epoch"] == answer["epoch"]
+    assert frame.headers["message-id"] == answer["messageId"]
+    event = await js.expect("message", lambda e: e["body"] == "from the shop")
+    assert event["headers"]["x-sender"] == "server"
+    assert "x-sender-session" not in event["headers"]
+
+    # a client logged in as "server" cannot pass for the back-end: its SENDs carry its session
+    await js.send(ROOM, body="I am the server")
+    frame = await py.next_message(lambda f: f.body == b"I am the server")
+    assert frame.headers["x-sender-session"]
+
+    # the admin token publishes as the operator, through the other relay
+    status, answer = await publish(b.http, ADMIN, destination=ROOM, body="from ops")
+    assert (status, answer["offset"]) == (200, 3)
+    frame = await py.next_message(lambda f: f.body == b"from ops")
+    assert frame.headers["x-sender"] == "operator"
+    event = await js.expect("message", lambda e: e["body"] == "from ops")
+    assert event["headers"]["x-sender"] == "operator"
+
+
+async def test_the_same_idempotency_key_on_two_relays_is_one_message(
+    start_relay, stomp_clients
+) -> None:
+    a = start_relay("relay-a", extra=API_ARGS)
+    b = start_relay("relay-b", extra=API_ARGS)
+    on_a, on_b = await stomp_clients(a, name="on-a"), await stomp_clients(b, name="on-b")
+    sub_a, sub_b = await on_a.subscribe(ROOM), await on_b.subscribe(ROOM)
+
+    first = await publish(a.http, KEY, destination=ROOM, body="once", idempotencyKey="order-17")
+    again = await publish(b.http, KEY, destination=ROOM, body="once", idempotencyKey="order-17")
+    assert first[0] == again[0] == 200
+    assert first[1] == again[1]
+    assert first[1]["offset"] == 1
+    # the same key on another destination is another message
+    other = await publish(
+        a.http, KEY, destination="/topic/room/other", body="x", idempotencyKey="order-17"
+    )
+    assert other[1]["messageId"] != first[1]["messageId"]
+    # a later message marks the end: everything before it has been delivered
+    marker = await publish(b.http, KEY, destination=ROOM, body="marker")
+    assert marker[1]["offset"] == 2
+    for client, sub in ((on_a, sub_a), (on_b, sub_b)):
+        frames = await client.collect(2, sub)
+        assert [f.body for f in frames] == [b"once", b"marker"]
+        assert [f.get("x-offset") for f in frames] == ["1", "2"]
+        assert client.pending(sub) == []
+    status, history, _ = await call(a.http, "GET", f"/api/history?destination={ROOM}", token=KEY)
+    assert status == 200
+    assert [(m["offset"], m["body"]) for m in history["messages"]] == [(1, "once"), (2, "marker")]
+
+
+async def test_degraded_relays_answer_503(start_relay, redis_server) -> None:
+    a = start_relay("relay-a", extra=API_ARGS)
+    redis_server.stop()
+    wait_for(lambda: not a.ready(), timeout=20, what="relay-a degraded")
+    status, answer = await publish(a.http, KEY, destination=ROOM, body="lost?")
+    assert status == 503
+    assert "Redis" in answer["error"]
+    status, answer, _ = await call(a.http, "GET", f"/api/history?destination={ROOM}", token=KEY)
+    assert status == 503
+    status, answer, _ = await call(a.http, "GET", "/api/users/alice", token=KEY)
+    assert status == 503
+
+
+async def test_past_the_in_flight_bound_a_publish_is_a_429(start_relay, redis_server) -> None:
+    """With Redis stalled, the first publish is held (until Redis or the relay's
+    timeout answers): a second one meanwhile is past ``--api-max-inflight 1``."""
+    a = start_relay("relay-a", extra=[*API_ARGS, "--api-max-inflight", "1"])
+    redis_server.pause()
+    try:
+        answers = await asyncio.gather(
+            *(publish(a.http, KEY, destination=ROOM, body=str(i)) for i in range(2))
+        )
+    finally:
+        redis_server.resume()
+    statuses = sorted(status for status, _ in answers)
+    assert statuses in ([200, 429], [429, 503])
+    refused = next(answer for status, answer in answers if status == 429)
+    assert "in flight" in refused["error"]
+
+
+async def test_cli_publish_through_redis_and_through_the_api(
+    start_relay, stomp_clients, redis_server
+) -> None:
+    a = start_relay("relay-a", extra=API_ARGS)
+    client = await stomp_clients(a, name="watcher")
+    sub = await client.subscribe(ROOM)
+    code, out, err = await run_cli(
+        "publish",
+        "--redis-url",
+        redis_server.url,
+        ROOM,
+        "from a script",
+        "--idempotency-key",
+        "job-1",
+        "--header",
+        "x-job=1",
+    )
+    assert code == 0, err
+    first = json.loads(out)
+    assert first["offset"] == 1
+    frame = await client.next_message(sub)
+    assert frame.body == b"from a script"
+    assert frame.get("x-sender") == "server"
+    assert frame.get("x-job") == "1"
+    assert frame.get("x-sender-session") is None
+
+    # the same key through a relay's API: the first result, nothing delivered
+    code, out, err = await run_cli(
+        "publish", "--api", a.http, "--api-key", KEY, ROOM, "again", "--idempotency-key", "job-1"
+    )
+    assert code == 0, err
+    assert json.loads(out) == first
+    code, out, err = await run_cli(
+        "publish", "--api", a.http, "--api-key", KEY, ROOM, "-", stdin=b"from stdin"
+    )
+    assert code == 0, err
+    assert json.loads(out)["offset"] == 2
+    frame = await client.next_message(sub)
+    assert frame.body == b"from stdin"
+    assert client.pending(sub) == []
+
+    # refusals: a reserved header (2), a wrong key (2), no relay there (1), no Redis given (2)
+    code, _, err = await run_cli(
+        "publish", "--redis-url", redis_server.url, ROOM, "x", "--header", "x-sender=me"
+    )
+    assert code == 2
+    assert "x-sender" in err
+    assert "Traceback" not in err
+    code, _, err = await run_cli("publish", "--api", a.http, "--api-key", "wrong", ROOM, "x")
+    assert code == 2
+    assert "401" in err
+    code, _, err = await run_cli("publish", "--api", "http://127.0.0.1:9", ROOM, "x")
+    assert code == 1
+    assert "Traceback" not in err
+    code, _, err = await run_cli("publish", ROOM, "x", "--header", "nonsense")
+    assert code == 2
+    assert "NAME=VALUE" in err
