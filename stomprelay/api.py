@@ -37,15 +37,9 @@ from stomprelay.auth import check_name
 from stomprelay.clock import now_ms
 from stomprelay.cluster.envelope import Envelope
 from stomprelay.cluster.history import HistoryPolicy, LogSlice
+from stomprelay.destinations import Route, canonical, channels_for, log_id_for, parse_destination
 from stomprelay.errors import BackendUnavailable, PolicyError, StompRelayError
-from stomprelay.router import (
-    RESERVED_HEADERS,
-    Route,
-    channels_for,
-    log_id_for,
-    message_headers,
-    parse_destination,
-)
+from stomprelay.router import RESERVED_HEADERS, message_headers
 from stomprelay.settings import Settings
 
 if TYPE_CHECKING:
@@ -201,7 +195,7 @@ def destination_of(value: object, field: str = "destination") -> tuple[str, Rout
         route = parse_destination(value)
     except PolicyError as exc:
         raise bad(exc.detail, field) from None
-    if route.kind not in PUBLISHABLE:
+    if route.kind not in PUBLISHABLE or (route.kind == "user" and not route.name):
         raise bad(
             f"{value[:120]} is not a room, topic or /user/{{user}}/queue/{{name}} destination",
             field,
@@ -281,6 +275,8 @@ class ServerApi:
         """Append (or publish) one message; ``{"destination", "messageId", "offset",
         "epoch"}``. A repeated idempotency key answers the first append's result."""
         name, route = destination_of(destination)
+        # a user's queue has one name inside, however {user} was percent-encoded
+        inside = canonical(route, name)
         log_id = log_id_for(route)
         log_ = self.backends.log
         logged = log_ is not None and self.policy.logs(log_id)
@@ -290,9 +286,9 @@ class ServerApi:
             )
         self._up()
         envelope = Envelope(
-            id=message_id(name, message.idempotency_key),
+            id=message_id(inside, message.idempotency_key),
             origin=self.origin,
-            destination=name,
+            destination=inside,
             headers=(("x-sender", sender), *message_headers(message.headers, message.body)),
             body=message.body,
             ts=now_ms(),

@@ -11,6 +11,7 @@ import sys
 
 import pytest
 from apiclient import call, publish
+from clusterhelpers import eventually
 from procs import ROOT, wait_for
 
 pytestmark = pytest.mark.redis
@@ -199,3 +200,130 @@ async def test_cli_publish_through_redis_and_through_the_api(
     code, _, err = await run_cli("publish", ROOM, "x", "--header", "nonsense")
     assert code == 2
     assert "NAME=VALUE" in err
+
+
+async def test_publish_to_a_user_reaches_each_of_its_sessions_once(
+    start_relay, stomp_clients, stompjs_clients
+) -> None:
+    """alice on relay-a (raw STOMP) and relay-b (stomp.js), carol on relay-a: a
+    publish to alice's queue, and its retry with the same key through the other
+    relay, reach each alice session once and carol never."""
+    a = start_relay("relay-a", extra=API_ARGS)
+    b = start_relay("relay-b", extra=API_ARGS)
+    alice_a = await stomp_clients(a, login="alice", name="alice@a")
+    inbox = await alice_a.subscribe("/user/queue/messages")
+    carol = await stomp_clients(a, login="carol", name="carol@a")
+    carol_inbox = await carol.subscribe("/user/queue/messages")
+    js = await stompjs_clients()
+    await js.connect(b.ws_url, login="alice")
+    await js.subscribe("/user/queue/messages", sub_id="inbox", receipt="r-inbox")
+    await js.expect("receipt", lambda e: e["receipt_id"] == "r-inbox")
+
+    status, first = await publish(
+        a.http, KEY, destination="/user/alice/queue/messages", body="shipped", idempotencyKey="o-1"
+    )
+    assert status == 200, first
+    assert first["offset"] == 1
+    status, again = await publish(
+        b.http, KEY, destination="/user/alice/queue/messages", body="shipped", idempotencyKey="o-1"
+    )
+    assert (status, again) == (200, first)
+    await publish(b.http, KEY, destination="/user/alice/queue/messages", body="marker")
+
+    frames = await alice_a.collect(2, inbox)
+    assert [f.body for f in frames] == [b"shipped", b"marker"]
+    assert frames[0].get("destination") == "/user/queue/messages"
+    assert frames[0].get("x-sender") == "server"
+    assert frames[0].get("x-sender-session") is None
+    assert frames[0].get("x-offset") == "1"
+    assert frames[0].get("x-epoch") == first["epoch"]
+    event = await js.expect("message", lambda e: e["subscription"] == "inbox")
+    assert event["body"] == "shipped"
+    assert event["headers"]["destination"] == "/user/queue/messages"
+    assert event["headers"]["x-sender"] == "server"
+    assert "x-sender-session" not in event["headers"]
+    marker = await js.expect("message", lambda e: e["subscription"] == "inbox")
+    assert marker["body"] == "marker"
+    assert alice_a.pending(inbox) == []
+    assert carol.received(carol_inbox) == []
+
+    # the inbox's history, and its own-queue spelling is not a destination to publish to
+    status, history, _ = await call(
+        a.http, "GET", "/api/history?destination=/user/alice/queue/messages", token=KEY
+    )
+    assert status == 200
+    assert [m["body"] for m in history["messages"]] == ["shipped", "marker"]
+    status, answer = await publish(a.http, KEY, destination="/user/queue/messages", body="x")
+    assert (status, answer["field"]) == (400, "destination")
+
+
+async def test_a_users_sessions_on_every_relay(start_relay, stomp_clients) -> None:
+    a = start_relay("relay-a", extra=API_ARGS)
+    b = start_relay("relay-b", extra=API_ARGS)
+    on_a = await stomp_clients(a, login="a/lice", name="alice@a")
+    await on_a.join("lobby", "alice")
+    on_b = await stomp_clients(b, login="a/lice", name="alice@b")
+
+    status, user, _ = await call(b.http, "GET", "/api/users/a%2Flice", token=KEY)
+    assert status == 200
+    assert user["user"] == "a/lice"
+    assert user["online"] is True
+    sessions = {s["sessionId"]: s for s in user["sessions"]}
+    assert set(sessions) == {on_a.session_id, on_b.session_id}
+    assert sessions[on_a.session_id]["serverId"] == "relay-a"
+    assert sessions[on_a.session_id]["rooms"] == ["lobby"]
+    assert sessions[on_b.session_id]["serverId"] == "relay-b"
+    assert sessions[on_b.session_id]["rooms"] == []
+    assert all(isinstance(s["connectedAt"], int) for s in user["sessions"])
+
+    await on_a.disconnect()
+
+    async def only_b() -> None:
+        status, user, _ = await call(a.http, "GET", "/api/users/a%2Flice", token=ADMIN)
+        assert [s["sessionId"] for s in user["sessions"]] == [on_b.session_id]
+
+    await eventually(only_b, what="alice's session on relay-a gone from the registry")
+    status, user, _ = await call(a.http, "GET", "/api/users/nobody", token=KEY)
+    assert (status, user) == (200, {"user": "nobody", "online": False, "sessions": []})
+
+
+async def test_the_example_back_end_posts_into_a_room_and_dms_a_user(
+    start_relay, stomp_clients
+) -> None:
+    a = start_relay("relay-a", extra=API_ARGS)
+    watcher = await stomp_clients(a, login="watcher", name="watcher")
+    room = await watcher.subscribe(ROOM)
+    alice = await stomp_clients(a, login="alice", name="alice")
+    inbox = await alice.subscribe("/user/queue/messages")
+    code, out, err = await run_cli_script(
+        "examples/backend.py", "--relay", a.http, "--api-key", KEY, "--user", "alice"
+    )
+    assert code == 0, err
+    steps = {line["step"]: line for line in map(json.loads, out.splitlines())}
+    assert steps["room"]["offset"] == 1
+    assert steps["retry"]["same"] is True
+    assert steps["history"]["bodies"] == ["the shop opens at nine"]
+    notice = await watcher.next_message(room)
+    assert notice.body == b"the shop opens at nine"
+    assert notice.get("x-sender") == "server"
+    assert notice.get("x-kind") == "notice"
+    dm = await alice.next_message(inbox)
+    assert dm.body == b"alice, your order has shipped"
+    assert dm.get("x-offset") == str(steps["dm"]["offset"])
+    # the retry delivered nothing: a later message is the next one alice gets
+    await publish(a.http, KEY, destination="/user/alice/queue/messages", body="later")
+    assert (await alice.next_message(inbox)).body == b"later"
+
+
+async def run_cli_script(path: str, *args: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        path,
+        *args,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
