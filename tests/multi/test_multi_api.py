@@ -279,7 +279,7 @@ async def test_a_users_sessions_on_every_relay(start_relay, stomp_clients) -> No
     await on_a.disconnect()
 
     async def only_b() -> None:
-        status, user, _ = await call(a.http, "GET", "/api/users/a%2Flice", token=ADMIN)
+        _, user, _ = await call(a.http, "GET", "/api/users/a%2Flice", token=ADMIN)
         assert [s["sessionId"] for s in user["sessions"]] == [on_b.session_id]
 
     await eventually(only_b, what="alice's session on relay-a gone from the registry")
