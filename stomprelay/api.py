@@ -38,7 +38,7 @@ from stomprelay.clock import now_ms
 from stomprelay.cluster.envelope import Envelope
 from stomprelay.cluster.history import HistoryPolicy, LogSlice
 from stomprelay.destinations import Route, canonical, channels_for, log_id_for, parse_destination
-from stomprelay.errors import BackendUnavailable, PolicyError, StompRelayError
+from stomprelay.errors import BackendUnavailable, InternalError, PolicyError, StompRelayError
 from stomprelay.router import RESERVED_HEADERS, message_headers
 from stomprelay.settings import Settings
 
@@ -76,16 +76,22 @@ class ApiError(StompRelayError):
     """A request the API refuses: its HTTP status, a plain-language ``error`` and
     the request ``field`` at fault (where one is)."""
 
-    def __init__(self, status: int, error: str, field: str | None = None) -> None:
+    def __init__(
+        self, status: int, error: str, field: str | None = None, extra: Row | None = None
+    ) -> None:
         super().__init__(error)
         self.status = status
         self.error = error
         self.field = field
+        #: More of the answer (e.g. which relays did not confirm a user change).
+        self.extra = extra or {}
 
     def as_json(self) -> Row:
         row: Row = {"error": self.error}
         if self.field:
             row["field"] = self.field
+        for name, value in self.extra.items():
+            row.setdefault(name, value)
         return row
 
 
@@ -236,6 +242,23 @@ def entry_json(envelope: Envelope) -> Row:
     return row
 
 
+async def _acted(act: Awaitable[Row], field: str) -> Row:
+    """A user change's answer, or its refusal: a PolicyError is a 400 naming its
+    ``field`` (where it has one, else ``field``); Redis unreachable, or a relay that
+    did not confirm (its ``body`` says which), a 503."""
+    try:
+        return await act
+    except PolicyError as exc:
+        raise bad(exc.detail, getattr(exc, "field", None) or field) from None
+    except BackendUnavailable as exc:
+        extra = getattr(exc, "body", None)
+        if isinstance(extra, dict):
+            raise ApiError(503, str(exc), extra=extra) from None
+        raise ApiError(503, "Redis is unreachable; try again later") from None
+    except InternalError as exc:  # e.g. a full journal of an outage
+        raise ApiError(503, str(exc)) from None
+
+
 async def _direct(call: Callable[[], Awaitable[T]]) -> T:
     return await call()
 
@@ -374,14 +397,8 @@ class ServerApi:
         if not isinstance(destination, str) or not destination:
             raise bad("destination is a destination string", "destination")
         control = self._control()
-        try:
-            if unsubscribe:
-                return await control.unsubscribe_user(user, destination)
-            return await control.subscribe_user(user, destination)
-        except PolicyError as exc:
-            raise bad(exc.detail, "destination") from None
-        except BackendUnavailable:
-            raise ApiError(503, "Redis is unreachable; try again later") from None
+        act = control.unsubscribe_user if unsubscribe else control.subscribe_user
+        return await _acted(act(user, destination), "destination")
 
     async def disconnect(self, user: str, reason: object) -> Row:
         """End every session of ``user`` with ERROR ``session ended by server``."""
@@ -389,13 +406,7 @@ class ServerApi:
             reason = ""
         if not isinstance(reason, str) or len(reason) > MAX_REASON:
             raise bad(f"reason is a string of at most {MAX_REASON} characters", "reason")
-        control = self._control()
-        try:
-            return await control.disconnect_user(user, reason)
-        except PolicyError as exc:
-            raise bad(exc.detail, "reason") from None
-        except BackendUnavailable:
-            raise ApiError(503, "Redis is unreachable; try again later") from None
+        return await _acted(self._control().disconnect_user(user, reason), "reason")
 
     def _control(self) -> UserControl:
         if self.control is None:
