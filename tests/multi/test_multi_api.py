@@ -22,15 +22,18 @@ ROOM = "/topic/room/lobby"
 API_ARGS = ["--api-key", KEY, "--admin-token", ADMIN]
 
 
-async def run_cli(*args: str, stdin: bytes | None = None) -> tuple[int, str, str]:
-    """``python -m stomprelay ARGS``: exit code, stdout, stderr."""
+async def run_cli(
+    *args: str, stdin: bytes | None = None, env: dict[str, str] | None = None
+) -> tuple[int, str, str]:
+    """``python -m stomprelay ARGS`` (with ``env`` added): exit code, stdout, stderr."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "stomprelay",
         *args,
         cwd=ROOT,
-        env={k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "API_KEY")},
+        env={k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "API_KEY")}
+        | (env or {}),
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -176,7 +179,7 @@ async def test_cli_publish_through_redis_and_through_the_api(
     assert code == 0, err
     assert json.loads(out) == first
     code, out, err = await run_cli(
-        "publish", "--api", a.http, "--api-key", KEY, ROOM, "-", stdin=b"from stdin"
+        "publish", "--api", a.http, ROOM, "-", stdin=b"from stdin", env={"API_KEY": KEY}
     )
     assert code == 0, err
     assert json.loads(out)["offset"] == 2
