@@ -249,3 +249,38 @@ async def test_direct_messages_reach_only_the_relays_of_their_user(
         await back.expect_no_message("inbox", within=0.3)
     finally:
         c.stop()
+
+
+async def test_publish_from_a_shell_is_idempotent_in_every_mode(
+    deployment: Deployment, relays: list[RelayProcess], clients: list[StompClient]
+) -> None:
+    """docs/api.md: ``stomprelay publish`` appends as the relays do (a room's and a
+    user's log on their own slots), so a repeated key is one message; the API's reads
+    answer loopback clients with no key set."""
+    a, b = relays
+    room = f"/topic/room/{ROOMS[5]}"
+    watcher = await StompClient.connect(a.ws_url, login="watcher")
+    alice = await StompClient.connect(b.ws_url, login="alice")
+    clients += [watcher, alice]
+    await watcher.subscribe(room, "room")
+    await alice.subscribe("/user/queue/updates", "inbox")
+    first = json.loads(await cli(deployment, "publish", room, "once", "--idempotency-key", "k1"))
+    again = json.loads(await cli(deployment, "publish", room, "twice?", "--idempotency-key", "k1"))
+    assert again == first
+    dm = json.loads(await cli(deployment, "publish", "/user/alice/queue/updates", "for alice"))
+    assert dm["offset"] == 1
+    await cli(deployment, "publish", room, "marker")
+    frames = await watcher.collect(2, "room")
+    assert [f.body for f in frames] == [b"once", b"marker"]
+    assert frames[0].get("x-offset") == str(first["offset"])
+    assert frames[0].get("x-sender") == "server"
+    (frame,) = await alice.collect(1, "inbox")
+    assert frame.body == b"for alice"
+    assert frame.get("x-sender-session") is None
+
+    status, history = a.get_json(f"/api/history?destination={room}")
+    assert status == 200
+    assert [m["body"] for m in history["messages"]] == ["once", "marker"]
+    status, user = b.get_json("/api/users/alice")
+    assert status == 200
+    assert [s["serverId"] for s in user["sessions"]] == ["relay-b"]
