@@ -12,6 +12,11 @@ clients only, the client being the address a trusted proxy forwarded, so a
 proxy on the same host does not open them to everyone. Routes that change
 anything need the token wherever the client is. ``/health``, ``/ready`` (which
 says ready or degraded, nothing more), the page and its ``/auth/config`` stay open.
+
+The server API's routes (``/api/publish``, ``/api/users/{user}``, ...: contract
+section 10) are another module's (``transport/api_http.py``, handed in as an
+:class:`ApiGate`), asked first: they have their own key (``--api-key``), which
+opens nothing here (a 403 on the operator routes).
 """
 
 from __future__ import annotations

@@ -13,8 +13,9 @@ this object is done with. So a socket has one protocol object at any time.
 
 Timeouts: a request head (and body) must arrive within ``handshake_timeout``
 of the socket opening or of the previous response; past it the socket is
-aborted. Requests over ``max_request_head`` or ``max_request_body`` get a 431
-or 413 and a close; bad HTTP the 4xx h11 suggests.
+aborted. Requests over ``max_request_head`` or their body limit
+(``max_request_body``; more for a server API publish, ``HttpApp.body_limit``) get
+a 431 or 413 and a close; bad HTTP the 4xx h11 suggests.
 """
 
 from __future__ import annotations
