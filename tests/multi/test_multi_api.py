@@ -330,3 +330,18 @@ async def run_cli_script(path: str, *args: str) -> tuple[int, str, str]:
     out, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
+
+
+async def test_kick_through_a_relays_api_needs_the_admin_token(start_relay, stomp_clients) -> None:
+    """``stomprelay kick --api``: the API key does not open the operator route; the
+    admin token ends the user's sessions."""
+    a = start_relay("relay-a", extra=API_ARGS)
+    mallory = await stomp_clients(a, login="mallory", name="mallory")
+    code, _, err = await run_cli("kick", "mallory", "--api", a.http, "--admin-token", KEY)
+    assert code == 1
+    assert "403" in err
+    code, out, err = await run_cli("kick", "mallory", "--api", a.http, "--admin-token", ADMIN)
+    assert code == 0, err
+    assert json.loads(out)["user"] == "mallory"
+    await mallory.wait_closed()
+    assert mallory.errors
