@@ -147,7 +147,10 @@ class Message:
             text = data.get("body")
             if not isinstance(text, str):
                 raise bad('"body" (a string) or "bodyBase64" is required', "body")
-            body = text.encode("utf-8", "surrogatepass")
+            try:
+                body = text.encode("utf-8")
+            except UnicodeEncodeError:  # a lone surrogate (JSON "\ud800")
+                raise bad("body is not valid Unicode: use bodyBase64 for bytes", "body") from None
             field = "body"
         most = 2 * settings.limits.max_frame_size
         if len(body) > most:

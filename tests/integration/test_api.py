@@ -188,6 +188,14 @@ async def test_error_statuses(make_relay: MakeRelay) -> None:
     )
     url = base(server)
     # 400: not JSON, not an object, a bad query, a bad user
+    status, answer, _ = await call(
+        url,
+        "POST",
+        "/api/publish",
+        token=KEY,
+        raw=b'{"destination": "/topic/a", "body": "\\ud800"}',
+    )
+    assert (status, answer["field"]) == (400, "body")
     for raw in (b"{", b"[1]", b"\xff"):
         status, answer, _ = await call(url, "POST", "/api/publish", token=KEY, raw=raw)
         assert status == 400
