@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from urllib.parse import quote
 
 PREFIX = re.compile(r"[A-Za-z0-9_.-]{1,32}")
 
@@ -51,9 +52,17 @@ TEMPLATES: dict[str, str] = {
     "servers_active": "{p}:servers:active",
     "liveness": "{p}:servers:liveness",
     "users_suspended": "{p}:users:suspended",
+    # keys of one user (the user percent-encoded, as in user destinations)
+    "user_subscriptions": "{p}:subscriptions:user:{{{x}}}",
     "users_kicked": "{p}:users:kicked",
     "history_topics": "{p}:history:topics",
 }
+
+
+def user_ident(user: str) -> str:
+    """A user name as it appears in keys and channels: percent-encoded (``%2F`` for a
+    slash, ``%7B`` for a brace), so no user can break a hash tag or a separator."""
+    return quote(user, safe="")
 
 
 def hash_tag(name: str) -> str | None:
@@ -137,6 +146,11 @@ class Keys:
         """Hash: user -> ms since the epoch of its latest kick (kept an hour, so a
         relay cut off at the time ends that user's older sessions once it is back)."""
         return self._name("users_kicked")
+
+    def user_subscriptions(self, user: str) -> str:
+        """Set: the destinations ``user``'s sessions are subscribed to by the server
+        (``POST /api/users/{user}/subscribe``), in the user's slot."""
+        return self._name("user_subscriptions", user_ident(user))
 
     def session(self, session_id: str) -> str:
         return self._name("session", session_id)

@@ -223,6 +223,8 @@ class MemoryCluster(Cluster):
             }
         for sid, room_id in hub.current_room.items():
             out[k.current_room(sid)] = room_id
+        for user, destinations in hub.user_subscriptions.items():
+            out[k.user_subscriptions(user)] = set(destinations)
         return out
 
     async def pttl(self, key: str) -> int:
