@@ -47,6 +47,8 @@ from stomprelay.stomp.session import (
 )
 from stomprelay.subscriptions import Subscriptions, receipt_of
 from stomprelay.sync import Journal, NoLog, Outage
+from stomprelay.userctl import UserControl, registry_sessions
+from stomprelay.usersubs import ServerSubs
 
 if TYPE_CHECKING:
     from stomprelay.auth import Acl
@@ -151,9 +153,38 @@ class Relay:
         self.subscriptions = Subscriptions(
             router, self.rooms, metrics, settings.max_history_request
         )
+        #: Server-side subscriptions of this relay's sessions, and the server API's
+        #: acts on a user's sessions on every relay.
+        self.server_subs = server_subs = ServerSubs(
+            self.sinks,
+            self.access.identities,
+            router,
+            registry,
+            router.next_message_id,
+            on_error=outage.fail,
+        )
+
+        async def end_user(user: str, reason: str) -> list[str]:
+            return self.access.end_user(user, reason)
+
+        self.user_control = UserControl(
+            server_id,
+            keys,
+            bus.publish,
+            registry,
+            registry_sessions(registry),
+            {
+                "subscribe": server_subs.apply,
+                "unsubscribe": server_subs.remove,
+                "disconnect": end_user,
+            },
+            self.background,
+            timeout=settings.api_confirm_timeout,
+            most=settings.max_server_subscriptions,
+        )
         #: The operators' reads and actions, for the HTTP admin routes; a room
         #: notification goes through this relay's send flow, a kick through its access.
-        self.admin = Admin(backends, self.policy, self)
+        self.admin = Admin(backends, self.policy, self, users=self.user_control)
         self._started = False
 
     # -- what the transport and the HTTP routes read ----------------------------
@@ -261,7 +292,7 @@ class Relay:
     def _dispatch(self, channel: str, envelope: Envelope) -> None:
         if channel == self.keys.control_channel:
             self.access.control(envelope)
-        else:
+        elif not self.user_control.handles(channel, envelope):
             self.router.dispatch(channel, envelope)
 
     def _bus_state(self, available: bool) -> None:
@@ -393,7 +424,8 @@ class Relay:
         if isinstance(event, MessageSent):
             await self._on_send(sink, event)
         elif isinstance(event, Subscribed):
-            await self.subscriptions.subscribe(sink, event)
+            if not self.server_subs.subscribed(sink, event.subscription):
+                await self.subscriptions.subscribe(sink, event)
         elif isinstance(event, Unsubscribed):
             await self.subscriptions.unsubscribe(sink, event)
         elif isinstance(event, ReceiptDue):
@@ -412,6 +444,7 @@ class Relay:
         await self.registration.connect(
             session.session_id, identity.name, sink.remote, event.version
         )
+        await self.server_subs.connected(sink, identity.user)
         return more
 
     async def _on_send(self, sink: Sink, event: MessageSent) -> None:

@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable, Sized
 from http import HTTPStatus
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
-from urllib.parse import parse_qs, unquote
+from urllib.parse import parse_qs
 
 import h11
 
@@ -37,6 +37,7 @@ from stomprelay.notify import iso_ms
 from stomprelay.router import ROOM_ID
 from stomprelay.settings import Settings
 from stomprelay.transport.hygiene import is_loopback
+from stomprelay.transport.user_routes import MAX_USER, USER_ACTIONS, parse_user, user_action
 
 if TYPE_CHECKING:
     from stomprelay.tokens import Authenticator
@@ -62,8 +63,6 @@ def plain(status: HTTPStatus, body: bytes, content_type: str) -> Answer:
 
 
 NOT_FOUND = plain(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain; charset=utf-8")
-#: Longest user name the operator routes take (the relay's ``max_login`` default).
-MAX_USER = 64
 USERS_PREFIX = "/api/users/"
 KICK_SUFFIX = "/kick"
 
@@ -151,6 +150,12 @@ class HttpApp:
             if method == "POST":
                 if path == "/api/system/notifications":
                     return await self._notify(body)
+                raw_user, _, action = path[len(USERS_PREFIX) :].rpartition("/")
+                if path.startswith(USERS_PREFIX) and action in USER_ACTIONS:
+                    refused = self._admin_only()
+                    if refused is not None:
+                        return refused
+                    return json_answer(*await user_action(self.admin, action, raw_user, body))
                 if path.startswith(USERS_PREFIX) and path.endswith(KICK_SUFFIX):
                     return await self._kick(path[len(USERS_PREFIX) : -len(KICK_SUFFIX)], body)
                 return json_answer(HTTPStatus.NOT_FOUND, {"error": f"no POST route {path[:80]}"})
@@ -257,9 +262,8 @@ class HttpApp:
         refused = self._admin_only()
         if refused is not None:
             return refused
-        try:
-            user = check_name(unquote(raw_user, errors="strict"), "user", MAX_USER)
-        except (PolicyError, UnicodeDecodeError):
+        user = parse_user(raw_user)
+        if user is None:
             return json_answer(
                 HTTPStatus.BAD_REQUEST,
                 {"error": f"a user is 1 to {MAX_USER} characters, no control or bidi characters"},

@@ -1,0 +1,230 @@
+"""Server-side subscriptions and the disconnect route on a single node (memory
+backend): ``POST /api/users/{user}/subscribe``, ``/unsubscribe``, ``/disconnect``.
+
+The cross-relay behaviour (sessions on several relays, a relay that dies or stalls
+during a call) is in ``tests/multi/test_multi_usersubs.py``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+from clusterhelpers import api_post
+from stompclient import StompClient
+
+from stomprelay.factory import build_relay
+from stomprelay.settings import Settings
+from stomprelay.transport import RelayServer
+from stomprelay.usersubs import NOTICE_DESTINATION, subscription_id
+
+TOKEN = "s3cret"
+LOBBY = "/topic/room/lobby"
+SUB = subscription_id(LOBBY)
+
+Clients = Callable[..., Awaitable[StompClient]]
+
+
+async def started(server_id: str, token: str | None = TOKEN, **settings: Any) -> RelayServer:
+    """An in-process relay on the memory backend, its API behind ``token``."""
+    relay = build_relay(Settings(**settings), server_id=server_id)
+    server = RelayServer(relay, host="127.0.0.1", port=0, admin_token=token)
+    await server.start()
+    return server
+
+
+@pytest.fixture
+async def solo() -> AsyncIterator[RelayServer]:
+    server = await started("solo")
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+async def clients(solo: RelayServer) -> AsyncIterator[Clients]:
+    made: list[StompClient] = []
+
+    async def factory(login: str) -> StompClient:
+        client = await StompClient.connect(
+            f"ws://127.0.0.1:{solo.port}/ws", login=login, name=login
+        )
+        made.append(client)
+        return client
+
+    yield factory
+    for client in made:
+        await client.close()
+
+
+async def call(solo: RelayServer, user: str, action: str, payload: Any) -> tuple[int, Any]:
+    return await api_post(
+        f"http://127.0.0.1:{solo.port}", f"/api/users/{user}/{action}", payload, TOKEN
+    )
+
+
+def notices(client: StompClient, sub_id: str) -> list[dict[str, Any]]:
+    return [json.loads(f.body) for f in client.received(sub_id)]
+
+
+async def test_subscribe_reaches_every_session_now_and_later(
+    solo: RelayServer, clients: Clients
+) -> None:
+    a1, a2, bob = await clients("alice"), await clients("alice"), await clients("bob")
+    await a1.subscribe(NOTICE_DESTINATION, "notices")
+
+    status, body = await call(solo, "alice", "subscribe", {"destination": LOBBY})
+    assert status == 200, body
+    assert body == {"user": "alice", "destination": LOBBY, "subscription": SUB, "sessions": 2}
+    assert SUB.startswith("server-")
+    assert len(SUB) == len("server-") + 16
+
+    notice = await a1.next_message("notices")
+    assert notice.get("destination") == NOTICE_DESTINATION
+    assert json.loads(notice.body) == {
+        "action": "subscribe",
+        "destination": LOBBY,
+        "subscription": SUB,
+    }
+    await bob.send(LOBBY, "one")
+    for alice in (a1, a2):
+        message = await alice.next_message(SUB)
+        assert (message.get("destination"), message.body) == (LOBBY, b"one")
+    assert bob.received() == []  # bob was not subscribed
+
+    # a session that connects later: subscribed right after CONNECTED, and told when
+    # it subscribes to the notices
+    a3 = await clients("alice")
+    await a3.subscribe(NOTICE_DESTINATION, "notices")
+    assert json.loads((await a3.next_message("notices")).body)["action"] == "subscribe"
+    await bob.send(LOBBY, "two")
+    for alice in (a1, a2, a3):
+        assert (await alice.next_message(SUB)).body == b"two"
+
+    # asking again changes nothing
+    status, body = await call(solo, "alice", "subscribe", {"destination": LOBBY})
+    assert (status, body["sessions"]) == (200, 3)
+    assert len(notices(a1, "notices")) == 1
+
+    status, body = await call(solo, "alice", "unsubscribe", {"destination": LOBBY})
+    assert status == 200, body
+    assert body == {"user": "alice", "destination": LOBBY, "subscription": SUB, "sessions": 3}
+    for alice in (a1, a3):
+        assert json.loads((await alice.next_message("notices")).body) == {
+            "action": "unsubscribe",
+            "destination": LOBBY,
+            "subscription": SUB,
+        }
+    # each alice subscribes herself: once her own copy arrives, a server-side one
+    # would have come in the same fan-out
+    for alice in (a1, a2, a3):
+        await alice.subscribe(LOBBY, "own")
+    await bob.send(LOBBY, "three")
+    for alice, had in ((a1, [b"one", b"two"]), (a2, [b"one", b"two"]), (a3, [b"two"])):
+        assert (await alice.next_message("own")).body == b"three"
+        assert [f.body for f in alice.received(SUB)] == had
+
+    # and a session that connects now gets nothing
+    a4 = await clients("alice")
+    await a4.subscribe(NOTICE_DESTINATION, "notices")
+    await a4.subscribe(LOBBY, "own")
+    await bob.send(LOBBY, "four")
+    assert (await a4.next_message("own")).body == b"four"
+    assert a4.received("notices") == []
+    assert a4.received(SUB) == []
+
+
+async def test_disconnect_ends_every_session_of_the_user_with_the_reason(
+    solo: RelayServer, clients: Clients
+) -> None:
+    a1, a2, bob = await clients("alice"), await clients("alice"), await clients("bob")
+    status, body = await call(solo, "alice", "disconnect", {"reason": "account closed"})
+    assert status == 200, body
+    assert body == {"user": "alice", "sessions": 2}
+    for alice in (a1, a2):
+        await alice.wait_closed()
+        (error,) = alice.errors
+        assert error.get("message") == "session ended by server"
+        assert error.body == b"account closed"
+    assert not bob.errors
+    assert not bob.closed
+    await bob.send("/topic/news", "still here", receipt=True)
+
+    # no suspension: alice connects again; no reason: a default body
+    a3 = await clients("alice")
+    status, body = await call(solo, "alice", "disconnect", b"")
+    assert (status, body) == (200, {"user": "alice", "sessions": 1})
+    await a3.wait_closed()
+    assert a3.errors[0].body == b"The server ended this session."
+    status, body = await call(solo, "nobody", "disconnect", {})
+    assert (status, body) == (200, {"user": "nobody", "sessions": 0})
+
+
+async def test_notices_are_relay_only(solo: RelayServer, clients: Clients) -> None:
+    bob = await clients("bob")
+    with pytest.raises(AssertionError, match="Read-only destination"):
+        await bob.send("/user/alice/queue/subscriptions", "{}", receipt=True)
+    anonymous = await StompClient.connect(f"ws://127.0.0.1:{solo.port}/ws", name="anonymous")
+    try:
+        with pytest.raises(AssertionError, match="forbidden"):
+            await anonymous.subscribe(NOTICE_DESTINATION, "notices")
+    finally:
+        await anonymous.close()
+
+
+@pytest.mark.parametrize(
+    ("user", "action", "payload", "field"),
+    [
+        ("alice", "subscribe", {"destination": "/app/room/lobby/join"}, "destination"),
+        ("alice", "subscribe", {"destination": "/queue/jobs"}, "destination"),
+        ("alice", "subscribe", {"destination": "/topic/room/no spaces"}, "destination"),
+        ("alice", "subscribe", {"destination": NOTICE_DESTINATION}, "destination"),
+        ("alice", "subscribe", {}, "destination"),
+        ("alice", "unsubscribe", {"destination": 7}, "destination"),
+        ("alice", "disconnect", {"reason": ["no"]}, "reason"),
+        ("alice", "disconnect", {"reason": "x" * 1001}, "reason"),
+        ("ali%E2%80%AEce", "disconnect", {}, "user"),
+        ("%FF", "subscribe", {"destination": LOBBY}, "user"),
+        ("alice", "subscribe", b"{not json", None),
+        ("alice", "subscribe", b"[]", None),
+    ],
+)
+async def test_bad_input_is_a_400_naming_the_field(
+    solo: RelayServer, user: str, action: str, payload: Any, field: str | None
+) -> None:
+    status, body = await call(solo, user, action, payload)
+    assert status == 400, body
+    assert isinstance(body["error"], str)
+    assert body["error"]
+    assert body.get("field") == field
+
+
+async def test_a_user_holds_a_bounded_number_of_server_subscriptions() -> None:
+    server = await started("solo", max_server_subscriptions=2)
+    try:
+        for name in ("a", "b"):
+            status, _ = await call(server, "alice", "subscribe", {"destination": f"/topic/{name}"})
+            assert status == 200
+        status, body = await call(server, "alice", "subscribe", {"destination": "/topic/c"})
+        assert (status, body["field"]) == (400, "destination")
+        assert "--max-server-subscriptions" in body["error"]
+    finally:
+        await server.stop()
+
+
+async def test_the_routes_need_the_token() -> None:
+    server = await started("open", token=None)
+    try:
+        base = f"http://127.0.0.1:{server.port}"
+        status, _ = await api_post(base, "/api/users/alice/disconnect", {}, None)
+        assert status == 403
+    finally:
+        await server.stop()
+    server = await started("shut")
+    try:
+        base = f"http://127.0.0.1:{server.port}"
+        status, _ = await api_post(base, "/api/users/alice/subscribe", {"destination": LOBBY}, "no")
+        assert status == 401
+    finally:
+        await server.stop()
