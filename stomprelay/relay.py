@@ -48,6 +48,7 @@ from stomprelay.stomp.session import (
 from stomprelay.subscriptions import Subscriptions, receipt_of
 from stomprelay.sync import Journal, NoLog, Outage
 from stomprelay.userctl import UserControl, registry_sessions
+from stomprelay.users import UserChannels
 from stomprelay.usersubs import ServerSubs
 
 if TYPE_CHECKING:
@@ -119,7 +120,19 @@ class Relay:
             on_kicked=metrics.kicked.inc,
         )
         self.sender = Sender(
-            settings, keys, router, log, outage, bus.publish_many, metrics, self.access.sender
+            settings,
+            keys,
+            router,
+            log,
+            outage,
+            bus.publish_many,
+            metrics,
+            self.access.sender,
+            self.access.user_of,
+        )
+        #: The per-user channels (a user's channel while this relay holds its sessions).
+        self.users = UserChannels(
+            keys, router.listen, router.unlisten, on_envelope=metrics.user_envelopes.inc
         )
         self.rooms = Rooms(
             settings,
@@ -151,7 +164,7 @@ class Relay:
         router.on_lost = self.rooms.lost
         router.on_read_failed = outage.fail
         self.subscriptions = Subscriptions(
-            router, self.rooms, metrics, settings.max_history_request
+            router, self.rooms, metrics, settings.max_history_request, self.access.user_of
         )
         #: Server-side subscriptions of this relay's sessions, and the server API's
         #: acts on a user's sessions on every relay.
@@ -292,7 +305,9 @@ class Relay:
     def _dispatch(self, channel: str, envelope: Envelope) -> None:
         if channel == self.keys.control_channel:
             self.access.control(envelope)
-        elif not self.user_control.handles(channel, envelope):
+        elif not self.user_control.handles(channel, envelope) and not self.users.received(
+            channel, envelope
+        ):
             self.router.dispatch(channel, envelope)
 
     def _bus_state(self, available: bool) -> None:
@@ -348,6 +363,7 @@ class Relay:
         self.sender.forget(session.session_id)
         await self.router.drop(session.session_id)
         session.subscriptions.clear()
+        await self.users.disconnected(session.session_id)
         await self.registration.disconnect(session.session_id)
 
     async def handle(self, sink: Sink, events: list[Event]) -> None:
@@ -440,9 +456,15 @@ class Relay:
         identity = await self.access.admit(session, event)
         if identity is None:
             return []
+        # the user's channel first: once the session is in the registry, whatever is
+        # published for its user reaches this relay
+        await self.users.connected(session.session_id, identity.user)
+        if session.session_id not in self.sinks:  # closed meanwhile: detached already
+            await self.users.disconnected(session.session_id)
+            return []
         more = session.accept(time.monotonic())
         await self.registration.connect(
-            session.session_id, identity.name, sink.remote, event.version
+            session.session_id, identity.name, sink.remote, event.version, identity.user
         )
         await self.server_subs.connected(sink, identity.user)
         return more

@@ -47,13 +47,12 @@ SessionsOf = Callable[[str], Awaitable[list[tuple[str, str]]]]
 
 
 def registry_sessions(directory: Directory) -> SessionsOf:
-    """The user's sessions as the registry lists them."""
+    """The user's sessions as the registry's per-user index lists them."""
 
     async def sessions_of(user: str) -> list[tuple[str, str]]:
         return [
-            (record.session_id, record.server_id)
-            for record in await directory.sessions()
-            if record.username == user
+            (str(row["sessionId"]), str(row["serverId"]))
+            for row in await directory.user_sessions(user)
         ]
 
     return sessions_of

@@ -10,7 +10,7 @@ from __future__ import annotations
 from conftest import Cluster
 from redis.crc import key_slot
 
-from stomprelay.cluster.keys import Keys, hash_tag, user_ident
+from stomprelay.cluster.keys import Keys, encode_user, hash_tag
 
 
 async def test_added_present_removed(cluster: Cluster) -> None:
@@ -57,9 +57,9 @@ async def test_users_with_separators_and_braces_keep_their_own_sets(cluster: Clu
 
 def test_the_key_is_in_the_users_slot_whatever_the_name() -> None:
     keys = Keys()
-    assert keys.user_subscriptions("alice") == "stomp:subscriptions:user:{alice}"
-    assert keys.user_subscriptions("a/b{c}") == "stomp:subscriptions:user:{a%2Fb%7Bc%7D}"
+    assert keys.user_subscriptions("alice") == "stomp:user:{alice}:subscriptions"
+    assert keys.user_subscriptions("a/b{c}") == "stomp:user:{a%2Fb%7Bc%7D}:subscriptions"
     for user in ("alice", "a/b", "{x}", "a:b*"):
         key = keys.user_subscriptions(user)
-        assert hash_tag(key) == user_ident(user)
-        assert key_slot(key.encode()) == key_slot(user_ident(user).encode())
+        assert hash_tag(key) == encode_user(user)
+        assert key_slot(key.encode()) == key_slot(encode_user(user).encode())
