@@ -24,7 +24,7 @@ from stomprelay.cluster.registry import participant_json, room_json, server_json
 from stomprelay.errors import InternalError, PolicyError
 from stomprelay.notify import kick_command, operator_command, system_notification
 from stomprelay.router import Route, parse_destination
-from stomprelay.userctl import Outcome, UserControl
+from stomprelay.userctl import UserControl
 
 if TYPE_CHECKING:
     from stomprelay.cluster.backends import Backends
@@ -191,16 +191,16 @@ class Admin:
 
     # -- a user's sessions, on every relay (the server API) -------------------
 
-    async def subscribe_user(self, user: str, destination: str) -> Outcome:
+    async def subscribe_user(self, user: str, destination: str) -> Row:
         """A server-side subscription for every session of ``user``, now and later."""
-        return await self._user_control().subscribe(user, destination)
+        return await self._user_control().subscribe_user(user, destination)
 
-    async def unsubscribe_user(self, user: str, destination: str) -> Outcome:
-        return await self._user_control().unsubscribe(user, destination)
+    async def unsubscribe_user(self, user: str, destination: str) -> Row:
+        return await self._user_control().unsubscribe_user(user, destination)
 
-    async def disconnect_user(self, user: str, reason: str) -> Outcome:
+    async def disconnect_user(self, user: str, reason: str) -> Row:
         """End every session of ``user`` (ERROR ``session ended by server``), no ban."""
-        return await self._user_control().disconnect(user, reason)
+        return await self._user_control().disconnect_user(user, reason)
 
     def _user_control(self) -> UserControl:
         """These acts wait for the relays' answers: only a running relay makes them."""

@@ -247,6 +247,16 @@ class Relay:
         """End ``user``'s sessions on every relay (:meth:`Access.kick`)."""
         await self.access.kick(user, until_ms, lift)
 
+    async def subscribe_user(self, user: str, destination: str) -> dict[str, object]:
+        """The server API's acts on a user's sessions (:class:`UserControl`)."""
+        return await self.user_control.subscribe_user(user, destination)
+
+    async def unsubscribe_user(self, user: str, destination: str) -> dict[str, object]:
+        return await self.user_control.unsubscribe_user(user, destination)
+
+    async def disconnect_user(self, user: str, reason: str) -> dict[str, object]:
+        return await self.user_control.disconnect_user(user, reason)
+
     # -- lifecycle ----------------------------------------------------------------
 
     async def start(self) -> None:

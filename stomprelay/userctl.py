@@ -32,7 +32,7 @@ from stomprelay.cluster.envelope import Envelope
 from stomprelay.cluster.keys import Keys
 from stomprelay.cluster.registry import Directory, ServerSubscriptions
 from stomprelay.errors import BackendUnavailable, PolicyError
-from stomprelay.usersubs import LocalAct, subscribable
+from stomprelay.usersubs import LocalAct, subscribable, subscription_id
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,18 @@ class FieldError(PolicyError):
         self.field = field_name
 
 
+class NotConfirmed(BackendUnavailable):
+    """A relay holding a session of the user did not confirm in time (a 503); ``body``
+    is the answer with what was done and what was not (``unconfirmed``)."""
+
+    def __init__(self, body: dict[str, object]) -> None:
+        super().__init__(
+            "not every relay holding the user's sessions confirmed in time (see "
+            "unconfirmed); what was done stays done, and asking again is safe"
+        )
+        self.body = body
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """What a call did: the sessions confirmed, and what did not confirm in time
@@ -78,6 +90,14 @@ class Outcome:
     @property
     def complete(self) -> bool:
         return not self.unconfirmed
+
+    def answer(self, head: Mapping[str, object]) -> dict[str, object]:
+        """The API's answer: ``head`` then :meth:`as_json`; :class:`NotConfirmed`
+        when a relay did not confirm."""
+        body = {**head, **self.as_json()}
+        if self.unconfirmed:
+            raise NotConfirmed(body)
+        return body
 
     def as_json(self) -> dict[str, object]:
         body: dict[str, object] = {"user": self.user, "sessions": len(self.sessions)}
@@ -167,6 +187,24 @@ class UserControl:
             raise FieldError("reason", f"A reason is at most {MAX_REASON} characters.")
         return await self._ask("disconnect", user, reason or DEFAULT_REASON)
 
+    # -- the same, as the API answers them -------------------------------------
+
+    async def subscribe_user(self, user: str, destination: str) -> dict[str, object]:
+        """``POST /api/users/{user}/subscribe``'s answer: ``{"user", "destination",
+        "subscription", "sessions"}``; :class:`FieldError` for a bad destination,
+        :class:`NotConfirmed` when a relay did not confirm in time."""
+        outcome = await self.subscribe(user, destination)
+        return outcome.answer(_head(user, destination))
+
+    async def unsubscribe_user(self, user: str, destination: str) -> dict[str, object]:
+        outcome = await self.unsubscribe(user, destination)
+        return outcome.answer(_head(user, destination))
+
+    async def disconnect_user(self, user: str, reason: str) -> dict[str, object]:
+        """``{"user", "sessions"}``: how many sessions ended."""
+        outcome = await self.disconnect(user, reason)
+        return outcome.answer({"user": user})
+
     async def _ask(self, op: str, user: str, argument: str) -> Outcome:
         """Send the request to each relay that holds a session of ``user``; wait for
         their answers, at most :attr:`timeout`."""
@@ -251,6 +289,10 @@ class UserControl:
             await self._publish(reply_to, control_envelope(self.server_id, answer))
         except BackendUnavailable as exc:
             log.warning("could not answer user request %s: %s", request, exc)
+
+
+def _head(user: str, destination: str) -> dict[str, object]:
+    return {"user": user, "destination": destination, "subscription": subscription_id(destination)}
 
 
 def _check_destination(destination: str) -> None:

@@ -17,8 +17,7 @@ from urllib.parse import unquote
 from stomprelay.admin import Admin, NotTaken
 from stomprelay.auth import check_name
 from stomprelay.errors import PolicyError
-from stomprelay.userctl import FieldError, Outcome
-from stomprelay.usersubs import subscription_id
+from stomprelay.userctl import FieldError, NotConfirmed
 
 #: Longest user name the API routes take (the relay's ``max_login`` default).
 MAX_USER = 64
@@ -69,31 +68,13 @@ async def user_action(
     try:
         if action == "disconnect":
             reason = _text(data, "reason", required=False)
-            outcome = await admin.disconnect_user(user, reason)
-            return answer(outcome, {"user": user})
+            return HTTPStatus.OK, await admin.disconnect_user(user, reason)
         destination = _text(data, "destination", required=True)
         act = admin.subscribe_user if action == "subscribe" else admin.unsubscribe_user
-        outcome = await act(user, destination)
+        return HTTPStatus.OK, await act(user, destination)
     except FieldError as exc:
         return refusal(exc.detail, exc.field)
+    except NotConfirmed as exc:
+        return HTTPStatus.SERVICE_UNAVAILABLE, {"error": str(exc), **exc.body}
     except NotTaken as exc:
         return HTTPStatus.SERVICE_UNAVAILABLE, {"error": exc.detail}
-    head: Body = {
-        "user": user,
-        "destination": destination,
-        "subscription": subscription_id(destination),
-    }
-    return answer(outcome, head)
-
-
-def answer(outcome: Outcome, head: Body) -> tuple[HTTPStatus, Body]:
-    """200 with what was done, or 503 naming the relays and sessions that did not
-    confirm in time."""
-    body = {**head, **outcome.as_json()}
-    if outcome.complete:
-        return HTTPStatus.OK, body
-    return HTTPStatus.SERVICE_UNAVAILABLE, {
-        "error": "not every relay holding the user's sessions confirmed in time "
-        "(see unconfirmed); what was done stays done, and asking again is safe",
-        **body,
-    }
