@@ -31,6 +31,7 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from stomprelay.auth import Identity
 from stomprelay.cluster.registry import ServerSubscriptions
+from stomprelay.destinations import own_route
 from stomprelay.errors import BackendUnavailable, PolicyError
 from stomprelay.locks import KeyedLocks
 from stomprelay.router import Route, Router, Sink, parse_destination
@@ -63,13 +64,15 @@ def is_notice_destination(destination: str) -> bool:
 
 def subscribable(destination: str) -> Route:
     """The route of a destination a back-end may subscribe a user to (a room, a topic,
-    ``/topic/broadcast`` or ``/topic/system``), else :class:`PolicyError`."""
+    ``/topic/broadcast``, ``/topic/system``, or the user's own ``/user/queue/{name}``
+    but the notices'), else :class:`PolicyError`."""
     route = parse_destination(destination)
-    if route.kind not in SUBSCRIBABLE:
+    own_queue = route.kind == "user" and not route.name and destination != NOTICE_DESTINATION
+    if route.kind not in SUBSCRIBABLE and not own_queue:
         raise PolicyError(
             "Invalid destination",
-            "A server-side subscription is to /topic/room/{id} or /topic/{name}; "
-            f"{destination[:120]} is not one.",
+            "A server-side subscription is to /topic/room/{id}, /topic/{name} or "
+            f"/user/queue/{{name}}; {destination[:120]} is not one.",
         )
     return route
 
@@ -124,7 +127,7 @@ class ServerSubs:
             return [
                 sink.session.session_id
                 for sink in self.sessions_of(user)
-                if await self._add(sink, destination, route)
+                if await self._add(sink, destination, route, user)
             ]
 
     async def remove(self, user: str, destination: str) -> list[str]:
@@ -165,10 +168,11 @@ class ServerSubs:
                 except PolicyError:
                     log.warning("ignoring a stored server-side subscription to %r", destination)
                     continue
-                await self._add(sink, destination, route)
+                await self._add(sink, destination, route, user)
 
-    async def _add(self, sink: Sink, destination: str, route: Route) -> bool:
-        """The subscription on one session (False: a client's own holds its id)."""
+    async def _add(self, sink: Sink, destination: str, route: Route, user: str) -> bool:
+        """The subscription on one session (False: a client's own holds its id);
+        ``/user/queue/{name}`` is the queue of the session's ``user``."""
         session = sink.session
         sub_id = subscription_id(destination)
         existing = session.subscriptions.get(sub_id)
@@ -185,6 +189,8 @@ class ServerSubs:
         headers = (("id", sub_id), ("destination", destination), ("ack", "auto"))
         subscription = Subscription(sub_id, destination, "auto", headers, server=True)
         session.subscriptions[sub_id] = subscription
+        if route.kind == "user":
+            route = own_route(route, user)
         await self._router.subscribe(sink, subscription, route)
         self._notify(sink, "subscribe", destination)
         return True

@@ -135,6 +135,18 @@ async def test_subscribe_reaches_every_session_now_and_later(
     assert a4.received(SUB) == []
 
 
+async def test_a_user_is_subscribed_to_its_own_queue(solo: RelayServer, clients: Clients) -> None:
+    """``/user/queue/{name}``: each session gets what is sent to its own user's queue."""
+    a1, a2, bob = await clients("alice"), await clients("alice"), await clients("bob")
+    status, body = await call(solo, "alice", "subscribe", {"destination": "/user/queue/inbox"})
+    assert (status, body["sessions"]) == (200, 2), body
+    await bob.send("/user/alice/queue/inbox", "psst", receipt=True)
+    for alice in (a1, a2):
+        message = await alice.next_message(subscription_id("/user/queue/inbox"))
+        assert (message.get("destination"), message.body) == ("/user/queue/inbox", b"psst")
+        assert message.get("x-sender") == "bob"
+
+
 async def test_disconnect_ends_every_session_of_the_user_with_the_reason(
     solo: RelayServer, clients: Clients
 ) -> None:
@@ -180,6 +192,7 @@ async def test_notices_are_relay_only(solo: RelayServer, clients: Clients) -> No
         ("alice", "subscribe", {"destination": "/queue/jobs"}, "destination"),
         ("alice", "subscribe", {"destination": "/topic/room/no spaces"}, "destination"),
         ("alice", "subscribe", {"destination": NOTICE_DESTINATION}, "destination"),
+        ("alice", "subscribe", {"destination": "/user/bob/queue/inbox"}, "destination"),
         ("alice", "subscribe", {}, "destination"),
         ("alice", "unsubscribe", {"destination": 7}, "destination"),
         ("alice", "disconnect", {"reason": ["no"]}, "reason"),
