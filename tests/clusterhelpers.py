@@ -388,8 +388,9 @@ class PyStompClient(stomp.ConnectionListener):  # type: ignore[misc]
     that the async helpers read through worker threads.
     """
 
-    def __init__(self, port: int, name: str = "stomp.py") -> None:
+    def __init__(self, port: int, name: str = "stomp.py", login: str | None = None) -> None:
         self.name = name
+        self.login = login
         self.conn = stomp.WSStompConnection(
             [("127.0.0.1", port)],
             ws_path="/ws",
@@ -434,7 +435,7 @@ class PyStompClient(stomp.ConnectionListener):  # type: ignore[misc]
         return str(self.connected_frame.headers["x-server-id"])
 
     async def connect(self) -> None:
-        await asyncio.to_thread(self.conn.connect, wait=True)
+        await asyncio.to_thread(self.conn.connect, username=self.login, wait=True)
         assert await asyncio.to_thread(self._connected.wait, 5), f"{self.name}: no CONNECTED"
 
     async def receipt(self, receipt_id: str, timeout: float = 5) -> None:
