@@ -7,10 +7,14 @@ session the user opens later gets it; these tests check the set each backend kee
 
 from __future__ import annotations
 
-from conftest import Cluster
+from typing import TYPE_CHECKING
+
 from redis.crc import key_slot
 
 from stomprelay.cluster.keys import Keys, encode_user, hash_tag
+
+if TYPE_CHECKING:
+    from conftest import Cluster
 
 
 async def test_added_present_removed(cluster: Cluster) -> None:
