@@ -174,7 +174,7 @@ class Relay:
             router,
             registry,
             router.next_message_id,
-            on_error=outage.fail,
+            outage.guard,
         )
 
         async def end_user(user: str, reason: str) -> list[str]:
@@ -333,6 +333,8 @@ class Relay:
             # a kick published while this relay could not hear it
             task = asyncio.get_running_loop().create_task(self.access.reload_suspensions())
             self.background(task)
+            # server-side subscriptions asked for while this relay could not hear
+            self.background(asyncio.get_running_loop().create_task(self.server_subs.resync()))
         if up and self.bus.available:
             # Reads refused while Redis counted as down are due now.
             self.router.bus_restored()

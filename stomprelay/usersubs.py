@@ -87,8 +87,8 @@ def notice_body(action: str, destination: str) -> bytes:
 class ServerSubs:
     """Applies and removes server-side subscriptions on this relay's sessions of a user,
     and tells them. Handed the sessions by id, who each is, the router, the registry's
-    server-side subscriptions (read at CONNECT), a message-id maker, and ``on_error``
-    for a registry read that failed (degraded mode)."""
+    server-side subscriptions (read at CONNECT), a message-id maker, and the
+    degraded mode's ``guard`` for its reads (fail fast while Redis is down)."""
 
     def __init__(
         self,
@@ -97,14 +97,14 @@ class ServerSubs:
         router: Router,
         registry: ServerSubscriptions,
         next_message_id: Callable[[], str],
-        on_error: Callable[[BackendUnavailable], None] = lambda _exc: None,
+        guard: Callable[[Callable[[], Awaitable[list[str]]]], Awaitable[list[str]]],
     ) -> None:
         self._sinks = sinks
         self._identities = identities
         self._router = router
         self._registry = registry
         self._next_id = next_message_id
-        self._on_error = on_error
+        self._guard = guard
         #: One change of a user's sessions at a time: a CONNECT's read of the stored
         #: subscriptions and an unsubscribe meanwhile leave no stale subscription.
         self._locks = KeyedLocks()
@@ -147,28 +147,47 @@ class ServerSubs:
             return done
 
     async def connected(self, sink: Sink, user: str) -> None:
-        """A new session of ``user``: every stored server-side subscription, now."""
-        if not user:
-            return
+        """A new session of ``user``: every stored server-side subscription, now
+        (none while Redis is down: :meth:`resync` gives them once it is back)."""
+        if user:
+            await self._settle(user, [sink])
+
+    async def resync(self) -> None:
+        """Redis is back: each local session of a user holds exactly the stored
+        server-side subscriptions (what was asked while this relay could not hear,
+        or could not read, is done now)."""
+        users = {identity.user for identity in list(self._identities.values())}
+        users.discard("")
+        for user in sorted(users):
+            if not await self._settle(user, None):
+                return
+
+    async def _settle(self, user: str, sinks: list[Sink] | None) -> bool:
+        """Give ``sinks`` (None: every local session of ``user``) the stored
+        server-side subscriptions, and take away those no longer stored; False
+        when Redis could not be read."""
         try:
-            destinations = await self._registry.server_subscriptions(user)
+            stored = await self._guard(lambda: self._registry.server_subscriptions(user))
         except BackendUnavailable as exc:
-            log.warning(
-                "session %s: server-side subscriptions of %r unread: %s",
-                sink.session.session_id,
-                user,
-                exc,
-            )
-            self._on_error(exc)
-            return
+            log.warning("server-side subscriptions of %r unread: %s", user, exc)
+            return False
+        routes: dict[str, Route] = {}
+        for destination in stored:
+            try:
+                routes[destination] = subscribable(destination)
+            except PolicyError:
+                log.warning("ignoring a stored server-side subscription to %r", destination)
         async with self._locks.hold(user):
-            for destination in destinations:
-                try:
-                    route = subscribable(destination)
-                except PolicyError:
-                    log.warning("ignoring a stored server-side subscription to %r", destination)
-                    continue
-                await self._add(sink, destination, route, user)
+            for sink in self.sessions_of(user) if sinks is None else sinks:
+                session = sink.session
+                for held in [s for s in session.subscriptions.values() if s.server]:
+                    if held.destination not in routes:
+                        del session.subscriptions[held.id]
+                        await self._router.unsubscribe(sink, held)
+                        self._notify(sink, "unsubscribe", held.destination)
+                for destination, route in routes.items():
+                    await self._add(sink, destination, route, user)
+        return True
 
     async def _add(self, sink: Sink, destination: str, route: Route, user: str) -> bool:
         """The subscription on one session (False: a client's own holds its id);
