@@ -241,3 +241,37 @@ async def test_the_routes_need_the_token() -> None:
         assert status == 401
     finally:
         await server.stop()
+
+
+async def test_a_server_side_subscription_is_outside_the_acl(make_relay: Any) -> None:
+    """Under members-only rules alice may not subscribe to a room she is not in, nor
+    stay subscribed once she leaves it: the back-end's subscription is neither refused
+    nor ended. With authentication on, the user is the token's ``sub``."""
+    from test_access import MEMBERS_ACL, SECRET, token
+
+    from stomprelay.auth import Acl
+    from stomprelay.tokens import Authenticator
+
+    server = await make_relay(
+        auth=Authenticator(secret=SECRET), acl=Acl.from_document(MEMBERS_ACL, "test")
+    )
+    ws = f"ws://127.0.0.1:{server.port}/ws"
+    alice = await StompClient.connect(ws, passcode=token("alice", name="Alice A."))
+    bob = await StompClient.connect(ws, passcode=token("bob"))
+    try:
+        answer = await server.relay.subscribe_user("alice", LOBBY)
+        assert answer["sessions"] == 1
+        await bob.send("/app/room/lobby/join", b"", receipt=True)
+        await bob.send("/app/room/lobby/message", {"message": "hi"}, receipt=True)
+        chat = await alice.next_message(SUB, lambda f: b'"CHAT"' in f.body)
+        assert json.loads(chat.body)["message"] == "hi"
+        await alice.send("/app/room/lobby/join", b"", receipt=True)
+        await alice.send("/app/room/lobby/leave", b"", receipt=True)
+        assert not alice.closed
+        answer = await server.relay.disconnect_user("alice", "bye")
+        assert answer == {"user": "alice", "sessions": 1}
+        await alice.wait_closed()
+        assert alice.errors[0].get("message") == "session ended by server"
+    finally:
+        await alice.close()
+        await bob.close()
