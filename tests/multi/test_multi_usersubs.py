@@ -13,7 +13,7 @@ import signal
 from typing import Any
 
 import pytest
-from clusterhelpers import api_post
+from clusterhelpers import PyStompClient, api_post
 from procs import RelayProcess
 from stompclient import StompClient
 
@@ -165,29 +165,40 @@ async def test_stored_subscriptions_are_applied_right_after_connected(
         await alice.close()
 
 
-async def test_stompjs_hears_the_notice_and_hands_the_messages_to_on_unhandled_message(
+async def test_stompjs_and_stomp_py_hear_the_notice_and_get_the_messages(
     start_relay: Any, stomp_clients: Any, stompjs_clients: Any
 ) -> None:
     """What a stomp.js user sees: the notice on its own subscription of
     /user/queue/subscriptions, then the server-side subscription's MESSAGEs, whose
-    ``subscription:server-...`` it does not know, in ``onUnhandledMessage``."""
+    ``subscription:server-...`` it does not know, in ``onUnhandledMessage``; a stomp.py
+    listener gets both in ``on_message``."""
     a = start_relay("A", extra=API)
     b = start_relay("B", extra=API)
     js = await stompjs_clients()
     await js.connect(b.ws_url, login="alice")
     await js.subscribe(NOTICE_DESTINATION, sub_id="notices", receipt="r-notices")
     await js.expect("receipt", lambda e: e.get("receipt_id") == "r-notices")
+    py = PyStompClient(a.port, "alice@stomp.py", login="alice")
     bob = await stomp_clients(a, login="bob", name="bob")
+    try:
+        await py.connect()
+        await py.subscribe(NOTICE_DESTINATION, "py-notices")
 
-    status, body = await call(a, "alice", "subscribe", {"destination": LOBBY})
-    assert (status, body["sessions"]) == (200, 1), body
-    told = await js.expect("message", lambda e: e["subscription"] == "notices")
-    assert json.loads(told["body"]) == {
-        "action": "subscribe",
-        "destination": LOBBY,
-        "subscription": SUB,
-    }
-    await bob.send(LOBBY, "hello", receipt=True)
-    message = await js.expect("unhandled_message")
-    assert (message["subscription"], message["body"]) == (SUB, "hello")
-    assert message["headers"]["destination"] == LOBBY
+        status, body = await call(a, "alice", "subscribe", {"destination": LOBBY})
+        assert (status, body["sessions"]) == (200, 2), body
+        told = await js.expect("message", lambda e: e["subscription"] == "notices")
+        assert json.loads(told["body"]) == {
+            "action": "subscribe",
+            "destination": LOBBY,
+            "subscription": SUB,
+        }
+        py_told = await py.next_message(lambda f: f.headers["subscription"] == "py-notices")
+        assert json.loads(py_told.body)["subscription"] == SUB
+        await bob.send(LOBBY, "hello", receipt=True)
+        message = await js.expect("unhandled_message")
+        assert (message["subscription"], message["body"]) == (SUB, "hello")
+        assert message["headers"]["destination"] == LOBBY
+        py_message = await py.next_message(lambda f: f.headers["subscription"] == SUB)
+        assert (py_message.headers["destination"], py_message.body) == (LOBBY, b"hello")
+    finally:
+        await py.close()
