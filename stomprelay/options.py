@@ -591,6 +591,12 @@ RULES: tuple[Rule, ...] = (
         lambda v: bool(v["dev_tokens"]) and not (v["jwt_secret"] or v["jwt_secret_file"]),
         "--dev-tokens needs --jwt-secret (it signs with it)",
     ),
+    Rule(
+        ("api_confirm_timeout", "handshake_timeout"),
+        lambda v: v["api_confirm_timeout"] >= v["handshake_timeout"],
+        "--api-confirm-timeout must be shorter than --handshake-timeout (an HTTP request "
+        "must be answered within it)",
+    ),
 )
 
 

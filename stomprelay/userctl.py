@@ -279,6 +279,9 @@ class UserControl:
         except (KeyError, PolicyError) as exc:
             log.warning("ignoring a user request %s: %s", request, exc)
             return
+        except BackendUnavailable as exc:  # no answer: the call names this relay
+            log.warning("user request %s not done: %s", request, exc)
+            return
         answer = {
             "op": "answer",
             "request": request,
