@@ -206,6 +206,8 @@ class SessionSpec:
     version: str = "1.2"
     #: Rooms joined, oldest first (the last is the current room).
     rooms: list[str] = field(default_factory=list)
+    #: Who it is (CONNECT login or token sub), "" for no one.
+    user: str = ""
 
 
 @dataclass
@@ -279,6 +281,7 @@ def expected_registry(
             "hash",
             {
                 "server-id": s.server_id,
+                "user": s.user,
                 "username": s.username,
                 "remote-address": s.remote_address,
                 "version": s.version,
@@ -289,6 +292,8 @@ def expected_registry(
         )
         if s.rooms:
             exp[K.current_room(s.session_id)] = ("string", (s.rooms[-1], -1))
+        if s.user:
+            exp.setdefault(K.user_sessions(s.user), ("set", set()))[1].add(s.session_id)
         for room in s.rooms:
             rooms.setdefault(room, set()).add(s.session_id)
     for room, members in rooms.items():
