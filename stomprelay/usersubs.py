@@ -165,19 +165,20 @@ class ServerSubs:
     async def _settle(self, user: str, sinks: list[Sink] | None) -> bool:
         """Give ``sinks`` (None: every local session of ``user``) the stored
         server-side subscriptions, and take away those no longer stored; False
-        when Redis could not be read."""
-        try:
-            stored = await self._guard(lambda: self._registry.server_subscriptions(user))
-        except BackendUnavailable as exc:
-            log.warning("server-side subscriptions of %r unread: %s", user, exc)
-            return False
-        routes: dict[str, Route] = {}
-        for destination in stored:
-            try:
-                routes[destination] = subscribable(destination)
-            except PolicyError:
-                log.warning("ignoring a stored server-side subscription to %r", destination)
+        when Redis could not be read. The read is made under the user's lock: an
+        unsubscribe that arrives meanwhile is acted on after it, not before."""
         async with self._locks.hold(user):
+            try:
+                stored = await self._guard(lambda: self._registry.server_subscriptions(user))
+            except BackendUnavailable as exc:
+                log.warning("server-side subscriptions of %r unread: %s", user, exc)
+                return False
+            routes: dict[str, Route] = {}
+            for destination in stored:
+                try:
+                    routes[destination] = subscribable(destination)
+                except PolicyError:
+                    log.warning("ignoring a stored server-side subscription to %r", destination)
             for sink in self.sessions_of(user) if sinks is None else sinks:
                 session = sink.session
                 for held in [s for s in session.subscriptions.values() if s.server]:
