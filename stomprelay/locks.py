@@ -29,6 +29,11 @@ class KeyedLocks:
         """Keys with a holder or a waiter."""
         return len(self._entries)
 
+    def users(self, key: str) -> int:
+        """How many hold or wait for ``key``'s lock."""
+        entry = self._entries.get(key)
+        return entry.users if entry is not None else 0
+
     @contextlib.asynccontextmanager
     async def hold(self, key: str) -> AsyncIterator[None]:
         entry = self._entries.get(key)

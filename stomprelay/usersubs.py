@@ -107,7 +107,7 @@ class ServerSubs:
         self._guard = guard
         #: One change of a user's sessions at a time: a CONNECT's read of the stored
         #: subscriptions and an unsubscribe meanwhile leave no stale subscription.
-        self._locks = KeyedLocks()
+        self.locks = KeyedLocks()
 
     def sessions_of(self, user: str) -> list[Sink]:
         """This relay's open sessions of ``user``."""
@@ -123,7 +123,7 @@ class ServerSubs:
     async def apply(self, user: str, destination: str) -> list[str]:
         """Subscribe every local session of ``user``; the ids of those that hold it."""
         route = subscribable(destination)
-        async with self._locks.hold(user):
+        async with self.locks.hold(user):
             return [
                 sink.session.session_id
                 for sink in self.sessions_of(user)
@@ -133,7 +133,7 @@ class ServerSubs:
     async def remove(self, user: str, destination: str) -> list[str]:
         """Unsubscribe every local session of ``user``; the ids of those without it."""
         sub_id = subscription_id(destination)
-        async with self._locks.hold(user):
+        async with self.locks.hold(user):
             done = []
             for sink in self.sessions_of(user):
                 session = sink.session
@@ -167,7 +167,7 @@ class ServerSubs:
         server-side subscriptions, and take away those no longer stored; False
         when Redis could not be read. The read is made under the user's lock: an
         unsubscribe that arrives meanwhile is acted on after it, not before."""
-        async with self._locks.hold(user):
+        async with self.locks.hold(user):
             try:
                 stored = await self._guard(lambda: self._registry.server_subscriptions(user))
             except BackendUnavailable as exc:

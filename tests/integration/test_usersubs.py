@@ -7,12 +7,13 @@ during a call) is in ``tests/multi/test_multi_usersubs.py``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
-from clusterhelpers import api_post
+from clusterhelpers import api_post, eventually
 from stompclient import StompClient
 
 from stomprelay.factory import build_relay
@@ -275,3 +276,46 @@ async def test_a_server_side_subscription_is_outside_the_acl(make_relay: Any) ->
     finally:
         await alice.close()
         await bob.close()
+
+
+async def test_an_unsubscribe_during_a_connects_read_is_not_lost(
+    solo: RelayServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A session connects while its user's stored subscriptions are read, and an
+    unsubscribe comes meanwhile: it is acted on after the read, so the session ends
+    up without the subscription."""
+    relay = solo.relay
+    registry = relay.registry
+    read = registry.server_subscriptions
+    reached, release = asyncio.Event(), asyncio.Event()
+
+    async def slow_read(user: str) -> list[str]:
+        found = await read(user)
+        reached.set()
+        await release.wait()
+        return found
+
+    assert (await relay.subscribe_user("alice", LOBBY))["sessions"] == 0
+    monkeypatch.setattr(registry, "server_subscriptions", slow_read)
+    url = f"ws://127.0.0.1:{solo.port}/ws"
+    connecting = asyncio.create_task(StompClient.connect(url, login="alice", name="alice"))
+    await reached.wait()
+    unsubscribing = asyncio.create_task(relay.unsubscribe_user("alice", LOBBY))
+    # the request has come and waits: the read holds the user's lock
+    await eventually(lambda: relay.server_subs.locks.users("alice") == 2, what="a waiter")
+    release.set()
+    alice = await connecting
+    try:
+        assert (await unsubscribing)["sessions"] == 1
+        await alice.subscribe(NOTICE_DESTINATION, "notices")
+        await alice.subscribe(LOBBY, "own")
+        bob = await StompClient.connect(url, login="bob", name="bob")
+        await bob.send(LOBBY, "after", receipt=True)
+        await bob.close()
+        assert (await alice.next_message("own")).body == b"after"
+        assert alice.received(SUB) == []
+        assert SUB not in [
+            s.id for sink in relay.sinks.values() for s in sink.session.subscriptions.values()
+        ]
+    finally:
+        await alice.close()
