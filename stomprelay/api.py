@@ -32,6 +32,7 @@ import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, TypeVar
+from urllib.parse import unquote
 
 from stomprelay.auth import check_name
 from stomprelay.clock import now_ms
@@ -41,6 +42,7 @@ from stomprelay.destinations import Route, canonical, channels_for, log_id_for, 
 from stomprelay.errors import BackendUnavailable, InternalError, PolicyError, StompRelayError
 from stomprelay.router import RESERVED_HEADERS, message_headers
 from stomprelay.settings import Settings
+from stomprelay.usersubs import is_notice_destination
 
 if TYPE_CHECKING:
     from stomprelay.cluster.backends import Backends
@@ -209,16 +211,21 @@ def destination_of(value: object, field: str = "destination") -> tuple[str, Rout
             f"{value[:120]} is not a room, topic or /user/{{user}}/queue/{{name}} destination",
             field,
         )
+    if is_notice_destination(value):
+        raise bad(f"{value[:120]} is written by the relay only", field)
     return value, route
 
 
-def user_of(raw: str) -> str:
-    """A user named in a route (already percent-decoded), checked like a login."""
+def user_in_path(raw: str) -> str:
+    """The ``{user}`` of a route, percent-decoded (``%2F`` a slash) and checked like a
+    login: 1 to :data:`MAX_USER` characters, no control or bidi characters (400)."""
     try:
-        return check_name(raw, "user", MAX_USER)
-    except PolicyError:
+        return check_name(unquote(raw, errors="strict"), "user", MAX_USER)
+    except (PolicyError, UnicodeDecodeError):
         raise bad(
-            f"a user is 1 to {MAX_USER} characters, no control or bidi characters", "user"
+            f"a user is 1 to {MAX_USER} characters once percent-decoded, no control or "
+            "bidi characters",
+            "user",
         ) from None
 
 

@@ -567,6 +567,15 @@ OPTIONS: tuple[Option, ...] = (
     limit("max_chat_message", "longest chat message (characters) of /app/room/..."),
     limit("max_username", "longest username /app/room/... accepts"),
     limit("max_rooms_per_session", "most rooms one session may be in at once"),
+    limit(
+        "max_server_subscriptions",
+        "most server-side subscriptions one user may hold (POST /api/users/{user}/subscribe)",
+    ),
+    limit(
+        "api_confirm_timeout",
+        "seconds the server API waits for the relays holding a user's sessions to confirm",
+        positive=True,
+    ),
     limit("max_login", "longest CONNECT login (and identity from a token) and room display text"),
     limit("max_history_request", "most messages a SUBSCRIBE with x-history may ask for", 0),
     # set by the --workers supervisor for its children
@@ -602,6 +611,12 @@ RULES: tuple[Rule, ...] = (
         ("dev_tokens", "jwt_secret", "jwt_secret_file"),
         lambda v: bool(v["dev_tokens"]) and not (v["jwt_secret"] or v["jwt_secret_file"]),
         "--dev-tokens needs --jwt-secret (it signs with it)",
+    ),
+    Rule(
+        ("api_confirm_timeout", "handshake_timeout"),
+        lambda v: v["api_confirm_timeout"] >= v["handshake_timeout"],
+        "--api-confirm-timeout must be shorter than --handshake-timeout (an HTTP request "
+        "must be answered within it)",
     ),
 )
 

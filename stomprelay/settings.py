@@ -102,6 +102,13 @@ class Settings:
     max_username: int = 64
     #: Most rooms one session may be in at once.
     max_rooms_per_session: int = 64
+    #: Most server-side subscriptions one user may hold (``POST
+    #: /api/users/{user}/subscribe``); they count toward each session's
+    #: ``max_subscriptions`` but are never refused by it.
+    max_server_subscriptions: int = 32
+    #: Seconds a server API call that acts on a user's sessions (subscribe,
+    #: unsubscribe, disconnect) waits for the relays holding them to confirm.
+    api_confirm_timeout: float = 5.0
     #: Cluster liveness: a relay refreshes its heartbeat key every
     #: ``liveness_interval`` s; the key expires (Redis-side TTL) after
     #: ``liveness_ttl`` s; every relay looks for expired ones every

@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import queue
 import re
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -96,6 +99,30 @@ async def eventually(
                 raise AssertionError(f"{message}:\n{last}") from None
             raise AssertionError(message)
         await asyncio.sleep(interval)
+
+
+# -- the server API --------------------------------------------------------------------
+
+
+async def api_post(
+    base: str, path: str, payload: object, token: str | None, timeout: float = 20
+) -> tuple[int, Any]:
+    """POST ``payload`` as JSON to a relay's HTTP API (``base``: ``http://host:port``)
+    with a Bearer token; the status and the decoded JSON answer."""
+
+    def post() -> tuple[int, Any]:
+        data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        request = urllib.request.Request(base + path, data=data, method="POST")
+        request.add_header("Content-Type", "application/json")
+        if token is not None:
+            request.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as err:
+            return err.code, json.loads(err.read())
+
+    return await asyncio.to_thread(post)
 
 
 # -- room events -------------------------------------------------------------------------
@@ -179,6 +206,8 @@ class SessionSpec:
     version: str = "1.2"
     #: Rooms joined, oldest first (the last is the current room).
     rooms: list[str] = field(default_factory=list)
+    #: Who it is (CONNECT login or token sub), "" for no one.
+    user: str = ""
 
 
 @dataclass
@@ -252,6 +281,7 @@ def expected_registry(
             "hash",
             {
                 "server-id": s.server_id,
+                "user": s.user,
                 "username": s.username,
                 "remote-address": s.remote_address,
                 "version": s.version,
@@ -262,6 +292,8 @@ def expected_registry(
         )
         if s.rooms:
             exp[K.current_room(s.session_id)] = ("string", (s.rooms[-1], -1))
+        if s.user:
+            exp.setdefault(K.user_sessions(s.user), ("set", set()))[1].add(s.session_id)
         for room in s.rooms:
             rooms.setdefault(room, set()).add(s.session_id)
     for room, members in rooms.items():

@@ -23,9 +23,9 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
-from urllib.parse import parse_qs, unquote
+from urllib.parse import parse_qs
 
-from stomprelay.api import ApiError, Message, Row, ServerApi, bad, count_of, user_of
+from stomprelay.api import ApiError, Message, Row, ServerApi, bad, count_of, user_in_path
 from stomprelay.errors import BackendUnavailable
 from stomprelay.openapi import document
 from stomprelay.settings import Settings
@@ -149,10 +149,7 @@ class ApiRoutes:
                 return json_answer(HTTPStatus.OK, await handler(sender, body, query))
             user = ""
             if template.startswith("/api/users/"):
-                try:
-                    user = user_of(unquote(raw_user, errors="strict"))
-                except UnicodeDecodeError:
-                    raise bad("the user is not UTF-8 once percent-decoded", "user") from None
+                user = user_in_path(raw_user)
             if verb == "GET":
                 return json_answer(HTTPStatus.OK, await handler(sender, body, user))
             return json_answer(HTTPStatus.OK, await self._bounded(handler, sender, body, user))
@@ -235,10 +232,11 @@ class ApiRoutes:
         return await self.api.user(user)
 
     async def _subscribe(self, _: str, body: bytes, user: str) -> Row:
-        return await self.api.subscribe(user, _json(body).get("destination"))
+        return await self.api.subscribe(user, _json(body, empty_ok=True).get("destination"))
 
     async def _unsubscribe(self, _: str, body: bytes, user: str) -> Row:
-        return await self.api.subscribe(user, _json(body).get("destination"), unsubscribe=True)
+        destination = _json(body, empty_ok=True).get("destination")
+        return await self.api.subscribe(user, destination, unsubscribe=True)
 
     async def _disconnect(self, _: str, body: bytes, user: str) -> Row:
         return await self.api.disconnect(user, _json(body, empty_ok=True).get("reason"))

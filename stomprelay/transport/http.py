@@ -30,11 +30,12 @@ from collections.abc import Awaitable, Callable, Sized
 from http import HTTPStatus
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
-from urllib.parse import parse_qs, unquote
+from urllib.parse import parse_qs
 
 import h11
 
 from stomprelay.admin import Admin, NotTaken
+from stomprelay.api import MAX_USER, ApiError, user_in_path
 from stomprelay.auth import check_name
 from stomprelay.destinations import ROOM_ID
 from stomprelay.errors import BackendUnavailable, PolicyError
@@ -67,8 +68,6 @@ def plain(status: HTTPStatus, body: bytes, content_type: str) -> Answer:
 
 
 NOT_FOUND = plain(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain; charset=utf-8")
-#: Longest user name the operator routes take (the relay's ``max_login`` default).
-MAX_USER = 64
 USERS_PREFIX = "/api/users/"
 KICK_SUFFIX = "/kick"
 
@@ -299,12 +298,9 @@ class HttpApp:
         if refused is not None:
             return refused
         try:
-            user = check_name(unquote(raw_user, errors="strict"), "user", MAX_USER)
-        except (PolicyError, UnicodeDecodeError):
-            return json_answer(
-                HTTPStatus.BAD_REQUEST,
-                {"error": f"a user is 1 to {MAX_USER} characters, no control or bidi characters"},
-            )
+            user = user_in_path(raw_user)
+        except ApiError as exc:
+            return json_answer(HTTPStatus.BAD_REQUEST, exc.as_json())
         try:
             until_ms = _until_ms(body)
             lift = _lift(body)

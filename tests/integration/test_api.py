@@ -153,6 +153,8 @@ async def test_history_reads_after_an_offset_or_the_last_ones(make_relay: MakeRe
         ({"destination": "/queue/x", "body": "x"}, "destination", "not served"),
         ({"destination": "/topic/room/a b", "body": "x"}, "destination", "Room ids"),
         ({"destination": "/app/room/a/join", "body": "x"}, "destination", "not a room"),
+        ({"destination": "/user/al/queue/subscriptions", "body": "x"}, "destination", "relay only"),
+        ({"destination": "/user/queue/messages", "body": "x"}, "destination", "not a room"),
         ({"destination": LOBBY}, "body", "body"),
         ({"destination": LOBBY, "body": "x", "bodyBase64": "eA=="}, "body", "not both"),
         ({"destination": LOBBY, "bodyBase64": "!!"}, "bodyBase64", "base64"),

@@ -284,3 +284,54 @@ async def test_publish_from_a_shell_is_idempotent_in_every_mode(
     status, user = b.get_json("/api/users/alice")
     assert status == 200
     assert [s["serverId"] for s in user["sessions"]] == ["relay-b"]
+
+
+async def test_server_side_subscriptions_and_disconnect(
+    deployment: Deployment, clients: list[StompClient], tmp_path: Path
+) -> None:
+    """docs/api.md: a user's sessions on two relays are subscribed by the server API
+    and ended by it; on a cluster the user's kept subscriptions share its slot."""
+    from clusterhelpers import api_post
+
+    from stomprelay.usersubs import NOTICE_DESTINATION, subscription_id
+
+    token = "modes-api-token"
+    procs = [
+        RelayProcess(
+            tmp_path,
+            sid,
+            redis_url=deployment.url,
+            extra=[*RELAY_ARGS, *deployment.mode_args, "--admin-token", token],
+        )
+        for sid in ("api-a", "api-b")
+    ]
+    try:
+        for proc in procs:
+            proc.start()
+        a, b = procs
+        alice_a = await StompClient.connect(a.ws_url, login="alice")
+        alice_b = await StompClient.connect(b.ws_url, login="alice")
+        bob = await StompClient.connect(a.ws_url, login="bob")
+        clients += [alice_a, alice_b, bob]
+        await alice_b.subscribe(NOTICE_DESTINATION, "notices")
+        status, body = await api_post(
+            a.http, "/api/users/alice/subscribe", {"destination": TOPIC}, token
+        )
+        assert (status, body["sessions"]) == (200, 2), body
+        assert json.loads((await alice_b.next_message("notices")).body)["destination"] == TOPIC
+        await bob.send(TOPIC, "to alice", receipt=True)
+        for alice in (alice_a, alice_b):
+            assert (await alice.next_message(subscription_id(TOPIC))).body == b"to alice"
+        if deployment.kind == "cluster":
+            keys = Keys()
+            slots = {keys.user_subscriptions("alice"), keys.user_sessions("alice")}
+            assert len({deployment.topo.node_for_key(k).port for k in slots}) == 1
+
+        status, body = await api_post(b.http, "/api/users/alice/disconnect", {}, token)
+        assert (status, body) == (200, {"user": "alice", "sessions": 2})
+        for alice in (alice_a, alice_b):
+            await alice.wait_closed()
+            assert alice.errors[0].get("message") == "session ended by server"
+    finally:
+        for proc in procs:
+            proc.stop()
