@@ -258,16 +258,18 @@ async def test_publish_from_a_shell_is_idempotent_in_every_mode(
     user's log on their own slots), so a repeated key is one message; the API's reads
     answer loopback clients with no key set."""
     a, b = relays
-    room = f"/topic/room/{ROOMS[5]}"
+    room = "/topic/room/api-shell"  # the deployment is the module's: a room no other test uses
     watcher = await StompClient.connect(a.ws_url, login="watcher")
-    alice = await StompClient.connect(b.ws_url, login="alice")
+    alice = await StompClient.connect(b.ws_url, login="shell-alice")
     clients += [watcher, alice]
     await watcher.subscribe(room, "room")
-    await alice.subscribe("/user/queue/updates", "inbox")
+    await alice.subscribe("/user/queue/api-updates", "inbox")
     first = json.loads(await cli(deployment, "publish", room, "once", "--idempotency-key", "k1"))
     again = json.loads(await cli(deployment, "publish", room, "twice?", "--idempotency-key", "k1"))
     assert again == first
-    dm = json.loads(await cli(deployment, "publish", "/user/alice/queue/updates", "for alice"))
+    dm = json.loads(
+        await cli(deployment, "publish", "/user/shell-alice/queue/api-updates", "for alice")
+    )
     assert dm["offset"] == 1
     await cli(deployment, "publish", room, "marker")
     frames = await watcher.collect(2, "room")
@@ -281,7 +283,7 @@ async def test_publish_from_a_shell_is_idempotent_in_every_mode(
     status, history = a.get_json(f"/api/history?destination={room}")
     assert status == 200
     assert [m["body"] for m in history["messages"]] == ["once", "marker"]
-    status, user = b.get_json("/api/users/alice")
+    status, user = b.get_json("/api/users/shell-alice")
     assert status == 200
     assert [s["serverId"] for s in user["sessions"]] == ["relay-b"]
 
