@@ -345,3 +345,35 @@ async def test_kick_through_a_relays_api_needs_the_admin_token(start_relay, stom
     assert json.loads(out)["user"] == "mallory"
     await mallory.wait_closed()
     assert mallory.errors
+
+
+async def test_the_api_key_subscribes_and_disconnects_a_user(start_relay, stomp_clients) -> None:
+    """The server-side subscription and disconnect routes, with the back-ends' key."""
+    from stomprelay.usersubs import subscription_id
+
+    a = start_relay("relay-a", extra=API_ARGS)
+    b = start_relay("relay-b", extra=API_ARGS)
+    alice_a = await stomp_clients(a, login="alice", name="alice@a")
+    alice_b = await stomp_clients(b, login="alice", name="alice@b")
+    path = "/api/users/alice/subscribe"
+    assert (await call(a.http, "POST", path, {"destination": ROOM}))[0] == 401
+    status, answer, _ = await call(a.http, "POST", "/api/users/%00/subscribe", {}, KEY)
+    assert (status, answer["field"]) == (400, "user")
+    status, answer, _ = await call(a.http, "POST", path, {"destination": "/nowhere"}, KEY)
+    assert (status, answer["field"]) == (400, "destination")
+    status, answer, _ = await call(a.http, "POST", path, {"destination": ROOM}, KEY)
+    assert status == 200, answer
+    assert answer["sessions"] == 2
+    assert answer["subscription"] == subscription_id(ROOM)
+    await publish(b.http, KEY, destination=ROOM, body="to alice")
+    for alice in (alice_a, alice_b):
+        assert (await alice.next_message(subscription_id(ROOM))).body == b"to alice"
+
+    status, answer, _ = await call(
+        b.http, "POST", "/api/users/alice/disconnect", {"reason": "account closed"}, KEY
+    )
+    assert (status, answer["sessions"]) == (200, 2)
+    for alice in (alice_a, alice_b):
+        await alice.wait_closed()
+        assert alice.errors[0].get("message") == "session ended by server"
+        assert alice.errors[0].body == b"account closed"
