@@ -25,6 +25,14 @@ _ERROR = _obj(
     ["error"],
     error={"type": "string", "description": "what is wrong, in plain language"},
     field={"type": "string", "description": "the request field at fault (400, 413)"},
+    unconfirmed={
+        "type": "object",
+        "description": "503 of a user change: the relays and sessions that did not confirm",
+        "properties": {
+            "servers": {"type": "array", "items": {"type": "string"}},
+            "sessions": {"type": "array", "items": {"type": "string"}},
+        },
+    },
 )
 _PUBLISHED = _obj(
     ["destination", "messageId", "offset", "epoch"],
