@@ -338,7 +338,11 @@ class ServerApi:
                 await self._guard(lambda: self.backends.bus.publish(channel, envelope))
         except BackendUnavailable as exc:
             log.warning("API publish to %s: Redis unreachable: %s", name[:120], exc)
-            raise ApiError(503, "Redis is unreachable; the message was not taken") from None
+            raise ApiError(
+                503,
+                "Redis did not take the message (an append that timed out may have run: "
+                "retrying with the same idempotencyKey is safe)",
+            ) from None
         return {
             "destination": name,
             "messageId": envelope.id,
