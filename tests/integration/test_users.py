@@ -11,6 +11,8 @@ import pytest
 from stompclient import StompClient
 
 from stomprelay.auth import Acl
+from stomprelay.cluster.envelope import Envelope
+from stomprelay.destinations import channels_for, parse_destination
 from stomprelay.tokens import Authenticator, issue_token
 from stomprelay.transport import RelayServer
 
@@ -73,6 +75,15 @@ async def test_a_single_node_delivers_and_keeps_direct_messages(make_relay, clie
     frames = await back.collect(3, "inbox")
     assert [f.body for f in frames] == [b"one", b"note to self", b"while away"]
     assert [f.get("x-offset") for f in frames] == ["1", "2", "3"]
+
+    # an envelope made without the relay's sender (a back-end's publish), with another
+    # spelling of the user, reaches the same queue and its subscribers
+    spelling = "/user/%61lice/queue/messages"
+    route = parse_destination(spelling)
+    envelope = Envelope("backend-1", "backend", spelling, (("x-sender", "server"),), b"api", 1)
+    await relay.relay.send_envelope(route, channels_for(route, relay.relay.keys)[0], envelope)
+    (frame,) = await back.collect(1, "inbox")
+    assert (frame.body, frame.get("destination"), frame.get("x-offset")) == (b"api", INBOX, "4")
 
 
 async def test_the_user_is_the_tokens_sub_and_the_acl_has_user_rules(make_relay, clients) -> None:

@@ -7,6 +7,7 @@ import pytest
 from redis.crc import key_slot
 
 from stomprelay.auth import Acl, Identity
+from stomprelay.cluster.envelope import Envelope
 from stomprelay.cluster.keys import Keys, encode_user, hash_tag
 from stomprelay.destinations import (
     Route,
@@ -19,7 +20,7 @@ from stomprelay.destinations import (
 )
 from stomprelay.errors import PolicyError
 from stomprelay.router import RESERVED_HEADERS, message_headers
-from stomprelay.users import check_user_destination
+from stomprelay.users import UserChannels, check_user_destination
 
 K = Keys()
 
@@ -171,3 +172,38 @@ def test_acl_patterns_over_user_destinations() -> None:
     assert not acl.allows(alice, "send", "/user/bob/queue/alerts", nobody)
     assert acl.allows(support, "send", "/user/bob/queue/alerts", nobody)
     assert not acl.allows(support, "subscribe", "/user/bob/queue/alerts", nobody)
+
+
+async def test_a_relay_listens_to_a_users_channel_while_it_holds_a_session() -> None:
+    heard: list[tuple[str, str]] = []
+    counted: list[int] = []
+    commands: list[tuple[str, str]] = []
+
+    async def listen(channel: str) -> None:
+        heard.append(("listen", channel))
+
+    async def unlisten(channel: str) -> None:
+        heard.append(("unlisten", channel))
+
+    users = UserChannels(K, listen, unlisten, on_envelope=lambda: counted.append(1))
+    await users.connected("s1", "al/ice")
+    await users.connected("s1", "al/ice")  # once per session
+    await users.connected("s2", "al/ice")
+    await users.connected("s3", "")  # no user, no channel
+    assert users.users() == {"al/ice"}
+    channel = K.user_channel("al/ice")
+    message = Envelope("m1", "r1", "/user/al%2Fice/queue/x", (), b"hi", 0)
+    command = Envelope("c1", "r1", "", (), b"{}", 0)
+    assert users.received(channel, message) is False  # a message: for the router
+    assert users.received(K.room_channel("lobby"), message) is False
+    assert users.received(channel, command) is True  # dropped: nobody asked for commands
+    users.on_control = lambda user, envelope: commands.append((user, envelope.id))
+    assert users.received(channel, command) is True
+    assert commands == [("al/ice", "c1")]
+    assert len(counted) == 3  # what came on the user's channel only
+    await users.disconnected("s1")
+    await users.disconnected("s1")
+    await users.disconnected("s2")
+    await users.disconnected("s3")
+    assert heard == [("listen", channel)] * 2 + [("unlisten", channel)] * 2
+    assert users.users() == set()
