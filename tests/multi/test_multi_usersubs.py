@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import signal
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from clusterhelpers import PyStompClient, api_post
@@ -28,7 +29,8 @@ SUB = subscription_id(LOBBY)
 
 
 async def call(relay: RelayProcess, user: str, action: str, payload: Any) -> tuple[int, Any]:
-    return await api_post(relay.http, f"/api/users/{user}/{action}", payload, TOKEN)
+    # the user percent-encoded in the path, as the contract has it (%2F for a slash)
+    return await api_post(relay.http, f"/api/users/{quote(user, safe='')}/{action}", payload, TOKEN)
 
 
 def notice(frame: Any) -> dict[str, Any]:
