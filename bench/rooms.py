@@ -75,6 +75,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -122,6 +123,7 @@ class Load:
     burst: int  # SENDs per room
     room_rate: float  # paced SENDs per room per second
     mux: int = 0  # publisher connections in all; 0: one per room
+    seconds: float = SECONDS  # of the paced phase
 
     @property
     def connections(self) -> int:
@@ -407,11 +409,17 @@ class Row:
         return phase.cpu["servers"] / phase.sends if phase and phase.sends else 0.0
 
 
-async def measure(load: Load, server: Server, relay: bool) -> Row:
+Plans = Callable[[Load, Server, bool], list[dict[str, object]]]
+
+
+async def measure(load: Load, server: Server, relay: bool, make_plans: Plans = plans) -> Row:
+    """One row: ``make_plans`` gives each generator process its part (bench/dms.py
+    gives users instead of rooms: then ``rooms`` counts the senders and ``members``
+    the deliveries of one SEND)."""
     row = Row(server.name)
     gen = Generator()
     try:
-        await gen.start(plans(load, server, relay))
+        await gen.start(make_plans(load, server, relay))
         opening = time.perf_counter()
         await gen.command({"cmd": "open"}, "opened", OPEN_WAIT)
         row.opening = time.perf_counter() - opening
@@ -428,11 +436,11 @@ async def measure(load: Load, server: Server, relay: bool) -> Row:
         row.written = (max(int(str(d["last"])) for d in done) - start) / 1e9
         await asyncio.sleep(0.5)
 
-        total = max(2, round(load.rate * SECONDS))
+        total = max(2, round(load.rate * load.seconds))
         t0 = time.monotonic_ns() + 200_000_000  # the same clock as the generator's
         command = {"cmd": "paced", "t0": str(t0), "rate": load.rate, "rooms": load.rooms}
         meter = Meter(server, gen.pids)
-        done = await gen.command({**command, "total": total}, "done", SECONDS + WAIT)
+        done = await gen.command({**command, "total": total}, "done", load.seconds + WAIT)
         row.paced = meter.stop(total)
         first = min(int(str(d["first"])) for d in done if d["sent"])
         last = max(int(str(d["last"])) for d in done if d["sent"])
@@ -456,13 +464,15 @@ async def measure(load: Load, server: Server, relay: bool) -> Row:
     return row
 
 
-def run_row(load: Load, server: Server, relay: bool, deadline: float) -> Row:
+def run_row(
+    load: Load, server: Server, relay: bool, deadline: float, make_plans: Plans = plans
+) -> Row:
     left = deadline - time.monotonic()
     if left < 20:
         return Row(server.name, problem="skipped: the run's time budget is spent")
 
     async def bounded() -> Row:
-        return await asyncio.wait_for(measure(load, server, relay), left)
+        return await asyncio.wait_for(measure(load, server, relay, make_plans), left)
 
     try:
         return asyncio.run(bounded())
@@ -560,14 +570,16 @@ def settle(pid: int) -> float:
     return time.perf_counter() - start
 
 
-def cluster_row(cluster: Cluster, load: Load, redis_binary: str, deadline: float) -> Row:
+def cluster_row(
+    cluster: Cluster, load: Load, redis_binary: str, deadline: float, make_plans: Plans = plans
+) -> Row:
     try:
         cluster.start(redis_binary)
     except (OSError, RuntimeError) as exc:
         cluster.stop()
         return Row(cluster.name, problem=f"failed to start: {exc}")
     try:
-        return run_row(load, relay_server(cluster), True, deadline)
+        return run_row(load, relay_server(cluster), True, deadline, make_plans)
     finally:
         cluster.stop()
 

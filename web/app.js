@@ -9,6 +9,7 @@
  *   SUBSCRIBE /app/room/{id}/participants   request/reply: one MESSAGE, then we unsubscribe
  *   SUBSCRIBE /topic/system                 operator notifications
  *   SEND      /app/auth/refresh             a new token (text) replaces the session's credential
+ *   SUBSCRIBE /user/queue/messages          private messages (inbox.js: conversations, unread)
  *
  * Room events the relay made carry x-event-type (JOIN, LEAVE, CHAT, SYSTEM, SYNC), a header
  * no client can set: the page takes the type from it alone. A MESSAGE without it is a raw
@@ -92,6 +93,8 @@
     participants: byId("participants"),
     participantCount: byId("participant-count"),
     alert: byId("alert"),
+    chat: byId("chat"),
+    conversation: byId("conversation"),
   };
 
   /** Everything the page knows; exposed as window.stomprelayChat for debugging and tests. */
@@ -222,6 +225,7 @@
     for (const button of ui.rooms.querySelectorAll("button")) {
       button.disabled = !connected;
     }
+    inbox.setConnected(connected);
   }
 
   function formatClock(ms) {
@@ -260,6 +264,7 @@
       offset = null,
       messageId = "",
       raw = false,
+      userId = "",
     },
   ) {
     const item = document.createElement("li");
@@ -267,6 +272,7 @@
     item.dataset.type = type;
     if (sessionId) item.dataset.sessionId = sessionId;
     if (serverId) item.dataset.serverId = serverId;
+    if (userId) item.dataset.userId = userId;
     if (offset !== null) item.dataset.offset = String(offset);
     if (messageId) item.dataset.messageId = messageId;
     if (history) item.dataset.history = "true";
@@ -405,6 +411,7 @@
       timestamp: event.timestamp,
       sessionId: typeof event.sessionId === "string" ? event.sessionId : "",
       serverId: typeof event.serverId === "string" ? event.serverId : "",
+      userId: typeof event.userId === "string" ? event.userId : "",
     };
     switch (type) {
       case "CHAT":
@@ -743,6 +750,63 @@
     return null;
   }
 
+  // -- private conversations (inbox.js) ---------------------------------------------------
+
+  function localGet(key) {
+    try {
+      return window.localStorage.getItem(key);
+    } catch {
+      return null;
+    }
+  }
+
+  function localSet(key, value) {
+    try {
+      window.localStorage.setItem(key, value);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /** The user the relay knows this session as: the token's sub, else the STOMP login. */
+  function selfUserId() {
+    return chat.claims ? clean(chat.claims.sub) : chat.username;
+  }
+
+  /** The chat column shows the room or the open private conversation. */
+  function showView(view) {
+    ui.chat.hidden = view !== "room";
+    ui.conversation.hidden = view === "room";
+  }
+
+  const inbox = window.StomprelayInbox.create({
+    elements: {
+      panel: byId("dm-panel"),
+      list: byId("conversations"),
+      empty: byId("conversations-empty"),
+      total: byId("dm-unread"),
+      notice: byId("dm-notice"),
+      conversation: ui.conversation,
+      heading: byId("conversation-peer"),
+      headingBadge: byId("conversation-badge"),
+      back: byId("conversation-back"),
+      log: byId("dm-messages"),
+      readOnly: byId("conversation-readonly"),
+      form: byId("dm-form"),
+      input: byId("dm-message"),
+      send: byId("dm-send"),
+      participants: ui.participants,
+    },
+    clean,
+    announce,
+    formatTime,
+    storage: { get: storageGet, set: storageSet },
+    persistent: { get: localGet, set: localSet },
+    onView: showView,
+  });
+  chat.inbox = inbox;
+
   // -- participants ------------------------------------------------------------------------
 
   /**
@@ -759,7 +823,7 @@
       const key = userId ? `id:${userId}` : `name:${username}`;
       let group = groups.get(key);
       if (!group) {
-        group = { username, sessions: [] };
+        group = { username, userId, sessions: [] };
         groups.set(key, group);
       }
       const sessionId = String(person.sessionId ?? "");
@@ -783,7 +847,20 @@
       const name = document.createElement("span");
       name.className = "name";
       name.textContent = person.username;
-      item.append(name);
+      if (person.userId) item.dataset.userId = person.userId;
+      if (person.userId && !own && person.userId !== selfUserId()) {
+        // Someone else with a user id: a click opens a private conversation with them.
+        const button = document.createElement("button");
+        button.type = "button";
+        button.className = "dm-open";
+        button.dataset.userId = person.userId;
+        button.disabled = !isConnected();
+        button.setAttribute("aria-label", `Private conversation with ${person.username}`);
+        button.append(name);
+        item.append(button);
+      } else {
+        item.append(name);
+      }
       if (own) {
         item.classList.add("own");
         const you = document.createElement("span");
@@ -804,6 +881,7 @@
     ui.participants.replaceChildren(...items);
     ui.participants.removeAttribute("data-stale");
     ui.participantCount.textContent = String(items.length);
+    inbox.decorate();
   }
 
   /** Ask for the list (request/reply); coalesce requests made while one is in flight. */
@@ -913,6 +991,7 @@
       announce(`You may not join #${roomId}.`);
       return;
     }
+    if (!rejoin) inbox.close();
     if (!rejoin && chat.room === roomId && chat.roomSubscription) {
       requestParticipants();
       return;
@@ -1335,6 +1414,7 @@
     if (room && refusal.room !== room) chat.resumeRoom = room;
     storageRemove(TAB_KEY);
     saveRooms();
+    inbox.reset();
     forgetToken();
     if (refusal.reason === "expired" || refusal.reason === "invalid") ui.token.value = "";
     showLoginError(refusal);
@@ -1495,6 +1575,7 @@
           addEntry("SYSTEM", { text });
         });
       }
+      if (!chat.forbidden.has(inbox.destination)) inbox.start(client, selfUserId());
       saveTab();
       if (chat.room) {
         enterRoom(chat.room, { rejoin: true });
@@ -1514,6 +1595,7 @@
       if (chat.client !== client) return;
       chat.roomSubscription = null;
       chat.participantsInFlight = false;
+      inbox.stop();
       if (chat.feed) endReplay(chat.feed);
       // The close that follows an ERROR: the refusal has been shown, in words, already.
       const refused = Date.now() - chat.errorAt < 5000;
@@ -1540,12 +1622,18 @@
       announce(refusal.text);
       chat.errorAt = Date.now();
       if (refusal.reason === "forbidden" && refusal.destination) {
-        // Asked again after a reconnect: the sign-in cannot do what the page needs.
-        const again = chat.forbidden.has(refusal.destination);
+        // Asked again after a reconnect: the sign-in cannot do what the page needs (a
+        // private message is the person's choice, and the inbox is optional: not those).
+        const optional = refusal.destination.startsWith("/user/");
+        const again = chat.forbidden.has(refusal.destination) && !optional;
         chat.forbidden.add(refusal.destination);
         if (refusal.room) chat.forbiddenRooms.add(refusal.room);
+        inbox.refused(refusal.destination);
         if (again) refusal.signIn = true;
         else if (refusal.room && refusal.room === chat.room) dropRoomLocally();
+      } else if (String(frame.body || "").includes(inbox.destination)) {
+        // A relay without user destinations: no inbox on the next connections.
+        chat.forbidden.add(inbox.destination);
       }
       if (refusal.signIn) endSession(client, refusal);
     };
@@ -1574,6 +1662,7 @@
     // Signed out on purpose: a reload of this tab does not sign in again.
     storageRemove(TAB_KEY);
     saveRooms();
+    inbox.reset();
     showRoom("");
     renderParticipants([]);
     await client.deactivate();
@@ -1653,6 +1742,7 @@
   loadRooms();
   window.addEventListener("pagehide", () => {
     saveRooms();
+    inbox.save();
     saveTab();
   });
 
