@@ -36,6 +36,7 @@ from stomprelay.router import Sink
 from stomprelay.settings import Settings
 from stomprelay.stomp.frames import Headers
 from stomprelay.stomp.session import Connected, MessageSent, ServerSession, Subscribed, Subscription
+from stomprelay.users import check_user_destination, is_user_destination
 
 if TYPE_CHECKING:
     # PyJWT is imported only where authentication is configured (stomprelay.tokens)
@@ -119,6 +120,11 @@ class Access:
     def forget(self, session_id: str) -> None:
         self.identities.pop(session_id, None)
 
+    def user_of(self, session_id: str) -> str:
+        """Who a session is, as user destinations address it ("" for no one)."""
+        identity = self.identities.get(session_id)
+        return identity.user if identity is not None else ""
+
     def sender(self, session_id: str) -> Headers:
         """``x-sender`` / ``x-sender-session`` the relay stamps on a client's SEND
         (reserved: whatever the client put there was stripped)."""
@@ -147,11 +153,17 @@ class Access:
     # -- authorization --------------------------------------------------------
 
     def authorize(self, session: ServerSession, event: MessageSent | Subscribed) -> None:
-        """The ACL's decision for a SEND or SUBSCRIBE (the refresh is outside it)."""
+        """The ACL's decision for a SEND or SUBSCRIBE (the refresh is outside it),
+        after the rule of user destinations (:func:`check_user_destination`)."""
         if isinstance(event, Subscribed):
-            self._check(session, "subscribe", event.subscription.destination)
+            action, destination = "subscribe", event.subscription.destination
         elif event.destination != REFRESH_DESTINATION:
-            self._check(session, "send", event.destination)
+            action, destination = "send", event.destination
+        else:
+            return
+        if is_user_destination(destination):
+            check_user_destination(action, destination, self.user_of(session.session_id))
+        self._check(session, action, destination)
 
     def _check(self, session: ServerSession, action: str, destination: str) -> None:
         acl = self.acl

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from stomprelay.cluster.envelope import Envelope
 from stomprelay.cluster.history import HistoryPolicy, log_json
-from stomprelay.cluster.registry import room_json, server_json, session_json
+from stomprelay.cluster.registry import participant_json, room_json, server_json, session_json
 from stomprelay.errors import InternalError, PolicyError
 from stomprelay.notify import kick_command, operator_command, system_notification
 from stomprelay.router import Route, parse_destination
@@ -126,10 +126,7 @@ class Admin:
         return RoomView(
             room_json(record) if record is not None else {"roomId": room_id, "participants": 0},
             log_json(history) if history is not None else None,
-            [
-                {"sessionId": p.session_id, "username": p.username, "serverId": p.server_id}
-                for p in people
-            ],
+            [participant_json(p) for p in people],
         )
 
     async def dump(self) -> list[Row]:

@@ -22,6 +22,7 @@ import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import unquote
 from typing import Any
 
 from stomprelay.errors import PolicyError
@@ -133,7 +134,7 @@ def _segments(path: str) -> list[str]:
 class Pattern:
     """A destination pattern: segments split on ``/``; ``*`` and ``?`` glob
     within one segment, ``**`` (last) any rest, ``{user}`` the session's own
-    user, ``{claim.NAME}`` one of the values of token claim NAME, any other
+    user (as it is, or percent-encoded as in ``/user/{user}/queue/{name}``), ``{claim.NAME}`` one of the values of token claim NAME, any other
     ``{name}`` one segment."""
 
     text: str
@@ -162,7 +163,8 @@ class Pattern:
             if part.startswith("{") and part.endswith("}"):
                 name = part[1:-1]
                 if name == "user":
-                    if seg != identity.user:
+                    # a user destination's {user} is percent-encoded (%2F for '/')
+                    if seg != identity.user and unquote(seg) != identity.user:
                         return False
                 elif name.startswith("claim."):
                     if seg not in identity.claim_values(name[len("claim.") :]):

@@ -69,6 +69,11 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.user_envelopes = Counter(
+            "stomprelay_user_envelopes_received",
+            "Envelopes this relay received on users' channels (it holds a session of each)",
+            registry=self.registry,
+        )
         self.appends = Counter(
             "stomprelay_log_appends",
             "Messages appended to a destination's log by this relay",

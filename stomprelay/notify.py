@@ -15,8 +15,8 @@ from datetime import UTC, datetime
 from stomprelay.cluster.envelope import Envelope
 from stomprelay.cluster.keys import Keys
 from stomprelay.cluster.registry import OperatorCommand, event_headers, room_event
+from stomprelay.destinations import check_room_id
 from stomprelay.errors import PolicyError
-from stomprelay.router import check_room_id
 
 #: Longest notification text accepted.
 MAX_NOTIFICATION = 4000

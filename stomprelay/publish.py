@@ -42,6 +42,7 @@ from stomprelay.clock import now_ms
 from stomprelay.cluster.envelope import Envelope
 from stomprelay.cluster.history import Log
 from stomprelay.cluster.keys import Keys
+from stomprelay.destinations import canonical, user_destination
 from stomprelay.errors import BackendUnavailable, PeerError, PolicyError
 from stomprelay.metrics import Metrics
 from stomprelay.router import Route, Router, Sink, channels_for, parse_destination
@@ -218,6 +219,15 @@ class Pipeline:
         self._queues.clear()
 
 
+def channel_of(route: Route, keys: Keys) -> str:
+    """The channel a message for ``route`` is published on; a destination that is
+    only subscribed to (``/user/queue/{name}``) has none: PolicyError."""
+    channels = channels_for(route, keys)
+    if not channels:
+        raise PolicyError("Unknown destination", "This destination is subscribed to, not sent to.")
+    return channels[0]
+
+
 def sent_to(events: list[Event]) -> set[str]:
     """Destinations the events send to, but the application's (the transport holds a
     client back while a local subscriber of one cannot take more)."""
@@ -246,8 +256,9 @@ class Sender:
     other frame waits for them (everything a session does happens in the order it
     asked) and a session too far ahead is paused. Handed the settings, the router
     (envelopes, local delivery, publishing), the log, the degraded mode, the bus's
-    ``publish_many``, the metrics, and ``sender`` (the headers stamped on a
-    session's SENDs).
+    ``publish_many``, the metrics, ``sender`` (the headers stamped on a
+    session's SENDs) and ``user_of`` (who a session is: a message it sends to
+    another user is also kept in its own inbox, docs/contract.md section 9).
     """
 
     def __init__(
@@ -260,8 +271,10 @@ class Sender:
         publish_many: Callable[[Sequence[tuple[str, Envelope]]], Awaitable[None]],
         metrics: Metrics,
         sender: Callable[[str], Headers],
+        user_of: Callable[[str], str] = lambda _: "",
     ) -> None:
         self.settings = settings
+        self._user_of = user_of
         self.keys = keys
         self.router = router
         self.log = log_
@@ -304,14 +317,32 @@ class Sender:
         route = parse_destination(event.destination)
         if route.kind in ("app", "system"):
             return False
-        log_id = self.router.logged(route)
         frame = event.frame
         session = sink.session
+        sender = self._sender(session.session_id)
         envelope = self.router.envelope(
-            event.destination, frame.headers, frame.body, self._sender(session.session_id)
+            canonical(route, event.destination), frame.headers, frame.body, sender
         )
+        self._submit(sink, event, route, envelope)
+        if route.kind == "user":
+            author = self._user_of(session.session_id)
+            if author and author != route.name:
+                # the sender's other sessions, and its reload, show both sides
+                copy = Route("user", author, route.action)
+                envelope = self.router.envelope(
+                    user_destination(author, route.action),
+                    frame.headers,
+                    frame.body,
+                    (*sender, ("x-recipient", route.name)),
+                )
+                self._submit(sink, event, copy, envelope)
+        return True
+
+    def _submit(self, sink: Sink, event: MessageSent, route: Route, envelope: Envelope) -> None:
+        session = sink.session
+        log_id = self.router.logged(route)
         done = self.pipeline.submit(
-            log_id, channels_for(route, self.keys)[0], envelope, session.session_id
+            log_id, channel_of(route, self.keys), envelope, session.session_id
         )
         state = self._inflight.get(session.session_id)
         if state is None:
@@ -319,7 +350,6 @@ class Sender:
         state.count += 1
         state.last = done
         done.add_done_callback(lambda f: self._taken(session, sink, event.receipt, f))
-        return True
 
     def _taken(
         self,
@@ -382,8 +412,9 @@ class Sender:
     ) -> None:
         """A message for ``destination`` outside the pipeline: its envelope made, then
         :meth:`send_envelope`."""
-        envelope = self.router.envelope(destination, headers, body, sender)
-        await self.send_envelope(route, channels_for(route, self.keys)[0], envelope)
+        channel = channel_of(route, self.keys)
+        envelope = self.router.envelope(canonical(route, destination), headers, body, sender)
+        await self.send_envelope(route, channel, envelope)
 
     async def send_envelope(self, route: Route, channel: str, envelope: Envelope) -> None:
         """Record ``envelope`` in the destination's log (which publishes it), or publish

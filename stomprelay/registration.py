@@ -286,6 +286,7 @@ class Registration:
             now_ms(),
             event_id,
             None if join else reason,
+            record.user,
         )
         envelope = Envelope.from_json(template.fill(count))
         self.outage.pending_events[event_id] = (channel, envelope)
@@ -293,8 +294,11 @@ class Registration:
 
     # -- sessions -----------------------------------------------------------
 
-    async def connect(self, session_id: str, username: str, remote: str, version: str) -> None:
-        """Register a session that completed CONNECT (or remember it for the restore)."""
+    async def connect(
+        self, session_id: str, username: str, remote: str, version: str, user: str = ""
+    ) -> None:
+        """Register a session that completed CONNECT (or remember it for the restore);
+        ``user``: who it is (what user destinations address), "" for no one."""
         log.info("session %s connected from %s with STOMP %s", session_id, remote, version)
         now = now_ms()
         record = SessionRecord(
@@ -305,6 +309,7 @@ class Registration:
             version=version,
             connected_at=now,
             last_seen=now,
+            user=user,
         )
         async with self.gate.shared(record.session_id):
             self.records[record.session_id] = record

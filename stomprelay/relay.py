@@ -47,6 +47,7 @@ from stomprelay.stomp.session import (
 )
 from stomprelay.subscriptions import Subscriptions, receipt_of
 from stomprelay.sync import Journal, NoLog, Outage
+from stomprelay.users import UserChannels
 
 if TYPE_CHECKING:
     from stomprelay.auth import Acl
@@ -117,7 +118,19 @@ class Relay:
             on_kicked=metrics.kicked.inc,
         )
         self.sender = Sender(
-            settings, keys, router, log, outage, bus.publish_many, metrics, self.access.sender
+            settings,
+            keys,
+            router,
+            log,
+            outage,
+            bus.publish_many,
+            metrics,
+            self.access.sender,
+            self.access.user_of,
+        )
+        #: The per-user channels (a user's channel while this relay holds its sessions).
+        self.users = UserChannels(
+            keys, router.listen, router.unlisten, on_envelope=metrics.user_envelopes.inc
         )
         self.rooms = Rooms(
             settings,
@@ -149,7 +162,7 @@ class Relay:
         router.on_lost = self.rooms.lost
         router.on_read_failed = outage.fail
         self.subscriptions = Subscriptions(
-            router, self.rooms, metrics, settings.max_history_request
+            router, self.rooms, metrics, settings.max_history_request, self.access.user_of
         )
         #: The operators' reads and actions, for the HTTP admin routes; a room
         #: notification goes through this relay's send flow, a kick through its access.
@@ -261,7 +274,7 @@ class Relay:
     def _dispatch(self, channel: str, envelope: Envelope) -> None:
         if channel == self.keys.control_channel:
             self.access.control(envelope)
-        else:
+        elif not self.users.received(channel, envelope):
             self.router.dispatch(channel, envelope)
 
     def _bus_state(self, available: bool) -> None:
@@ -317,6 +330,7 @@ class Relay:
         self.sender.forget(session.session_id)
         await self.router.drop(session.session_id)
         session.subscriptions.clear()
+        await self.users.disconnected(session.session_id)
         await self.registration.disconnect(session.session_id)
 
     async def handle(self, sink: Sink, events: list[Event]) -> None:
@@ -408,9 +422,15 @@ class Relay:
         identity = await self.access.admit(session, event)
         if identity is None:
             return []
+        # the user's channel first: once the session is in the registry, whatever is
+        # published for its user reaches this relay
+        await self.users.connected(session.session_id, identity.user)
+        if session.session_id not in self.sinks:  # closed meanwhile: detached already
+            await self.users.disconnected(session.session_id)
+            return []
         more = session.accept(time.monotonic())
         await self.registration.connect(
-            session.session_id, identity.name, sink.remote, event.version
+            session.session_id, identity.name, sink.remote, event.version, identity.user
         )
         return more
 

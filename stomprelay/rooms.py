@@ -26,6 +26,7 @@ from stomprelay.cluster.registry import (
     EVENT_CONTENT_TYPE,
     Participant,
     event_headers,
+    participant_json,
     room_event,
     sync_event,
 )
@@ -147,7 +148,13 @@ class Rooms:
             try:
                 result = await self.outage.guard(
                     lambda: self.registry.join(
-                        record.session_id, room_id, username, self.server_id, now_ms(), event_id
+                        record.session_id,
+                        room_id,
+                        username,
+                        self.server_id,
+                        now_ms(),
+                        event_id,
+                        record.user,
                     )
                 )
             except BackendUnavailable as exc:
@@ -200,6 +207,7 @@ class Rooms:
                 self.server_id,
                 now,
                 message=text,
+                user=record.user,
             ),
             ts=now,
         )
@@ -217,7 +225,7 @@ class Rooms:
         except BackendUnavailable:
             return sorted(
                 (
-                    Participant(r.session_id, r.username, r.server_id)
+                    Participant(r.session_id, r.username, r.server_id, r.user)
                     for r in self.registration.records.values()
                     if room_id in r.rooms
                 ),
@@ -231,10 +239,7 @@ class Rooms:
             {
                 "roomId": room_id,
                 "count": len(people),
-                "participants": [
-                    {"sessionId": p.session_id, "username": p.username, "serverId": p.server_id}
-                    for p in people
-                ],
+                "participants": [participant_json(p) for p in people],
             },
             ensure_ascii=False,
             separators=(",", ":"),

@@ -21,7 +21,6 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Protocol
 
 from stomprelay.clock import now_ms
@@ -29,15 +28,35 @@ from stomprelay.cluster.base import Bus
 from stomprelay.cluster.envelope import Envelope
 from stomprelay.cluster.history import HistoryPolicy, Log, LogSlice
 from stomprelay.cluster.keys import Keys
+from stomprelay.destinations import (
+    ROOM_ID,
+    TOPIC_NAME,
+    Route,
+    canonical,
+    channels_for,
+    check_room_id,
+    log_id_for,
+    parse_destination,
+    shown_destination,
+)
 from stomprelay.errors import BackendUnavailable, PolicyError
 from stomprelay.stomp.frames import Headers, PreparedMessage
 from stomprelay.stomp.session import ServerSession, Subscription
 from stomprelay.sync import Deliver, Effect, Feed, Fetch, Gap
 
-log = logging.getLogger(__name__)
+__all__ = [
+    "ROOM_ID",
+    "TOPIC_NAME",
+    "Route",
+    "Router",
+    "Sink",
+    "channels_for",
+    "check_room_id",
+    "log_id_for",
+    "parse_destination",
+]
 
-ROOM_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-TOPIC_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}(?:/[A-Za-z0-9_.-]{1,64}){0,7}")
+log = logging.getLogger(__name__)
 
 #: Headers the relay sets itself on MESSAGE frames, or that only mean
 #: something on the SEND (STOMP 1.2 "MESSAGE", "SEND").
@@ -61,6 +80,7 @@ RESERVED_HEADERS = frozenset(
         "x-sender",
         "x-sender-session",
         "x-event-type",
+        "x-recipient",
     }
 )
 #: Log entries read per round trip when replaying or repairing.
@@ -75,79 +95,6 @@ _UNSAFE_NAME = re.compile(r"[:\r\n]")
 #: Seconds an envelope delivered ahead of the bus is remembered, to skip its echo.
 EARLY_DELIVERY_MEMORY = 600.0
 DEFAULT_BINARY_TYPE = "application/octet-stream"
-
-
-@dataclass(frozen=True, slots=True)
-class Route:
-    """What a destination is: ``kind`` plus the room id or topic name."""
-
-    kind: str  # room | broadcast | system | topic | app
-    name: str = ""
-    action: str = ""  # for kind "app": join | message | leave | participants
-
-
-def check_room_id(room_id: str) -> str:
-    if not ROOM_ID.fullmatch(room_id):
-        raise PolicyError(
-            "Invalid room id",
-            f"Room ids match [A-Za-z0-9_.-]{{1,64}}; {room_id[:80]!r} does not.",
-        )
-    return room_id
-
-
-@lru_cache(maxsize=8192)  # every SEND and envelope asks; a refusal is not kept
-def parse_destination(destination: str) -> Route:
-    """Map a destination to its route (contract section 3) or refuse it."""
-    if destination == "/topic/broadcast":
-        return Route("broadcast")
-    if destination == "/topic/system":
-        return Route("system")
-    if destination.startswith("/topic/room/"):
-        return Route("room", check_room_id(destination[len("/topic/room/") :]))
-    if destination.startswith("/app/room/"):
-        rest = destination[len("/app/room/") :]
-        room_id, _, action = rest.rpartition("/")
-        if action in ("join", "message", "leave", "participants") and room_id:
-            return Route("app", check_room_id(room_id), action)
-        raise PolicyError(
-            "Unknown destination",
-            f"{destination[:120]} is not a room action (join, message, leave, participants).",
-        )
-    if destination.startswith("/topic/"):
-        name = destination[len("/topic/") :]
-        if TOPIC_NAME.fullmatch(name):
-            return Route("topic", name)
-        raise PolicyError(
-            "Invalid topic name",
-            "Topic names are up to 8 segments of [A-Za-z0-9_.-]{1,64} separated by '/'.",
-        )
-    raise PolicyError(
-        "Unknown destination",
-        f"{destination[:120]} is not served here; use /topic/... or /app/room/....",
-    )
-
-
-def channels_for(route: Route, keys: Keys) -> tuple[str, ...]:
-    if route.kind == "room":
-        return keys.room_channels(route.name)
-    if route.kind == "broadcast":
-        return (keys.global_channel,)
-    if route.kind == "system":
-        return (keys.system_channel,)
-    if route.kind == "topic":
-        return (keys.topic_channel(route.name),)
-    return ()
-
-
-def log_id_for(route: Route) -> str:
-    """The log of a destination: ``room:<id>``, ``topic:<name>``, ``global``; "" for none."""
-    if route.kind == "room":
-        return f"room:{route.name}"
-    if route.kind == "topic":
-        return f"topic:{route.name}"
-    if route.kind == "broadcast":
-        return "global"
-    return ""
 
 
 def _count(value: str | None, name: str) -> int | None:
@@ -329,8 +276,14 @@ class Router:
             await self.bus.unsubscribe(channel)
 
     async def listen(self, channel: str) -> None:
-        """Listen to ``channel`` for the relay's whole life (the control channel)."""
+        """Listen to ``channel`` until :meth:`unlisten` (the control channel, for the
+        relay's whole life; a user's channel, while the relay holds a session of it).
+        Counted: each call needs its own :meth:`unlisten`."""
         await self._retain(channel)
+
+    async def unlisten(self, channel: str) -> None:
+        """End one :meth:`listen`; the bus unsubscribes once nothing else needs it."""
+        await self._release(channel)
 
     async def retain_always(self, channel: str) -> None:
         """Listen to ``channel`` for the relay's whole life (its targeted channel)."""
@@ -355,7 +308,7 @@ class Router:
         """
         session_id = sink.session.session_id
         key = (session_id, subscription.id)
-        destination = subscription.destination
+        destination = canonical(route, subscription.destination)
         resume = resume or Resume()
         log_id = self.logged(route)
         feed = self.feeds.get(destination) if log_id else None
@@ -562,7 +515,7 @@ class Router:
         if not subscribers:
             return
         message = PreparedMessage(
-            envelope.destination,
+            shown_destination(envelope.destination),
             envelope.id,
             (*envelope.headers, ("x-degraded", "true")),
             envelope.body,
@@ -621,7 +574,10 @@ class Router:
         replays of the same offsets to many resuming subscribers share it."""
         if not envelope.offset:
             return PreparedMessage(
-                envelope.destination, envelope.id, envelope.headers, envelope.body
+                shown_destination(envelope.destination),
+                envelope.id,
+                envelope.headers,
+                envelope.body,
             )
         key = (envelope.destination, envelope.epoch, envelope.offset)
         message = self._prepared.get(key)
@@ -631,7 +587,8 @@ class Router:
                 ("x-offset", str(envelope.offset)),
                 ("x-epoch", envelope.epoch),
             )
-            message = PreparedMessage(envelope.destination, envelope.id, headers, envelope.body)
+            shown = shown_destination(envelope.destination)
+            message = PreparedMessage(shown, envelope.id, headers, envelope.body)
             self._prepared[key] = message
             if len(self._prepared) > PREPARED_CACHE:
                 self._prepared.popitem(last=False)
@@ -693,7 +650,7 @@ class Router:
         log.warning("%s: subscribers lost offsets %s (epoch %s)", destination, value, gap.epoch)
         if targets:
             message = PreparedMessage(
-                destination,
+                shown_destination(destination),
                 self.next_message_id(),
                 (("x-gap", value), ("x-epoch", gap.epoch)),
                 b"",

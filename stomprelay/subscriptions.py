@@ -10,7 +10,9 @@ its offset was recovered: ``x-recovered``) before the first replayed MESSAGE.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
+from stomprelay.destinations import own_route
 from stomprelay.errors import PolicyError
 from stomprelay.metrics import Metrics
 from stomprelay.rooms import Rooms
@@ -33,10 +35,19 @@ def receipt_of(event: Event) -> str | None:
 class Subscriptions:
     """Sets up and ends clients' subscriptions, and sends the RECEIPTs that must come
     before a replay. Handed the router, the rooms, the metrics and the most messages
-    a client may ask for (``max_history``)."""
+    a client may ask for (``max_history``), and ``user_of`` (who a session is: its
+    ``/user/queue/{name}`` is that user's queue)."""
 
-    def __init__(self, router: Router, rooms: Rooms, metrics: Metrics, max_history: int) -> None:
+    def __init__(
+        self,
+        router: Router,
+        rooms: Rooms,
+        metrics: Metrics,
+        max_history: int,
+        user_of: Callable[[str], str] = lambda _: "",
+    ) -> None:
         self.router = router
+        self.user_of = user_of
         self.rooms = rooms
         self.metrics = metrics
         self.max_history = max_history
@@ -54,6 +65,9 @@ class Subscriptions:
                 )
             await self.rooms.reply_participants(sink, subscription.id, route.name)
             return
+        if route.kind == "user":
+            # access allowed only the session's own queues, and only with a user
+            route = own_route(route, self.user_of(sink.session.session_id))
         resume = Resume.of(subscription, self.max_history)
         if resume.asked:
             self.metrics.resumes.labels("history" if resume.since is None else "resume").inc()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from urllib.parse import quote, unquote
 
 PREFIX = re.compile(r"[A-Za-z0-9_.-]{1,32}")
 
@@ -28,6 +29,7 @@ TEMPLATES: dict[str, str] = {
     "join_channel": "{p}:event:join:{{{x}}}",
     "leave_channel": "{p}:event:leave:{{{x}}}",
     "topic_channel": "{p}:broadcast:topic:{{{x}}}",
+    "user_channel": "{p}:broadcast:user:{{{x}}}",
     "server_channel": "{p}:server:{x}",
     "global_channel": "{p}:broadcast:global",
     "system_channel": "{p}:system:notifications",
@@ -40,6 +42,8 @@ TEMPLATES: dict[str, str] = {
     # keys of one room
     "room_participants": "{p}:rooms:{{{x}}}:participants",
     "room_info": "{p}:rooms:{{{x}}}:info",
+    # keys of one user (its inbox logs are under history:user:{x}:<queue>)
+    "user_sessions": "{p}:user:{{{x}}}:sessions",
     # keys of one relay
     "server_sessions": "{p}:servers:{{{x}}}:sessions",
     "server_info": "{p}:servers:{{{x}}}:info",
@@ -54,6 +58,13 @@ TEMPLATES: dict[str, str] = {
     "users_kicked": "{p}:users:kicked",
     "history_topics": "{p}:history:topics",
 }
+
+
+def encode_user(user: str) -> str:
+    """A user id as a name part: percent-encoded (RFC 3986) but for letters, digits
+    and ``_.-~``, so ``:``, ``{``, ``}``, ``*``, ``/`` and spaces never reach a key,
+    and each user has one spelling (``a/b`` -> ``a%2Fb``)."""
+    return quote(user, safe="")
 
 
 def hash_tag(name: str) -> str | None:
@@ -101,6 +112,18 @@ class Keys:
         """Channel of a plain ``/topic/{name}`` (no participants)."""
         return self._name("topic_channel", name)
 
+    def user_channel(self, user: str) -> str:
+        """Channel of one user's queues (``stomp:broadcast:user:{<encoded user>}``):
+        sharded, with the user's tag, which the user's inbox logs share."""
+        return self._name("user_channel", encode_user(user))
+
+    def user_of_channel(self, channel: str) -> str | None:
+        """The user whose channel ``channel`` is (decoded), None for any other channel."""
+        head = self._name("user_channel", "")[:-1]  # "stomp:broadcast:user:{"
+        if not channel.startswith(head) or not channel.endswith("}"):
+            return None
+        return unquote(channel[len(head) : -1])
+
     def server_channel(self, server_id: str) -> str:
         return self._name("server_channel", server_id)
 
@@ -145,6 +168,10 @@ class Keys:
     def sessions_active(self) -> str:
         return self._name("sessions_active")
 
+    def user_sessions(self, user: str) -> str:
+        """Set of a user's session ids (``stomp:user:{<encoded user>}:sessions``)."""
+        return self._name("user_sessions", encode_user(user))
+
     def room_participants(self, room_id: str) -> str:
         return self._name("room_participants", room_id)
 
@@ -184,8 +211,13 @@ class Keys:
 
         ``room:lobby`` -> ``stomp:history:room:{lobby}`` (the room's tag),
         ``topic:news`` -> ``stomp:history:topic:{news}``, ``global`` ->
-        ``stomp:history:{global}``."""
+        ``stomp:history:{global}``, ``user:alice:inbox`` ->
+        ``stomp:history:user:{alice}:inbox`` (the user's tag: every queue of one
+        user in the slot of the user's channel)."""
         kind, _, name = log_id.partition(":")
+        if kind == "user":
+            user, _, queue = name.partition(":")
+            return f"{self.prefix}:history:user:{{{user}}}:{queue}"
         if name:
             return f"{self.prefix}:history:{kind}:{{{name}}}"
         return f"{self.prefix}:history:{{{kind}}}"

@@ -280,7 +280,8 @@ if ARGV[4] == '1' then
   for _, r in ipairs(rooms) do merged[#merged + 1] = r end
   rooms = merged
 end
-redis.call('HSET', KEYS[1], 'server-id', s['server-id'], 'username', s['username'],
+redis.call('HSET', KEYS[1], 'server-id', s['server-id'], 'user', s['user'] or '',
+  'username', s['username'],
   'remote-address', s['remote-address'], 'version', s['version'],
   'connected-at', s['connected-at'], 'last-seen', s['last-seen'],
   'rooms', table.concat(rooms, ','))

@@ -77,6 +77,8 @@ class MemoryHub:
         #: the ``servers:active`` and ``sessions:active`` indexes, which the
         #: directory reads (as Redis does), not the records
         self.indexes: dict[str, set[str]] = {"servers": set(), "sessions": set()}
+        #: user -> its session ids (the ``user:{u}:sessions`` sets)
+        self.user_sessions: dict[str, set[str]] = {}
         #: user -> refused until, and user -> latest kick (ms since the epoch)
         self.suspended: dict[str, int] = {}
         self.kicked: dict[str, int] = {}
@@ -256,6 +258,20 @@ class MemoryStore:
     async def members(self, name: str) -> list[str]:
         return sorted(self.hub.indexes[name])
 
+    async def user_index(self, user: str, session_id: str, present: bool) -> None:
+        found = self.hub.user_sessions
+        if present:
+            found.setdefault(user, set()).add(session_id)
+            return
+        ids = found.get(user)
+        if ids is not None:
+            ids.discard(session_id)
+            if not ids:
+                del found[user]
+
+    async def user_members(self, user: str) -> list[str]:
+        return sorted(self.hub.user_sessions.get(user, ()))
+
     async def pulse(self, ttl_ms: int, stall_ms: int) -> None:
         hub = self.hub
         now = hub.clock()
@@ -409,9 +425,9 @@ class MemoryRegistry(StepRegistry):
         for sid in room.participants if room else ():
             record = self.hub.sessions.get(sid)
             out.append(
-                Participant(
-                    sid, record.username if record else "", record.server_id if record else ""
-                )
+                Participant(sid, record.username, record.server_id, record.user)
+                if record
+                else Participant(sid, "", "")
             )
         return sorted(out, key=lambda p: (p.username, p.session_id))
 

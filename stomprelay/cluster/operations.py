@@ -20,9 +20,12 @@ and is run again, or cleaned up by a reap or a restore:
   list never misses a membership.
 * Room steps are idempotent: the JOIN or LEAVE goes out only when SADD/SREM
   changed the set, so a step run twice says nothing twice.
-* Removal runs from the rooms to the session hash to the index to the relay's
-  list: an interrupted removal is found again (the session is still listed
-  under its relay) and finishes without repeating an event.
+* Removal runs from the rooms to the user's index to the session hash to the
+  index to the relay's list: an interrupted removal is found again (the session
+  is still listed under its relay) and finishes without repeating an event.
+* A user's index of sessions (``user:{u}:sessions``) is written after the
+  session's hash and cleared before it, so an id listed there without a hash
+  is one whose removal stopped half way: reading the index drops it.
 * Steps on a relay's keys are fenced by its incarnation: a relay a sweeper has
   begun to reap cannot refresh or add sessions (the tombstone), so it restores;
   its restore takes the relay's reaper lock, so it waits for a reap in progress,
@@ -51,6 +54,7 @@ from stomprelay.cluster.registry import (
     SessionRecord,
     room_event_template,
     session_envelope,
+    user_session_json,
 )
 from stomprelay.errors import BackendUnavailable
 
@@ -128,6 +132,12 @@ class Store(Protocol):
     async def members(self, name: str) -> list[str]: ...
 
     async def pulse(self, ttl_ms: int, stall_ms: int) -> None: ...
+
+    async def user_index(self, user: str, session_id: str, present: bool) -> None:
+        """List (``present``) or unlist a session in its user's index (the user's slot)."""
+        ...
+
+    async def user_members(self, user: str) -> list[str]: ...
 
     async def may_reap(self, stall_ms: int, fence_ms: int) -> bool: ...
 
@@ -231,6 +241,8 @@ class StepRegistry:
             record.connected_at,
         )
         await store.session_put(stored, connect, merge=False)
+        if record.user:
+            await store.user_index(record.user, sid, True)
         await store.index(SESSIONS, sid, True)
         return True
 
@@ -246,18 +258,28 @@ class StepRegistry:
         await self._drop(session_id, server_id, rooms, reason, now, event_id, server_id)
 
     async def join(
-        self, session_id: str, room_id: str, username: str, server_id: str, now: int, event_id: str
+        self,
+        session_id: str,
+        room_id: str,
+        username: str,
+        server_id: str,
+        now: int,
+        event_id: str,
+        user: str = "",
     ) -> tuple[bool, int] | None:
         if not await self.store.session_join(session_id, room_id, username, now):
             return None
-        return await self._room(session_id, room_id, username, server_id, now, event_id)
+        return await self._room(session_id, room_id, username, server_id, now, event_id, user=user)
 
     async def leave(
         self, session_id: str, room_id: str, server_id: str, reason: str, now: int, event_id: str
     ) -> tuple[bool, int]:
         record = await self.store.session_read(session_id)
         username = record.username if record else ""
-        result = await self._room(session_id, room_id, username, server_id, now, event_id, reason)
+        user = record.user if record else ""
+        result = await self._room(
+            session_id, room_id, username, server_id, now, event_id, reason, user=user
+        )
         if record is not None:
             await self.store.session_leave(session_id, [room_id], now)
         return result
@@ -270,6 +292,20 @@ class StepRegistry:
             self._touched[session_id] = now
             await self.store.session_touch(session_id, now)
         return out
+
+    async def user_sessions(self, user: str) -> list[dict[str, object]]:
+        """The sessions in ``user``'s index that have a record of that user, oldest
+        first; ids left by a removal that stopped half way are dropped from it."""
+        store = self.store
+        rows = []
+        for sid in await store.user_members(user):
+            record = await store.session_read(sid)
+            if record is None:
+                await store.user_index(user, sid, False)
+            elif record.user == user:
+                rows.append(record)
+        rows.sort(key=lambda r: (r.connected_at, r.session_id))
+        return [user_session_json(r) for r in rows]
 
     async def dead_servers(self) -> list[DeadServer]:
         ids = sorted(await self.store.members(SERVERS))
@@ -383,7 +419,7 @@ class StepRegistry:
                 fixed = pending.leaves.get((sid, room_id))
                 ident = fixed or f"{event_id}/{sid}/{room_id}"
                 changed, _ = await self._room(
-                    sid, room_id, session.username, server_id, now, ident, "left"
+                    sid, room_id, session.username, server_id, now, ident, "left", user=session.user
                 )
                 if changed and fixed:
                     published.append(fixed)
@@ -392,12 +428,14 @@ class StepRegistry:
                 ident = fixed or f"{event_id}/{sid}/{room_id}"
                 loud = announce or fixed is not None
                 changed, _ = await self._room(
-                    sid, room_id, session.username, server_id, now, ident, None, loud
+                    sid, room_id, session.username, server_id, now, ident, None, loud, session.user
                 )
                 if changed and fixed:
                     published.append(fixed)
             if gone:
                 await store.session_leave(sid, gone, stored.last_seen)
+            if stored.user:
+                await store.user_index(stored.user, sid, True)
             await store.index(SESSIONS, sid, True)
         for sid in sorted(set(before) - set(held)):
             leave_ids = {room: i for (s, room), i in pending.leaves.items() if s == sid}
@@ -416,13 +454,14 @@ class StepRegistry:
         event_id: str,
         leave_reason: str | None = None,
         announce: bool = True,
+        user: str = "",
     ) -> tuple[bool, int]:
         """One room step: a JOIN (no ``leave_reason``) or a LEAVE, announced when it
         changed the room and ``announce``; (changed, participants)."""
         join = leave_reason is None
         kind = "JOIN" if join else "LEAVE"
         event = room_event_template(
-            kind, room_id, sid, username, server_id, now, event_id, leave_reason
+            kind, room_id, sid, username, server_id, now, event_id, leave_reason, user
         )
         return await self.store.room_change(join, sid, room_id, now, event, announce)
 
@@ -443,6 +482,7 @@ class StepRegistry:
         record = await store.session_read(sid)
         owner = record.server_id if record is not None and record.server_id else server_id
         username = record.username if record is not None else ""
+        user = record.user if record is not None else ""
         rooms = list(record.rooms) if record is not None else []
         rooms += [r for r in extra_rooms if r not in rooms]
         ids = leave_ids or {}
@@ -451,13 +491,17 @@ class StepRegistry:
         for room_id in rooms:
             fixed = ids.get(room_id)
             ident = fixed or f"{event_id}/{room_id}"
-            removed, _ = await self._room(sid, room_id, username, owner, now, ident, reason)
+            removed, _ = await self._room(
+                sid, room_id, username, owner, now, ident, reason, user=user
+            )
             left = left or removed
             if removed and fixed:
                 published.append(fixed)
         disconnect = session_envelope(
             "DISCONNECT", f"{event_id}-{len(rooms) + 1}", origin, sid, owner, username, now, reason
         )
+        if user:
+            await store.user_index(user, sid, False)
         # With the hash still there its deletion decides; without it (a removal
         # run again, or rooms given by the caller only) a LEAVE here does.
         await store.session_drop(sid, disconnect, left and record is None)

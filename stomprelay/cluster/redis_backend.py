@@ -195,11 +195,11 @@ class RedisRegistry(StepRegistry):
         members = as_texts(await guard(self._client.smembers(self.keys.room_participants(room_id))))
         pipe = self._client.pipeline(transaction=False)
         for sid in members:
-            pipe.hmget(self.keys.session(sid), "username", "server-id")
+            pipe.hmget(self.keys.session(sid), "username", "server-id", "user")
         replies = await guard(pipe.execute()) if members else []
         return sorted(
             (
-                Participant(sid, as_text(f[0] or ""), as_text(f[1] or ""))
+                Participant(sid, as_text(f[0] or ""), as_text(f[1] or ""), as_text(f[2] or ""))
                 for sid, f in zip(members, replies, strict=True)
             ),
             key=lambda p: (p.username, p.session_id),

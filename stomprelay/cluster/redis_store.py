@@ -218,6 +218,14 @@ class RedisStore:
     async def members(self, name: str) -> list[str]:
         return as_texts(await guard(self._client.smembers(self._index(name))))
 
+    async def user_index(self, user: str, session_id: str, present: bool) -> None:
+        key = self.keys.user_sessions(user)
+        client = self._client
+        await guard(client.sadd(key, session_id) if present else client.srem(key, session_id))
+
+    async def user_members(self, user: str) -> list[str]:
+        return sorted(as_texts(await guard(self._client.smembers(self.keys.user_sessions(user)))))
+
     async def pulse(self, ttl_ms: int, stall_ms: int) -> None:
         await self.script("pulse", (self.keys.liveness,), ttl_ms, stall_ms)
 

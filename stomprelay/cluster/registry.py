@@ -51,10 +51,14 @@ class SessionRecord:
     last_seen: int = 0
     #: Rooms joined, oldest first; the last one is the current room.
     rooms: list[str] = field(default_factory=list)
+    #: Who the session is (the token's ``sub``, else the CONNECT ``login``; "" for
+    #: none): what ``/user/{user}/...`` destinations address.
+    user: str = ""
 
     def to_fields(self) -> dict[str, str]:
         return {
             "server-id": self.server_id,
+            "user": self.user,
             "username": self.username,
             "remote-address": self.remote_address,
             "version": self.version,
@@ -74,6 +78,7 @@ class SessionRecord:
             connected_at=int(fields.get("connected-at") or 0),
             last_seen=int(fields.get("last-seen") or 0),
             rooms=[r for r in fields.get("rooms", "").split(",") if r],
+            user=fields.get("user", ""),
         )
 
 
@@ -84,6 +89,7 @@ class Participant:
     session_id: str
     username: str
     server_id: str
+    user: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +159,16 @@ class DeadServer:
     incarnation: str
 
 
+def participant_json(participant: Participant) -> dict[str, object]:
+    """One entry of a participant list (participants reply, SYNC, the admin view)."""
+    return {
+        "sessionId": participant.session_id,
+        "username": participant.username,
+        "userId": participant.user,
+        "serverId": participant.server_id,
+    }
+
+
 def event_headers(kind: str, *extra: tuple[str, str]) -> tuple[tuple[str, str], ...]:
     """Headers of a relay-made room event: ``x-event-type`` is reserved (a
     client's SEND never carries it), so it tells the relay's events from forgeries."""
@@ -185,14 +201,17 @@ def room_event_template(
     ts: int,
     event_id: str,
     reason: str | None = None,
+    user: str = "",
 ) -> EventTemplate:
-    """The envelope of a registry-made JOIN (``reason`` None) or LEAVE, as a template."""
+    """The envelope of a registry-made JOIN (``reason`` None) or LEAVE, as a template
+    (``user``: the session's user, the event's ``userId``)."""
     verb = "joined" if kind == "JOIN" else "left"
     event: dict[str, object] = {
         "type": kind,
         "roomId": room_id,
         "sessionId": session_id,
         "username": username,
+        "userId": user,
         "serverId": server_id,
         "timestamp": ts,
         "message": f"{username} {verb}",
@@ -245,8 +264,9 @@ def room_event(
     message: str | None = None,
     participants: int | None = None,
     reason: str | None = None,
+    user: str | None = None,
 ) -> bytes:
-    """A room event body (contract section 3), as JSON bytes."""
+    """A room event body (contract section 3), as JSON bytes (``user``: its ``userId``)."""
     event: dict[str, object] = {
         "type": kind,
         "roomId": room_id,
@@ -255,6 +275,8 @@ def room_event(
         "serverId": server_id,
         "timestamp": timestamp,
     }
+    if user is not None:
+        event["userId"] = user
     if message is not None:
         event["message"] = message
     if participants is not None:
@@ -309,10 +331,7 @@ def sync_event(room_id: str, server_id: str, ts: int, participants: list[Partici
         "serverId": server_id,
         "timestamp": ts,
         "count": len(participants),
-        "participants": [
-            {"sessionId": p.session_id, "username": p.username, "serverId": p.server_id}
-            for p in participants
-        ],
+        "participants": [participant_json(p) for p in participants],
     }
     return _json(event).encode("utf-8")
 
@@ -348,6 +367,7 @@ def session_json(record: SessionRecord) -> dict[str, object]:
     return {
         "sessionId": record.session_id,
         "serverId": record.server_id,
+        "user": record.user,
         "username": record.username,
         "remoteAddress": record.remote_address,
         "version": record.version,
@@ -355,6 +375,17 @@ def session_json(record: SessionRecord) -> dict[str, object]:
         "lastSeen": record.last_seen,
         "rooms": list(record.rooms),
         "currentRoom": record.rooms[-1] if record.rooms else None,
+    }
+
+
+def user_session_json(record: SessionRecord) -> dict[str, object]:
+    """One session of a user, as :meth:`Directory.user_sessions` lists it (and
+    ``GET /api/users/{user}`` shows it)."""
+    return {
+        "sessionId": record.session_id,
+        "serverId": record.server_id,
+        "connectedAt": record.connected_at,
+        "rooms": list(record.rooms),
     }
 
 
@@ -416,9 +447,17 @@ class Membership(Protocol):
         ...
 
     async def join(
-        self, session_id: str, room_id: str, username: str, server_id: str, now: int, event_id: str
+        self,
+        session_id: str,
+        room_id: str,
+        username: str,
+        server_id: str,
+        now: int,
+        event_id: str,
+        user: str = "",
     ) -> tuple[bool, int] | None:
-        """(newly joined, participant count); None if the session is not registered."""
+        """(newly joined, participant count); None if the session is not registered.
+        ``user``: the session's user (the JOIN's ``userId``)."""
         ...
 
     async def leave(
@@ -480,6 +519,12 @@ class Directory(Protocol):
     async def room(self, room_id: str) -> RoomRecord | None: ...
 
     async def participants(self, room_id: str) -> list[Participant]: ...
+
+    async def user_sessions(self, user: str) -> list[dict[str, object]]:
+        """The sessions of ``user`` on every relay, oldest first, each as
+        :func:`user_session_json` makes it (``sessionId``, ``serverId``,
+        ``connectedAt`` in ms, ``rooms``); [] when the user is offline."""
+        ...
 
     async def backend_id(self) -> str:
         """Identity of the backend instance (Redis ``run_id``): changes on restart."""

@@ -31,10 +31,10 @@ import h11
 
 from stomprelay.admin import Admin, NotTaken
 from stomprelay.auth import check_name
+from stomprelay.destinations import ROOM_ID
 from stomprelay.errors import BackendUnavailable, PolicyError
 from stomprelay.metrics import Metrics
 from stomprelay.notify import iso_ms
-from stomprelay.router import ROOM_ID
 from stomprelay.settings import Settings
 from stomprelay.transport.hygiene import is_loopback
 

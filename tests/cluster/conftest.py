@@ -206,6 +206,7 @@ class MemoryCluster(Cluster):
         for sid, rec in hub.sessions.items():
             out[k.session(sid)] = {
                 "server-id": rec.server_id,
+                "user": rec.user,
                 "username": rec.username,
                 "remote-address": rec.remote_address,
                 "version": rec.version,
@@ -223,6 +224,8 @@ class MemoryCluster(Cluster):
             }
         for sid, room_id in hub.current_room.items():
             out[k.current_room(sid)] = room_id
+        for user, sids in hub.user_sessions.items():
+            out[k.user_sessions(user)] = set(sids)
         return out
 
     async def pttl(self, key: str) -> int:

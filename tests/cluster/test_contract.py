@@ -65,6 +65,7 @@ ROOM_EVENT_FIELDS = {
     "roomId",
     "sessionId",
     "username",
+    "userId",
     "serverId",
     "timestamp",
     "message",
@@ -108,6 +109,7 @@ def state(
         owned[r.server_id].add(r.session_id)
         out[K.session(r.session_id)] = {
             "server-id": r.server_id,
+            "user": r.user,
             "username": r.username,
             "remote-address": r.remote_address,
             "version": r.version,
@@ -117,6 +119,8 @@ def state(
         }
         if r.rooms:
             out[K.current_room(r.session_id)] = r.rooms[-1]
+        if r.user:
+            out.setdefault(K.user_sessions(r.user), set()).add(r.session_id)
     if sessions:
         out[K.sessions_active] = {r.session_id for r in sessions}
     for server_id, sids in owned.items():
@@ -163,6 +167,7 @@ def join_body(
         "roomId": room,
         "sessionId": sid,
         "username": username,
+        "userId": "",
         "serverId": server,
         "timestamp": ts,
         "participants": count,
@@ -177,6 +182,7 @@ def leave_body(
         "roomId": room,
         "sessionId": sid,
         "username": username,
+        "userId": "",
         "serverId": server,
         "timestamp": ts,
         "participants": count,

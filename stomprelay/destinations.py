@@ -1,0 +1,197 @@
+"""What a destination is: its route, its channels and its log (contract sections 3 and 9).
+
+Every SEND, SUBSCRIBE and envelope goes through :func:`parse_destination`; the
+route names what the destination is, and :func:`channels_for` and
+:func:`log_id_for` where its messages travel and are kept.
+
+User destinations (docs/contract.md, section 9) have two spellings, as Spring's
+do: a client subscribes to ``/user/queue/{name}`` (its own user's queue) and
+sends to ``/user/{user}/queue/{name}``. Inside the relay a user's queue has one
+*canonical* name, ``/user/{encoded user}/queue/{name}``: the envelopes on the
+bus carry it, the router keys local subscribers by it, and a MESSAGE shows the
+subscriber's spelling (:func:`shown_destination`). ``{user}`` is
+percent-encoded (:func:`~stomprelay.cluster.keys.encode_user`), so a user id
+with a slash, a colon or a brace is one segment and one safe Redis key part.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+from functools import lru_cache
+from urllib.parse import unquote
+
+from stomprelay.cluster.keys import Keys, encode_user
+from stomprelay.errors import PolicyError
+
+ROOM_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+TOPIC_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}(?:/[A-Za-z0-9_.-]{1,64}){0,7}")
+#: A user queue's name: the same rule as a room id (it is a Redis key part too).
+QUEUE_NAME = ROOM_ID
+#: The longest user id a destination may address (decoded).
+MAX_USER = 256
+#: A ``{user}`` segment: any printable character but ``/``, and ``%`` only as an escape.
+_USER_SEGMENT = re.compile(r"(?:[^\x00-\x20%/\x7f]|%[0-9A-Fa-f]{2})+")
+USER_PREFIX = "/user/"
+#: What a client subscribes to for its own user's queue ``{name}``.
+OWN_QUEUE_PREFIX = "/user/queue/"
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """What a destination is: ``kind`` plus the room id, topic name or user.
+
+    For kind ``user``, ``name`` is the (decoded) user, "" for the subscriber's own
+    (``/user/queue/{q}``, before :func:`own_route`), and ``action`` the queue name."""
+
+    kind: str  # room | broadcast | system | topic | app | user
+    name: str = ""
+    action: str = ""  # for kind "app": join | message | leave | participants; "user": queue
+
+
+def check_room_id(room_id: str) -> str:
+    if not ROOM_ID.fullmatch(room_id):
+        raise PolicyError(
+            "Invalid room id",
+            f"Room ids match [A-Za-z0-9_.-]{{1,64}}; {room_id[:80]!r} does not.",
+        )
+    return room_id
+
+
+def check_user(user: str) -> str:
+    """A user id a destination may address: 1 to :data:`MAX_USER` characters, no
+    control characters (it is compared with sessions' identities, never shown raw)."""
+    if not user or len(user) > MAX_USER:
+        raise PolicyError(
+            "Invalid user", f"A user id in a destination is 1 to {MAX_USER} characters."
+        )
+    for c in user:
+        if unicodedata.category(c) in ("Cc", "Cs"):
+            raise PolicyError(
+                "Invalid user",
+                f"A user id must not contain control characters (found U+{ord(c):04X}).",
+            )
+    return user
+
+
+def decode_user(segment: str) -> str:
+    """The user a ``{user}`` segment names (percent-decoded, ``%2F`` a slash)."""
+    if not _USER_SEGMENT.fullmatch(segment):
+        raise PolicyError(
+            "Invalid user",
+            "The {user} segment of /user/{user}/queue/{name} is percent-encoded "
+            "(%2F for a slash) and not empty.",
+        )
+    try:
+        return check_user(unquote(segment, errors="strict"))
+    except UnicodeDecodeError:
+        raise PolicyError("Invalid user", "The {user} segment is not UTF-8 once decoded.") from None
+
+
+def _user_route(destination: str) -> Route:
+    parts = destination[len(USER_PREFIX) :].split("/")
+    if len(parts) == 2 and parts[0] == "queue":
+        user, queue = "", parts[1]
+    elif len(parts) == 3 and parts[1] == "queue":
+        user, queue = decode_user(parts[0]), parts[2]
+    else:
+        raise PolicyError(
+            "Unknown destination",
+            f"{destination[:120]} is not a user destination: subscribe to "
+            "/user/queue/{name}, send to /user/{user}/queue/{name}.",
+        )
+    if not QUEUE_NAME.fullmatch(queue):
+        raise PolicyError(
+            "Invalid queue name",
+            f"User queue names match [A-Za-z0-9_.-]{{1,64}}; {queue[:80]!r} does not.",
+        )
+    return Route("user", user, queue)
+
+
+@lru_cache(maxsize=8192)  # every SEND and envelope asks; a refusal is not kept
+def parse_destination(destination: str) -> Route:
+    """Map a destination to its route (contract sections 3 and 9) or refuse it."""
+    if destination == "/topic/broadcast":
+        return Route("broadcast")
+    if destination == "/topic/system":
+        return Route("system")
+    if destination.startswith("/topic/room/"):
+        return Route("room", check_room_id(destination[len("/topic/room/") :]))
+    if destination.startswith("/app/room/"):
+        rest = destination[len("/app/room/") :]
+        room_id, _, action = rest.rpartition("/")
+        if action in ("join", "message", "leave", "participants") and room_id:
+            return Route("app", check_room_id(room_id), action)
+        raise PolicyError(
+            "Unknown destination",
+            f"{destination[:120]} is not a room action (join, message, leave, participants).",
+        )
+    if destination.startswith("/topic/"):
+        name = destination[len("/topic/") :]
+        if TOPIC_NAME.fullmatch(name):
+            return Route("topic", name)
+        raise PolicyError(
+            "Invalid topic name",
+            "Topic names are up to 8 segments of [A-Za-z0-9_.-]{1,64} separated by '/'.",
+        )
+    if destination.startswith(USER_PREFIX):
+        return _user_route(destination)
+    raise PolicyError(
+        "Unknown destination",
+        f"{destination[:120]} is not served here; use /topic/..., /app/room/... or /user/....",
+    )
+
+
+def own_route(route: Route, user: str) -> Route:
+    """``/user/queue/{q}`` of the session whose user is ``user``: that user's queue."""
+    return Route("user", user, route.action)
+
+
+def user_destination(user: str, queue: str) -> str:
+    """The canonical name of a user's queue: ``/user/{encoded user}/queue/{queue}``."""
+    return f"{USER_PREFIX}{encode_user(user)}/queue/{queue}"
+
+
+def canonical(route: Route, destination: str) -> str:
+    """The name the relay uses inside for ``destination``: a user queue's canonical
+    name (one spelling however ``{user}`` was encoded), any other as it is."""
+    if route.kind == "user" and route.name:
+        return user_destination(route.name, route.action)
+    return destination
+
+
+def shown_destination(destination: str) -> str:
+    """What a MESSAGE says its destination is: ``/user/queue/{q}`` for a user's queue
+    (the subscriber's own spelling, as Spring does), any other as it is."""
+    if destination.startswith(USER_PREFIX):
+        return OWN_QUEUE_PREFIX + destination.rpartition("/")[2]
+    return destination
+
+
+def channels_for(route: Route, keys: Keys) -> tuple[str, ...]:
+    if route.kind == "room":
+        return keys.room_channels(route.name)
+    if route.kind == "broadcast":
+        return (keys.global_channel,)
+    if route.kind == "system":
+        return (keys.system_channel,)
+    if route.kind == "topic":
+        return (keys.topic_channel(route.name),)
+    if route.kind == "user" and route.name:
+        return (keys.user_channel(route.name),)
+    return ()
+
+
+def log_id_for(route: Route) -> str:
+    """The log of a destination: ``room:<id>``, ``topic:<name>``, ``global``,
+    ``user:<encoded user>:<queue>``; "" for none."""
+    if route.kind == "room":
+        return f"room:{route.name}"
+    if route.kind == "topic":
+        return f"topic:{route.name}"
+    if route.kind == "broadcast":
+        return "global"
+    if route.kind == "user" and route.name:
+        return f"user:{encode_user(route.name)}:{route.action}"
+    return ""

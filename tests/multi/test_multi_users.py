@@ -1,0 +1,135 @@
+"""User destinations across relays (docs/contract.md, section 9): routed to the
+relays that hold the user's sessions, kept in the user's inbox log, resumed."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import redis
+from clusterhelpers import eventually
+from test_multi_history import metric
+
+pytestmark = pytest.mark.redis
+
+INBOX = "/user/queue/messages"
+ENVELOPES = "stomprelay_user_envelopes_received_total"
+
+
+def numsub(rdb: redis.Redis, channel: str) -> int:
+    """Relays subscribed to ``channel`` (PUBSUB NUMSUB)."""
+    return int(dict(rdb.pubsub_numsub(channel))[channel])
+
+
+async def test_a_dm_reaches_every_session_of_its_user_and_no_other_relay(
+    start_relay, stomp_clients, rdb
+) -> None:
+    a, b, c = start_relay("relay-a"), start_relay("relay-b"), start_relay("relay-c")
+    alice_a = await stomp_clients(a, login="alice", name="alice@a")
+    alice_b = await stomp_clients(b, login="alice", name="alice@b")
+    carol = await stomp_clients(a, login="carol", name="carol")
+    bob = await stomp_clients(c, login="bob", name="bob")
+    for client in (alice_a, alice_b, carol, bob):
+        await client.subscribe(INBOX, "inbox")
+    # relays a and b listen to alice's channel, c does not
+    assert numsub(rdb, "stomp:broadcast:user:{alice}") == 2
+    assert numsub(rdb, "stomp:broadcast:user:{bob}") == 1
+    before = metric(c, ENVELOPES)
+
+    await bob.send("/user/alice/queue/messages", "hi alice", [("x-kind", "dm")], receipt=True)
+
+    for alice in (alice_a, alice_b):
+        (frame,) = await alice.collect(1, "inbox")
+        assert frame.body == b"hi alice"
+        assert frame.get("destination") == INBOX
+        assert frame.get("x-sender") == "bob"
+        assert frame.get("x-kind") == "dm"
+        assert frame.get("x-offset") == "1"
+        assert frame.get("x-epoch")
+        assert frame.get("x-recipient") is None
+    # bob's own inbox keeps his side of the conversation
+    (mine,) = await bob.collect(1, "inbox")
+    assert mine.body == b"hi alice"
+    assert mine.get("x-recipient") == "alice"
+    assert mine.get("x-sender") == "bob"
+    await carol.expect_no_message("inbox")
+    for alice in (alice_a, alice_b):
+        await alice.expect_no_message("inbox", within=0.2)
+        assert len(alice.received("inbox")) == 1
+    # relay-c heard bob's copy (it holds bob), never alice's message
+    assert metric(c, ENVELOPES) - before == 1
+    assert metric(a, ENVELOPES) >= 1
+    assert metric(b, ENVELOPES) >= 1
+
+    # alice's last session on relay-b goes: relay-b stops listening to her channel
+    await alice_b.disconnect()
+    await eventually(lambda: numsub(rdb, "stomp:broadcast:user:{alice}") == 1)
+
+
+async def test_an_offline_user_resumes_what_was_sent_meanwhile(start_relay, stomp_clients) -> None:
+    a, b = start_relay("relay-a"), start_relay("relay-b")
+    alice = await stomp_clients(a, login="alice")
+    receipt = await alice.subscribe_receipt(INBOX, "inbox", [("x-since-offset", "0")])
+    epoch = receipt.get("x-epoch") or ""
+    bob = await stomp_clients(b, login="bob")
+    await bob.send("/user/alice/queue/messages", "first", receipt=True)
+    (first,) = await alice.collect(1, "inbox")
+    seen = int(first.get("x-offset") or 0)
+    epoch = first.get("x-epoch") or epoch
+    await alice.disconnect()
+
+    for i in range(3):
+        await bob.send("/user/alice/queue/messages", f"while away {i}", receipt=True)
+
+    alice = await stomp_clients(b, login="alice")
+    receipt = await alice.subscribe_receipt(
+        INBOX, "inbox", [("x-since-offset", str(seen)), ("x-since-epoch", epoch)]
+    )
+    assert receipt.get("x-recovered") == "true"
+    assert receipt.get("x-offset") == str(seen + 3)
+    frames = await alice.collect(3, "inbox")
+    assert [f.body for f in frames] == [b"while away 0", b"while away 1", b"while away 2"]
+    assert [int(f.get("x-offset") or 0) for f in frames] == [seen + 1, seen + 2, seen + 3]
+    await alice.expect_no_message("inbox", within=0.3)
+
+    # x-history works on an inbox as on a room
+    again = await stomp_clients(a, login="alice")
+    await again.subscribe_receipt(INBOX, "last", [("x-history", "2")])
+    frames = await again.collect(2, "last")
+    assert [f.body for f in frames] == [b"while away 1", b"while away 2"]
+
+
+async def test_forbidden_user_destinations(start_relay, stomp_clients) -> None:
+    a = start_relay("relay-a")
+    cases = [
+        ("SUBSCRIBE", "/user/bob/queue/messages", "alice"),
+        ("SEND", "/user/queue/messages", "alice"),
+        ("SEND", "/user/bob/queue/messages", None),
+        ("SUBSCRIBE", "/user/queue/messages", None),
+    ]
+    for command, destination, login in cases:
+        client = await stomp_clients(a, login=login)
+        if command == "SEND":
+            await client.send(destination, "x")
+        else:
+            await client.subscribe(destination, receipt=False)
+        await client.wait_closed()
+        (error,) = client.errors
+        assert error.get("message") == "forbidden", (command, destination, login)
+
+
+async def test_the_registry_lists_a_users_sessions(start_relay, stomp_clients, rdb) -> None:
+    a, b = start_relay("relay-a"), start_relay("relay-b")
+    one = await stomp_clients(a, login="al/ice")
+    two = await stomp_clients(b, login="al/ice")
+    key = "stomp:user:{al%2Fice}:sessions"
+    assert rdb.smembers(key) == {one.session_id, two.session_id}
+    assert rdb.hget(f"stomp:sessions:{{{one.session_id}}}", "user") == "al/ice"
+    # a slash is %2F in the destination
+    bob = await stomp_clients(a, login="bob")
+    await one.subscribe(INBOX, "inbox")
+    await bob.send("/user/al%2Fice/queue/messages", json.dumps({"m": 1}), receipt=True)
+    (frame,) = await one.collect(1, "inbox")
+    assert json.loads(frame.body) == {"m": 1}
+    await two.close()  # vanishes: its relay's disconnect still unlists it
+    await eventually(lambda: rdb.smembers(key) == {one.session_id})
