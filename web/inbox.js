@@ -33,20 +33,10 @@
   const KEPT = 200;
   const STORED = 50;
   const STORED_CONVERSATIONS = 20;
-  const MAX_SEEN = 5000;
   const REPLAY_TIMEOUT_MS = 5000;
   const INBOX_KEY = "stomprelay.inbox";
   const READ_KEY = "stomprelay.read.";
-  const OFFSET = /^\d{1,15}$/;
-
-  function parseOffset(value) {
-    return typeof value === "string" && OFFSET.test(value) ? Number(value) : null;
-  }
-
-  function addCapped(set, value) {
-    set.add(value);
-    if (set.size > MAX_SEEN) set.delete(set.values().next().value);
-  }
+  const durable = window.StomprelayDurable;
 
   function plural(n, one, many) {
     return `${n} ${n === 1 ? one : many}`;
@@ -89,10 +79,8 @@
       client: null,
       subscription: null,
       connected: false,
-      epoch: "",
-      offset: 0,
-      keys: new Set(),
-      ids: new Set(),
+      /** Where the page is in the inbox's log (durable.js). */
+      log: durable.position(),
       /** key -> {key, kind, peer, entries, used} */
       conversations: new Map(),
       open: "",
@@ -108,12 +96,13 @@
     function loadRead(user) {
       try {
         const data = JSON.parse(persistent.get(READ_KEY + user) || "null");
-        if (data && typeof data.epoch === "string" && data.peers && typeof data.peers === "object") {
-          const peers = {};
-          for (const [key, offset] of Object.entries(data.peers)) {
-            if (Number.isSafeInteger(offset) && offset >= 0) peers[key] = offset;
+        const peers = data && data.peers;
+        if (peers && typeof peers === "object" && typeof data.epoch === "string") {
+          const marks = {};
+          for (const [key, offset] of Object.entries(peers)) {
+            if (Number.isSafeInteger(offset) && offset >= 0) marks[key] = offset;
           }
-          return { epoch: data.epoch, peers };
+          return { epoch: data.epoch, peers: marks };
         }
       } catch {
         // Damaged: nothing read yet.
@@ -134,8 +123,8 @@
       }
       if (!data || data.user !== user || typeof data.epoch !== "string") return;
       if (!Number.isSafeInteger(data.offset) || data.offset < 0) return;
-      state.epoch = data.epoch;
-      state.offset = data.offset;
+      state.log.epoch = data.epoch;
+      state.log.offset = data.offset;
       const saved = Array.isArray(data.conversations) ? data.conversations : [];
       for (const item of saved) {
         if (!item || (item.kind !== "user" && item.kind !== "backend")) continue;
@@ -158,7 +147,7 @@
             history: true,
           };
           conversation.entries.push(restored);
-          noteSeen(restored.epoch, restored.offset, restored.id, restored.out);
+          durable.seen(state.log, restored, restored.id && seenKey(restored.id, restored.out));
         }
       }
     }
@@ -171,15 +160,15 @@
     function save() {
       window.clearTimeout(saveTimer);
       saveTimer = 0;
-      if (!state.user || !state.epoch) return;
+      if (!state.user || !state.log.epoch) return;
       const kept = [...state.conversations.values()]
         .sort((a, b) => b.used - a.used)
         .slice(0, STORED_CONVERSATIONS);
       const data = (withEntries) =>
         JSON.stringify({
           user: state.user,
-          epoch: state.epoch,
-          offset: state.offset,
+          epoch: state.log.epoch,
+          offset: state.log.offset,
           conversations: kept.map((c) => ({
             kind: c.kind,
             peer: c.peer,
@@ -209,10 +198,6 @@
       return `${id}|${out ? "out" : "in"}`;
     }
 
-    function noteSeen(epoch, offset, id, out) {
-      if (epoch && offset !== null) addCapped(state.keys, `${epoch}:${offset}`);
-      if (id) addCapped(state.ids, seenKey(id, out));
-    }
 
     function unread(conversation) {
       return conversation.entries.filter((e) => !e.out && !e.read).length;
@@ -233,8 +218,10 @@
           entry.read = true;
           changed = true;
         }
-        if (entry.out || entry.offset === null || entry.epoch !== state.epoch) continue;
-        if (state.read.epoch !== state.epoch) state.read = { epoch: state.epoch, peers: {} };
+        if (entry.out || entry.offset === null || entry.epoch !== state.log.epoch) continue;
+        if (state.read.epoch !== state.log.epoch) {
+          state.read = { epoch: state.log.epoch, peers: {} };
+        }
         const mark = state.read.peers[conversation.key] ?? -1;
         if (entry.offset > mark) {
           state.read.peers[conversation.key] = entry.offset;
@@ -271,28 +258,18 @@
     function onMessage(feed, message) {
       if (feed !== state.feed) return;
       const headers = message.headers;
-      const offset = parseOffset(headers["x-offset"]);
-      const epoch = headers["x-epoch"] || "";
-      const id = headers["message-id"] || "";
+      const place = durable.placeOf(headers);
+      const { epoch, offset, id } = place;
       if (Object.prototype.hasOwnProperty.call(headers, "x-gap")) {
         onGap(headers["x-gap"], epoch, id);
         return;
       }
       const { kind, peer, out } = classify(headers);
-      const duplicate =
-        (epoch && offset !== null && state.keys.has(`${epoch}:${offset}`)) ||
-        (id && state.ids.has(seenKey(id, out)));
+      const idKey = id && seenKey(id, out);
+      const duplicate = durable.isDuplicate(state.log, place, idKey);
       if (feed.replaying && offset !== null && offset >= feed.replayTo) endReplay(feed);
       if (duplicate) return;
-      noteSeen(epoch, offset, id, out);
-      if (epoch && offset !== null) {
-        if (epoch !== state.epoch) {
-          state.epoch = epoch;
-          state.offset = offset;
-        } else if (offset > state.offset) {
-          state.offset = offset;
-        }
-      }
+      durable.note(state.log, place, idKey);
       const conversation = conversationFor(kind, clean(peer) || "unknown");
       const isOpen = conversation.key === state.open && !ui.conversation.hidden;
       const entry = {
@@ -321,22 +298,14 @@
 
     /** x-gap on the inbox: some private messages were trimmed (or the log was reset). */
     function onGap(value, epoch, id) {
-      if (id && state.ids.has(seenKey(id, false))) return;
-      if (id) addCapped(state.ids, seenKey(id, false));
-      const range = /^(\d{1,15})-(\d{1,15})$/.exec(String(value).trim());
+      const idKey = id && seenKey(id, false);
+      if (durable.isDuplicate(state.log, { epoch: "", offset: null }, idKey)) return;
+      durable.seen(state.log, { epoch: "", offset: null }, idKey);
+      const { reset, count } = durable.gap(state.log, value, epoch);
       let text = "Some private messages could not be recovered.";
-      if (String(value).trim() === "reset") {
-        text = "Your private messages' history was reset.";
-        if (epoch) state.epoch = epoch;
-        state.offset = 0;
-      } else if (range) {
-        const from = Number(range[1]);
-        const to = Number(range[2]);
-        if (to >= from) {
-          text = `${plural(to - from + 1, "private message", "private messages")} could not be recovered.`;
-        }
-        if (!state.epoch && epoch) state.epoch = epoch;
-        if ((!epoch || epoch === state.epoch) && to > state.offset) state.offset = to;
+      if (reset) text = "Your private messages' history was reset.";
+      else if (count !== null) {
+        text = `${plural(count, "private message", "private messages")} could not be recovered.`;
       }
       showNotice(text, "gap");
       saveSoon();
@@ -344,26 +313,14 @@
 
     function onReceipt(feed, frame) {
       if (feed !== state.feed) return;
-      const headers = frame.headers;
-      const last = parseOffset(headers["x-offset"]);
-      const epoch = headers["x-epoch"] || "";
-      if (feed.since !== null && headers["x-recovered"] === "false") {
+      const found = durable.receipt(state.log, feed, frame.headers);
+      if (found.unrecovered) {
         showNotice("Some private messages could not be recovered.", "unrecovered");
       }
-      if (last === null) {
-        endReplay(feed);
-        return;
-      }
-      const sameEpoch = Boolean(epoch) && epoch === feed.sinceEpoch;
-      if (epoch && epoch !== state.epoch) {
-        state.epoch = epoch;
-        state.offset = 0;
-        saveSoon();
-      }
-      const from = feed.since !== null && sameEpoch ? feed.since : 0;
-      if (last > from) {
+      if (found.moved) saveSoon();
+      if (found.replayTo !== null) {
         feed.replaying = true;
-        feed.replayTo = last;
+        feed.replayTo = found.replayTo;
       } else {
         endReplay(feed);
       }
@@ -390,25 +347,18 @@
       }
       state.client = client;
       if (state.feed) endReplay(state.feed);
-      const resume = Boolean(state.epoch);
+      state.receipts += 1;
+      const receipt = `inbox-${state.receipts}`;
+      const { headers, since, sinceEpoch } = durable.subscription(state.log, receipt, HISTORY_SIZE);
       const feed = {
-        since: resume ? state.offset : null,
-        sinceEpoch: resume ? state.epoch : "",
+        since,
+        sinceEpoch,
         replaying: false,
         replayTo: 0,
         done: false,
         timer: 0,
       };
       state.feed = feed;
-      state.receipts += 1;
-      const receipt = `inbox-${state.receipts}`;
-      const headers = { receipt };
-      if (resume) {
-        headers["x-since-offset"] = String(state.offset);
-        headers["x-since-epoch"] = state.epoch;
-      } else {
-        headers["x-history"] = String(HISTORY_SIZE);
-      }
       ui.list.setAttribute("aria-busy", "true");
       feed.timer = window.setTimeout(() => endReplay(feed), REPLAY_TIMEOUT_MS);
       client.watchForReceipt(receipt, (frame) => onReceipt(feed, frame));
@@ -432,10 +382,7 @@
       state.feed = null;
       state.user = "";
       state.client = null;
-      state.epoch = "";
-      state.offset = 0;
-      state.keys.clear();
-      state.ids.clear();
+      state.log = durable.position();
       state.conversations.clear();
       state.forbiddenPeers.clear();
       state.read = { epoch: "", peers: {} };
@@ -479,8 +426,10 @@
         count.textContent = String(n);
         count.hidden = n === 0;
         button.dataset.unread = String(n);
-        const label = conversation.kind === "backend" ? `${conversation.peer} (back-end)` : conversation.peer;
-        button.setAttribute("aria-label", n ? `${label}, ${plural(n, "unread message", "unread messages")}` : label);
+        const label =
+          conversation.kind === "backend" ? `${conversation.peer} (back-end)` : conversation.peer;
+        const unreadText = plural(n, "unread message", "unread messages");
+        button.setAttribute("aria-label", n ? `${label}, ${unreadText}` : label);
         button.append(count);
         item.append(button);
         return item;
