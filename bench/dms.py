@@ -53,7 +53,7 @@ from rooms import GEN_PROCS, PAYLOAD, Load, Server, cluster_row, report, setup
 BUDGET = float(os.environ.get("BENCH_DMS_BUDGET", "300"))
 SECONDS = float(os.environ.get("BENCH_DMS_SECONDS", "10"))
 USERS = scaled(int(os.environ.get("BENCH_DMS_USERS", "1000")), 4)
-BURST = 10  # SENDs per user in the burst
+BURST = 20  # SENDs per user in the burst
 SEED = 19
 
 #: ``rooms`` counts the senders (one per user) and ``members`` the deliveries of a SEND.
