@@ -22,8 +22,8 @@ import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import unquote
 from typing import Any
+from urllib.parse import unquote
 
 from stomprelay.errors import PolicyError
 
@@ -134,8 +134,9 @@ def _segments(path: str) -> list[str]:
 class Pattern:
     """A destination pattern: segments split on ``/``; ``*`` and ``?`` glob
     within one segment, ``**`` (last) any rest, ``{user}`` the session's own
-    user (as it is, or percent-encoded as in ``/user/{user}/queue/{name}``), ``{claim.NAME}`` one of the values of token claim NAME, any other
-    ``{name}`` one segment."""
+    user (as it is, or percent-encoded as in ``/user/{user}/queue/{name}``),
+    ``{claim.NAME}`` one of the values of token claim NAME, any other ``{name}``
+    one segment."""
 
     text: str
     parts: tuple[str, ...]

@@ -505,12 +505,13 @@ class Router:
             if now - since < EARLY_DELIVERY_MEMORY:
                 break
             del self._delivered_early[oldest_id]
-        if not self._channel_ok(channel, envelope):
+        destination = self._local_name(channel, envelope)
+        if not destination:
             return
         if envelope.id in self._seen_own:
             # an append that timed out had run: the bus brought it back already
             return
-        subscribers = self._local.get(envelope.destination)
+        subscribers = self._local.get(destination)
         self._delivered_early[envelope.id] = (now, frozenset(subscribers or ()))
         if not subscribers:
             return
@@ -526,18 +527,19 @@ class Router:
 
     def dispatch(self, channel: str, envelope: Envelope) -> None:
         """Bus handler: fan one envelope out to the local subscribers."""
-        if not self._channel_ok(channel, envelope):
+        destination = self._local_name(channel, envelope)
+        if not destination:
             return
         if envelope.origin == self.server_id:
             seen = self._seen_own
             seen[envelope.id] = None
             if len(seen) > SEEN_OWN:
                 seen.popitem(last=False)
-        feed = self.feeds.get(envelope.destination) if envelope.offset else None
+        feed = self.feeds.get(destination) if envelope.offset else None
         if feed is not None and channel != self._own_channel:
-            self._effects(envelope.destination, feed, feed.live(envelope))
+            self._effects(destination, feed, feed.live(envelope))
             return
-        subscribers = self._local.get(envelope.destination)
+        subscribers = self._local.get(destination)
         if subscribers:
             self._deliver(self._prepare(envelope), self._not_early(envelope, subscribers.items()))
 
@@ -558,16 +560,19 @@ class Router:
         for destination, feed in list(self.feeds.items()):
             self._effects(destination, feed, feed.broken())
 
-    def _channel_ok(self, channel: str, envelope: Envelope) -> bool:
+    def _local_name(self, channel: str, envelope: Envelope) -> str:
+        """The name local subscribers of an envelope's destination are kept under (a
+        user queue's canonical one, however the publisher spelt ``{user}``); "" for an
+        envelope to drop (a bad destination, or one that is not its channel's)."""
         try:
             route = parse_destination(envelope.destination)
         except PolicyError:
             log.warning("dropping envelope %s with bad destination", envelope.id)
-            return False
+            return ""
         if channel != self._own_channel and channel not in channels_for(route, self.keys):
             log.warning("dropping envelope %s: %s is not its channel", envelope.id, channel)
-            return False
-        return True
+            return ""
+        return canonical(route, envelope.destination)
 
     def _prepare(self, envelope: Envelope) -> PreparedMessage:
         """The MESSAGE of an envelope, built once: a logged one is kept a while, so

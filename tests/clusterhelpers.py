@@ -179,6 +179,8 @@ class SessionSpec:
     version: str = "1.2"
     #: Rooms joined, oldest first (the last is the current room).
     rooms: list[str] = field(default_factory=list)
+    #: Who it is (CONNECT login or token sub), "" for no one.
+    user: str = ""
 
 
 @dataclass
@@ -252,6 +254,7 @@ def expected_registry(
             "hash",
             {
                 "server-id": s.server_id,
+                "user": s.user,
                 "username": s.username,
                 "remote-address": s.remote_address,
                 "version": s.version,
@@ -262,6 +265,8 @@ def expected_registry(
         )
         if s.rooms:
             exp[K.current_room(s.session_id)] = ("string", (s.rooms[-1], -1))
+        if s.user:
+            exp.setdefault(K.user_sessions(s.user), ("set", set()))[1].add(s.session_id)
         for room in s.rooms:
             rooms.setdefault(room, set()).add(s.session_id)
     for room, members in rooms.items():
@@ -361,8 +366,9 @@ class PyStompClient(stomp.ConnectionListener):  # type: ignore[misc]
     that the async helpers read through worker threads.
     """
 
-    def __init__(self, port: int, name: str = "stomp.py") -> None:
+    def __init__(self, port: int, name: str = "stomp.py", login: str | None = None) -> None:
         self.name = name
+        self.login = login
         self.conn = stomp.WSStompConnection(
             [("127.0.0.1", port)],
             ws_path="/ws",
@@ -407,7 +413,7 @@ class PyStompClient(stomp.ConnectionListener):  # type: ignore[misc]
         return str(self.connected_frame.headers["x-server-id"])
 
     async def connect(self) -> None:
-        await asyncio.to_thread(self.conn.connect, wait=True)
+        await asyncio.to_thread(self.conn.connect, username=self.login, wait=True)
         assert await asyncio.to_thread(self._connected.wait, 5), f"{self.name}: no CONNECTED"
 
     async def receipt(self, receipt_id: str, timeout: float = 5) -> None:

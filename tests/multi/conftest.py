@@ -95,11 +95,14 @@ async def stomp_clients() -> AsyncIterator[Callable[..., Awaitable[StompClient]]
 
 @pytest.fixture
 async def pystomp_clients() -> AsyncIterator[Callable[..., Awaitable[PyStompClient]]]:
-    """``await pystomp_clients(relay)``: a connected stomp.py WebSocket client."""
+    """``await pystomp_clients(relay)``: a connected stomp.py WebSocket client
+    (``login=``: its CONNECT login)."""
     clients: list[PyStompClient] = []
 
-    async def factory(relay: RelayProcess, name: str = "stomp.py") -> PyStompClient:
-        client = PyStompClient(relay.port, name)
+    async def factory(
+        relay: RelayProcess, name: str = "stomp.py", login: str | None = None
+    ) -> PyStompClient:
+        client = PyStompClient(relay.port, name, login)
         clients.append(client)
         await client.connect()
         return client

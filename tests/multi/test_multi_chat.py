@@ -97,8 +97,8 @@ async def test_cross_relay_chat_stompjs_and_stomppy(
     py_list = await py.next_message(lambda f: f.headers.get("subscription") == "who")
     expected = sorted(
         [
-            {"sessionId": js_sid, "username": "alice", "serverId": "relay-a"},
-            {"sessionId": py_sid, "username": "bob", "serverId": "relay-b"},
+            {"sessionId": js_sid, "username": "alice", "userId": "", "serverId": "relay-a"},
+            {"sessionId": py_sid, "username": "bob", "userId": "", "serverId": "relay-b"},
         ],
         key=lambda p: p["username"],
     )

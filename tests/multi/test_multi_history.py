@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import urllib.request
 
 import pytest
 from clusterhelpers import eventually
@@ -20,13 +19,7 @@ async def run_cli(*args: str) -> str:
 
 
 def metric(relay, name: str) -> float:  # type: ignore[no-untyped-def]
-    with urllib.request.urlopen(f"{relay.http}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name) and not line.startswith("#"):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
+    return float(relay.metric(name))
 
 
 async def test_operators_see_the_log_of_a_room(start_relay, stomp_clients, redis_server) -> None:

@@ -16,7 +16,9 @@ from stompclient import StompClient
 pytestmark = pytest.mark.redis
 
 
-def _spec(client: StompClient, username: str = "", rooms: list[str] | None = None) -> SessionSpec:
+def _spec(
+    client: StompClient, username: str = "", rooms: list[str] | None = None, user: str = ""
+) -> SessionSpec:
     host, port = client.ws.local_address[:2]
     return SessionSpec(
         session_id=client.session_id,
@@ -24,6 +26,7 @@ def _spec(client: StompClient, username: str = "", rooms: list[str] | None = Non
         remote_address=f"{host}:{port}",
         username=username,
         rooms=list(rooms or []),
+        user=user,
     )
 
 
@@ -42,20 +45,22 @@ async def test_registry_exact_after_each_change(start_relay, stomp_clients, rdb)
     # connected, no room yet (the login is the username until a join names one)
     c1 = await stomp_clients(a, login="carol", name="c1@A")
     c2 = await stomp_clients(b, name="c2@B")
-    await expect(both, [_spec(c1, "carol"), _spec(c2, "")], "connect")
+    await expect(both, [_spec(c1, "carol", user="carol"), _spec(c2, "")], "connect")
 
     await c1.join("lobby", "alice")
-    await expect(both, [_spec(c1, "alice", ["lobby"]), _spec(c2, "")], "join")
+    await expect(both, [_spec(c1, "alice", ["lobby"], "carol"), _spec(c2, "")], "join")
 
     await c2.join("lobby", "bob")
     s2 = _spec(c2, "bob", ["lobby"])
-    await expect(both, [_spec(c1, "alice", ["lobby"]), s2], "second session joins")
+    await expect(both, [_spec(c1, "alice", ["lobby"], "carol"), s2], "second session joins")
 
     await c1.join("kitchen", "alice")
-    await expect(both, [_spec(c1, "alice", ["lobby", "kitchen"]), s2], "join a second room")
+    await expect(
+        both, [_spec(c1, "alice", ["lobby", "kitchen"], "carol"), s2], "join a second room"
+    )
 
     await c1.leave("lobby")
-    s1 = _spec(c1, "alice", ["kitchen"])
+    s1 = _spec(c1, "alice", ["kitchen"], "carol")
     await expect(both, [s1, s2], "leave")
 
     await c2.disconnect()

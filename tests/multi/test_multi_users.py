@@ -8,7 +8,6 @@ import json
 import pytest
 import redis
 from clusterhelpers import eventually
-from test_multi_history import metric
 
 pytestmark = pytest.mark.redis
 
@@ -34,7 +33,7 @@ async def test_a_dm_reaches_every_session_of_its_user_and_no_other_relay(
     # relays a and b listen to alice's channel, c does not
     assert numsub(rdb, "stomp:broadcast:user:{alice}") == 2
     assert numsub(rdb, "stomp:broadcast:user:{bob}") == 1
-    before = metric(c, ENVELOPES)
+    before = c.metric(ENVELOPES)
 
     await bob.send("/user/alice/queue/messages", "hi alice", [("x-kind", "dm")], receipt=True)
 
@@ -57,9 +56,9 @@ async def test_a_dm_reaches_every_session_of_its_user_and_no_other_relay(
         await alice.expect_no_message("inbox", within=0.2)
         assert len(alice.received("inbox")) == 1
     # relay-c heard bob's copy (it holds bob), never alice's message
-    assert metric(c, ENVELOPES) - before == 1
-    assert metric(a, ENVELOPES) >= 1
-    assert metric(b, ENVELOPES) >= 1
+    assert c.metric(ENVELOPES) - before == 1
+    assert a.metric(ENVELOPES) >= 1
+    assert b.metric(ENVELOPES) >= 1
 
     # alice's last session on relay-b goes: relay-b stops listening to her channel
     await alice_b.disconnect()
@@ -133,3 +132,36 @@ async def test_the_registry_lists_a_users_sessions(start_relay, stomp_clients, r
     assert json.loads(frame.body) == {"m": 1}
     await two.close()  # vanishes: its relay's disconnect still unlists it
     await eventually(lambda: rdb.smembers(key) == {one.session_id})
+
+
+async def test_stomp_js_and_stomp_py_exchange_direct_messages(
+    start_relay, stompjs_clients, pystomp_clients
+) -> None:
+    a, b = start_relay("relay-a"), start_relay("relay-b")
+    js = await stompjs_clients()
+    await js.connect(a.ws_url, login="alice")
+    await js.subscribe(INBOX, sub_id="inbox", receipt="r-inbox")
+    await js.expect("receipt", lambda e: e["receipt_id"] == "r-inbox")
+    py = await pystomp_clients(b, "bob", login="bob")
+    await py.subscribe(INBOX, "inbox")
+
+    # stomp.py -> stomp.js, across relays
+    await py.send("/user/alice/queue/messages", "hello from stomp.py", {"x-kind": "dm"})
+    event = await js.expect("message", lambda e: e["subscription"] == "inbox")
+    assert event["body"] == "hello from stomp.py"
+    assert event["headers"]["destination"] == INBOX
+    assert event["headers"]["x-sender"] == "bob"
+    assert event["headers"]["x-kind"] == "dm"
+    assert event["headers"]["x-offset"] == "1"
+    mine = await py.next_message()
+    assert mine.headers["x-recipient"] == "alice"
+
+    # stomp.js -> stomp.py
+    await js.send("/user/bob/queue/messages", body="hi from stomp.js")
+    frame = await py.next_message(lambda f: f.headers.get("x-sender") == "alice")
+    assert frame.body == b"hi from stomp.js"
+    assert frame.headers["destination"] == INBOX
+    assert "x-recipient" not in frame.headers
+    own = await js.expect("message", lambda e: e["headers"].get("x-recipient") == "bob")
+    assert own["body"] == "hi from stomp.js"
+    await js.expect_no("message", lambda e: e["subscription"] == "inbox", within=0.3)

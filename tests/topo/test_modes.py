@@ -189,3 +189,63 @@ async def _chats(client: StompClient, room: str, count: int) -> list[dict[str, A
             return found
         await asyncio.sleep(0.05)
     return client.events(room, type="CHAT")
+
+
+async def test_direct_messages_reach_only_the_relays_of_their_user(
+    deployment: Deployment,
+    relays: list[RelayProcess],
+    clients: list[StompClient],
+    tmp_path: Path,
+) -> None:
+    """docs/contract.md, section 9: a user's channel is sharded with its inbox logs."""
+    a, b = relays
+    c = RelayProcess(
+        tmp_path, "relay-c", redis_url=deployment.url, extra=[*RELAY_ARGS, *deployment.mode_args]
+    )
+    try:
+        c.start()
+        inbox = "/user/queue/messages"
+        alice_a = await StompClient.connect(a.ws_url, login="alice")
+        alice_b = await StompClient.connect(b.ws_url, login="alice")
+        carol = await StompClient.connect(a.ws_url, login="carol")
+        bob = await StompClient.connect(c.ws_url, login="bob")
+        clients += [alice_a, alice_b, carol, bob]
+        for who in (alice_a, alice_b, carol, bob):
+            await who.subscribe(inbox, "inbox")
+        before = c.metric("stomprelay_user_envelopes_received")
+        await bob.send("/user/alice/queue/messages", "hi alice", receipt=True)
+        for alice in (alice_a, alice_b):
+            (frame,) = await alice.collect(1, "inbox")
+            assert frame.body == b"hi alice"
+            assert frame.get("x-sender") == "bob"
+            assert frame.get("destination") == inbox
+            assert frame.get("x-offset") == "1"
+        (own,) = await bob.collect(1, "inbox")
+        assert own.get("x-recipient") == "alice"
+        await carol.expect_no_message("inbox", within=0.3)
+        for alice in (alice_a, alice_b):
+            assert len(alice.received("inbox")) == 1
+        # relay-c heard its own user's copy only
+        assert c.metric("stomprelay_user_envelopes_received") - before == 1
+        if deployment.kind == "cluster":
+            keys = Keys()
+            log_keys = keys.log_keys("user:alice:messages")
+            owner = deployment.topo.node_for_key(keys.user_channel("alice"))
+            assert {deployment.topo.node_for_key(k).port for k in log_keys} == {owner.port}
+
+        # alice offline: bob sends 3; alice comes back with x-since-offset
+        await alice_a.disconnect()
+        await alice_b.disconnect()
+        for n in range(3):
+            await bob.send("/user/alice/queue/messages", f"away {n}", receipt=True)
+        back = await StompClient.connect(b.ws_url, login="alice")
+        clients.append(back)
+        receipt = await back.subscribe_receipt(
+            inbox, "inbox", [("x-since-offset", "1"), ("x-since-epoch", frame.get("x-epoch") or "")]
+        )
+        assert receipt.get("x-recovered") == "true"
+        frames = await back.collect(3, "inbox")
+        assert [f.body for f in frames] == [b"away 0", b"away 1", b"away 2"]
+        await back.expect_no_message("inbox", within=0.3)
+    finally:
+        c.stop()
