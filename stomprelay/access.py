@@ -37,6 +37,7 @@ from stomprelay.settings import Settings
 from stomprelay.stomp.frames import Headers
 from stomprelay.stomp.session import Connected, MessageSent, ServerSession, Subscribed, Subscription
 from stomprelay.users import check_user_destination, is_user_destination
+from stomprelay.usersubs import NOTICE_DESTINATION, is_notice_destination
 
 if TYPE_CHECKING:
     # PyJWT is imported only where authentication is configured (stomprelay.tokens)
@@ -159,6 +160,11 @@ class Access:
             action, destination = "subscribe", event.subscription.destination
         elif event.destination != REFRESH_DESTINATION:
             action, destination = "send", event.destination
+            if is_notice_destination(destination):
+                raise PolicyError(
+                    "Read-only destination",
+                    f"{NOTICE_DESTINATION} is written by the relay only.",
+                )
         else:
             return
         if is_user_destination(destination):
@@ -178,6 +184,8 @@ class Access:
             )
 
     def _recheck(self, session: ServerSession, subscription: Subscription) -> None:
+        if subscription.server:
+            return  # a back-end's decision, outside the ACL
         try:
             self._check(session, "subscribe", subscription.destination)
         except PolicyError:
@@ -290,7 +298,21 @@ class Access:
         names.discard("")
         return names
 
-    def _end_sessions(self, chosen: Callable[[Identity, SessionRecord | None], bool]) -> None:
+    def end_user(self, user: str, reason: str) -> list[str]:
+        """End this relay's sessions of ``user`` (its identity's user: the token's
+        ``sub``, or the CONNECT login) with ERROR ``session ended by server``,
+        ``reason`` its body, and no suspension; the ids of the sessions ended."""
+        return self._end_sessions(
+            lambda identity, _record: identity.user == user,
+            PolicyError("session ended by server", reason),
+        )
+
+    def _end_sessions(
+        self,
+        chosen: Callable[[Identity, SessionRecord | None], bool],
+        error: PolicyError | None = None,
+    ) -> list[str]:
+        ended = []
         for session_id, identity in list(self.identities.items()):
             record = self._records.get(session_id)
             if not chosen(identity, record):
@@ -298,9 +320,14 @@ class Access:
             sink = self._sinks.get(session_id)
             if sink is None or sink.session.closed:
                 continue
-            log.info("session %s of %s ended by an operator", session_id, identity.user)
-            self._on_kicked()
+            if error is None:
+                log.info("session %s of %s ended by an operator", session_id, identity.user)
+                self._on_kicked()
+            else:
+                log.info("session %s of %s ended by the server API", session_id, identity.user)
             sink.session.fail(
-                PolicyError("session ended by operator", "An operator ended this session.")
+                error or PolicyError("session ended by operator", "An operator ended this session.")
             )
             sink.flush()
+            ended.append(session_id)
+        return ended

@@ -24,6 +24,7 @@ from stomprelay.cluster.registry import participant_json, room_json, server_json
 from stomprelay.errors import InternalError, PolicyError
 from stomprelay.notify import kick_command, operator_command, system_notification
 from stomprelay.router import Route, parse_destination
+from stomprelay.userctl import UserControl
 
 if TYPE_CHECKING:
     from stomprelay.cluster.backends import Backends
@@ -86,11 +87,13 @@ class Admin:
         policy: HistoryPolicy,
         delivery: Delivery | None = None,
         publish: Publish | None = None,
+        users: UserControl | None = None,
     ) -> None:
         self.backends = backends
         self.policy = policy
         self._delivery = delivery
         self._publish = publish
+        self._users = users
 
     # -- reads ---------------------------------------------------------------
 
@@ -185,6 +188,25 @@ class Admin:
             log.info("operator lifted the suspension of user %r", user)
         else:
             log.info("operator ended the sessions of user %r (refused until %s)", user, until_ms)
+
+    # -- a user's sessions, on every relay (the server API) -------------------
+
+    async def subscribe_user(self, user: str, destination: str) -> Row:
+        """A server-side subscription for every session of ``user``, now and later."""
+        return await self._user_control().subscribe_user(user, destination)
+
+    async def unsubscribe_user(self, user: str, destination: str) -> Row:
+        return await self._user_control().unsubscribe_user(user, destination)
+
+    async def disconnect_user(self, user: str, reason: str) -> Row:
+        """End every session of ``user`` (ERROR ``session ended by server``), no ban."""
+        return await self._user_control().disconnect_user(user, reason)
+
+    def _user_control(self) -> UserControl:
+        """These acts wait for the relays' answers: only a running relay makes them."""
+        if self._users is None:
+            raise NotTaken("acting on a user's sessions needs a running relay")
+        return self._users
 
     async def close(self) -> None:
         """Close the backends (a command line's; a relay closes its own)."""

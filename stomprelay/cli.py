@@ -1,6 +1,7 @@
 """Command line: ``stomprelay serve`` runs a relay; ``inspect``, ``notify`` and
-``kick`` are the operator's commands (:mod:`stomprelay.admin`); ``token`` signs
-development tokens. The options come from :mod:`stomprelay.options`."""
+``kick`` are the operator's commands (:mod:`stomprelay.admin`); ``publish`` is the
+server API's (:mod:`stomprelay.cli_api`); ``token`` signs development tokens.
+The options come from :mod:`stomprelay.options`."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from stomprelay import __version__
+from stomprelay.cli_api import add_publish, post_json
+from stomprelay.cli_api import publish as publish_command
 from stomprelay.options import (
     AUTH,
     BY_FLAG,
@@ -146,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="use this relay's HTTP API (single node: http://host:port) instead of Redis",
     )
     BY_FLAG["--admin-token"].add_to(kick, os.environ)
+    add_publish(commands)
     return parser
 
 
@@ -200,11 +204,8 @@ def token(args: argparse.Namespace) -> int:
 
 def kick(args: argparse.Namespace) -> int:
     """Suspend (or lift) a user cluster-wide: through Redis, or one relay's API."""
-    import json
     import time
-    import urllib.error
     import urllib.parse
-    import urllib.request
 
     from stomprelay.auth import check_name
     from stomprelay.errors import BackendUnavailable, PolicyError
@@ -217,22 +218,18 @@ def kick(args: argparse.Namespace) -> int:
         print(f"stomprelay kick: {getattr(exc, 'detail', exc)}", file=sys.stderr)
         return 2
     if args.api:
-        request = urllib.request.Request(
-            f"{args.api.rstrip('/')}/api/users/{urllib.parse.quote(user, safe='')}/kick",
-            data=json.dumps({"until": until, "lift": bool(args.lift)}).encode(),
-            headers={"content-type": "application/json"}
-            | ({"authorization": f"Bearer {args.admin_token}"} if args.admin_token else {}),
-            method="POST",
-        )
+        url = f"{args.api.rstrip('/')}/api/users/{urllib.parse.quote(user, safe='')}/kick"
         try:
-            with urllib.request.urlopen(request, timeout=10) as reply:
-                print(reply.read().decode("utf-8", "replace"))
-        except urllib.error.HTTPError as exc:
-            print(f"stomprelay kick: HTTP {exc.code}: {exc.read()[:200]!r}", file=sys.stderr)
-            return 1
+            status, answer = post_json(
+                url, {"until": until, "lift": bool(args.lift)}, args.admin_token
+            )
         except OSError as exc:
             print(f"stomprelay kick: {exc}", file=sys.stderr)
             return 1
+        if status >= 300:
+            print(f"stomprelay kick: HTTP {status}: {json.dumps(answer)[:200]}", file=sys.stderr)
+            return 1
+        print(json.dumps(answer))
         return 0
     if not args.redis_url:
         print("stomprelay kick: give --redis-url (or REDIS_URL), or --api", file=sys.stderr)
@@ -340,6 +337,8 @@ async def serve(args: argparse.Namespace) -> int:
         stomp_port=args.stomp_port,
         web_root=Path(args.web_root) if args.web_root else None,
         admin_token=args.admin_token,
+        api_key=args.api_key,
+        api_key_name=args.api_key_name,
         reuse_port=args.reuse_port,
         sock=socket.socket(fileno=args.listen_fd) if args.listen_fd is not None else None,
         extra_port=args.worker_http_port,
@@ -502,6 +501,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return token(args)
     if args.command == "kick":
         return kick(args)
+    if args.command == "publish":
+        return publish_command(args, _with_admin)
     return asyncio.run(inspect(args))
 
 

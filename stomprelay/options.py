@@ -54,6 +54,12 @@ def _check_origins(value: Iterable[str]) -> None:
     OriginPolicy(tuple(value))
 
 
+def _check_sender(value: str) -> None:
+    """An ``x-sender`` value: 1 to 64 printable characters (a header value)."""
+    if not 1 <= len(value) <= 64 or not value.isprintable():
+        raise ValueError("--api-key-name is 1 to 64 printable characters")
+
+
 def _redis_url_default() -> str | None:
     """``REDIS_URL``, else ``REDIS_HOST``/``REDIS_PORT``; None means single-node."""
     url = os.environ.get("REDIS_URL")
@@ -285,6 +291,20 @@ OPTIONS: tuple[Option, ...] = (
         "kick); unset: they answer loopback clients only, and the acting routes are off",
         "ADMIN_TOKEN",
         shown="off",
+    ),
+    Option(
+        "--api-key",
+        "Bearer key of the server API (publish, history, users; docs/api.md) for "
+        "back-ends: it opens those routes only; the admin token opens them too",
+        "API_KEY",
+        shown="off",
+    ),
+    Option(
+        "--api-key-name",
+        "x-sender of the messages the API key publishes (the admin token's: operator)",
+        "API_KEY_NAME",
+        default="server",
+        validate=_check_sender,
     ),
     Option(
         "--public-metrics",
@@ -542,10 +562,20 @@ OPTIONS: tuple[Option, ...] = (
         positive=True,
     ),
     limit("max_request_head", "most bytes of an HTTP request head"),
-    limit("max_request_body", "most bytes of an HTTP request body"),
+    limit("max_request_body", "most bytes of an HTTP request body (an API publish's: more)"),
+    limit("api_max_inflight", "server API requests that act in flight on one relay (429 past)"),
     limit("max_chat_message", "longest chat message (characters) of /app/room/..."),
     limit("max_username", "longest username /app/room/... accepts"),
     limit("max_rooms_per_session", "most rooms one session may be in at once"),
+    limit(
+        "max_server_subscriptions",
+        "most server-side subscriptions one user may hold (POST /api/users/{user}/subscribe)",
+    ),
+    limit(
+        "api_confirm_timeout",
+        "seconds the server API waits for the relays holding a user's sessions to confirm",
+        positive=True,
+    ),
     limit("max_login", "longest CONNECT login (and identity from a token) and room display text"),
     limit("max_history_request", "most messages a SUBSCRIBE with x-history may ask for", 0),
     # set by the --workers supervisor for its children
@@ -581,6 +611,12 @@ RULES: tuple[Rule, ...] = (
         ("dev_tokens", "jwt_secret", "jwt_secret_file"),
         lambda v: bool(v["dev_tokens"]) and not (v["jwt_secret"] or v["jwt_secret_file"]),
         "--dev-tokens needs --jwt-secret (it signs with it)",
+    ),
+    Rule(
+        ("api_confirm_timeout", "handshake_timeout"),
+        lambda v: v["api_confirm_timeout"] >= v["handshake_timeout"],
+        "--api-confirm-timeout must be shorter than --handshake-timeout (an HTTP request "
+        "must be answered within it)",
     ),
 )
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from stomprelay import __version__
 from stomprelay.access import Access
 from stomprelay.admin import Admin
+from stomprelay.api import ServerApi
 from stomprelay.auth import REFRESH_DESTINATION
 from stomprelay.bounded import bounded
 from stomprelay.clock import now_ms
@@ -47,7 +48,9 @@ from stomprelay.stomp.session import (
 )
 from stomprelay.subscriptions import Subscriptions, receipt_of
 from stomprelay.sync import Journal, NoLog, Outage
+from stomprelay.userctl import UserControl, registry_sessions
 from stomprelay.users import UserChannels
+from stomprelay.usersubs import ServerSubs
 
 if TYPE_CHECKING:
     from stomprelay.auth import Acl
@@ -164,9 +167,48 @@ class Relay:
         self.subscriptions = Subscriptions(
             router, self.rooms, metrics, settings.max_history_request, self.access.user_of
         )
+        #: Server-side subscriptions of this relay's sessions, and the server API's
+        #: acts on a user's sessions on every relay.
+        self.server_subs = server_subs = ServerSubs(
+            self.sinks,
+            self.access.identities,
+            router,
+            registry,
+            router.next_message_id,
+            outage.guard,
+        )
+
+        async def end_user(user: str, reason: str) -> list[str]:
+            return self.access.end_user(user, reason)
+
+        self.user_control = UserControl(
+            server_id,
+            keys,
+            bus.publish,
+            registry,
+            registry_sessions(registry),
+            {
+                "subscribe": server_subs.apply,
+                "unsubscribe": server_subs.remove,
+                "disconnect": end_user,
+            },
+            self.background,
+            timeout=settings.api_confirm_timeout,
+            most=settings.max_server_subscriptions,
+        )
         #: The operators' reads and actions, for the HTTP admin routes; a room
         #: notification goes through this relay's send flow, a kick through its access.
-        self.admin = Admin(backends, self.policy, self)
+        self.admin = Admin(backends, self.policy, self, users=self.user_control)
+        #: The server API's operations: appends fail fast (a 503) while Redis is down.
+        self.api = ServerApi(
+            backends,
+            self.policy,
+            settings,
+            origin=server_id,
+            guard=outage.guard,
+            degraded=lambda: outage.down,
+            control=self,
+        )
         self._started = False
 
     # -- what the transport and the HTTP routes read ----------------------------
@@ -215,6 +257,16 @@ class Relay:
     async def kick(self, user: str, until_ms: int | None, lift: bool = False) -> None:
         """End ``user``'s sessions on every relay (:meth:`Access.kick`)."""
         await self.access.kick(user, until_ms, lift)
+
+    async def subscribe_user(self, user: str, destination: str) -> dict[str, object]:
+        """The server API's acts on a user's sessions (:class:`UserControl`)."""
+        return await self.user_control.subscribe_user(user, destination)
+
+    async def unsubscribe_user(self, user: str, destination: str) -> dict[str, object]:
+        return await self.user_control.unsubscribe_user(user, destination)
+
+    async def disconnect_user(self, user: str, reason: str) -> dict[str, object]:
+        return await self.user_control.disconnect_user(user, reason)
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -274,7 +326,9 @@ class Relay:
     def _dispatch(self, channel: str, envelope: Envelope) -> None:
         if channel == self.keys.control_channel:
             self.access.control(envelope)
-        elif not self.users.received(channel, envelope):
+        elif not self.user_control.handles(channel, envelope) and not self.users.received(
+            channel, envelope
+        ):
             self.router.dispatch(channel, envelope)
 
     def _bus_state(self, available: bool) -> None:
@@ -290,6 +344,8 @@ class Relay:
             # a kick published while this relay could not hear it
             task = asyncio.get_running_loop().create_task(self.access.reload_suspensions())
             self.background(task)
+            # server-side subscriptions asked for while this relay could not hear
+            self.background(asyncio.get_running_loop().create_task(self.server_subs.resync()))
         if up and self.bus.available:
             # Reads refused while Redis counted as down are due now.
             self.router.bus_restored()
@@ -407,7 +463,8 @@ class Relay:
         if isinstance(event, MessageSent):
             await self._on_send(sink, event)
         elif isinstance(event, Subscribed):
-            await self.subscriptions.subscribe(sink, event)
+            if not self.server_subs.subscribed(sink, event.subscription):
+                await self.subscriptions.subscribe(sink, event)
         elif isinstance(event, Unsubscribed):
             await self.subscriptions.unsubscribe(sink, event)
         elif isinstance(event, ReceiptDue):
@@ -432,6 +489,7 @@ class Relay:
         await self.registration.connect(
             session.session_id, identity.name, sink.remote, event.version, identity.user
         )
+        await self.server_subs.connected(sink, identity.user)
         return more
 
     async def _on_send(self, sink: Sink, event: MessageSent) -> None:

@@ -14,13 +14,12 @@ from the log, then join the live feed at the exact offset they reached.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from typing import Protocol
 
 from stomprelay.clock import now_ms
@@ -40,6 +39,7 @@ from stomprelay.destinations import (
     shown_destination,
 )
 from stomprelay.errors import BackendUnavailable, PolicyError
+from stomprelay.locks import KeyedLocks
 from stomprelay.stomp.frames import Headers, PreparedMessage
 from stomprelay.stomp.session import ServerSession, Subscription
 from stomprelay.sync import Deliver, Effect, Feed, Fetch, Gap
@@ -167,12 +167,6 @@ class Sink(Protocol):
     def flush(self) -> None: ...
 
 
-@dataclass(slots=True)
-class _ChannelLock:
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    users: int = 0
-
-
 #: A subscription: (session id, subscription id).
 Key = tuple[str, str]
 #: What a SUBSCRIBE's RECEIPT carries, and the replay to run once it is sent.
@@ -208,7 +202,8 @@ class Router:
         #: destination -> {(session id, subscription id): sink}
         self._local: dict[str, dict[Key, Sink]] = {}
         self._refs: dict[str, int] = {}
-        self._locks: dict[str, _ChannelLock] = {}
+        #: SUBSCRIBE and UNSUBSCRIBE of one channel, one at a time
+        self._locks = KeyedLocks()
         #: session id -> {subscription id: (destination, channels retained for it)}
         self._by_session: dict[str, dict[str, tuple[str, list[str]]]] = {}
         #: destination -> its feed (logged destinations with a local subscriber)
@@ -245,29 +240,14 @@ class Router:
         """Channels this relay listens to for its local subscribers."""
         return [c for c, n in self._refs.items() if n > 0]
 
-    @contextlib.asynccontextmanager
-    async def _channel_lock(self, channel: str) -> AsyncIterator[None]:
-        """Serialise SUBSCRIBE/UNSUBSCRIBE of one channel; the lock lives while used."""
-        entry = self._locks.get(channel)
-        if entry is None:
-            entry = self._locks[channel] = _ChannelLock()
-        entry.users += 1
-        try:
-            async with entry.lock:
-                yield
-        finally:
-            entry.users -= 1
-            if entry.users == 0:
-                del self._locks[channel]
-
     async def _retain(self, channel: str) -> None:
-        async with self._channel_lock(channel):
+        async with self._locks.hold(channel):
             if self._refs.get(channel, 0) == 0:
                 await self.bus.subscribe(channel)
             self._refs[channel] = self._refs.get(channel, 0) + 1
 
     async def _release(self, channel: str) -> None:
-        async with self._channel_lock(channel):
+        async with self._locks.hold(channel):
             refs = self._refs.get(channel, 0) - 1
             if refs > 0:
                 self._refs[channel] = refs

@@ -86,6 +86,9 @@ class Settings:
     handshake_timeout: float = 10.0
     max_request_head: int = 16 * 1024
     max_request_body: int = 16 * 1024
+    #: Server API requests that act (publish, broadcast, user changes) in flight on
+    #: one relay at once; past it, 429 (docs/api.md).
+    api_max_inflight: int = 256
     #: Seconds between WebSocket pings to each client; 0 (the default): none, the
     #: STOMP heart-beats (and TCP keepalive) already find dead peers.
     ws_ping_interval: float = 0.0
@@ -99,6 +102,13 @@ class Settings:
     max_username: int = 64
     #: Most rooms one session may be in at once.
     max_rooms_per_session: int = 64
+    #: Most server-side subscriptions one user may hold (``POST
+    #: /api/users/{user}/subscribe``); they count toward each session's
+    #: ``max_subscriptions`` but are never refused by it.
+    max_server_subscriptions: int = 32
+    #: Seconds a server API call that acts on a user's sessions (subscribe,
+    #: unsubscribe, disconnect) waits for the relays holding them to confirm.
+    api_confirm_timeout: float = 5.0
     #: Cluster liveness: a relay refreshes its heartbeat key every
     #: ``liveness_interval`` s; the key expires (Redis-side TTL) after
     #: ``liveness_ttl`` s; every relay looks for expired ones every

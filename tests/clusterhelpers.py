@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import queue
 import re
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -96,6 +99,30 @@ async def eventually(
                 raise AssertionError(f"{message}:\n{last}") from None
             raise AssertionError(message)
         await asyncio.sleep(interval)
+
+
+# -- the server API --------------------------------------------------------------------
+
+
+async def api_post(
+    base: str, path: str, payload: object, token: str | None, timeout: float = 20
+) -> tuple[int, Any]:
+    """POST ``payload`` as JSON to a relay's HTTP API (``base``: ``http://host:port``)
+    with a Bearer token; the status and the decoded JSON answer."""
+
+    def post() -> tuple[int, Any]:
+        data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        request = urllib.request.Request(base + path, data=data, method="POST")
+        request.add_header("Content-Type", "application/json")
+        if token is not None:
+            request.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as err:
+            return err.code, json.loads(err.read())
+
+    return await asyncio.to_thread(post)
 
 
 # -- room events -------------------------------------------------------------------------

@@ -42,10 +42,10 @@ async def make_relay() -> AsyncIterator[MakeRelay]:
     """Start in-process relays in the test's event loop: ``await make_relay(**settings)``.
 
     Keyword arguments are :class:`Settings` fields (``connect_timeout=0.5``,
-    ``limits=Limits(...)``, ...), plus ``server_id`` and the relay's ``auth``, ``acl``
-    and ``dev_tokens``. Each relay listens on free ports for
-    HTTP/WebSocket (``.port``) and plain STOMP/TCP (``.stomp_port``) and is stopped after
-    the test.
+    ``limits=Limits(...)``, ...), plus ``server_id``, the relay's ``auth``, ``acl``
+    and ``dev_tokens``, and the HTTP API's ``admin_token`` and ``api_key``. Each relay
+    listens on free ports for HTTP/WebSocket (``.port``) and plain STOMP/TCP
+    (``.stomp_port``) and is stopped after the test.
     """
     servers: list[RelayServer] = []
 
@@ -55,6 +55,8 @@ async def make_relay() -> AsyncIterator[MakeRelay]:
         auth: Any = None,
         acl: Any = None,
         dev_tokens: bool = False,
+        admin_token: str | None = None,
+        api_key: str | None = None,
         **settings: Any,
     ) -> RelayServer:
         relay = build_relay(
@@ -64,7 +66,14 @@ async def make_relay() -> AsyncIterator[MakeRelay]:
             acl=acl,
             dev_tokens=dev_tokens,
         )
-        server = RelayServer(relay, host="127.0.0.1", port=0, stomp_port=0)
+        server = RelayServer(
+            relay,
+            host="127.0.0.1",
+            port=0,
+            stomp_port=0,
+            admin_token=admin_token,
+            api_key=api_key,
+        )
         await server.start()
         servers.append(server)
         return server

@@ -55,6 +55,8 @@ TEMPLATES: dict[str, str] = {
     "servers_active": "{p}:servers:active",
     "liveness": "{p}:servers:liveness",
     "users_suspended": "{p}:users:suspended",
+    # keys of one user (the user percent-encoded, as in user destinations)
+    "user_subscriptions": "{p}:user:{{{x}}}:subscriptions",
     "users_kicked": "{p}:users:kicked",
     "history_topics": "{p}:history:topics",
 }
@@ -160,6 +162,11 @@ class Keys:
         """Hash: user -> ms since the epoch of its latest kick (kept an hour, so a
         relay cut off at the time ends that user's older sessions once it is back)."""
         return self._name("users_kicked")
+
+    def user_subscriptions(self, user: str) -> str:
+        """Set: the destinations ``user``'s sessions are subscribed to by the server
+        (``POST /api/users/{user}/subscribe``), in the user's slot."""
+        return self._name("user_subscriptions", encode_user(user))
 
     def session(self, session_id: str) -> str:
         return self._name("session", session_id)

@@ -27,6 +27,7 @@ from stomprelay.cluster.keys import Keys
 from stomprelay.cluster.operations import GONE, SERVERS, SESSIONS, Gone, StepRegistry
 from stomprelay.cluster.registry import (
     KICK_MEMORY_MS,
+    Added,
     EventTemplate,
     LoggedRegistry,
     OperatorCommand,
@@ -82,6 +83,8 @@ class MemoryHub:
         #: user -> refused until, and user -> latest kick (ms since the epoch)
         self.suspended: dict[str, int] = {}
         self.kicked: dict[str, int] = {}
+        #: user -> destinations of its server-side subscriptions
+        self.user_subscriptions: dict[str, set[str]] = {}
         self.log.wipe()
 
     def tombstone(self, server_id: str) -> str | None:
@@ -465,6 +468,29 @@ class MemoryRegistry(StepRegistry):
         hub.suspended = {u: t for u, t in hub.suspended.items() if t > now_ms}
         hub.kicked = {u: t for u, t in hub.kicked.items() if t > now_ms - KICK_MEMORY_MS}
         return Suspensions(dict(hub.suspended), dict(hub.kicked))
+
+    async def add_server_subscription(self, user: str, destination: str, most: int) -> Added:
+        kept = self.hub.user_subscriptions.setdefault(user, set())
+        if destination in kept:
+            return "present"
+        if len(kept) >= most:
+            if not kept:
+                del self.hub.user_subscriptions[user]
+            return "full"
+        kept.add(destination)
+        return "added"
+
+    async def remove_server_subscription(self, user: str, destination: str) -> bool:
+        kept = self.hub.user_subscriptions.get(user)
+        if kept is None or destination not in kept:
+            return False
+        kept.discard(destination)
+        if not kept:
+            del self.hub.user_subscriptions[user]
+        return True
+
+    async def server_subscriptions(self, user: str) -> list[str]:
+        return sorted(self.hub.user_subscriptions.get(user, ()))
 
     async def session(self, session_id: str) -> SessionRecord | None:
         record = self.hub.sessions.get(session_id)

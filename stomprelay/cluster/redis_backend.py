@@ -34,6 +34,7 @@ from stomprelay.cluster.redis_log import RedisLog
 from stomprelay.cluster.redis_store import RedisStore
 from stomprelay.cluster.registry import (
     KICK_MEMORY_MS,
+    Added,
     LoggedRegistry,
     OperatorCommand,
     Participant,
@@ -283,6 +284,29 @@ class RedisRegistry(StepRegistry):
         if over:
             await guard(self._client.hdel(key, *over))
         return live
+
+    async def add_server_subscription(self, user: str, destination: str, most: int) -> Added:
+        """SADD then SCARD in one MULTI (one key, the user's slot); past ``most``
+        the member just added is taken back."""
+        key = self.keys.user_subscriptions(user)
+        pipe = self._client.pipeline(transaction=True)
+        pipe.sadd(key, destination)
+        pipe.scard(key)
+        added, count = await guard(pipe.execute())
+        if not added:
+            return "present"
+        if int(count) > most:
+            await guard(self._client.srem(key, destination))
+            return "full"
+        return "added"
+
+    async def remove_server_subscription(self, user: str, destination: str) -> bool:
+        key = self.keys.user_subscriptions(user)
+        return bool(await guard(self._client.srem(key, destination)))
+
+    async def server_subscriptions(self, user: str) -> list[str]:
+        key = self.keys.user_subscriptions(user)
+        return as_texts(await guard(self._client.smembers(key)))
 
     async def session(self, session_id: str) -> SessionRecord | None:
         fields = as_fields(await guard(self._client.hgetall(self.keys.session(session_id))))

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import secrets
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 from stomprelay.cluster.envelope import Envelope
 from stomprelay.cluster.history import Log
@@ -549,6 +549,29 @@ class Moderation(Protocol):
         ...
 
 
+#: What :meth:`ServerSubscriptions.add_server_subscription` did.
+Added = Literal["added", "present", "full"]
+
+
+@runtime_checkable
+class ServerSubscriptions(Protocol):
+    """Users' server-side subscriptions (``POST /api/users/{user}/subscribe``): the
+    destinations every session of a user gets, now and when it connects later."""
+
+    async def add_server_subscription(self, user: str, destination: str, most: int) -> Added:
+        """Keep ``destination`` for ``user``: ``added``, ``present`` (already kept),
+        or ``full`` (the user holds ``most`` already; nothing kept)."""
+        ...
+
+    async def remove_server_subscription(self, user: str, destination: str) -> bool:
+        """Forget ``destination`` for ``user``; False when it was not kept."""
+        ...
+
+    async def server_subscriptions(self, user: str) -> list[str]:
+        """The destinations kept for ``user``, sorted."""
+        ...
+
+
 @runtime_checkable
 class Reaping(Protocol):
     """Liveness: finding relays that died and cleaning up after them."""
@@ -570,7 +593,7 @@ class Reaping(Protocol):
 
 
 @runtime_checkable
-class Registry(Membership, Directory, Moderation, Reaping, Protocol):
+class Registry(Membership, Directory, Moderation, ServerSubscriptions, Reaping, Protocol):
     """Who is connected where, and who is in which room, cluster-wide: every role."""
 
     async def close(self) -> None:

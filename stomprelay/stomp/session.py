@@ -46,6 +46,9 @@ class Subscription:
     destination: str
     ack: str = "auto"
     headers: Headers = ()
+    #: Made by the relay for a back-end (a server-side subscription), not by a
+    #: SUBSCRIBE: outside the ACL, which the back-end's decision replaces.
+    server: bool = False
 
 
 @dataclass(frozen=True, slots=True)

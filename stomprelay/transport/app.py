@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Protocol
 
 from stomprelay.admin import Admin
+from stomprelay.api import ServerApi
 from stomprelay.router import Sink
 from stomprelay.stomp.session import Event, ServerSession
 from stomprelay.transport.http import Status
@@ -25,7 +26,7 @@ class Application(Status, Protocol):
 
     The HTTP routes read the relay's :class:`~stomprelay.transport.http.Status`
     and act through its :attr:`admin` (``stomprelay/admin.py``, which the
-    command line uses too).
+    command line uses too) and its :attr:`api` (the server API).
 
     Lifecycle: :meth:`start` once the listeners are bound (``host`` and
     ``port`` say where, for the registry), :meth:`close` at the end of a stop.
@@ -43,6 +44,11 @@ class Application(Status, Protocol):
 
     @property
     def admin(self) -> Admin: ...
+
+    @property
+    def api(self) -> ServerApi:
+        """The server API's operations (``stomprelay/api.py``)."""
+        ...
 
     @property
     def sinks(self) -> Mapping[str, Sink]:

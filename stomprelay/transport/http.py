@@ -12,6 +12,11 @@ clients only, the client being the address a trusted proxy forwarded, so a
 proxy on the same host does not open them to everyone. Routes that change
 anything need the token wherever the client is. ``/health``, ``/ready`` (which
 says ready or degraded, nothing more), the page and its ``/auth/config`` stay open.
+
+The server API's routes (``/api/publish``, ``/api/users/{user}``, ...: contract
+section 10) are another module's (``transport/api_http.py``, handed in as an
+:class:`ApiGate`), asked first: they have their own key (``--api-key``), which
+opens nothing here (a 403 on the operator routes).
 """
 
 from __future__ import annotations
@@ -25,11 +30,12 @@ from collections.abc import Awaitable, Callable, Sized
 from http import HTTPStatus
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
-from urllib.parse import parse_qs, unquote
+from urllib.parse import parse_qs
 
 import h11
 
 from stomprelay.admin import Admin, NotTaken
+from stomprelay.api import MAX_USER, ApiError, user_in_path
 from stomprelay.auth import check_name
 from stomprelay.destinations import ROOM_ID
 from stomprelay.errors import BackendUnavailable, PolicyError
@@ -62,8 +68,6 @@ def plain(status: HTTPStatus, body: bytes, content_type: str) -> Answer:
 
 
 NOT_FOUND = plain(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain; charset=utf-8")
-#: Longest user name the operator routes take (the relay's ``max_login`` default).
-MAX_USER = 64
 USERS_PREFIX = "/api/users/"
 KICK_SUFFIX = "/kick"
 
@@ -110,6 +114,21 @@ class Status(Protocol):
         ...
 
 
+class ApiGate(Protocol):
+    """The server API's routes (``transport/api_http.py``), handed in: which paths
+    are theirs, their body limit, and whether a token is the API key."""
+
+    def serves(self, path: str) -> bool: ...
+
+    def body_limit(self, target: bytes) -> int: ...
+
+    def is_api_key(self, token: str) -> bool: ...
+
+    async def answer(
+        self, method: str, path: str, query: str, headers: Headers, body: bytes, client: str
+    ) -> Answer: ...
+
+
 class HttpApp:
     """Routes of one relay: ``admin`` does what the API asks, ``status`` says how
     the relay is; ``connections`` (the STOMP sessions) is what /health counts."""
@@ -121,8 +140,11 @@ class HttpApp:
         connections: Sized,
         web_root: Path | None = None,
         admin_token: str | None = None,
+        api: ApiGate | None = None,
     ) -> None:
         self.admin = admin
+        #: The server API's routes (contract section 10), where the relay serves them.
+        self.api = api
         self.status = status
         self.connections = connections
         self.web_root = (web_root or WEB_ROOT).resolve()
@@ -144,6 +166,10 @@ class HttpApp:
         method = request.method.decode("ascii", "replace")
         path, _, query = request.target.decode("latin-1").partition("?")
         try:
+            if self.api is not None and self.api.serves(path):
+                return await self.api.answer(
+                    method, path, query, list(request.headers), body, client
+                )
             if path == "/metrics" or path == "/api" or path.startswith("/api/"):
                 refused = self._gate(path, list(request.headers), client)
                 if refused is not None:
@@ -177,6 +203,12 @@ class HttpApp:
             return json_answer(HTTPStatus.SERVICE_UNAVAILABLE, {"error": "registry unreachable"})
         return self._static(path)
 
+    def body_limit(self, target: bytes) -> int:
+        """Most bytes of the body of a request for ``target`` (a publish's is larger)."""
+        if self.api is not None:
+            return self.api.body_limit(target)
+        return self.status.settings.max_request_body
+
     def _gate(self, path: str, headers: Headers, client: str) -> Answer | None:
         """None when the client may see ``path`` (an ``/api`` route or ``/metrics``),
         else the refusal: 401 without the admin token, 403 off loopback without one set."""
@@ -188,6 +220,14 @@ class HttpApp:
                 given.encode("utf-8"), self._admin_token.encode("utf-8")
             ):
                 return None
+            if given is not None and self.api is not None and self.api.is_api_key(given):
+                return json_answer(
+                    HTTPStatus.FORBIDDEN,
+                    {
+                        "error": "the API key opens the server API only; this route needs the "
+                        "admin token"
+                    },
+                )
             status, answer_headers, payload = json_answer(
                 HTTPStatus.UNAUTHORIZED, {"error": "a valid Bearer admin token is required"}
             )
@@ -258,12 +298,9 @@ class HttpApp:
         if refused is not None:
             return refused
         try:
-            user = check_name(unquote(raw_user, errors="strict"), "user", MAX_USER)
-        except (PolicyError, UnicodeDecodeError):
-            return json_answer(
-                HTTPStatus.BAD_REQUEST,
-                {"error": f"a user is 1 to {MAX_USER} characters, no control or bidi characters"},
-            )
+            user = user_in_path(raw_user)
+        except ApiError as exc:
+            return json_answer(HTTPStatus.BAD_REQUEST, exc.as_json())
         try:
             until_ms = _until_ms(body)
             lift = _lift(body)

@@ -13,8 +13,9 @@ this object is done with. So a socket has one protocol object at any time.
 
 Timeouts: a request head (and body) must arrive within ``handshake_timeout``
 of the socket opening or of the previous response; past it the socket is
-aborted. Requests over ``max_request_head`` or ``max_request_body`` get a 431
-or 413 and a close; bad HTTP the 4xx h11 suggests.
+aborted. Requests over ``max_request_head`` or their body limit
+(``max_request_body``; more for a server API publish, ``HttpApp.body_limit``) get
+a 431 or 413 and a close; bad HTTP the 4xx h11 suggests.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ class HttpProtocol(SocketProtocol):
     with keep-alive; a WebSocket handshake as the first request hands the socket
     to a :class:`StompProtocol`."""
 
-    __slots__ = ("_body", "_h11", "_head", "_http_task", "_mode", "_request")
+    __slots__ = ("_body", "_h11", "_head", "_http_task", "_limit", "_mode", "_request")
 
     def __init__(self, hub: Hub) -> None:
         super().__init__(hub)
@@ -56,6 +57,8 @@ class HttpProtocol(SocketProtocol):
         self._http_task: asyncio.Task[None] | None = None
         self._body = bytearray()
         self._request: h11.Request | None = None
+        #: Most body bytes of the request being read (HttpApp.body_limit).
+        self._limit = hub.settings.max_request_body
 
     # -- asyncio.Protocol ------------------------------------------------------
 
@@ -126,13 +129,14 @@ class HttpProtocol(SocketProtocol):
                 self._request = event
                 self._body = bytearray()
                 self._deadline = time.monotonic() + settings.handshake_timeout
+                self._limit = self.hub.http.body_limit(event.target)
                 length = _content_length(event)
-                if length is not None and length > settings.max_request_body:
+                if length is not None and length > self._limit:
                     self._refuse(413, "request body too large")
                     return
             elif isinstance(event, h11.Data):
                 self._body += event.data
-                if len(self._body) > settings.max_request_body:
+                if len(self._body) > self._limit:
                     self._refuse(413, "request body too large")
                     return
             elif isinstance(event, h11.EndOfMessage):

@@ -19,6 +19,7 @@ import logging
 import socket
 from pathlib import Path
 
+from stomprelay.transport.api_http import ApiRoutes
 from stomprelay.transport.app import Application
 from stomprelay.transport.http import HttpApp
 from stomprelay.transport.http_protocol import HttpProtocol
@@ -40,6 +41,8 @@ class RelayServer:
         stomp_port: int | None = None,
         web_root: Path | None = None,
         admin_token: str | None = None,
+        api_key: str | None = None,
+        api_key_name: str = "server",
         reuse_port: bool = False,
         sock: socket.socket | None = None,
         extra_port: int | None = None,
@@ -55,6 +58,8 @@ class RelayServer:
         self.extra_port = extra_port
         self._web_root = web_root
         self._admin_token = admin_token
+        self._api_key = api_key
+        self._api_key_name = api_key_name
         self.timers = Timers()
         self._hub: Hub | None = None
         self._servers: list[asyncio.Server] = []
@@ -69,7 +74,14 @@ class RelayServer:
         loop = asyncio.get_running_loop()
         relay = self.relay
         settings = relay.settings
-        http = HttpApp(relay.admin, relay, relay.sinks, self._web_root, self._admin_token)
+        api = ApiRoutes(
+            relay.api,
+            settings,
+            admin_token=self._admin_token,
+            api_key=self._api_key,
+            api_key_name=self._api_key_name,
+        )
+        http = HttpApp(relay.admin, relay, relay.sinks, self._web_root, self._admin_token, api)
         hub = Hub(relay, self.timers, http)
         hub.on_gone = self._gone.set
         self._hub = hub

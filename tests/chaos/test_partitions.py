@@ -788,3 +788,54 @@ async def test_a_kick_made_during_a_partition_reaches_the_cut_off_relay_once_it_
     assert alice_back.session_id, "a plain kick refuses nobody"
     with pytest.raises(StompClientError, match="access refused"):
         await StompClient.connect(a.ws_url, passcode=token("mallory"))
+
+
+async def test_server_side_subscriptions_changed_during_a_partition_reach_the_relay_once_back(
+    start_relay, clients, proxy: Proxy
+) -> None:
+    """relay-a cannot hear the server API's requests while cut off: the calls name it
+    (503, not a hang), and once Redis is back its sessions of the user hold exactly
+    the stored server-side subscriptions (one taken away, one given meanwhile)."""
+    from clusterhelpers import api_post
+
+    from stomprelay.usersubs import NOTICE_DESTINATION, subscription_id
+
+    token = "partition-api-token"
+    api = ["--admin-token", token, "--api-confirm-timeout", "1"]
+    b = await start_relay("relay-b", extra=api)
+    a = await start_relay("relay-a", url=proxy.url, extra=[*PARTITIONED, *api])
+    alice_a = await clients(a.ws_url, login="alice", name="alice@A")
+    alice_b = await clients(b.ws_url, login="alice", name="alice@B")
+    bob_b = await clients(b.ws_url, login="bob", name="bob@B")
+    await alice_a.subscribe(NOTICE_DESTINATION, "notices")
+
+    async def call(action: str, destination: str) -> tuple[int, Any]:
+        path = f"/api/users/alice/{action}"
+        return await api_post(b.http, path, {"destination": destination}, token)
+
+    status, body = await call("subscribe", "/topic/old")
+    assert (status, body["sessions"]) == (200, 2), body
+    assert json.loads((await alice_a.next_message("notices")).body)["action"] == "subscribe"
+
+    proxy.cut()
+    await eventually(_ready(a, 503), timeout=5, what="relay-a degraded")
+    for action, destination in (("unsubscribe", "/topic/old"), ("subscribe", "/topic/new")):
+        status, body = await call(action, destination)
+        assert status == 503, body
+        assert body["sessions"] == 1  # alice@B's
+        assert body["unconfirmed"] == {"servers": ["relay-a"], "sessions": [alice_a.session_id]}
+
+    proxy.heal()
+    await eventually(_ready(a, 200), timeout=15, what="relay-a ready again")
+    told = [json.loads(f.body) for f in await alice_a.collect(2, "notices", timeout=10)]
+    assert sorted((n["action"], n["destination"]) for n in told) == [
+        ("subscribe", "/topic/new"),
+        ("unsubscribe", "/topic/old"),
+    ]
+    await bob_b.send("/topic/new", "new", receipt=True)
+    for alice in (alice_a, alice_b):
+        assert (await alice.next_message(subscription_id("/topic/new"))).body == b"new"
+    await alice_a.subscribe("/topic/old", "own")
+    await bob_b.send("/topic/old", "old", receipt=True)
+    assert (await alice_a.next_message("own")).body == b"old"
+    assert alice_a.received(subscription_id("/topic/old")) == []

@@ -226,6 +226,8 @@ class MemoryCluster(Cluster):
             out[k.current_room(sid)] = room_id
         for user, sids in hub.user_sessions.items():
             out[k.user_sessions(user)] = set(sids)
+        for user, destinations in hub.user_subscriptions.items():
+            out[k.user_subscriptions(user)] = set(destinations)
         return out
 
     async def pttl(self, key: str) -> int:

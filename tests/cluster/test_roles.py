@@ -32,10 +32,20 @@ from stomprelay.cluster.registry import (
     Moderation,
     Reaping,
     Registry,
+    ServerSubscriptions,
 )
 from stomprelay.settings import Settings
 
-ROLES = (Membership, Directory, Moderation, Reaping, Registry, LogOwner, LoggedRegistry)
+ROLES = (
+    Membership,
+    Directory,
+    Moderation,
+    ServerSubscriptions,
+    Reaping,
+    Registry,
+    LogOwner,
+    LoggedRegistry,
+)
 
 
 def backends() -> list[LoggedRegistry]:
@@ -54,11 +64,15 @@ def role_methods(role: type) -> set[str]:
 
 
 def test_the_roles_split_the_registry_without_overlap() -> None:
-    parts = [role_methods(role) for role in (Membership, Directory, Moderation, Reaping)]
+    parts = [
+        role_methods(role)
+        for role in (Membership, Directory, Moderation, ServerSubscriptions, Reaping)
+    ]
     assert sum(len(p) for p in parts) == len(set().union(*parts))
     assert role_methods(Registry) == set().union(*parts) | {"close"}
-    # the one protocol's 26 methods before the split, and user_sessions since
-    assert len(role_methods(Registry)) == 27
+    # the one protocol's 26 methods before the split, user_sessions since, and the
+    # server-side subscriptions'
+    assert len(role_methods(Registry)) == 27 + 3
 
 
 @pytest.mark.parametrize("role", ROLES, ids=lambda r: r.__name__)

@@ -249,3 +249,91 @@ async def test_direct_messages_reach_only_the_relays_of_their_user(
         await back.expect_no_message("inbox", within=0.3)
     finally:
         c.stop()
+
+
+async def test_publish_from_a_shell_is_idempotent_in_every_mode(
+    deployment: Deployment, relays: list[RelayProcess], clients: list[StompClient]
+) -> None:
+    """docs/api.md: ``stomprelay publish`` appends as the relays do (a room's and a
+    user's log on their own slots), so a repeated key is one message; the API's reads
+    answer loopback clients with no key set."""
+    a, b = relays
+    room = "/topic/room/api-shell"  # the deployment is the module's: a room no other test uses
+    watcher = await StompClient.connect(a.ws_url, login="watcher")
+    alice = await StompClient.connect(b.ws_url, login="shell-alice")
+    clients += [watcher, alice]
+    await watcher.subscribe(room, "room")
+    await alice.subscribe("/user/queue/api-updates", "inbox")
+    first = json.loads(await cli(deployment, "publish", room, "once", "--idempotency-key", "k1"))
+    again = json.loads(await cli(deployment, "publish", room, "twice?", "--idempotency-key", "k1"))
+    assert again == first
+    dm = json.loads(
+        await cli(deployment, "publish", "/user/shell-alice/queue/api-updates", "for alice")
+    )
+    assert dm["offset"] == 1
+    await cli(deployment, "publish", room, "marker")
+    frames = await watcher.collect(2, "room")
+    assert [f.body for f in frames] == [b"once", b"marker"]
+    assert frames[0].get("x-offset") == str(first["offset"])
+    assert frames[0].get("x-sender") == "server"
+    (frame,) = await alice.collect(1, "inbox")
+    assert frame.body == b"for alice"
+    assert frame.get("x-sender-session") is None
+
+    status, history = a.get_json(f"/api/history?destination={room}")
+    assert status == 200
+    assert [m["body"] for m in history["messages"]] == ["once", "marker"]
+    status, user = b.get_json("/api/users/shell-alice")
+    assert status == 200
+    assert [s["serverId"] for s in user["sessions"]] == ["relay-b"]
+
+
+async def test_server_side_subscriptions_and_disconnect(
+    deployment: Deployment, clients: list[StompClient], tmp_path: Path
+) -> None:
+    """docs/api.md: a user's sessions on two relays are subscribed by the server API
+    and ended by it; on a cluster the user's kept subscriptions share its slot."""
+    from clusterhelpers import api_post
+
+    from stomprelay.usersubs import NOTICE_DESTINATION, subscription_id
+
+    token = "modes-api-token"
+    procs = [
+        RelayProcess(
+            tmp_path,
+            sid,
+            redis_url=deployment.url,
+            extra=[*RELAY_ARGS, *deployment.mode_args, "--admin-token", token],
+        )
+        for sid in ("api-a", "api-b")
+    ]
+    try:
+        for proc in procs:
+            proc.start()
+        a, b = procs
+        alice_a = await StompClient.connect(a.ws_url, login="alice")
+        alice_b = await StompClient.connect(b.ws_url, login="alice")
+        bob = await StompClient.connect(a.ws_url, login="bob")
+        clients += [alice_a, alice_b, bob]
+        await alice_b.subscribe(NOTICE_DESTINATION, "notices")
+        status, body = await api_post(
+            a.http, "/api/users/alice/subscribe", {"destination": TOPIC}, token
+        )
+        assert (status, body["sessions"]) == (200, 2), body
+        assert json.loads((await alice_b.next_message("notices")).body)["destination"] == TOPIC
+        await bob.send(TOPIC, "to alice", receipt=True)
+        for alice in (alice_a, alice_b):
+            assert (await alice.next_message(subscription_id(TOPIC))).body == b"to alice"
+        if deployment.kind == "cluster":
+            keys = Keys()
+            slots = {keys.user_subscriptions("alice"), keys.user_sessions("alice")}
+            assert len({deployment.topo.node_for_key(k).port for k in slots}) == 1
+
+        status, body = await api_post(b.http, "/api/users/alice/disconnect", {}, token)
+        assert (status, body) == (200, {"user": "alice", "sessions": 2})
+        for alice in (alice_a, alice_b):
+            await alice.wait_closed()
+            assert alice.errors[0].get("message") == "session ended by server"
+    finally:
+        for proc in procs:
+            proc.stop()

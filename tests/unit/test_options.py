@@ -306,6 +306,8 @@ def test_every_protocol_limit_is_a_flag(
         (["--redis-mode", "cluster", "--redis-wait-replicas", "1"], "--redis-wait-replicas"),
         (["--acl", "rules.toml"], "--acl needs authentication"),
         (["--dev-tokens"], "--dev-tokens needs --jwt-secret"),
+        (["--api-confirm-timeout", "10"], "--api-confirm-timeout must be shorter"),
+        (["--api-confirm-timeout", "0"], "--api-confirm-timeout"),
         (["--trusted-proxies", "not-a-net"], "--trusted-proxies"),
     ],
 )
