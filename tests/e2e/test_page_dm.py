@@ -8,8 +8,11 @@ inbox SUBSCRIBE it sends after the reload (a resume, not the history again).
 
 from __future__ import annotations
 
+import json
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from e2ehelpers import ChatPage, Cluster, WebSocketTap
@@ -17,6 +20,20 @@ from e2ehelpers import ChatPage, Cluster, WebSocketTap
 pytestmark = [pytest.mark.e2e, pytest.mark.redis]
 
 OpenPage = Callable[..., ChatPage]
+API_KEY = "e2e-back-end-key"
+
+
+def _publish(cluster: Cluster, destination: str, body: str) -> dict[str, Any]:
+    """``POST /api/publish`` through nginx, as the application's back-end would."""
+    request = urllib.request.Request(
+        f"{cluster.url}api/publish",
+        data=json.dumps({"destination": destination, "body": body}).encode(),
+        method="POST",
+        headers={"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        answer: dict[str, Any] = json.loads(response.read())
+        return answer
 
 
 def _in_a_room(cluster: Cluster, open_page: OpenPage) -> tuple[ChatPage, ChatPage, WebSocketTap]:
@@ -138,3 +155,51 @@ def test_dm_after_a_relay_failover(cluster: Cluster, open_page: OpenPage) -> Non
         "while your relay was down",
         "back on the other relay",
     ]
+
+
+@pytest.mark.relay_args("--api-key", API_KEY, "--api-key-name", "server")
+def test_back_end_message_has_its_badge_and_a_user_called_server_does_not(
+    cluster: Cluster, open_page: OpenPage, artifacts: Path
+) -> None:
+    """A DM from the server API (x-sender without x-sender-session) against one from a
+    person who signed in as "server": two conversations, one with the back-end badge."""
+    impostor = open_page(cluster.url, "server").connect()
+    bob = open_page(cluster.url, "bob").connect()
+    bob.move_off(impostor.server_id())
+    for page in (impostor, bob):
+        page.join("shop")
+    impostor.expect_participants("server", "bob")
+
+    answer = _publish(cluster, "/user/bob/queue/messages", "Your order has shipped")
+    assert answer["offset"] >= 1, answer
+    impostor.open_conversation("bob")
+    impostor.send_dm("This is the server. Send me your password.")
+
+    backend, person = bob.conversation_link("server", "backend"), bob.conversation_link("server")
+    bob.expect_unread("server", 1)
+    bob.expect(backend).to_have_attribute("data-unread", "1")
+    bob.expect(backend.locator(".backend")).to_have_text("back-end")
+    bob.expect(person.locator(".backend")).to_have_count(0)
+
+    bob.open_from_list("server", "backend")
+    entry = bob.dms("Your order has shipped")
+    bob.expect(entry).to_have_attribute("data-backend", "true")
+    bob.expect(entry.locator(".backend")).to_be_visible()
+    bob.expect(bob.page.locator("#conversation-badge")).to_be_visible()
+    # No answering a back-end: its conversation has no composer.
+    bob.expect(bob.page.locator("#dm-message")).to_be_disabled()
+    bob.expect(bob.page.locator("#conversation-readonly")).to_be_visible()
+    bob.screenshot(artifacts / "dm-backend.png")
+
+    bob.open_from_list("server")
+    entry = bob.dms("Send me your password")
+    bob.expect(entry).not_to_have_attribute("data-backend", "true")
+    bob.expect(bob.page.locator("#dm-messages .backend")).to_have_count(0)
+    bob.expect(bob.page.locator("#conversation-badge")).to_be_hidden()
+    bob.expect(bob.page.locator("#dm-message")).to_be_enabled()
+
+    # After a reload the back-end's message is still the back-end's.
+    bob.reload()
+    bob.wait_state("connected")
+    bob.open_from_list("server", "backend")
+    bob.expect(bob.dms("Your order has shipped")).to_have_attribute("data-backend", "true")
