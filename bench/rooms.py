@@ -76,6 +76,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -125,6 +126,7 @@ class Load:
     burst: int  # SENDs per room
     room_rate: float  # paced SENDs per room per second
     mux: int = 0  # publisher connections in all; 0: one per room
+    seconds: float = SECONDS  # of the paced phase
 
     @property
     def connections(self) -> int:
@@ -410,11 +412,17 @@ class Row:
         return phase.cpu["servers"] / phase.sends if phase and phase.sends else 0.0
 
 
-async def measure(load: Load, server: Server, relay: bool) -> Row:
+Plans = Callable[[Load, Server, bool], list[dict[str, object]]]
+
+
+async def measure(load: Load, server: Server, relay: bool, make_plans: Plans = plans) -> Row:
+    """One row: ``make_plans`` gives each generator process its part (bench/dms.py
+    gives users instead of rooms: then ``rooms`` counts the senders and ``members``
+    the deliveries of one SEND)."""
     row = Row(server.name)
     gen = Generator()
     try:
-        await gen.start(plans(load, server, relay))
+        await gen.start(make_plans(load, server, relay))
         opening = time.perf_counter()
         await gen.command({"cmd": "open"}, "opened", OPEN_WAIT)
         row.opening = time.perf_counter() - opening
@@ -431,11 +439,11 @@ async def measure(load: Load, server: Server, relay: bool) -> Row:
         row.written = (max(int(str(d["last"])) for d in done) - start) / 1e9
         await asyncio.sleep(0.5)
 
-        total = max(2, round(load.rate * SECONDS))
+        total = max(2, round(load.rate * load.seconds))
         t0 = time.monotonic_ns() + 200_000_000  # the same clock as the generator's
         command = {"cmd": "paced", "t0": str(t0), "rate": load.rate, "rooms": load.rooms}
         meter = Meter(server, gen.pids)
-        done = await gen.command({**command, "total": total}, "done", SECONDS + WAIT)
+        done = await gen.command({**command, "total": total}, "done", load.seconds + WAIT)
         row.paced = meter.stop(total)
         first = min(int(str(d["first"])) for d in done if d["sent"])
         last = max(int(str(d["last"])) for d in done if d["sent"])
@@ -459,13 +467,15 @@ async def measure(load: Load, server: Server, relay: bool) -> Row:
     return row
 
 
-def run_row(load: Load, server: Server, relay: bool, deadline: float) -> Row:
+def run_row(
+    load: Load, server: Server, relay: bool, deadline: float, make_plans: Plans = plans
+) -> Row:
     left = deadline - time.monotonic()
     if left < 20:
         return Row(server.name, problem="skipped: the run's time budget is spent")
 
     async def bounded() -> Row:
-        return await asyncio.wait_for(measure(load, server, relay), left)
+        return await asyncio.wait_for(measure(load, server, relay, make_plans), left)
 
     try:
         return asyncio.run(bounded())
@@ -563,14 +573,16 @@ def settle(pid: int) -> float:
     return time.perf_counter() - start
 
 
-def cluster_row(cluster: Cluster, load: Load, redis_binary: str, deadline: float) -> Row:
+def cluster_row(
+    cluster: Cluster, load: Load, redis_binary: str, deadline: float, make_plans: Plans = plans
+) -> Row:
     try:
         cluster.start(redis_binary)
     except (OSError, RuntimeError) as exc:
         cluster.stop()
         return Row(cluster.name, problem=f"failed to start: {exc}")
     try:
-        return run_row(load, relay_server(cluster), True, deadline)
+        return run_row(load, relay_server(cluster), True, deadline, make_plans)
     finally:
         cluster.stop()
 
@@ -657,17 +669,37 @@ def workers_limit(rows: list[Row]) -> None:
     )
 
 
+@dataclass(frozen=True)
+class Setup:
+    """What a run of the generator found: Node's version, the file-descriptor note,
+    redis-server (None: not here) and the load average at the start."""
+
+    node: str
+    fd_note: str
+    redis_binary: str | None
+    load: str
+
+
+def setup(script: str, connections: int) -> Setup | None:
+    """Node with tests/js's ``ws`` (None, said, when missing) and room for
+    ``connections`` sockets."""
+    node = shutil.which("node")
+    if node is None or not (JS_DIR / "node_modules" / "ws").is_dir():
+        print(f"{script} needs node and tests/js/node_modules (make node-deps)")
+        return None
+    _, fd_note = raise_fd_limit(connections + 4096)
+    version = subprocess.run([node, "--version"], capture_output=True, text=True).stdout.strip()
+    load = " ".join(f"{v:.2f}" for v in os.getloadavg())
+    return Setup(version, fd_note, redis_server_binary(), load)
+
+
 def main() -> int:
     deadline = time.monotonic() + BUDGET
     run_start, cpu_start = time.perf_counter(), own_cpu()
-    node = shutil.which("node")
-    if node is None or not (JS_DIR / "node_modules" / "ws").is_dir():
-        print("bench/rooms.py needs node and tests/js/node_modules (make node-deps)")
+    found = setup("bench/rooms.py", max(load.connections for load in LOADS))
+    if found is None:
         return 1
-    _, fd_note = raise_fd_limit(max(load.connections for load in LOADS) + 4096)
-    redis_binary = redis_server_binary()
-    version = subprocess.run([node, "--version"], capture_output=True, text=True).stdout.strip()
-    load = " ".join(f"{v:.2f}" for v in os.getloadavg())
+    redis_binary, version, fd_note, load = found.redis_binary, found.node, found.fd_note, found.load
     print(
         f"rooms benchmark: loopback, {os.cpu_count()} CPUs, load average {load} at the start; "
         f"scale {SCALE:g}; relays with history {HISTORY} (the default) and the per-client "

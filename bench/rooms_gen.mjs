@@ -9,11 +9,22 @@
 // Python's time.monotonic_ns()), so a stamp written by one process can be
 // compared with a receive time taken by another.
 //
-// Bodies: "<kind><room>.<seq> <stamp ns> " padded with x to the plan's size;
+// Bodies: "<kind><room>.<seq> <stamp ns> " (users mode: then "<sender> ")
+// padded with x to the plan's size;
 // kind W (warm-up, not checked), B (burst), P (paced). Each subscriber keeps
 // the seqs of its room it has seen: a seq seen again is a duplicate, a new
 // seq below the highest seen is out of order, a room other than its own is
 // stray, and what never came by the end is lost.
+//
+// Users mode (bench/dms.py; the plan has `users`): one connection per user,
+// logged in as that user, that both subscribes (to its `home`: its inbox
+// /user/queue/messages, or its room) and sends, each SEND to a target chosen
+// by the plan's `targets`: "own" (its home room) or "random" (another user of
+// this process, picked by a seeded generator, at the user destination
+// /user/<name>/queue/messages). A "room" is then what one seq counter counts:
+// a room, or a user's inbox. A private message also comes back to its sender
+// (the sender's copy, x-recipient): counted and timed as a delivery, checked
+// for duplicates, and lost when it never came.
 
 import { createRequire } from 'node:module';
 import { createInterface } from 'node:readline';
@@ -28,6 +39,8 @@ const STALL_NS = 10_000_000_000n;
 const OPENING = 100;
 
 let plan = null; // {rooms: [{room, dest, pub, subs: [url]}], pubs: [url], login, payload}
+// users mode: {users: [{login, url, home, index}], rooms: [{room, dest, sub}], targets, seed}
+const users = []; // Conn (users mode), in plan order
 const rooms = []; // {room, dest, pub, subs: [Conn], next, target}
 const pubs = []; // Conn
 let phase = null; // {name, pending, start, end, samples, kind}
@@ -48,6 +61,10 @@ class Conn {
     this.ooo = 0;
     this.stray = 0;
     this.warm = false;
+    this.login = null; // users mode: this connection's own login
+    this.copies = new Set(); // users mode: "<room>.<seq>" of the copies of what it sent
+    this.copyTarget = 0;
+    this.copyDup = 0;
   }
 
   open() {
@@ -56,7 +73,8 @@ class Conn {
       this.ws = ws;
       const timer = setTimeout(() => reject(new Error(`${this.url}: no CONNECTED in 30s`)), 30_000);
       ws.on('open', () => {
-        const login = plan.login ? `login:${plan.login}\npasscode:${plan.login}\n` : '';
+        const name = this.login ?? plan.login;
+        const login = name ? `login:${name}\npasscode:${name}\n` : '';
         this.waiter = (frame) => {
           clearTimeout(timer);
           if (frame.startsWith('CONNECTED')) resolve();
@@ -86,7 +104,8 @@ class Conn {
         if (frame.startsWith('RECEIPT')) resolve();
         else reject(new Error(`SUBSCRIBE answered ${frame.slice(0, 300)}`));
       };
-      this.ws.send(`SUBSCRIBE\nid:s\ndestination:${this.room.dest}\nack:auto\nreceipt:r\n\n\0`);
+      const dest = this.room.sub || this.room.dest;
+      this.ws.send(`SUBSCRIBE\nid:s\ndestination:${dest}\nack:auto\nreceipt:r\n\n\0`);
     });
   }
 
@@ -132,7 +151,8 @@ class Conn {
     let seq = 0;
     while (buf[pos] !== 32) seq = seq * 10 + buf[pos++] - 48;
     if (room !== this.room.room) {
-      this.stray += 1;
+      if (plan.targets === 'random') this.copy(`${room}.${seq}`, kind, buf, pos, t);
+      else this.stray += 1;
       return;
     }
     if (seq >= this.seen.length) {
@@ -145,39 +165,64 @@ class Conn {
       return;
     }
     this.seen[seq] = 1;
-    if (seq < this.max) this.ooo += 1;
+    if (plan.users) this.order(buf, pos, seq);
+    else if (seq < this.max) this.ooo += 1;
     else this.max = seq;
     this.distinct += 1;
     progress += 1;
-    if (kind === 80 && phase) {
-      // P: read the stamp
-      pos += 1;
-      let stamp = 0n;
-      const digits = buf.indexOf(32, pos);
-      stamp = BigInt(buf.toString('latin1', pos, digits));
-      phase.samples.push(Number(t - stamp) / 1000);
-    }
+    if (kind === 80 && phase) sample(buf, pos, t);
     if (this.distinct === this.target && phase) {
+      phase.end = t;
+      if (--phase.pending === 0) finish();
+    }
+  }
+
+  /**
+   * Users mode: a room (an inbox) has many senders, whose SENDs may reach it in any
+   * order; only one sender's must come in the order it sent them (its number after
+   * the stamp).
+   */
+  order(buf, pos, seq) {
+    const from = buf.indexOf(32, pos + 1) + 1;
+    let sender = 0;
+    for (let at = from; buf[at] !== 32; at += 1) sender = sender * 10 + buf[at] - 48;
+    this.maxFrom ||= new Map();
+    if (seq < (this.maxFrom.get(sender) ?? -1)) this.ooo += 1;
+    else this.maxFrom.set(sender, seq);
+  }
+
+  /** The sender's copy of a private message it sent (users mode). */
+  copy(key, kind, buf, pos, t) {
+    if (this.copies.has(key)) {
+      this.copyDup += 1;
+      return;
+    }
+    this.copies.add(key);
+    progress += 1;
+    if (kind === 80 && phase) sample(buf, pos, t);
+    if (this.copies.size === this.copyTarget && phase) {
       phase.end = t;
       if (--phase.pending === 0) finish();
     }
   }
 }
 
-function body(kind, room) {
+/** P: the stamp after the seq (at `pos`, its space): publish-to-delivery in us. */
+function sample(buf, pos, t) {
+  const from = pos + 1;
+  const digits = buf.indexOf(32, from);
+  const stamp = BigInt(buf.toString('latin1', from, digits));
+  phase.samples.push(Number(t - stamp) / 1000);
+}
+
+function body(kind, room, sender = null) {
   const seq = kind === 'W' ? 0 : room.next++;
-  const head = `${kind}${room.room}.${seq} ${now()} `;
+  const from = sender === null ? '' : `${sender} `;
+  const head = `${kind}${room.room}.${seq} ${now()} ${from}`;
   return `SEND\ndestination:${room.dest}\n\n${head.padEnd(plan.payload, 'x')}\0`;
 }
 
-async function openAll() {
-  for (const url of plan.pubs) pubs.push(new Conn(url, null));
-  for (const r of plan.rooms) {
-    const room = { room: r.room, dest: r.dest, pub: r.pub, subs: [], next: 0 };
-    room.subs = r.subs.map((url) => new Conn(url, room));
-    rooms.push(room);
-  }
-  const all = [...pubs, ...rooms.flatMap((r) => r.subs)];
+async function openPool(all) {
   let next = 0;
   const worker = async () => {
     while (next < all.length) {
@@ -188,6 +233,124 @@ async function openAll() {
   };
   await Promise.all(Array.from({ length: Math.min(OPENING, all.length) }, worker));
   return all.length;
+}
+
+async function openAll() {
+  if (plan.users) return openUsers();
+  for (const url of plan.pubs) pubs.push(new Conn(url, null));
+  for (const r of plan.rooms) {
+    const room = { room: r.room, dest: r.dest, pub: r.pub, subs: [], next: 0 };
+    room.subs = r.subs.map((url) => new Conn(url, room));
+    rooms.push(room);
+  }
+  return openPool([...pubs, ...rooms.flatMap((r) => r.subs)]);
+}
+
+// -- users mode ------------------------------------------------------------------
+
+async function openUsers() {
+  for (const r of plan.rooms) {
+    rooms.push({ room: r.room, dest: r.dest, sub: r.sub, subs: [], next: 0 });
+  }
+  for (const u of plan.users) {
+    const conn = new Conn(u.url, rooms[u.home]);
+    conn.login = u.login;
+    conn.index = u.index;
+    conn.sent = 0;
+    rooms[u.home].subs.push(conn);
+    users.push(conn);
+  }
+  return openPool(users);
+}
+
+/** A seeded generator (mulberry32): the same targets on every run. */
+function random(seed) {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+let pick = null;
+/** Where user u's next SEND goes: its own room, or another user's inbox. */
+function target(u) {
+  if (plan.targets !== 'random' || users.length < 2) return users[u].room;
+  pick ||= random(plan.seed || 1);
+  let v = Math.floor(pick() * (users.length - 1));
+  if (v >= u) v += 1;
+  return users[v].room;
+}
+
+/** Targets for a phase of `sends` ([user, room] pairs): recipients' seqs and senders' copies. */
+function userTargets(sends) {
+  const counts = new Map();
+  const sent = new Map();
+  for (const [u, room] of sends) {
+    counts.set(room, (counts.get(room) || 0) + 1);
+    sent.set(u, (sent.get(u) || 0) + 1);
+  }
+  let pending = setTargets((room) => counts.get(room) || 0);
+  if (plan.targets === 'random') {
+    for (const [u, n] of sent) {
+      users[u].copyTarget = users[u].copies.size + n;
+      pending += 1;
+    }
+  }
+  return pending;
+}
+
+function sendFrom(kind, u, room) {
+  const conn = users[u];
+  conn.ws.send(body(kind, room, conn.index));
+  conn.sent += 1;
+  sent();
+}
+
+function warmUsers() {
+  startPhase('warm', users.filter((c) => !c.warm).length);
+  const watched = phase;
+  const started = now();
+  const again = () => {
+    if (phase !== watched) return;
+    if (now() - started > 15_000_000_000n) {
+      finish(`warm-up: ${users.filter((c) => !c.warm).length} users got nothing in 15s`);
+      return;
+    }
+    // each user writes to the next one's home (a ring), so every home gets one
+    users.forEach((conn, u) => {
+      if (users[(u + 1) % users.length].warm && conn.warm) return;
+      const home = plan.targets === 'random' ? users[(u + 1) % users.length].room : conn.room;
+      conn.ws.send(body('W', home));
+    });
+    setTimeout(again, 200);
+  };
+  again();
+}
+
+function burstUsers(count) {
+  const sends = [];
+  for (let k = 0; k < count; k += 1) users.forEach((_, u) => sends.push([u, target(u)]));
+  startPhase('burst', userTargets(sends));
+  pumpAll(sends, ([u]) => users[u].ws, ([u, room]) => sendFrom('B', u, room));
+}
+
+function pacedUsers(cmd) {
+  // The run's SENDs in one order, the i-th at t0 + i / rate by user i % rooms
+  // (every process's users numbered together); this process sends its users'.
+  const t0 = BigInt(cmd.t0);
+  const mine = new Map(users.map((conn, u) => [conn.index, u]));
+  const due = [];
+  for (let i = 0; i < cmd.total; i += 1) {
+    const u = mine.get(i % cmd.rooms);
+    if (u === undefined) continue;
+    due.push([t0 + BigInt(Math.round((i * 1e9) / cmd.rate)), u, target(u)]);
+  }
+  startPhase('paced', userTargets(due.map(([, u, room]) => [u, room])));
+  onTime(due, ([, u, room]) => sendFrom('P', u, room));
 }
 
 function startPhase(name, pending) {
@@ -242,12 +405,16 @@ function setTargets(perRoom) {
 
 function sendOne(kind, room) {
   pubs[room.pub].ws.send(body(kind, room));
-  if (phase) {
-    const t = now();
-    if (!phase.sent) phase.firstSend = t;
-    phase.lastSend = t;
-    phase.sent += 1;
-  }
+  sent();
+}
+
+/** A SEND of the phase written: its count, its first and last instants. */
+function sent() {
+  if (!phase) return;
+  const t = now();
+  if (!phase.sent) phase.firstSend = t;
+  phase.lastSend = t;
+  phase.sent += 1;
 }
 
 function warm() {
@@ -268,25 +435,28 @@ function warm() {
 }
 
 function burst(count) {
-  const pending = setTargets(() => count);
-  startPhase('burst', pending);
+  startPhase('burst', setTargets(() => count));
+  const sends = [];
+  for (let k = 0; k < count; k += 1) sends.push(...rooms);
+  pumpAll(sends, (room) => pubs[room.pub].ws, (room) => sendOne('B', room));
+}
+
+/**
+ * send(item) for every item, in order, as fast as each one's socket (ws(item)) takes
+ * them: 256 at a time, then the event loop's turn; a socket holding over 1 MiB waits.
+ */
+function pumpAll(items, ws, send) {
   const watched = phase;
-  let k = 0;
-  let r = 0;
+  let j = 0;
   const pump = () => {
     let n = 0;
-    while (k < count && phase === watched) {
-      const room = rooms[r];
-      if (pubs[room.pub].ws.bufferedAmount > 1 << 20) {
+    while (j < items.length && phase === watched) {
+      if (ws(items[j]).bufferedAmount > 1 << 20) {
         setTimeout(pump, 1);
         return;
       }
-      sendOne('B', room);
-      r += 1;
-      if (r === rooms.length) {
-        r = 0;
-        k += 1;
-      }
+      send(items[j]);
+      j += 1;
       if (++n === 256) {
         setImmediate(pump);
         return;
@@ -309,14 +479,18 @@ function paced(cmd) {
     due.push([t0 + BigInt(Math.round((i * 1e9) / cmd.rate)), room]);
     counts.set(room, (counts.get(room) || 0) + 1);
   }
-  const pending = setTargets((room) => counts.get(room) || 0);
-  startPhase('paced', pending);
+  startPhase('paced', setTargets((room) => counts.get(room) || 0));
+  onTime(due, ([, room]) => sendOne('P', room));
+}
+
+/** Call send(item) for each item of `due` ([instant, ...]) at its instant, in this phase. */
+function onTime(due, send) {
   const watched = phase;
   let j = 0;
   const tick = () => {
     if (phase !== watched) return;
     const t = now();
-    while (j < due.length && due[j][0] <= t) sendOne('P', due[j++][1]);
+    while (j < due.length && due[j][0] <= t) send(due[j++]);
     if (j < due.length) setTimeout(tick, Math.max(0, Number(due[j][0] - now()) / 1e6));
   };
   tick();
@@ -331,6 +505,11 @@ function report() {
       r.ooo += sub.ooo;
       r.stray += sub.stray;
     }
+  }
+  for (const conn of users) {
+    if (plan.targets !== 'random') break;
+    r.lost += Math.max(0, conn.sent - conn.copies.size);
+    r.dup += conn.copyDup;
   }
   out(r);
 }
@@ -363,9 +542,9 @@ createInterface({ input: process.stdin }).on('line', (line) => {
       (n) => out({ ev: 'opened', connections: n }),
       (err) => out({ ev: 'opened', problem: String(err.message || err) }),
     );
-  } else if (cmd.cmd === 'warm') warm();
-  else if (cmd.cmd === 'burst') burst(cmd.count);
-  else if (cmd.cmd === 'paced') paced(cmd);
+  } else if (cmd.cmd === 'warm') (plan.users ? warmUsers : warm)();
+  else if (cmd.cmd === 'burst') (plan.users ? burstUsers : burst)(cmd.count);
+  else if (cmd.cmd === 'paced') (plan.users ? pacedUsers : paced)(cmd);
   else if (cmd.cmd === 'report') report();
   else if (cmd.cmd === 'close') close();
 });

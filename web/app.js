@@ -9,6 +9,7 @@
  *   SUBSCRIBE /app/room/{id}/participants   request/reply: one MESSAGE, then we unsubscribe
  *   SUBSCRIBE /topic/system                 operator notifications
  *   SEND      /app/auth/refresh             a new token (text) replaces the session's credential
+ *   SUBSCRIBE /user/queue/messages          private messages (inbox.js: conversations, unread)
  *
  * Room events the relay made carry x-event-type (JOIN, LEAVE, CHAT, SYSTEM, SYNC), a header
  * no client can set: the page takes the type from it alone. A MESSAGE without it is a raw
@@ -37,6 +38,7 @@
 
 (() => {
   const StompJs = window.StompJs;
+  const durable = window.StomprelayDurable;
   const ROOM_ID = /^[A-Za-z0-9_.-]{1,64}$/;
   // Control characters the relay refuses in usernames and messages (all but \t and \n).
   const CONTROL = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/g;
@@ -46,8 +48,6 @@
   const HISTORY_SIZE = 50;
   /** Rooms whose position and entries are kept in sessionStorage (the most recently used). */
   const STORED_ROOMS = 10;
-  /** (epoch, offset) keys and message-ids remembered per room to drop duplicates. */
-  const MAX_SEEN = 5000;
   /** How long to wait for the replayed messages a RECEIPT announced before giving up. */
   const REPLAY_TIMEOUT_MS = 5000;
   /** Renew the token (development issuer) or warn, when it has less than this left. */
@@ -92,6 +92,8 @@
     participants: byId("participants"),
     participantCount: byId("participant-count"),
     alert: byId("alert"),
+    chat: byId("chat"),
+    conversation: byId("conversation"),
   };
 
   /** Everything the page knows; exposed as window.stomprelayChat for debugging and tests. */
@@ -222,6 +224,7 @@
     for (const button of ui.rooms.querySelectorAll("button")) {
       button.disabled = !connected;
     }
+    inbox.setConnected(connected);
   }
 
   function formatClock(ms) {
@@ -260,6 +263,7 @@
       offset = null,
       messageId = "",
       raw = false,
+      userId = "",
     },
   ) {
     const item = document.createElement("li");
@@ -267,6 +271,7 @@
     item.dataset.type = type;
     if (sessionId) item.dataset.sessionId = sessionId;
     if (serverId) item.dataset.serverId = serverId;
+    if (userId) item.dataset.userId = userId;
     if (offset !== null) item.dataset.offset = String(offset);
     if (messageId) item.dataset.messageId = messageId;
     if (history) item.dataset.history = "true";
@@ -405,6 +410,7 @@
       timestamp: event.timestamp,
       sessionId: typeof event.sessionId === "string" ? event.sessionId : "",
       serverId: typeof event.serverId === "string" ? event.serverId : "",
+      userId: typeof event.userId === "string" ? event.userId : "",
     };
     switch (type) {
       case "CHAT":
@@ -439,22 +445,11 @@
 
   // -- durable rooms: offsets, duplicates, replay ------------------------------------------
 
-  const OFFSET = /^\d{1,15}$/;
-
-  function parseOffset(value) {
-    return typeof value === "string" && OFFSET.test(value) ? Number(value) : null;
-  }
-
-  function addCapped(set, value) {
-    set.add(value);
-    if (set.size > MAX_SEEN) set.delete(set.values().next().value);
-  }
-
   /** What the page knows of one room's log: where it is in it, and what it showed. */
   function roomRecord(roomId) {
     let record = chat.history.get(roomId);
     if (!record) {
-      record = { epoch: "", offset: 0, entries: [], keys: new Set(), ids: new Set(), used: 0 };
+      record = { ...durable.position(), entries: [], used: 0 };
       chat.history.set(roomId, record);
     }
     return record;
@@ -462,16 +457,7 @@
 
   /** Note a shown MESSAGE: its key and id (duplicates), the position, the entry (a reload). */
   function remember(record, { epoch, offset, id, degraded, body, type, sender }) {
-    if (epoch && offset !== null) {
-      addCapped(record.keys, `${epoch}:${offset}`);
-      if (epoch !== record.epoch) {
-        record.epoch = epoch;
-        record.offset = offset;
-      } else if (offset > record.offset) {
-        record.offset = offset;
-      }
-    }
-    if (id) addCapped(record.ids, id);
+    durable.note(record, { epoch, offset }, id);
     record.entries.push({ epoch, offset, id, degraded, body, type, sender });
     const extra = record.entries.length - HISTORY_SIZE;
     if (extra > 0) record.entries.splice(0, extra);
@@ -482,9 +468,7 @@
     if (feed !== chat.feed || feed.roomId !== chat.room) return;
     const headers = message.headers;
     const record = feed.record;
-    const offset = parseOffset(headers["x-offset"]);
-    const epoch = headers["x-epoch"] || "";
-    const id = headers["message-id"] || "";
+    const { epoch, offset, id } = durable.placeOf(headers);
     const degraded = headers["x-degraded"] === "true";
 
     if (Object.prototype.hasOwnProperty.call(headers, "x-gap")) {
@@ -506,10 +490,7 @@
     if (feed.replaying && offset !== null && offset > feed.replayTo && epoch === feed.replayEpoch) {
       endReplay(feed);
     }
-    const duplicate =
-      (epoch && offset !== null && record.keys.has(`${epoch}:${offset}`)) ||
-      (id && record.ids.has(id));
-    if (!duplicate) {
+    if (!durable.isDuplicate(record, { epoch, offset }, id)) {
       const replayed = feed.replaying && offset !== null;
       if (replayed && feed.history && !feed.firstReplayed) {
         // A first visit: the room's recent history, above the line saying we joined.
@@ -546,27 +527,15 @@
   /** x-gap:FROM-TO (trimmed before we got them) or x-gap:reset (a new epoch). */
   function onGap(feed, value, epoch, id) {
     const record = feed.record;
-    if (id && record.ids.has(id)) return;
-    if (id) addCapped(record.ids, id);
+    if (durable.isDuplicate(record, { epoch: "", offset: null }, id)) return;
+    durable.seen(record, { epoch: "", offset: null }, id);
+    const { reset, count } = durable.gap(record, value, epoch);
     let text = "Some messages could not be recovered";
-    let count = null;
-    let reason = "gap";
-    const range = /^(\d{1,15})-(\d{1,15})$/.exec(String(value).trim());
-    if (String(value).trim() === "reset") {
-      text = "The room's history was reset";
-      reason = "reset";
-      if (epoch) record.epoch = epoch;
-      record.offset = 0;
-    } else if (range) {
-      const from = Number(range[1]);
-      const to = Number(range[2]);
-      if (to >= from) {
-        count = to - from + 1;
-        text = `${plural(count, "message", "messages")} could not be recovered`;
-      }
-      if (!record.epoch && epoch) record.epoch = epoch;
-      if ((!epoch || epoch === record.epoch) && to > record.offset) record.offset = to;
+    if (reset) text = "The room's history was reset";
+    else if (count !== null) {
+      text = `${plural(count, "message", "messages")} could not be recovered`;
     }
+    const reason = reset ? "reset" : "gap";
     addNotice("GAP", text, { before: feed.replaying ? feed.seam : null, count, reason });
     announce(text);
     saveRoomsSoon();
@@ -575,37 +544,23 @@
   /** The SUBSCRIBE's RECEIPT: where the log is now, and whether everything we missed is coming. */
   function onRoomReceipt(feed, frame) {
     if (feed !== chat.feed) return;
-    const headers = frame.headers;
-    const record = feed.record;
-    const last = parseOffset(headers["x-offset"]);
-    const epoch = headers["x-epoch"] || "";
-    if (feed.since !== null && headers["x-recovered"] === "false") {
+    const found = durable.receipt(feed.record, feed, frame.headers);
+    if (found.unrecovered) {
       const text = "Some messages could not be recovered";
       addNotice("GAP", text, { before: feed.seam, reason: "unrecovered" });
       announce(text);
     } else if (feed.since !== null) {
       feed.counting = true;
     }
-    if (last === null) {
-      // This destination has no log (history off, or no Redis): everything is live.
-      endReplay(feed);
-      return;
-    }
-    const sameEpoch = Boolean(epoch) && epoch === feed.sinceEpoch;
-    if (epoch && epoch !== record.epoch) {
-      // A new history (or our first look at this one): positions restart.
-      record.epoch = epoch;
-      record.offset = 0;
-      saveRoomsSoon();
-    }
-    const from = feed.since !== null && sameEpoch ? feed.since : 0;
-    if (last > from) {
+    if (found.moved) saveRoomsSoon();
+    if (found.replayTo !== null) {
       feed.replaying = true;
-      feed.replayTo = last;
-      feed.replayEpoch = epoch;
+      feed.replayTo = found.replayTo;
+      feed.replayEpoch = found.epoch;
       window.clearTimeout(feed.timer);
       feed.timer = window.setTimeout(() => endReplay(feed), REPLAY_TIMEOUT_MS);
     } else {
+      // Nothing to replay, or no log at all (history off, no Redis): everything is live.
       endReplay(feed);
     }
   }
@@ -630,30 +585,38 @@
 
   // -- sessionStorage: positions per room, and the tab's session (for a reload) -----------
 
-  function storageGet(key) {
-    try {
-      return window.sessionStorage.getItem(key);
-    } catch {
-      return null;
-    }
+  /** Web Storage ("sessionStorage" or "localStorage"), which may be disabled or full. */
+  function storageOf(name) {
+    return {
+      get(key) {
+        try {
+          return window[name].getItem(key);
+        } catch {
+          return null;
+        }
+      },
+      set(key, value) {
+        try {
+          window[name].setItem(key, value);
+          return true;
+        } catch {
+          return false;
+        }
+      },
+      remove(key) {
+        try {
+          window[name].removeItem(key);
+        } catch {
+          // Storage may be disabled.
+        }
+      },
+    };
   }
 
-  function storageSet(key, value) {
-    try {
-      window.sessionStorage.setItem(key, value);
-      return true;
-    } catch {
-      return false;
-    }
-  }
-
-  function storageRemove(key) {
-    try {
-      window.sessionStorage.removeItem(key);
-    } catch {
-      // Storage may be disabled.
-    }
-  }
+  const tabStorage = storageOf("sessionStorage");
+  const storageGet = tabStorage.get;
+  const storageSet = tabStorage.set;
+  const storageRemove = tabStorage.remove;
 
   function loadRooms() {
     let data = null;
@@ -683,10 +646,7 @@
           sender: typeof entry.sender === "string" ? entry.sender : "",
         };
         record.entries.push(restored);
-        if (restored.epoch && restored.offset !== null) {
-          addCapped(record.keys, `${restored.epoch}:${restored.offset}`);
-        }
-        if (restored.id) addCapped(record.ids, restored.id);
+        durable.seen(record, restored, restored.id);
       }
     }
   }
@@ -743,6 +703,46 @@
     return null;
   }
 
+  // -- private conversations (inbox.js) ---------------------------------------------------
+
+  /** The user the relay knows this session as: the token's sub, else the STOMP login. */
+  function selfUserId() {
+    return chat.claims ? clean(chat.claims.sub) : chat.username;
+  }
+
+  /** The chat column shows the room or the open private conversation. */
+  function showView(view) {
+    ui.chat.hidden = view !== "room";
+    ui.conversation.hidden = view === "room";
+  }
+
+  const inbox = window.StomprelayInbox.create({
+    elements: {
+      panel: byId("dm-panel"),
+      list: byId("conversations"),
+      empty: byId("conversations-empty"),
+      total: byId("dm-unread"),
+      notice: byId("dm-notice"),
+      conversation: ui.conversation,
+      heading: byId("conversation-peer"),
+      headingBadge: byId("conversation-badge"),
+      back: byId("conversation-back"),
+      log: byId("dm-messages"),
+      readOnly: byId("conversation-readonly"),
+      form: byId("dm-form"),
+      input: byId("dm-message"),
+      send: byId("dm-send"),
+      participants: ui.participants,
+    },
+    clean,
+    announce,
+    formatTime,
+    storage: tabStorage,
+    persistent: storageOf("localStorage"),
+    onView: showView,
+  });
+  chat.inbox = inbox;
+
   // -- participants ------------------------------------------------------------------------
 
   /**
@@ -759,7 +759,7 @@
       const key = userId ? `id:${userId}` : `name:${username}`;
       let group = groups.get(key);
       if (!group) {
-        group = { username, sessions: [] };
+        group = { username, userId, sessions: [] };
         groups.set(key, group);
       }
       const sessionId = String(person.sessionId ?? "");
@@ -783,7 +783,20 @@
       const name = document.createElement("span");
       name.className = "name";
       name.textContent = person.username;
-      item.append(name);
+      if (person.userId) item.dataset.userId = person.userId;
+      if (person.userId && !own && person.userId !== selfUserId()) {
+        // Someone else with a user id: a click opens a private conversation with them.
+        const button = document.createElement("button");
+        button.type = "button";
+        button.className = "dm-open";
+        button.dataset.userId = person.userId;
+        button.disabled = !isConnected();
+        button.setAttribute("aria-label", `Private conversation with ${person.username}`);
+        button.append(name);
+        item.append(button);
+      } else {
+        item.append(name);
+      }
       if (own) {
         item.classList.add("own");
         const you = document.createElement("span");
@@ -804,6 +817,7 @@
     ui.participants.replaceChildren(...items);
     ui.participants.removeAttribute("data-stale");
     ui.participantCount.textContent = String(items.length);
+    inbox.decorate();
   }
 
   /** Ask for the list (request/reply); coalesce requests made while one is in flight. */
@@ -913,6 +927,7 @@
       announce(`You may not join #${roomId}.`);
       return;
     }
+    if (!rejoin) inbox.close();
     if (!rejoin && chat.room === roomId && chat.roomSubscription) {
       requestParticipants();
       return;
@@ -945,13 +960,16 @@
     let line = `You joined #${roomId}.`;
     if (rejoin) line = `Rejoined #${roomId}.`;
     else if (resume) line = `Back in #${roomId}.`;
+    chat.receipts += 1;
+    const receipt = `room-${chat.receipts}`;
+    const { headers, since, sinceEpoch } = durable.subscription(record, receipt, HISTORY_SIZE);
     const feed = {
       roomId,
       record,
       seam: status(line),
       history: !resume,
-      since: resume ? record.offset : null,
-      sinceEpoch: resume ? record.epoch : "",
+      since,
+      sinceEpoch,
       replaying: false,
       replayTo: 0,
       replayEpoch: "",
@@ -963,15 +981,6 @@
       timer: 0,
     };
     chat.feed = feed;
-    chat.receipts += 1;
-    const receipt = `room-${chat.receipts}`;
-    const headers = { receipt };
-    if (resume) {
-      headers["x-since-offset"] = String(record.offset);
-      headers["x-since-epoch"] = record.epoch;
-    } else {
-      headers["x-history"] = String(HISTORY_SIZE);
-    }
     // No RECEIPT at all (an old relay): stop waiting for a replay after a while.
     feed.timer = window.setTimeout(() => endReplay(feed), REPLAY_TIMEOUT_MS);
     client.watchForReceipt(receipt, (frame) => onRoomReceipt(feed, frame));
@@ -1335,6 +1344,7 @@
     if (room && refusal.room !== room) chat.resumeRoom = room;
     storageRemove(TAB_KEY);
     saveRooms();
+    inbox.reset();
     forgetToken();
     if (refusal.reason === "expired" || refusal.reason === "invalid") ui.token.value = "";
     showLoginError(refusal);
@@ -1495,6 +1505,7 @@
           addEntry("SYSTEM", { text });
         });
       }
+      if (!chat.forbidden.has(inbox.destination)) inbox.start(client, selfUserId());
       saveTab();
       if (chat.room) {
         enterRoom(chat.room, { rejoin: true });
@@ -1514,6 +1525,7 @@
       if (chat.client !== client) return;
       chat.roomSubscription = null;
       chat.participantsInFlight = false;
+      inbox.stop();
       if (chat.feed) endReplay(chat.feed);
       // The close that follows an ERROR: the refusal has been shown, in words, already.
       const refused = Date.now() - chat.errorAt < 5000;
@@ -1540,12 +1552,18 @@
       announce(refusal.text);
       chat.errorAt = Date.now();
       if (refusal.reason === "forbidden" && refusal.destination) {
-        // Asked again after a reconnect: the sign-in cannot do what the page needs.
-        const again = chat.forbidden.has(refusal.destination);
+        // Asked again after a reconnect: the sign-in cannot do what the page needs (a
+        // private message is the person's choice, and the inbox is optional: not those).
+        const optional = refusal.destination.startsWith("/user/");
+        const again = chat.forbidden.has(refusal.destination) && !optional;
         chat.forbidden.add(refusal.destination);
         if (refusal.room) chat.forbiddenRooms.add(refusal.room);
+        inbox.refused(refusal.destination);
         if (again) refusal.signIn = true;
         else if (refusal.room && refusal.room === chat.room) dropRoomLocally();
+      } else if (String(frame.body || "").includes(inbox.destination)) {
+        // A relay without user destinations: no inbox on the next connections.
+        chat.forbidden.add(inbox.destination);
       }
       if (refusal.signIn) endSession(client, refusal);
     };
@@ -1574,6 +1592,7 @@
     // Signed out on purpose: a reload of this tab does not sign in again.
     storageRemove(TAB_KEY);
     saveRooms();
+    inbox.reset();
     showRoom("");
     renderParticipants([]);
     await client.deactivate();
@@ -1653,6 +1672,7 @@
   loadRooms();
   window.addEventListener("pagehide", () => {
     saveRooms();
+    inbox.save();
     saveTab();
   });
 

@@ -70,15 +70,19 @@ def _need_binaries() -> None:
 
 @pytest.fixture
 def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    """Redis, two relays and nginx; ``@pytest.mark.relay_args(...)`` adds flags to both
+    relays' command lines."""
     _need_binaries()
     _ensure_web_deps()
+    marker = request.node.get_closest_marker("relay_args")
+    extra = [*FAST_LIVENESS, *(marker.args if marker is not None else ())]
     redis = RedisServer(tmp_path).start()
     relays: dict[str, RelayProcess] = {}
     nginx: NginxProcess | None = None
     try:
         for server_id in ("relay-1", "relay-2"):
             relays[server_id] = RelayProcess(
-                tmp_path, server_id, redis_url=redis.url, extra=FAST_LIVENESS
+                tmp_path, server_id, redis_url=redis.url, extra=extra
             ).start()
         nginx = NginxProcess(tmp_path, [f"127.0.0.1:{r.port}" for r in relays.values()]).start()
         found = Cluster(redis, relays, nginx)

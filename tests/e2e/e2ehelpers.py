@@ -216,6 +216,12 @@ class WebSocketTap:
         destination = f"/topic/room/{room}"
         return [f for f in self.frames("SUBSCRIBE") if f.get("destination") == destination]
 
+    def inbox_subscriptions(self) -> list[dict[str, str]]:
+        """The SUBSCRIBE frames the page sent for its inbox, ``/user/queue/messages``."""
+        return [
+            f for f in self.frames("SUBSCRIBE") if f.get("destination") == "/user/queue/messages"
+        ]
+
 
 # -- the chat page ------------------------------------------------------------------------
 
@@ -335,6 +341,57 @@ class ChatPage:
             "items => items.map(item => item.dataset.username)"
         )
         return names
+
+    # -- private conversations -------------------------------------------------------------
+
+    def open_conversation(self, username: str) -> None:
+        """Click ``username`` in the participant list: their private conversation opens."""
+        button = self.participant(username).locator("button.dm-open")
+        self.expect(button).to_be_enabled()
+        button.click()
+        self.expect_conversation(username)
+
+    def conversation_link(self, peer: str, kind: str = "user") -> Any:
+        return self.page.locator(f'#conversations button[data-peer="{peer}"][data-kind="{kind}"]')
+
+    def open_from_list(self, peer: str, kind: str = "user") -> None:
+        self.conversation_link(peer, kind).click()
+        self.expect_conversation(peer)
+
+    def expect_conversation(self, peer: str) -> None:
+        self.expect(self.page.locator("#conversation")).to_be_visible()
+        self.expect(self.page.locator("#conversation-peer")).to_have_attribute("data-peer", peer)
+
+    def send_dm(self, text: str) -> None:
+        self.page.fill("#dm-message", text)
+        self.page.click("#dm-send")
+        self.expect(self.page.locator("#dm-message")).to_have_value("")
+
+    def dms(self, text: str = "") -> Any:
+        """Entries of the open conversation (containing ``text``)."""
+        found = self.page.locator('#dm-messages li[data-type="DM"]')
+        return found.filter(has_text=text) if text else found
+
+    def dm_lines(self) -> list[str]:
+        """The open conversation, top to bottom, as ``direction author: text``."""
+        lines: list[str] = self.dms().evaluate_all(
+            "items => items.map(li => li.dataset.direction + ' '"
+            " + li.querySelector('.author').textContent + ': '"
+            " + li.querySelector('.text').textContent)"
+        )
+        return lines
+
+    def expect_unread(self, peer: str, count: int) -> None:
+        """The conversation list, and the participant list if ``peer`` is in it, say
+        ``count`` unread messages from ``peer``."""
+        link = self.conversation_link(peer)
+        self.expect(link).to_have_attribute("data-unread", str(count))
+        badge = link.locator(".unread")
+        if count:
+            self.expect(badge).to_be_visible()
+            self.expect(badge).to_have_text(str(count))
+        else:
+            self.expect(badge).to_be_hidden()
 
     def screenshot(self, path: Path) -> None:
         self.page.screenshot(path=str(path), full_page=True)
