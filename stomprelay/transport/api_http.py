@@ -55,21 +55,21 @@ Handler = Callable[[str, bytes, str], Awaitable[Row]]
 
 
 def match(path: str) -> tuple[str, str] | None:
-    """The template ``path`` is an instance of, and its (still encoded) ``{user}``."""
-    parts = path.split("/")
+    """The template ``path`` is an instance of, and its (still encoded) ``{user}``.
+
+    ``{user}`` is one segment, percent-encoded (``%2F`` for a slash); in front of an
+    action (``/api/users/{user}/subscribe``) a raw slash is taken as part of the user
+    too, as the kick route always has (``/api/users/{user}`` alone stays one segment)."""
     for _, template in ROUTES:
-        pattern = template.split("/")
-        if len(pattern) != len(parts):
+        head, marker, tail = template.partition("{user}")
+        if not marker:
+            if path == template:
+                return template, ""
             continue
-        user = ""
-        for want, got in zip(pattern, parts, strict=True):
-            if want == "{user}":
-                user = got
-            elif want != got:
-                break
-        else:
-            if "{user}" in pattern and not user:
-                continue
+        if not (path.startswith(head) and path.endswith(tail)):
+            continue
+        user = path[len(head) : len(path) - len(tail)]
+        if user and (tail or "/" not in user):
             return template, user
     return None
 

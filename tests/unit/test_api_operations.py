@@ -63,6 +63,8 @@ def test_an_error_answers_its_field_and_extra_fields() -> None:
         ("/api/users/a%2Fb", ("/api/users/{user}", "a%2Fb")),
         ("/api/users/alice/subscribe", ("/api/users/{user}/subscribe", "alice")),
         ("/api/users//subscribe", None),
+        ("/api/users/a/b/subscribe", ("/api/users/{user}/subscribe", "a/b")),
+        ("/api/users/a/b", None),
         ("/api/users/alice/kick", None),
         ("/api/users", None),
         ("/api/publish/", None),
