@@ -328,8 +328,11 @@ class Router:
         try:
             if resume.since is not None:
                 first = await self._read(feed.log_id, resume.since, READ_PAGE)
-                recovered = first.epoch == resume.epoch and first.first <= resume.since + 1
-                if first.epoch != resume.epoch and first.epoch:
+                # offset 0 with no epoch is "everything": no epoch to have missed
+                fresh = resume.since == 0 and not resume.epoch
+                same = fresh or first.epoch == resume.epoch
+                recovered = same and first.first <= resume.since + 1
+                if not same and first.epoch:
                     first = await self._read(feed.log_id, 0, READ_PAGE)
             else:
                 first = await self._read(feed.log_id, 0, READ_PAGE, resume.history)

@@ -98,6 +98,30 @@ async def test_an_offline_user_resumes_what_was_sent_meanwhile(start_relay, stom
     assert [f.body for f in frames] == [b"while away 1", b"while away 2"]
 
 
+async def test_a_user_never_seen_resumes_from_zero_and_is_recovered(
+    start_relay, stomp_clients
+) -> None:
+    """``x-since-offset:0`` with no epoch asks for everything: a user who was never
+    online gets what was sent and ``x-recovered:true`` while nothing was trimmed,
+    ``false`` once the log no longer starts at offset 1."""
+    small = ["--history-size", "2", "--history-min-age", "0"]
+    a, b = start_relay("relay-a", extra=small), start_relay("relay-b", extra=small)
+    bob = await stomp_clients(a, login="bob")
+    for i in range(2):
+        await bob.send("/user/newcomer/queue/messages", f"before {i}", receipt=True)
+    newcomer = await stomp_clients(b, login="newcomer")
+    receipt = await newcomer.subscribe_receipt(INBOX, "inbox", [("x-since-offset", "0")])
+    assert (receipt.get("x-recovered"), receipt.get("x-offset")) == ("true", "2")
+    frames = await newcomer.collect(2, "inbox")
+    assert [f.body for f in frames] == [b"before 0", b"before 1"]
+
+    for i in range(4):  # past --history-size: the oldest are trimmed
+        await bob.send("/user/late/queue/messages", f"m{i}", receipt=True)
+    late = await stomp_clients(b, login="late")
+    receipt = await late.subscribe_receipt(INBOX, "inbox", [("x-since-offset", "0")])
+    assert receipt.get("x-recovered") == "false"
+
+
 async def test_forbidden_user_destinations(start_relay, stomp_clients) -> None:
     a = start_relay("relay-a")
     cases = [
