@@ -38,6 +38,7 @@ from stomprelay.auth import check_name
 from stomprelay.clock import now_ms
 from stomprelay.cluster.envelope import Envelope
 from stomprelay.cluster.history import HistoryPolicy, LogSlice
+from stomprelay.destinations import MAX_USER as MAX_USER_ID
 from stomprelay.destinations import Route, canonical, channels_for, log_id_for, parse_destination
 from stomprelay.errors import BackendUnavailable, InternalError, PolicyError, StompRelayError
 from stomprelay.router import RESERVED_HEADERS, message_headers
@@ -56,7 +57,9 @@ Guard = Callable[[Callable[[], Awaitable[T]]], Awaitable[T]]
 
 #: Destination kinds a back-end may publish to: rooms, topics, a user's queue.
 PUBLISHABLE = frozenset({"room", "topic", "broadcast", "user"})
-#: Longest user name in a route (the relay's ``max_login`` default).
+#: Longest user name a dev token is made for (the relay's ``max_login`` default).
+#: A route's ``{user}`` takes any user id (:data:`MAX_USER_ID`): ``--max-login``
+#: may let longer ones connect.
 MAX_USER = 64
 #: Longest idempotency key.
 MAX_IDEMPOTENCY_KEY = 256
@@ -218,12 +221,12 @@ def destination_of(value: object, field: str = "destination") -> tuple[str, Rout
 
 def user_in_path(raw: str) -> str:
     """The ``{user}`` of a route, percent-decoded (``%2F`` a slash) and checked like a
-    login: 1 to :data:`MAX_USER` characters, no control or bidi characters (400)."""
+    login: 1 to :data:`MAX_USER_ID` characters, no control or bidi characters (400)."""
     try:
-        return check_name(unquote(raw, errors="strict"), "user", MAX_USER)
+        return check_name(unquote(raw, errors="strict"), "user", MAX_USER_ID)
     except (PolicyError, UnicodeDecodeError):
         raise bad(
-            f"a user is 1 to {MAX_USER} characters once percent-decoded, no control or "
+            f"a user is 1 to {MAX_USER_ID} characters once percent-decoded, no control or "
             "bidi characters",
             "user",
         ) from None

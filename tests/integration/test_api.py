@@ -209,7 +209,7 @@ async def test_error_statuses(make_relay: MakeRelay) -> None:
     assert (status, answer["field"]) == (400, "destination")
     status, answer, _ = await call(url, "GET", "/api/users/%FF", token=KEY)
     assert (status, answer["field"]) == (400, "user")
-    status, answer, _ = await call(url, "GET", "/api/users/" + "u" * 65, token=KEY)
+    status, answer, _ = await call(url, "GET", "/api/users/" + "u" * 257, token=KEY)
     assert (status, answer["field"]) == (400, "user")
     # 401: no token, a wrong one
     for token in (None, "wrong"):
@@ -291,3 +291,18 @@ async def test_a_websocket_client_is_unaffected(make_relay: MakeRelay) -> None:
     server = await make_relay(api_key=KEY)
     async with connect(f"ws://127.0.0.1:{server.port}/ws", subprotocols=["v12.stomp"]) as ws:  # type: ignore[list-item]
         assert ws.subprotocol == "v12.stomp"
+
+
+async def test_a_user_as_long_as_the_relay_allows_is_reachable(make_relay: MakeRelay) -> None:
+    """A user up to ``--max-login`` (past the default 64) can connect, so the user
+    routes take that user too, and disconnect reaches the session."""
+    server = await make_relay(api_key=KEY, max_login=200)
+    user = "u" * 150
+    client = await StompClient.connect(f"ws://127.0.0.1:{server.port}/ws", login=user)
+    status, answer, _ = await call(base(server), "GET", f"/api/users/{user}", token=KEY)
+    assert (status, answer["online"]) == (200, True)
+    route = f"/api/users/{user}/disconnect"
+    status, answer, _ = await call(base(server), "POST", route, {"reason": "bye"}, KEY)
+    assert (status, answer["sessions"]) == (200, 1)
+    await client.wait_closed()
+    assert [e.get("message") for e in client.errors] == ["session ended by server"]

@@ -512,7 +512,7 @@ KICK = "/api/users/{user}/kick"
         ("alice", b'{"until": null}', 202),
         ("%E2%80%AEalice", b"", 400),
         ("a%07b", b"", 400),
-        ("x" * 65, b"", 400),
+        ("x" * 257, b"", 400),
         ("alice", b'{"until": "next tuesday"}', 400),
         ("alice", b'{"until": true}', 400),
         ("alice", b"[1]", 400),
