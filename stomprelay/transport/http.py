@@ -192,6 +192,8 @@ class HttpApp:
                 return await self._api_room(path[len("/api/rooms/") :])
             if path == "/dev/token":
                 return self._dev_token(query)
+            if path == "/api" or path.startswith("/api/"):  # API errors are JSON
+                return json_answer(HTTPStatus.NOT_FOUND, {"error": f"no route {path[:80]}"})
             if path == "/ws":
                 return plain(
                     HTTPStatus.UPGRADE_REQUIRED,

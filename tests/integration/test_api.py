@@ -306,3 +306,13 @@ async def test_a_user_as_long_as_the_relay_allows_is_reachable(make_relay: MakeR
     assert (status, answer["sessions"]) == (200, 1)
     await client.wait_closed()
     assert [e.get("message") for e in client.errors] == ["session ended by server"]
+
+
+async def test_an_unknown_api_route_is_a_json_404(make_relay: MakeRelay) -> None:
+    """Every refusal under /api is JSON: a GET of a route that does not exist too
+    (a user with a raw slash in a GET, a typo), not the web root's text page."""
+    server = await make_relay(api_key=KEY, admin_token=ADMIN)
+    for path in ("/api/nothing", "/api/users/a/b", "/api/users", "/api"):
+        status, answer, headers = await call(base(server), "GET", path, token=ADMIN)
+        assert (status, headers.get_content_type()) == (404, "application/json"), path
+        assert "error" in answer, path
