@@ -420,6 +420,8 @@ class Relay:
                 if isinstance(event, MessageSent | Subscribed):
                     self.access.authorize(session, event)
                     await self.access.consult(session, event, sink.remote)
+                    if session.closed:
+                        continue  # ended while the hook was asked
                 if isinstance(event, MessageSent) and self.sender.submit(sink, event):
                     continue
                 await self.sender.settle(session, self.settings.publish_timeout)
