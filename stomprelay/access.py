@@ -227,14 +227,20 @@ class Access:
 
     def known(self, session: ServerSession, event: MessageSent | Subscribed) -> Verdict | None:
         """The hook's word on ``event`` when known without asking: :data:`ALLOWED`
-        when the hook is not asked about it, a cached answer (:func:`enforce` applies
-        it), or None: only :meth:`consult` can tell (the SEND must leave the
+        when the hook is not asked about it, a cached answer (:meth:`apply` acts
+        on it), or None: only :meth:`consult` can tell (the SEND must leave the
         synchronous path)."""
         hook = self.hook
         what = self._hooked(event)
         if hook is None or what is None or not hook.asks(what[0]):
             return ALLOWED
         return hook.cached(self.user_of(session.session_id), *what)
+
+    def apply(self, verdict: Verdict) -> None:
+        """Act on what :meth:`known` gave (a refusal raises ``forbidden``)."""
+        if verdict is not ALLOWED and self.hook is not None:
+            self.hook.observe("cached")
+        enforce(verdict)
 
     async def consult(
         self, session: ServerSession, event: MessageSent | Subscribed, remote: str = ""

@@ -199,8 +199,9 @@ class AuthHook:
         self._limit = asyncio.Semaphore(concurrency)
         self._idle: list[_Connection] = []
         self._idle_max = concurrency
-        #: Requests sent (a test and the metrics count them).
-        self.requests = 0
+        #: Told each decision's outcome: ``allowed``, ``refused``, ``unavailable``
+        #: or ``cached`` (the relay counts them in its metrics).
+        self.observe: Callable[[str], None] = lambda _outcome: None
 
     def asks(self, action: str) -> bool:
         return action in self.actions
@@ -240,14 +241,20 @@ class AuthHook:
         if action != "connect":
             found = self.cached(user, action, destination)
             if found is not None:
+                self.observe("cached")
                 return found
-        verdict = await self.ask(request)
+        try:
+            verdict = await self.ask(request)
+        except PolicyError:
+            self.observe("unavailable")
+            raise
+        self.observe("allowed" if verdict.allow else "refused")
         self._keep(user, action, destination, verdict)
         return verdict
 
     async def ask(self, request: Mapping[str, Any]) -> Verdict:
         """One signed POST, within :attr:`timeout` (waiting for a slot included)."""
-        body = json.dumps(request, separators=(",", ":")).encode("utf-8")
+        body = json.dumps(request, separators=(",", ":"), default=str).encode("utf-8")
         headers = [
             ("Host", self._authority),
             ("Content-Type", "application/json"),
@@ -280,7 +287,6 @@ class AuthHook:
             reused = bool(self._idle)
             connection = self._idle.pop() if reused else await self._open()
             try:
-                self.requests += 1
                 result = await connection.request(self._target, headers, body)
             except (OSError, h11.ProtocolError) as exc:
                 connection.close()

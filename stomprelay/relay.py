@@ -19,7 +19,7 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from stomprelay import __version__
-from stomprelay.access import Access, enforce
+from stomprelay.access import Access
 from stomprelay.admin import Admin
 from stomprelay.api import ServerApi
 from stomprelay.auth import REFRESH_DESTINATION
@@ -92,6 +92,8 @@ class Relay:
         self.registry = registry
         self.log = log
         self.metrics = metrics = Metrics()
+        if hook is not None:
+            hook.observe = lambda outcome: metrics.auth_hook.labels(outcome).inc()
         #: Degraded mode: what the relay does while Redis counts as down.
         self.outage = outage = Outage(
             log if log is not None else NoLog(),
@@ -460,7 +462,7 @@ class Relay:
                 continue  # ended by a refusal in this batch: the rest is not acted on
             try:
                 self.access.authorize(session, event)
-                enforce(verdict)
+                self.access.apply(verdict)
                 sender.submit(sink, event)
             except PeerError as exc:
                 self.metrics.errors.labels(exc.message).inc()

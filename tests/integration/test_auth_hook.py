@@ -122,6 +122,9 @@ async def test_the_cache_stops_repeated_questions(make_relay: Any, receiver: Hoo
     assert receiver.count("connect") == 3, "connects are never cached"
     assert receiver.count("subscribe", "/topic/chat") == 1
     assert receiver.count("send", "/topic/chat") == 1
+    metrics = server.relay.metrics.registry
+    cached = metrics.get_sample_value("stomprelay_auth_hook_answers_total", {"outcome": "cached"})
+    assert cached == 2 + 3 * 21 - 1  # every subscribe and send but the first of each
 
 
 async def test_send_checks_forbid_and_the_receiver_sees_nothing(
