@@ -143,21 +143,28 @@ class Access:
         name the user: without a token, that name is a verified identity (the ACL
         applies to it); with one, the token's subject stays."""
         request = hook_request("connect", session.session_id, identity, remote)
-        headers = dict(event.headers)
+        if not identity.verified:
+            request.pop("user", None)  # a login as claimed: sent as ``login`` only
+        headers = first_of(event.headers)
         if event.login:
             request["login"] = event.login
         if "passcode" in headers:
             request["passcode"] = headers["passcode"]
         request["headers"] = {
-            k: v for k, v in headers.items() if k not in ("passcode", "login", "authorization")
+            k: v
+            for k, v in headers.items()
+            if k not in ("passcode", "login") and k.lower() != "authorization"
         }
         verdict = await hook.decide(request)
         if not verdict.allow:
             raise AuthError(
                 "access refused", verdict.reason or "The authorization service refused."
             )
-        if identity.verified or verdict.user is None:
+        if identity.verified:
             return identity
+        if verdict.user is None:
+            # the hook vouched for no name: under an ACL, a claimed login names no one
+            return Identity("", identity.name) if self.acl is not None else identity
         user = check_name(verdict.user, "user", self.settings.max_login)
         log.info("session %s authenticated by the hook as %s", session.session_id, user)
         return Identity(user, user, verified=True)
@@ -260,7 +267,7 @@ class Access:
             headers = event.subscription.headers
         else:
             headers = event.frame.headers
-        request["headers"] = dict(headers)
+        request["headers"] = first_of(headers)
         enforce(await hook.decide(request))
 
     def _check(self, session: ServerSession, action: str, destination: str) -> None:
@@ -434,6 +441,14 @@ def hook_request(action: str, session_id: str, identity: Identity, remote: str) 
         request["claims"] = dict(identity.claims)
     request["remoteAddress"] = remote
     return request
+
+
+def first_of(headers: Headers) -> dict[str, str]:
+    """Headers as a JSON object; of a repeated name the first wins (STOMP 1.2)."""
+    found: dict[str, str] = {}
+    for name, value in headers:
+        found.setdefault(name, value)
+    return found
 
 
 def enforce(verdict: Verdict) -> None:

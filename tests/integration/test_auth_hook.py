@@ -202,3 +202,16 @@ async def test_a_hook_adds_to_a_valid_token(make_relay: Any) -> None:
         with pytest.raises(StompClientError, match="invalid token"):
             await StompClient.connect(url(server), passcode="not-a-token")
         assert [r.get("user") for r in hook.requests] == ["carol", "dave"]
+
+
+async def test_a_login_the_hook_does_not_name_is_no_one_to_the_acl(make_relay: Any) -> None:
+    acl = Acl.from_document({"rules": [{"users": ["bob"], "subscribe": ["/topic/bob/**"]}]}, "t")
+    with HookReceiver(lambda _request: allow(), HOOK_SECRET) as hook:
+        server = await hooked(make_relay, hook, acl=acl)
+        client = await StompClient.connect(url(server), login="bob", passcode="whatever")
+        assert server.relay.access.identities[client.session_id].user == ""
+        with pytest.raises(StompClientError, match="forbidden"):
+            await client.subscribe_receipt("/topic/bob/inbox", "i")
+        (connect,) = hook.requests
+        assert connect["login"] == "bob"
+        assert "user" not in connect, "a claimed login is not a user"
