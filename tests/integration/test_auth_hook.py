@@ -215,3 +215,16 @@ async def test_a_login_the_hook_does_not_name_is_no_one_to_the_acl(make_relay: A
         (connect,) = hook.requests
         assert connect["login"] == "bob"
         assert "user" not in connect, "a claimed login is not a user"
+
+
+async def test_a_hook_that_is_not_there_fails_closed(make_relay: Any) -> None:
+    with HookReceiver(lambda _request: allow()) as hook:
+        gone = hook.url  # the port is free again once the receiver is closed
+    server = await make_relay(auth_hook_url=gone)
+    with pytest.raises(StompClientError, match="authorization unavailable"):
+        await StompClient.connect(url(server), login="bob", passcode="x")
+    metrics = server.relay.metrics.registry
+    failed = metrics.get_sample_value(
+        "stomprelay_auth_hook_answers_total", {"outcome": "unavailable"}
+    )
+    assert failed == 1
