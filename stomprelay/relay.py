@@ -421,8 +421,9 @@ class Relay:
             try:
                 if isinstance(event, MessageSent | Subscribed):
                     self.access.authorize(session, event)
+                    was_open = not session.closed
                     await self.access.consult(session, event, sink.remote)
-                    if session.closed:
+                    if was_open and session.closed:
                         continue  # ended while the hook was asked
                 if isinstance(event, MessageSent) and self.sender.submit(sink, event):
                     continue
