@@ -16,7 +16,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from stomprelay.auth import (
     REFRESH_DESTINATION,
@@ -31,6 +31,7 @@ from stomprelay.clock import now_ms
 from stomprelay.cluster.envelope import Envelope
 from stomprelay.cluster.registry import Moderation, SessionRecord
 from stomprelay.errors import BackendUnavailable, PolicyError
+from stomprelay.hook import ALLOWED, Verdict
 from stomprelay.notify import kick_command, operator_command, show_ms
 from stomprelay.router import Sink
 from stomprelay.settings import Settings
@@ -40,19 +41,23 @@ from stomprelay.users import check_user_destination, is_user_destination
 from stomprelay.usersubs import NOTICE_DESTINATION, is_notice_destination
 
 if TYPE_CHECKING:
+    from stomprelay.hook import AuthHook
+
     # PyJWT is imported only where authentication is configured (stomprelay.tokens)
     from stomprelay.tokens import Authenticator
 
 log = logging.getLogger(__name__)
 
 
-def check_access(auth: Authenticator | None, acl: Acl | None, dev_tokens: bool) -> None:
+def check_access(
+    auth: Authenticator | None, acl: Acl | None, dev_tokens: bool, hook: AuthHook | None = None
+) -> None:
     """Refuse settings that would open the relay by mistake (a start-up ValueError)."""
-    if acl is not None and auth is None:
+    if acl is not None and auth is None and (hook is None or not hook.asks("connect")):
         raise ValueError(
             "an ACL needs authentication: without verified identities its rules would "
-            "trust whatever login a client claims (give --jwt-secret, --jwt-public-key "
-            "or --jwks)"
+            "trust whatever login a client claims (give --jwt-secret, --jwt-public-key, "
+            "--jwks, or an --auth-hook-url asked about connect)"
         )
     if dev_tokens and (auth is None or not auth.secret):
         raise ValueError("--dev-tokens needs --jwt-secret (it signs tokens with it)")
@@ -74,8 +79,9 @@ class Access:
         records: Mapping[str, SessionRecord],
         guard: Callable[[Callable[[], Awaitable[None]]], Awaitable[None]],
         on_kicked: Callable[[], None] = lambda: None,
+        hook: AuthHook | None = None,
     ) -> None:
-        check_access(auth, acl, dev_tokens)
+        check_access(auth, acl, dev_tokens, hook)
         self.settings = settings
         #: Verifies credentials at CONNECT and refresh; None: authentication off.
         self.auth = auth
@@ -83,6 +89,8 @@ class Access:
         self.acl = acl
         #: Development only: GET /dev/token hands out tokens for any user.
         self.dev_tokens = dev_tokens
+        #: The back-end's authorization hook (after the token and the ACL); None: off.
+        self.hook = hook
         self._moderation = moderation
         self._control_channel = control_channel
         self._sinks = sinks
@@ -100,10 +108,13 @@ class Access:
 
     # -- sessions -------------------------------------------------------------
 
-    async def admit(self, session: ServerSession, event: Connected) -> Identity | None:
+    async def admit(
+        self, session: ServerSession, event: Connected, remote: str = ""
+    ) -> Identity | None:
         """Who the CONNECT says it is: a verified token, or (authentication off) its
-        ``login`` as given; refused while an operator suspends it. None: the session
-        closed while its credential was checked."""
+        ``login`` as given; then the hook's word (which may name the user); refused
+        while an operator suspends it. None: the session closed while its credential
+        was checked."""
         if self.auth is not None:
             identity = await self.auth.verify(token_of(event.headers))
         elif event.login:
@@ -111,12 +122,52 @@ class Access:
             identity = Identity(login, login)
         else:
             identity = Identity("", "")
+        if self.hook is not None and self.hook.asks("connect"):
+            identity = await self._hook_connect(self.hook, session, event, identity, remote)
         self._not_suspended(identity)
         if session.closed:
             return None
         self.identities[session.session_id] = identity
         self._expire_at(session, identity)
         return identity
+
+    async def _hook_connect(
+        self,
+        hook: AuthHook,
+        session: ServerSession,
+        event: Connected,
+        identity: Identity,
+        remote: str,
+    ) -> Identity:
+        """Ask the hook about a CONNECT (after the token, if any, was verified). It may
+        name the user: without a token, that name is a verified identity (the ACL
+        applies to it); with one, the token's subject stays."""
+        request = hook_request("connect", session.session_id, identity, remote)
+        if not identity.verified:
+            request.pop("user", None)  # a login as claimed: sent as ``login`` only
+        headers = first_of(event.headers)
+        if event.login:
+            request["login"] = event.login
+        if "passcode" in headers:
+            request["passcode"] = headers["passcode"]
+        request["headers"] = {
+            k: v
+            for k, v in headers.items()
+            if k not in ("passcode", "login") and k.lower() != "authorization"
+        }
+        verdict = await hook.decide(request)
+        if not verdict.allow:
+            raise AuthError(
+                "access refused", verdict.reason or "The authorization service refused."
+            )
+        if identity.verified:
+            return identity
+        if verdict.user is None:
+            # the hook vouched for no name: under an ACL, a claimed login names no one
+            return Identity("", identity.name) if self.acl is not None else identity
+        user = check_name(verdict.user, "user", self.settings.max_login)
+        log.info("session %s authenticated by the hook as %s", session.session_id, user)
+        return Identity(user, user, verified=True)
 
     def forget(self, session_id: str) -> None:
         self.identities.pop(session_id, None)
@@ -170,6 +221,54 @@ class Access:
         if is_user_destination(destination):
             check_user_destination(action, destination, self.user_of(session.session_id))
         self._check(session, action, destination)
+
+    @staticmethod
+    def _hooked(event: MessageSent | Subscribed) -> tuple[str, str] | None:
+        if isinstance(event, Subscribed):
+            if event.subscription.server:
+                return None  # a back-end's decision already
+            return "subscribe", event.subscription.destination
+        if event.destination == REFRESH_DESTINATION:
+            return None
+        return "send", event.destination
+
+    def known(self, session: ServerSession, event: MessageSent | Subscribed) -> Verdict | None:
+        """The hook's word on ``event`` when known without asking: :data:`ALLOWED`
+        when the hook is not asked about it, a cached answer (:meth:`apply` acts
+        on it), or None: only :meth:`consult` can tell (the SEND must leave the
+        synchronous path)."""
+        hook = self.hook
+        what = self._hooked(event)
+        if hook is None or what is None or not hook.asks(what[0]):
+            return ALLOWED
+        return hook.cached(self.user_of(session.session_id), *what)
+
+    def apply(self, verdict: Verdict) -> None:
+        """Act on what :meth:`known` gave (a refusal raises ``forbidden``)."""
+        if verdict is not ALLOWED and self.hook is not None:
+            self.hook.observe("cached")
+        enforce(verdict)
+
+    async def consult(
+        self, session: ServerSession, event: MessageSent | Subscribed, remote: str = ""
+    ) -> None:
+        """The hook's word on a SEND or SUBSCRIBE the ACL allowed (cached per user,
+        action and destination for the answer's ``ttl``); PolicyError ``forbidden``
+        on a refusal, ``authorization unavailable`` without an answer."""
+        hook = self.hook
+        what = self._hooked(event)
+        if hook is None or what is None or not hook.asks(what[0]):
+            return
+        action, destination = what
+        identity = self.identities.get(session.session_id) or Identity("", "")
+        request = hook_request(action, session.session_id, identity, remote)
+        request["destination"] = destination
+        if isinstance(event, Subscribed):
+            headers = event.subscription.headers
+        else:
+            headers = event.frame.headers
+        request["headers"] = first_of(headers)
+        enforce(await hook.decide(request))
 
     def _check(self, session: ServerSession, action: str, destination: str) -> None:
         acl = self.acl
@@ -331,3 +430,28 @@ class Access:
             sink.flush()
             ended.append(session_id)
         return ended
+
+
+def hook_request(action: str, session_id: str, identity: Identity, remote: str) -> dict[str, Any]:
+    """The common fields of a request to the authorization hook (contract section 11)."""
+    request: dict[str, Any] = {"action": action, "sessionId": session_id}
+    if identity.user:
+        request["user"] = identity.user
+    if identity.verified and identity.claims:
+        request["claims"] = dict(identity.claims)
+    request["remoteAddress"] = remote
+    return request
+
+
+def first_of(headers: Headers) -> dict[str, str]:
+    """Headers as a JSON object; of a repeated name the first wins (STOMP 1.2)."""
+    found: dict[str, str] = {}
+    for name, value in headers:
+        found.setdefault(name, value)
+    return found
+
+
+def enforce(verdict: Verdict) -> None:
+    """A hook's refusal of a SEND or SUBSCRIBE as the ERROR ``forbidden``."""
+    if not verdict.allow:
+        raise PolicyError("forbidden", verdict.reason or "The authorization service refused.")

@@ -24,6 +24,7 @@ from stomprelay.settings import Settings
 if TYPE_CHECKING:
     from stomprelay.auth import Acl
     from stomprelay.cluster.connect import RedisTarget
+    from stomprelay.hook import AuthHook
     from stomprelay.tokens import Authenticator
 
 
@@ -95,7 +96,8 @@ def build_relay(
     Raises ValueError for an access configuration that would open the relay by
     mistake (an ACL without authentication, dev tokens without a secret)."""
     settings = settings or Settings()
-    check_access(auth, acl, dev_tokens)
+    hook = build_hook(settings)
+    check_access(auth, acl, dev_tokens, hook)
     if backends is None:
         backends = build_backends(settings, target, keys)
     return Relay(
@@ -105,4 +107,19 @@ def build_relay(
         auth=auth,
         acl=acl,
         dev_tokens=dev_tokens,
+        hook=hook,
+    )
+
+
+def build_hook(settings: Settings) -> AuthHook | None:
+    """The back-end authorization hook the settings ask for (None: no hook)."""
+    if not settings.auth_hook_url:
+        return None
+    from stomprelay.hook import AuthHook
+
+    return AuthHook(
+        settings.auth_hook_url,
+        actions=settings.auth_hook_actions,
+        timeout=settings.auth_hook_timeout,
+        secret=settings.auth_hook_secret,
     )

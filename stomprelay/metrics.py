@@ -52,6 +52,12 @@ class Metrics:
             "Sessions ended by an operator (stomprelay kick)",
             registry=self.registry,
         )
+        self.auth_hook = Counter(
+            "stomprelay_auth_hook_answers",
+            "Authorization hook decisions, by outcome (allowed, refused, unavailable, cached)",
+            ["outcome"],
+            registry=self.registry,
+        )
         self.refused_connections = Counter(
             "stomprelay_refused_connections",
             "Connections turned away at the handshake, by reason (origin, ip_cap, ip_rate)",

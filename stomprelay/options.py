@@ -35,6 +35,7 @@ from stomprelay.flags import (
     not_no,
     not_zero,
 )
+from stomprelay.hook import check_actions, check_url
 from stomprelay.settings import Limits, Settings
 
 __all__ = ["AUTH", "HISTORY", "OPTIONS", "REDIS", "SERVE", "Option", "OptionError"]
@@ -445,6 +446,40 @@ OPTIONS: tuple[Option, ...] = (
         shown="none: all open",
     ),
     Option(
+        "--auth-hook-url",
+        "back-end authorization hook: the relay POSTs signed JSON questions here and "
+        "obeys 200 {allow, reason?, user?, ttl?}; fails closed (docs/security.md)",
+        "AUTH_HOOK_URL",
+        ("auth_hook_url",),
+        validate=check_url,
+        metavar="URL",
+        shown="off",
+    ),
+    Option(
+        "--auth-hook-actions",
+        "what the hook is asked about, comma separated: connect, subscribe, send",
+        "AUTH_HOOK_ACTIONS",
+        ("auth_hook_actions",),
+        comma_list,
+        validate=check_actions,
+        shown="connect,subscribe",
+    ),
+    Option(
+        "--auth-hook-timeout",
+        "seconds the hook may take to answer; past it: ERROR authorization unavailable",
+        "AUTH_HOOK_TIMEOUT",
+        ("auth_hook_timeout",),
+        float,
+        positive=True,
+    ),
+    Option(
+        "--auth-hook-secret",
+        "secret signing the hook's requests (X-Stomprelay-Signature, HMAC-SHA256)",
+        "AUTH_HOOK_SECRET",
+        ("auth_hook_secret",),
+        shown="unsigned",
+    ),
+    Option(
         "--dev-tokens",
         "DEVELOPMENT ONLY: GET /dev/token?user=NAME hands a token for any user to anyone",
         "DEV_TOKENS",
@@ -603,9 +638,11 @@ RULES: tuple[Rule, ...] = (
         lambda v: (
             bool(v["acl"])
             and not (v["jwt_secret"] or v["jwt_secret_file"] or v["jwt_public_key"] or v["jwks"])
+            and not (v.get("auth_hook_url") and "connect" in v.get("auth_hook_actions", ()))
         ),
-        "--acl needs authentication (--jwt-secret, --jwt-public-key or --jwks): without "
-        "verified identities the rules would trust any login",
+        "--acl needs authentication (--jwt-secret, --jwt-public-key, --jwks, or an "
+        "--auth-hook-url asked about connect): without verified identities the rules "
+        "would trust any login",
     ),
     Rule(
         ("dev_tokens", "jwt_secret", "jwt_secret_file"),

@@ -54,6 +54,7 @@ from stomprelay.usersubs import ServerSubs
 
 if TYPE_CHECKING:
     from stomprelay.auth import Acl
+    from stomprelay.hook import AuthHook, Verdict
     from stomprelay.tokens import Authenticator
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,7 @@ class Relay:
         auth: Authenticator | None = None,
         acl: Acl | None = None,
         dev_tokens: bool = False,
+        hook: AuthHook | None = None,
     ) -> None:
         self.settings = settings
         self.server_id = server_id
@@ -90,6 +92,8 @@ class Relay:
         self.registry = registry
         self.log = log
         self.metrics = metrics = Metrics()
+        if hook is not None:
+            hook.observe = lambda outcome: metrics.auth_hook.labels(outcome).inc()
         #: Degraded mode: what the relay does while Redis counts as down.
         self.outage = outage = Outage(
             log if log is not None else NoLog(),
@@ -119,6 +123,7 @@ class Relay:
             records=self.registration.records,
             guard=outage.guard,
             on_kicked=metrics.kicked.inc,
+            hook=hook,
         )
         self.sender = Sender(
             settings,
@@ -309,6 +314,8 @@ class Relay:
         closes = [("bus", self.bus.close()), ("registry", self.registry.close())]
         if self.access.auth is not None:
             closes.append(("authentication", self.access.auth.close()))
+        if self.access.hook is not None:
+            closes.append(("authorization hook", self.access.hook.close()))
         await asyncio.gather(
             *(bounded(f"close: {name}", close, CLOSE_STEP_TIMEOUT) for name, close in closes)
         )
@@ -414,6 +421,10 @@ class Relay:
             try:
                 if isinstance(event, MessageSent | Subscribed):
                     self.access.authorize(session, event)
+                    was_open = not session.closed
+                    await self.access.consult(session, event, sink.remote)
+                    if was_open and session.closed:
+                        continue  # ended while the hook was asked
                 if isinstance(event, MessageSent) and self.sender.submit(sink, event):
                     continue
                 await self.sender.settle(session, self.settings.publish_timeout)
@@ -439,16 +450,20 @@ class Relay:
         sender = self.sender
         if session.closed or not sender.unpaused(session.session_id, len(events)):
             return False
-        sends: list[MessageSent] = []
+        sends: list[tuple[MessageSent, Verdict]] = []
         for event in events:
             if not isinstance(event, MessageSent) or not sender.takes(event.destination):
                 return False
-            sends.append(event)
-        for event in sends:
+            verdict = self.access.known(session, event)
+            if verdict is None:
+                return False  # the hook must be asked: not without a task
+            sends.append((event, verdict))
+        for event, verdict in sends:
             if session.closed:
                 continue  # ended by a refusal in this batch: the rest is not acted on
             try:
                 self.access.authorize(session, event)
+                self.access.apply(verdict)
                 sender.submit(sink, event)
             except PeerError as exc:
                 self.metrics.errors.labels(exc.message).inc()
@@ -476,7 +491,7 @@ class Relay:
         """Check the credential, then accept the CONNECT (CONNECTED goes out)
         and register the session; returns the events of the frames after it."""
         session = sink.session
-        identity = await self.access.admit(session, event)
+        identity = await self.access.admit(session, event, sink.remote)
         if identity is None:
             return []
         # the user's channel first: once the session is in the registry, whatever is

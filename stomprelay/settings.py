@@ -8,7 +8,7 @@ table) take their defaults from these fields and fill them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from stomprelay.cluster.base import LIVENESS_INTERVAL, LIVENESS_TTL, REAPER_LOCK_MS
 
@@ -193,3 +193,13 @@ class Settings:
     handshake_burst_per_ip: int = 200
     #: Serve /metrics to anyone (the admin API still needs the token).
     public_metrics: bool = False
+
+    # -- the back-end authorization hook (docs/security.md) ---------------------
+    #: URL the relay POSTs its questions to; None: no hook.
+    auth_hook_url: str | None = None
+    #: What the hook is asked about: ``connect``, ``subscribe``, ``send``.
+    auth_hook_actions: tuple[str, ...] = ("connect", "subscribe")
+    #: Seconds an answer may take; past it: ERROR ``authorization unavailable``.
+    auth_hook_timeout: float = 2.0
+    #: Secret signing the requests (``X-Stomprelay-Signature``); None: unsigned.
+    auth_hook_secret: str | None = field(default=None, repr=False)
