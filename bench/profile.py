@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import collections
 import os
 import shutil
 import subprocess
@@ -35,6 +34,7 @@ from connections import (
     subscribe,
 )
 from fanout import free_port, start_relay
+from spy import print_shares, tally
 
 ROOT = Path(__file__).resolve().parent.parent
 SUBSCRIBERS = int(os.environ.get("PROFILE_SUBSCRIBERS", "200"))
@@ -110,31 +110,11 @@ def profile(tree: Path, label: str, py_spy: str) -> None:
 
 
 def report(label: str, raw: str, rate: float) -> None:
-    total = 0
-    own: collections.Counter[str] = collections.Counter()
-    parts: collections.Counter[str] = collections.Counter()
-    for line in raw.splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        if not stack or not count_text.isdigit():
-            continue
-        count = int(count_text)
-        frames = stack.split(";")[1:]  # the first is the thread
-        total += count
-        if frames:
-            own[frames[-1].split(" (")[0]] += count
-        for name, needles in PARTS:
-            if any(n in f for f in frames for n in needles):
-                parts[name] += count
-    print(f"\n== {label}: {rate:,.0f} deliveries/s to {SUBSCRIBERS} subscribers, {total:,} samples")
-    if not total:
-        print("   no samples (is py-spy allowed to read the process?)")
-        return
-    print("   share of samples in (total)")
-    for name, _ in PARTS:
-        print(f"   {parts[name] / total * 100:5.1f}%  {name}")
-    print("   most samples of their own (self)")
-    for name, count in own.most_common(10):
-        print(f"   {count / total * 100:5.1f}%  {name}")
+    samples = tally(raw, PARTS, own_key=lambda frame: frame.split(" (")[0])
+    header = (
+        f"{label}: {rate:,.0f} deliveries/s to {SUBSCRIBERS} subscribers, {samples.total:,} samples"
+    )
+    print_shares(header, samples, [name for name, _ in PARTS], 10)
 
 
 def main() -> int:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import collections
 import os
 import re
 import shutil
@@ -32,11 +31,13 @@ from pathlib import Path
 from connections import COUNTING, PAYLOAD, Group, open_clients, run_loop, shut, stomp, ws_frame
 from fanout import NO_CLIENT_LIMITS, free_port, reachable
 from history import cpu_seconds, http_ok, own_cpu, raise_fd_limit, wait_until
+from spy import print_shares, tally
 
 ROOT = Path(__file__).resolve().parent.parent
 
 #: (part, needles in a frame's "function (file:line)"): shares of all samples, each
 #: the part's frames and everything they call ("  of which": inside the line above).
+LOOP = "event loop itself (uvloop in C: syscalls)"
 PARTS = [
     ("append: pipeline, RedisLog.append_many, redis-py", ("_run (stomprelay/publish.py",)),
     ("inbound: WebSocket + STOMP parse, Relay.handle", ("data_received (stomprelay/transport",)),
@@ -183,33 +184,13 @@ async def load(
 
 
 def report(label: str, raw: str) -> None:
-    total = 0
-    own: collections.Counter[str] = collections.Counter()
-    parts: collections.Counter[str] = collections.Counter()
-    for line in raw.splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        if not stack or not count_text.isdigit():
-            continue
-        count = int(count_text)
-        frames = stack.split(";")[1:]
-        total += count
-        if frames:
-            own[frames[-1]] += count
-            if frames[-1].startswith("run (asyncio/runners.py"):
-                parts["event loop itself (uvloop in C: syscalls)"] += count
-        for name, needles in PARTS:
-            if any(n in f for f in frames for n in needles):
-                parts[name] += count
-    print(f"\n== {label}: {total:,} samples")
-    if not total:
-        print("   no samples (is py-spy allowed to read the process?)")
-        return
-    print("   share of samples in (total)")
-    for name in [*(name for name, _ in PARTS), "event loop itself (uvloop in C: syscalls)"]:
-        print(f"   {parts[name] / total * 100:5.1f}%  {name}")
-    print("   most samples of their own (self)")
-    for name, count in own.most_common(15):
-        print(f"   {count / total * 100:5.1f}%  {name[:110]}")
+    samples = tally(raw, PARTS)
+    # time in uvloop's C code shows as the Python frame that entered it: the runner's
+    samples.parts[LOOP] = sum(
+        count for frame, count in samples.own.items() if frame.startswith("run (asyncio/runners.py")
+    )
+    names = [name for name, _ in PARTS]
+    print_shares(f"{label}: {samples.total:,} samples", samples, [*names, LOOP], 15)
 
 
 def main() -> int:
