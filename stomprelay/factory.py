@@ -121,5 +121,6 @@ def build_hook(settings: Settings) -> AuthHook | None:
         settings.auth_hook_url,
         actions=settings.auth_hook_actions,
         timeout=settings.auth_hook_timeout,
-        secret=settings.auth_hook_secret,
+        # the webhook secret signs the hook's requests too, unless it has its own
+        secret=settings.auth_hook_secret or settings.webhook_secret,
     )

@@ -203,3 +203,21 @@ class Settings:
     auth_hook_timeout: float = 2.0
     #: Secret signing the requests (``X-Stomprelay-Signature``); None: unsigned.
     auth_hook_secret: str | None = field(default=None, repr=False)
+
+    # -- webhooks (docs/webhooks.md) --------------------------------------------
+    #: URL the relay POSTs batches of events to; None: no webhooks (no events kept).
+    webhook_url: str | None = None
+    #: Secret signing the batches (``X-Stomprelay-Signature``); None: unsigned.
+    webhook_secret: str | None = field(default=None, repr=False)
+    #: Streams the events are spread over (by room, else by user, else by session);
+    #: one relay at a time delivers each, in order. Every relay must say the same.
+    webhook_partitions: int = 16
+    #: Most events in one POST, and most milliseconds a batch waits to fill.
+    webhook_batch: int = 100
+    webhook_linger_ms: int = 100
+    #: Seconds one POST may take before it counts as failed.
+    webhook_timeout: float = 10.0
+    #: Seconds an event is retried before it goes to the dead-letter stream.
+    webhook_max_age: float = 3600.0
+    #: Destinations (glob patterns) whose messages are events too (``message.published``).
+    webhook_messages: tuple[str, ...] = ()

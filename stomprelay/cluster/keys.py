@@ -58,6 +58,11 @@ TEMPLATES: dict[str, str] = {
     # keys of one user (the user percent-encoded, as in user destinations)
     "user_subscriptions": "{p}:user:{{{x}}}:subscriptions",
     "users_kicked": "{p}:users:kicked",
+    # webhooks (docs/webhooks.md): one partition's keys share its tag ``{w<n>}``
+    "webhook_events": "{p}:webhooks:{{w{x}}}:events",
+    "webhook_lease": "{p}:webhooks:{{w{x}}}:lease",
+    "webhook_cursor": "{p}:webhooks:{{w{x}}}:cursor",
+    "webhook_dead": "{p}:webhooks:dead",
     "history_topics": "{p}:history:topics",
 }
 
@@ -250,6 +255,26 @@ class Keys:
 
     def session_keys(self, session_id: str) -> tuple[str, str]:
         return self.session(session_id), self.current_room(session_id)
+
+    # -- webhooks (docs/webhooks.md) ------------------------------------------
+
+    def webhook_events(self, partition: int) -> str:
+        """Stream of one partition's events, oldest first: entries ``e`` = the
+        event's JSON. ``stomp:webhooks:{w3}:events``."""
+        return self._name("webhook_events", str(partition))
+
+    def webhook_lease(self, partition: int) -> str:
+        """String: the relay delivering the partition now (SET NX PX)."""
+        return self._name("webhook_lease", str(partition))
+
+    def webhook_cursor(self, partition: int) -> str:
+        """String: the id of the partition's last delivered entry."""
+        return self._name("webhook_cursor", str(partition))
+
+    @property
+    def webhook_dead(self) -> str:
+        """Stream of events that were not delivered within --webhook-max-age."""
+        return self._name("webhook_dead")
 
     @property
     def history_topics(self) -> str:
