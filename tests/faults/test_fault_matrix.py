@@ -272,6 +272,40 @@ async def slot_move(run: Run) -> None:
 # -- the run -----------------------------------------------------------------------------
 
 
+#: What a relay logs as its Redis state changes, and a sentinel as it fails over.
+_STATE_WORDS = ("redis unreachable", "redis back after", "sentinel ", "WAIT:")
+_SENTINEL_WORDS = (
+    "+sdown",
+    "-sdown",
+    "+odown",
+    "+switch-master",
+    "failover-abort",
+    "+failover-end",
+)
+
+
+def _state_lines(text: str, most: int = 12) -> list[str]:
+    """A relay log's lines about its Redis state (the first ``most``), shortened."""
+    lines = [line[:160] for line in text.splitlines() if any(w in line for w in _STATE_WORDS)]
+    return lines[:most]
+
+
+def _sentinel_story(run: Run, most: int = 16) -> list[str]:
+    """Under Sentinel, what the sentinels saw (a second failover explains a second
+    outage); nothing for the other topologies."""
+    topo = run.cluster.redis
+    sentinels = getattr(topo, "sentinels", None)
+    if not sentinels:
+        return []
+    out = []
+    for node in sentinels:
+        text = node.log()
+        said = [line for line in text.splitlines() if any(w in line for w in _SENTINEL_WORDS)]
+        lines = [line[:160] for line in said]
+        out.append(f"sentinel {node.port}: " + " | ".join(lines[:most]))
+    return out
+
+
 async def _until(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
     deadline = time.monotonic() + timeout
     while True:
@@ -548,10 +582,18 @@ async def _scenario_body(run: Run, problems: list[str]) -> None:
             continue
         text = relay.log()
         recoveries[relay.server_id] = text.count("redis back after")
+        flapped = False
         if text.count("redis unreachable, serving local clients only") > 1:
             problems.append(f"{relay.server_id} went degraded more than once in one fault")
+            flapped = True
         if recoveries[relay.server_id] > 1:
             problems.append(f"{relay.server_id} recovered {recoveries[relay.server_id]} times")
+            flapped = True
+        if flapped:
+            # say why: the relay's own account of each outage and recovery
+            problems.append(f"{relay.server_id}: " + " | ".join(_state_lines(text)))
+    if any("more than once" in p for p in problems):
+        problems += _sentinel_story(run)
 
     # -- what the logs kept of what was acknowledged (a failover may lose some) --------
     log_lost = await asyncio.to_thread(_log_lost, run)
