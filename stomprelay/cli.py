@@ -35,6 +35,8 @@ from stomprelay.settings import Settings
 from stomprelay.transport.workers import Supervisor, worker_count
 
 if TYPE_CHECKING:
+    from rich.table import Table
+
     from stomprelay.admin import Admin
     from stomprelay.cluster.connect import RedisTarget
 
@@ -439,25 +441,28 @@ async def inspect(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    from rich.console import Console
-    from rich.table import Table
+    import time
 
-    table = Table(title=f"{args.what} ({len(rows)})")
-    columns = list(rows[0]) if rows else []
-    for column in columns:
-        table.add_column(column)
-    for row in rows:
-        table.add_row(*(_cell(row.get(c)) for c in columns))
-    Console().print(table)
+    from rich.console import Console
+
+    Console().print(inspect_table(args.what, rows, int(time.time() * 1000)))
     return 0
 
 
-def _cell(value: object) -> str:
-    if isinstance(value, list):
-        return ",".join(str(v) for v in value)
-    if isinstance(value, dict):
-        return " ".join(f"{k}={v}" for k, v in value.items())
-    return "" if value is None else str(value)
+def inspect_table(what: str, rows: list[dict[str, object]], now_ms: int) -> Table:
+    """``inspect``'s table: moments relative to ``now_ms``, durations and sizes in
+    units (:mod:`stomprelay.humanize`); ``--json`` keeps the exact values."""
+    from rich.table import Table
+
+    from stomprelay.humanize import cell
+
+    table = Table(title=f"{what} ({len(rows)})")
+    columns = list(rows[0]) if rows else []
+    for column in columns or ["(none)"]:  # rich prints nothing of a table without columns
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(cell(c, row.get(c), now_ms) for c in columns))
+    return table
 
 
 def main(argv: Sequence[str] | None = None) -> int:
