@@ -593,7 +593,7 @@ OPTIONS: tuple[Option, ...] = (
         "--web-root",
         "folder served at /",
         "WEB_ROOT",
-        shown="web/ beside the package",
+        shown="the installed package's pages (a checkout: its web/)",
     ),
     Option(
         "--uvloop",
