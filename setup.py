@@ -1,6 +1,7 @@
 """The wheel carries the web pages: ``build_py`` copies ``web/`` into the package as
-``stomprelay/web/`` (what :mod:`stomprelay.webfiles` chooses). Everything else is
-in pyproject.toml. An editable install serves the checkout's ``web/`` instead."""
+``stomprelay/web/`` (what :mod:`stomprelay.webfiles` chooses), and an sdist carries
+the same files under ``web/`` so that a wheel built from it has them too. Everything
+else is in pyproject.toml. An editable install serves the checkout's ``web/`` instead."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from types import ModuleType
 
 from setuptools import setup
 from setuptools.command.build_py import build_py
+from setuptools.command.sdist import sdist
 
 HERE = Path(__file__).resolve().parent
 
@@ -39,4 +41,13 @@ class BuildWithWeb(build_py):
             shutil.copyfile(source, destination)
 
 
-setup(cmdclass={"build_py": BuildWithWeb})
+class SdistWithWeb(sdist):
+    def make_release_tree(self, base_dir: str, files: list[str]) -> None:
+        super().make_release_tree(base_dir, files)
+        for source, name in _webfiles().wheel_files(HERE / "web"):
+            destination = Path(base_dir) / "web" / name
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, destination)
+
+
+setup(cmdclass={"build_py": BuildWithWeb, "sdist": SdistWithWeb})

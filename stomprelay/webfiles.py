@@ -65,6 +65,8 @@ def module_references(web: Path, pages: list[Path]) -> dict[str, set[str]]:
 def wheel_files(web: Path) -> list[tuple[Path, str]]:
     """(source file, path under ``stomprelay/web/``) for everything a wheel
     carries of ``web``; WebFilesError naming what is missing."""
+    if not (web / "index.html").is_file():
+        raise WebFilesError(f"{web / 'index.html'} is missing: build from a checkout or an sdist")
     own = list(_own_files(web))
     files = [(web / relative, relative.as_posix()) for relative in own]
     missing: list[str] = []

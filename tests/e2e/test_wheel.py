@@ -61,7 +61,7 @@ def digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def build_wheel(tmp_path: Path) -> Path:
+def copy_sources(tmp_path: Path) -> Path:
     source = tmp_path / "src"
     source.mkdir()
     for name in SOURCES:
@@ -70,17 +70,29 @@ def build_wheel(tmp_path: Path) -> Path:
             shutil.copytree(path, source / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy2(path, source / name)
+    return source
+
+
+def build_wheel(tmp_path: Path, source: Path | None = None) -> Path:
+    """``pip wheel`` of a copy of the checkout (or of ``source``, an sdist)."""
     out = tmp_path / "dist"
     subprocess.run(
         [
             *(sys.executable, "-m", "pip", "wheel", "--quiet", "--no-build-isolation"),
-            *("--no-deps", "--no-index", "--wheel-dir", str(out), str(source)),
+            *("--no-deps", "--no-index", "--wheel-dir", str(out)),
+            str(source or copy_sources(tmp_path)),
         ],
         check=True,
         timeout=300,
     )
     (wheel,) = out.glob("stomprelay-*.whl")
     return wheel
+
+
+def web_files_of(wheel: Path) -> set[str]:
+    prefix = "stomprelay/web/"
+    with zipfile.ZipFile(wheel) as archive:
+        return {n.removeprefix(prefix) for n in archive.namelist() if n.startswith(prefix)}
 
 
 def fresh_venv(tmp_path: Path, wheel: Path) -> Path:
@@ -115,8 +127,7 @@ def test_the_wheel_serves_every_page_and_asset_from_an_empty_folder(tmp_path: Pa
     built = time.monotonic()
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
-    web = "stomprelay/web/"
-    web_names = {n.removeprefix(web) for n in names if n.startswith(web)}
+    web_names = web_files_of(wheel)
     assert "node_modules/@stomp/stompjs/LICENSE" in web_names
     assert not any(n.endswith("package-lock.json") for n in names)
 
@@ -171,3 +182,30 @@ def test_the_wheel_serves_every_page_and_asset_from_an_empty_folder(tmp_path: Pa
         f"{installed - built:.1f} s, serve + fetch {served - installed:.1f} s; "
         f"assets {fetched}"
     )
+
+
+@pytest.mark.usefixtures("web_deps")
+def test_a_wheel_built_from_the_sdist_carries_the_same_pages(tmp_path: Path) -> None:
+    """The release path (``python -m build``: an sdist, then a wheel from it)."""
+    source = copy_sources(tmp_path)
+    sdists = tmp_path / "sdist"
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"from setuptools import build_meta; build_meta.build_sdist({str(sdists)!r})",
+        ],
+        cwd=source,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    (sdist,) = sdists.glob("stomprelay-*.tar.gz")
+    from_sdist = web_files_of(build_wheel(tmp_path / "from-sdist", sdist))
+    direct = web_files_of(build_wheel(tmp_path / "direct", source))
+    assert from_sdist == direct
+    pages = {
+        p.relative_to(WEB).as_posix() for p in WEB.rglob("*.html") if "node_modules" not in p.parts
+    }
+    assert pages <= from_sdist
+    assert "node_modules/@stomp/stompjs/bundles/stomp.umd.min.js" in from_sdist

@@ -75,3 +75,8 @@ def test_without_npm_ci_at_all_the_build_stops_too(web: Path) -> None:
     shutil.rmtree(web / "node_modules")
     with pytest.raises(WebFilesError, match="npm ci in web/"):
         wheel_files(web)
+
+
+def test_without_the_pages_the_build_stops(tmp_path: Path) -> None:
+    with pytest.raises(WebFilesError, match=r"index\.html is missing"):
+        wheel_files(tmp_path / "web")
