@@ -323,7 +323,10 @@ class Access:
         auth = self.auth
         if auth is None:
             raise PolicyError(
-                "Unknown destination", "Authentication is off here: there is nothing to refresh."
+                "Unknown destination",
+                "Static users have no token to refresh."
+                if self.users is not None
+                else "Authentication is off here: there is nothing to refresh.",
             )
         try:
             token = body.decode("utf-8").strip()

@@ -191,3 +191,15 @@ def test_a_bad_users_file_stops_the_start_naming_its_line(tmp_path: Path) -> Non
     )
     assert done.returncode != 0
     assert f"{path}:3: the hash of 'bob' is not a bcrypt hash" in done.stderr
+
+
+async def test_a_static_user_has_no_token_to_refresh(make_relay: Any) -> None:
+    from stompclient import StompClient
+
+    server = await make_relay(users=users_file(guest="guest"))
+    client = await StompClient.connect(url(server), login="guest", passcode="guest")
+    await client.send("/app/auth/refresh", b"eyJ.x.y")
+    await client.wait_closed()
+    (error,) = client.errors
+    assert error.get("message") == "Unknown destination"
+    assert b"Static users have no token to refresh" in error.body
