@@ -17,7 +17,7 @@ _SIZES = ("KiB", "MiB", "GiB", "TiB")
 _NOW_MS = 1000
 
 #: Columns holding a moment (ms since the epoch) besides those named ``...At``.
-MOMENT_COLUMNS = frozenset({"lastSeen", "lastActivity", "lastHeartbeat", "until", "expires"})
+MOMENT_COLUMNS = frozenset({"lastSeen", "lastActivity", "lastHeartbeat", "until"})
 
 
 def duration(ms: float) -> str:
