@@ -52,6 +52,12 @@ class Assets(HTMLParser):
         return [url for url in parser.urls if not url.startswith("data:")]
 
 
+def web_pages() -> set[str]:
+    """Every page of web/ (a dashboard's too), as paths under it."""
+    found = WEB.rglob("*.html")
+    return {p.relative_to(WEB).as_posix() for p in found if "node_modules" not in p.parts}
+
+
 def fetch(url: str) -> tuple[int, bytes]:
     with urllib.request.urlopen(url, timeout=10) as reply:
         return reply.status, reply.read()
@@ -151,7 +157,7 @@ def test_the_wheel_serves_every_page_and_asset_from_an_empty_folder(tmp_path: Pa
         tmp_path, "wheel-1", command=[str(venv / "bin" / "stomprelay")], cwd=empty
     ).start()
     try:
-        pages = sorted(p.relative_to(WEB).as_posix() for p in WEB.glob("*.html"))
+        pages = sorted(web_pages())
         assert "index.html" in pages
         fetched: dict[str, str] = {}
         for page in pages:
@@ -204,8 +210,5 @@ def test_a_wheel_built_from_the_sdist_carries_the_same_pages(tmp_path: Path) -> 
     from_sdist = web_files_of(build_wheel(tmp_path / "from-sdist", sdist))
     direct = web_files_of(build_wheel(tmp_path / "direct", source))
     assert from_sdist == direct
-    pages = {
-        p.relative_to(WEB).as_posix() for p in WEB.rglob("*.html") if "node_modules" not in p.parts
-    }
-    assert pages <= from_sdist
+    assert web_pages() <= from_sdist
     assert "node_modules/@stomp/stompjs/bundles/stomp.umd.min.js" in from_sdist
