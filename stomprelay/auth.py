@@ -1,11 +1,13 @@
 """Identity and access: who a session is, the ACL, and the text rules for names.
 
 Authentication is off unless a key is configured (``--jwt-secret``,
-``--jwt-public-key``, ``--jwks``). Then CONNECT needs a JWT, in ``passcode`` or
-an ``Authorization: Bearer`` header, checked by :mod:`stomprelay.tokens`; the
-token's ``sub`` is who the session is (its ``name`` claim the display name),
-and a ``SEND`` to ``/app/auth/refresh`` replaces the credential in-band
-(docs/security.md).
+``--jwt-public-key``, ``--jwks``) or static users are (``--users``). With a key,
+CONNECT needs a JWT, in ``passcode`` or an ``Authorization: Bearer`` header,
+checked by :mod:`stomprelay.tokens`; the token's ``sub`` is who the session is
+(its ``name`` claim the display name), and a ``SEND`` to ``/app/auth/refresh``
+replaces the credential in-band (docs/security.md). With static users, CONNECT's
+``login`` and ``passcode`` are checked against the users file
+(:mod:`stomprelay.passwords`); with both, a token-shaped passcode is a token.
 
 The ACL (``--acl FILE``) maps users, roles and claims to the destinations they
 may SUBSCRIBE and SEND to; once a file is given, anything it does not allow is
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import fnmatch
 import logging
+import re
 import tomllib
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping
@@ -118,6 +121,16 @@ def token_of(headers: Iterable[tuple[str, str]]) -> str | None:
             return value.strip()
     passcode = seen.get("passcode")
     return passcode.strip() if passcode and passcode.strip() else None
+
+
+#: A JWT in compact form (RFC 7519): its header is base64url JSON, so it starts ``eyJ``.
+_TOKEN_SHAPE = re.compile(r"^eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$")
+
+
+def looks_like_token(credential: str | None) -> bool:
+    """Whether a credential is shaped as a JWT: with static users and a JWT key
+    both configured, such a passcode is checked as a token, any other as a password."""
+    return credential is not None and _TOKEN_SHAPE.match(credential) is not None
 
 
 # -- the ACL ----------------------------------------------------------------

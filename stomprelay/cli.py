@@ -1,7 +1,8 @@
 """Command line: ``stomprelay serve`` runs a relay; ``inspect``, ``notify`` and
 ``kick`` are the operator's commands (:mod:`stomprelay.admin`); ``publish`` is the
 server API's (:mod:`stomprelay.cli_api`); ``token`` signs development tokens.
-The options come from :mod:`stomprelay.options`."""
+``users hash`` hashes a password for ``--users``. The options come from
+:mod:`stomprelay.options`."""
 
 from __future__ import annotations
 
@@ -35,8 +36,11 @@ from stomprelay.settings import Settings
 from stomprelay.transport.workers import Supervisor, worker_count
 
 if TYPE_CHECKING:
+    from rich.table import Table
+
     from stomprelay.admin import Admin
     from stomprelay.cluster.connect import RedisTarget
+    from stomprelay.passwords import UserFile
 
 log = logging.getLogger("stomprelay")
 
@@ -150,6 +154,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     BY_FLAG["--admin-token"].add_to(kick, os.environ)
     add_publish(commands)
+
+    users = commands.add_parser("users", help="static users (--users FILE of name:hash lines)")
+    users_commands = users.add_subparsers(dest="users_command", required=True)
+    hashing = users_commands.add_parser(
+        "hash",
+        help="read a password on standard input (its first line) and print its bcrypt hash",
+    )
+    hashing.add_argument(
+        "--rounds",
+        type=int,
+        default=12,
+        help="bcrypt cost: 2^N rounds, 4 to 31 (each check at CONNECT takes that long)",
+    )
     return parser
 
 
@@ -199,6 +216,25 @@ def token(args: argparse.Namespace) -> int:
             issuer=args.jwt_issuer,
         )
     )
+    return 0
+
+
+def users(args: argparse.Namespace) -> int:
+    """``stomprelay users hash``: the hash of the password on standard input (a
+    terminal is asked without echo), for a ``name:hash`` line of ``--users``."""
+    import getpass
+
+    from stomprelay.passwords import hash_password
+
+    if sys.stdin.isatty():
+        password = getpass.getpass("Password: ")
+    else:
+        password = sys.stdin.readline().removesuffix("\n").removesuffix("\r")
+    try:
+        print(hash_password(password, args.rounds))
+    except ValueError as exc:
+        print(f"stomprelay users hash: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -312,6 +348,7 @@ async def serve(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     auth, acl = _access(args, settings)
+    static_users = _users(args, settings)
     target = args.redis_target
     backends = build_backends(settings, target, Keys(args.key_prefix))
     try:
@@ -322,6 +359,7 @@ async def serve(args: argparse.Namespace) -> int:
             auth=auth,
             acl=acl,
             dev_tokens=args.dev_tokens,
+            users=static_users,
         )
     except ValueError as exc:
         raise SystemExit(f"stomprelay: {exc}") from None
@@ -400,6 +438,20 @@ def _access(args: argparse.Namespace, settings: Settings) -> tuple[Any, Any]:
     return auth, acl
 
 
+def _users(args: argparse.Namespace, settings: Settings) -> UserFile | None:
+    """The static users of ``--users``; a bad file stops the start naming its line."""
+    if not args.users:
+        return None
+    from stomprelay.passwords import UserFile
+
+    try:
+        return UserFile.load(args.users, settings.max_login)
+    except OSError as exc:
+        raise SystemExit(f"stomprelay: --users {args.users}: {exc.strerror}") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise SystemExit(f"stomprelay: --users: {exc}") from None
+
+
 async def _rows(admin: Admin, what: str, item: str | None) -> list[dict[str, object]] | str:
     """The rows ``inspect`` prints, or why there are none (a message)."""
     if what == "servers":
@@ -439,25 +491,28 @@ async def inspect(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    from rich.console import Console
-    from rich.table import Table
+    import time
 
-    table = Table(title=f"{args.what} ({len(rows)})")
-    columns = list(rows[0]) if rows else []
-    for column in columns:
-        table.add_column(column)
-    for row in rows:
-        table.add_row(*(_cell(row.get(c)) for c in columns))
-    Console().print(table)
+    from rich.console import Console
+
+    Console().print(inspect_table(args.what, rows, int(time.time() * 1000)))
     return 0
 
 
-def _cell(value: object) -> str:
-    if isinstance(value, list):
-        return ",".join(str(v) for v in value)
-    if isinstance(value, dict):
-        return " ".join(f"{k}={v}" for k, v in value.items())
-    return "" if value is None else str(value)
+def inspect_table(what: str, rows: list[dict[str, object]], now_ms: int) -> Table:
+    """``inspect``'s table: moments relative to ``now_ms``, durations and sizes in
+    units (:mod:`stomprelay.humanize`); ``--json`` keeps the exact values."""
+    from rich.table import Table
+
+    from stomprelay.humanize import cell
+
+    table = Table(title=f"{what} ({len(rows)})")
+    columns = list(rows[0]) if rows else []
+    for column in columns or ["(none)"]:  # rich prints nothing of a table without columns
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(cell(c, row.get(c), now_ms) for c in columns))
+    return table
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -503,6 +558,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return kick(args)
     if args.command == "publish":
         return publish_command(args, _with_admin)
+    if args.command == "users":
+        return users(args)
     return asyncio.run(inspect(args))
 
 

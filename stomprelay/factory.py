@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from stomprelay.auth import Acl
     from stomprelay.cluster.connect import RedisTarget
     from stomprelay.hook import AuthHook
+    from stomprelay.passwords import UserFile
     from stomprelay.tokens import Authenticator
 
 
@@ -90,6 +91,7 @@ def build_relay(
     auth: Authenticator | None = None,
     acl: Acl | None = None,
     dev_tokens: bool = False,
+    users: UserFile | None = None,
 ) -> Relay:
     """A relay on ``backends`` (built from ``target`` and ``keys`` when not given).
 
@@ -97,7 +99,7 @@ def build_relay(
     mistake (an ACL without authentication, dev tokens without a secret)."""
     settings = settings or Settings()
     hook = build_hook(settings)
-    check_access(auth, acl, dev_tokens, hook)
+    check_access(auth, acl, dev_tokens, hook, users)
     if backends is None:
         backends = build_backends(settings, target, keys)
     return Relay(
@@ -108,6 +110,7 @@ def build_relay(
         acl=acl,
         dev_tokens=dev_tokens,
         hook=hook,
+        users=users,
     )
 
 

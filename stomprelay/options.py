@@ -439,6 +439,14 @@ OPTIONS: tuple[Option, ...] = (
         minimum=0,
     ),
     Option(
+        "--users",
+        "static users: a file of name:hash lines (bcrypt; `stomprelay users hash` makes one); "
+        "CONNECT login/passcode checked against it",
+        "USERS_FILE",
+        metavar="FILE",
+        shown="off",
+    ),
+    Option(
         "--acl",
         "per-destination SUBSCRIBE/SEND rules, TOML or YAML; deny by default; needs authentication",
         "ACL_FILE",
@@ -593,7 +601,7 @@ OPTIONS: tuple[Option, ...] = (
         "--web-root",
         "folder served at /",
         "WEB_ROOT",
-        shown="web/ beside the package",
+        shown="the installed package's pages (a checkout: its web/)",
     ),
     Option(
         "--uvloop",
@@ -710,8 +718,9 @@ RULES: tuple[Rule, ...] = (
             bool(v["acl"])
             and not (v["jwt_secret"] or v["jwt_secret_file"] or v["jwt_public_key"] or v["jwks"])
             and not (v.get("auth_hook_url") and "connect" in v.get("auth_hook_actions", ()))
+            and not v.get("users")
         ),
-        "--acl needs authentication (--jwt-secret, --jwt-public-key, --jwks, or an "
+        "--acl needs authentication (--jwt-secret, --jwt-public-key, --jwks, --users, or an "
         "--auth-hook-url asked about connect): without verified identities the rules "
         "would trust any login",
     ),

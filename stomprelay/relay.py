@@ -55,6 +55,7 @@ from stomprelay.usersubs import ServerSubs
 if TYPE_CHECKING:
     from stomprelay.auth import Acl
     from stomprelay.hook import AuthHook, Verdict
+    from stomprelay.passwords import UserFile
     from stomprelay.tokens import Authenticator
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,7 @@ class Relay:
         acl: Acl | None = None,
         dev_tokens: bool = False,
         hook: AuthHook | None = None,
+        users: UserFile | None = None,
     ) -> None:
         self.settings = settings
         self.server_id = server_id
@@ -124,6 +126,7 @@ class Relay:
             guard=outage.guard,
             on_kicked=metrics.kicked.inc,
             hook=hook,
+            users=users,
         )
         self.sender = Sender(
             settings,

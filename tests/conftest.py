@@ -42,9 +42,9 @@ async def make_relay() -> AsyncIterator[MakeRelay]:
     """Start in-process relays in the test's event loop: ``await make_relay(**settings)``.
 
     Keyword arguments are :class:`Settings` fields (``connect_timeout=0.5``,
-    ``limits=Limits(...)``, ...), plus ``server_id``, the relay's ``auth``, ``acl``
-    and ``dev_tokens``, and the HTTP API's ``admin_token`` and ``api_key``. Each relay
-    listens on free ports for HTTP/WebSocket (``.port``) and plain STOMP/TCP
+    ``limits=Limits(...)``, ...), plus ``server_id``, the relay's ``auth``, ``acl``,
+    ``dev_tokens`` and static ``users``, and the HTTP API's ``admin_token`` and
+    ``api_key``. Each relay listens on free ports for HTTP/WebSocket (``.port``) and plain STOMP/TCP
     (``.stomp_port``) and is stopped after the test.
     """
     servers: list[RelayServer] = []
@@ -57,6 +57,7 @@ async def make_relay() -> AsyncIterator[MakeRelay]:
         dev_tokens: bool = False,
         admin_token: str | None = None,
         api_key: str | None = None,
+        users: Any = None,
         **settings: Any,
     ) -> RelayServer:
         relay = build_relay(
@@ -65,6 +66,7 @@ async def make_relay() -> AsyncIterator[MakeRelay]:
             auth=auth,
             acl=acl,
             dev_tokens=dev_tokens,
+            users=users,
         )
         server = RelayServer(
             relay,

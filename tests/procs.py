@@ -133,8 +133,14 @@ class RelayProcess:
         redis_url: str | None = None,
         extra: list[str] | None = None,
         env: dict[str, str] | None = None,
+        command: list[str] | None = None,
+        cwd: Path | None = None,
     ) -> None:
+        """``command`` runs instead of ``python -m stomprelay`` (an installed script),
+        in ``cwd`` instead of the checkout."""
         self.workdir = workdir
+        self.command = command or [sys.executable, "-m", "stomprelay"]
+        self.cwd = cwd or ROOT
         self.server_id = server_id
         self.redis_url = redis_url
         self.extra = extra or []
@@ -153,9 +159,7 @@ class RelayProcess:
 
     def start(self, wait_ready: bool = True) -> RelayProcess:
         args = [
-            sys.executable,
-            "-m",
-            "stomprelay",
+            *self.command,
             "serve",
             "--host",
             "127.0.0.1",
@@ -172,7 +176,7 @@ class RelayProcess:
         env.pop("REDIS_URL", None)
         log = open(self.log_path, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            args + self.extra, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+            args + self.extra, cwd=self.cwd, env=env, stdout=log, stderr=subprocess.STDOUT
         )
         wait_for(self.healthy, timeout=20, what=f"relay {self.server_id} /health")
         if wait_ready and self.redis_url:

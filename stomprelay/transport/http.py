@@ -43,13 +43,12 @@ from stomprelay.metrics import Metrics
 from stomprelay.notify import iso_ms
 from stomprelay.settings import Settings
 from stomprelay.transport.hygiene import is_loopback
+from stomprelay.webfiles import default_root
 
 if TYPE_CHECKING:
     from stomprelay.tokens import Authenticator
 
 log = logging.getLogger(__name__)
-
-WEB_ROOT = Path(__file__).resolve().parent.parent.parent / "web"
 
 Headers = list[tuple[bytes, bytes]]
 Answer = tuple[int, Headers, bytes]
@@ -147,7 +146,7 @@ class HttpApp:
         self.api = api
         self.status = status
         self.connections = connections
-        self.web_root = (web_root or WEB_ROOT).resolve()
+        self.web_root = (web_root or default_root()).resolve()
         #: Bearer token of the admin API; None: reads from loopback only, no writes.
         self._admin_token = admin_token
         self._public_metrics = status.settings.public_metrics

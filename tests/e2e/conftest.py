@@ -56,6 +56,12 @@ def _ensure_web_deps() -> None:
 
 
 @pytest.fixture(scope="session")
+def web_deps() -> None:
+    """web/node_modules as package-lock.json pins it (``npm ci`` when it is not)."""
+    _ensure_web_deps()
+
+
+@pytest.fixture(scope="session")
 def artifacts() -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     return ARTIFACTS

@@ -318,6 +318,12 @@ def test_values_out_of_range_name_the_flag(
         check(vars(parse("serve", *argv)))
 
 
+def test_static_users_count_as_authentication_for_the_acl(clean_env: pytest.MonkeyPatch) -> None:
+    check(vars(parse("serve", "--acl", "rules.toml", "--users", "users.txt")))
+    clean_env.setenv("USERS_FILE", "users.txt")
+    assert parse("serve").users == "users.txt"
+
+
 def test_a_variable_outside_the_choices_is_refused(clean_env: pytest.MonkeyPatch) -> None:
     clean_env.setenv("NO_ORIGIN", "maybe")
     with pytest.raises(OptionError, match="NO_ORIGIN"):
