@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import secrets
 from collections.abc import Awaitable
-from typing import Any
 
 import pytest
 from clusterhelpers import eventually
@@ -21,10 +20,6 @@ RPC = "/topic/rpc"
 ANSWERS = "/temp-queue/answers"
 
 
-def url(server: RelayServer) -> str:
-    return f"ws://127.0.0.1:{server.port}/ws"
-
-
 def replies(server: RelayServer, outcome: str) -> float:
     value = server.relay.metrics.registry.get_sample_value(
         "stomprelay_replies_total", {"outcome": outcome}
@@ -34,20 +29,6 @@ def replies(server: RelayServer, outcome: str) -> float:
 
 def temp_queues(server: RelayServer) -> float:
     return server.relay.metrics.registry.get_sample_value("stomprelay_temp_queues") or 0.0
-
-
-@pytest.fixture
-async def clients() -> Any:
-    made: list[StompClient] = []
-
-    async def factory(server: RelayServer, **kwargs: Any) -> StompClient:
-        client = await StompClient.connect(url(server), **kwargs)
-        made.append(client)
-        return client
-
-    yield factory
-    for client in made:
-        await client.close()
 
 
 async def ask(requester: StompClient, responder: StompClient, body: str, corr: str) -> str:
