@@ -1,0 +1,102 @@
+"""Request/reply without sockets: the ``/temp-queue/`` and ``/reply-queue/`` routes, the
+reply token, and the ``reply-to`` rewrite of :class:`~stomprelay.replies.Replies`."""
+
+from __future__ import annotations
+
+import pytest
+
+from stomprelay.cluster.keys import Keys
+from stomprelay.destinations import (
+    Route,
+    channels_for,
+    log_id_for,
+    parse_destination,
+    reply_token,
+)
+from stomprelay.errors import PolicyError
+from stomprelay.replies import Replies
+from stomprelay.stomp.frames import Frame
+from stomprelay.stomp.session import MessageSent, Subscribed, Subscription
+
+SECRET = "A" * 22
+
+
+@pytest.mark.parametrize("server_id", ["relay-a", "vm-3f2a91", "node/1:{x}", "rélai ü"])
+def test_a_reply_token_names_its_relay_and_is_routed_on_its_channel(server_id: str) -> None:
+    token = reply_token(server_id, SECRET)
+    assert server_id not in token
+    route = parse_destination(f"/reply-queue/{token}")
+    assert route == Route("reply", server_id, token)
+    keys = Keys("stomp")
+    assert channels_for(route, keys) == (keys.server_channel(server_id),)
+    assert log_id_for(route) == ""
+
+
+def test_a_temporary_queue_has_a_route_and_no_channel() -> None:
+    route = parse_destination("/temp-queue/answers.v1")
+    assert route == Route("temp", "answers.v1")
+    assert channels_for(route, Keys("stomp")) == ()
+
+
+@pytest.mark.parametrize(
+    "destination",
+    [
+        "/reply-queue/",
+        "/reply-queue/abc",
+        f"/reply-queue/{reply_token('r', SECRET)}x",  # a secret too long
+        f"/reply-queue/{reply_token('r', SECRET)[:-1]}",  # too short
+        f"/reply-queue/!!.{SECRET}",
+        f"/reply-queue/AA.{SECRET}",  # decodes to a control character
+        f"/reply-queue/_w.{SECRET}",  # not UTF-8 once decoded
+        "/temp-queue/",
+        "/temp-queue/a/b",
+        "/temp-queue/" + "x" * 65,
+    ],
+)
+def test_malformed_reply_and_temporary_queues_are_refused(destination: str) -> None:
+    with pytest.raises(PolicyError):
+        parse_destination(destination)
+
+
+def send(*headers: tuple[str, str]) -> MessageSent:
+    return MessageSent(Frame("SEND", (("destination", "/topic/rpc"), *headers), b"q"))
+
+
+def test_reply_to_is_rewritten_once_per_session_and_name() -> None:
+    queues: list[int] = []
+    replies = Replies("relay-a", "stomp:server:relay-a", {}, 2, on_queues=queues.append)
+    first = replies.admit("s1", send(("reply-to", "/temp-queue/answers"), ("x", "1")))
+    reply_to = first.frame.get("reply-to") or ""
+    assert reply_to.startswith("/reply-queue/")
+    assert parse_destination(reply_to).name == "relay-a"
+    # headers keep their order; only the first reply-to (the one that counts) changes
+    assert [k for k, _ in first.frame.headers] == ["destination", "reply-to", "x"]
+    again = replies.admit("s1", send(("reply-to", "/temp-queue/answers"), ("reply-to", "/x")))
+    assert again.frame.headers[1:] == (("reply-to", reply_to), ("reply-to", "/x"))
+    other = replies.admit("s2", send(("reply-to", "/temp-queue/answers")))
+    assert other.frame.get("reply-to") not in (None, reply_to)
+    assert len(replies) == 2
+    assert queues == [1, 2]
+
+    replies.forget("s1")
+    assert len(replies) == 1
+    assert queues[-1] == 1
+
+
+def test_other_reply_tos_and_frames_pass_unchanged() -> None:
+    replies = Replies("relay-a", "stomp:server:relay-a", {}, 4)
+    plain = send(("reply-to", "/queue/answers"))
+    assert replies.admit("s1", plain) is plain
+    bare = send()
+    assert replies.admit("s1", bare) is bare
+    subscribed = Subscribed(Subscription("1", "/topic/rpc", "auto"))
+    assert replies.admit("s1", subscribed) is subscribed
+    assert len(replies) == 0
+
+
+def test_a_session_holds_at_most_its_limit_of_temporary_queues() -> None:
+    replies = Replies("relay-a", "stomp:server:relay-a", {}, 1)
+    replies.admit("s1", send(("reply-to", "/temp-queue/a")))
+    with pytest.raises(PolicyError, match="temporary queues"):
+        replies.admit("s1", send(("reply-to", "/temp-queue/b")))
+    replies.admit("s2", send(("reply-to", "/temp-queue/b")))  # per session
