@@ -15,8 +15,10 @@ from stomprelay.destinations import (
 )
 from stomprelay.errors import PolicyError
 from stomprelay.replies import Replies
-from stomprelay.stomp.frames import Frame
-from stomprelay.stomp.session import MessageSent, Subscribed, Subscription
+from stomprelay.settings import Settings
+from stomprelay.stomp.frames import V10, V12, Frame, PreparedMessage
+from stomprelay.stomp.parser import FrameParser
+from stomprelay.stomp.session import MessageSent, ServerSession, Subscribed, Subscription
 
 SECRET = "A" * 22
 
@@ -100,3 +102,27 @@ def test_a_session_holds_at_most_its_limit_of_temporary_queues() -> None:
     with pytest.raises(PolicyError, match="temporary queues"):
         replies.admit("s1", send(("reply-to", "/temp-queue/b")))
     replies.admit("s2", send(("reply-to", "/temp-queue/b")))  # per session
+
+
+@pytest.mark.parametrize("version", [V10, V12])
+def test_a_session_takes_a_reply_without_a_subscription(version: str) -> None:
+    session = ServerSession("s1", "relay-a", 0.0, Settings())
+    message = PreparedMessage("/temp-queue/answers", "m-1", (("correlation-id", "c1"),), b"42")
+    assert session.deliver_reply(message, 0.0) is False  # not connected yet
+    connect = Frame("CONNECT", (("accept-version", version), ("host", "h")))
+    session.receive_data(connect.serialize(version), 0.0)
+    session.data_to_send()  # CONNECTED
+    assert session.deliver_reply(message, 1.0) is True
+    (data,) = session.data_to_send()
+    parser = FrameParser(version=version)
+    parser.feed(data)
+    frame = parser.next_frame()
+    assert frame is not None
+    assert frame.command == "MESSAGE"
+    assert frame.get("destination") == "/temp-queue/answers"
+    assert frame.get("subscription") == "/temp-queue/answers"
+    assert frame.get("correlation-id") == "c1"
+    assert frame.get("ack") is None
+    assert frame.body == b"42"
+    session.close("client disconnected")
+    assert session.deliver_reply(message, 2.0) is False
