@@ -121,6 +121,10 @@ class Replies:
         return dataclasses.replace(event, frame=dataclasses.replace(frame, headers=tuple(headers)))
 
     def _token(self, session_id: str, name: str) -> str:
+        if session_id not in self._sinks:
+            # ended while its SEND was on the way (detached already): a queue made now
+            # would outlive it, so the reply-to leads nowhere and replies are dropped
+            return reply_token(self.server_id, secrets.token_urlsafe(16))
         queues = self._by_session.setdefault(session_id, {})
         token = queues.get(name)
         if token is not None:
@@ -155,7 +159,7 @@ class Replies:
         owner = self._by_token.get(envelope.destination[len(REPLY_QUEUE_PREFIX) :])
         sink = self._sinks.get(owner[0]) if owner is not None else None
         if owner is None or sink is None:
-            log.info("dropping reply %s: no temporary queue (its session ended)", envelope.id)
+            log.debug("dropping reply %s: no temporary queue (its session ended)", envelope.id)
             self._on_reply("dropped")
             return True
         session_id, name = owner
@@ -165,7 +169,7 @@ class Replies:
             sink.flush()
             self._on_reply("delivered")
         else:
-            log.info("[%s] dropping reply %s: the session is closing", session_id, envelope.id)
+            log.debug("[%s] dropping reply %s: the session is closing", session_id, envelope.id)
             self._on_reply("dropped")
         return True
 

@@ -23,6 +23,20 @@ from stomprelay.stomp.session import MessageSent, ServerSession, Subscribed, Sub
 SECRET = "A" * 22
 
 
+class FakeSink:
+    """A connection as Replies reads it (the admit path never touches it)."""
+
+    def __init__(self, session_id: str) -> None:
+        self.session = ServerSession(session_id, "relay-a", 0.0, Settings())
+
+    def flush(self) -> None:
+        pass
+
+
+#: The relay's connections: sessions s1 and s2 are open.
+SINKS = {"s1": FakeSink("s1"), "s2": FakeSink("s2")}
+
+
 @pytest.mark.parametrize("server_id", ["relay-a", "vm-3f2a91", "node/1:{x}", "rélai ü"])
 def test_a_reply_token_names_its_relay_and_is_routed_on_its_channel(server_id: str) -> None:
     token = reply_token(server_id, SECRET)
@@ -66,7 +80,7 @@ def send(*headers: tuple[str, str]) -> MessageSent:
 
 def test_reply_to_is_rewritten_once_per_session_and_name() -> None:
     queues: list[int] = []
-    replies = Replies("relay-a", "stomp:server:relay-a", {}, 2, on_queues=queues.append)
+    replies = Replies("relay-a", "stomp:server:relay-a", SINKS, 2, on_queues=queues.append)
     first = replies.admit("s1", send(("reply-to", "/temp-queue/answers"), ("x", "1")))
     reply_to = first.frame.get("reply-to") or ""
     assert reply_to.startswith("/reply-queue/")
@@ -86,7 +100,7 @@ def test_reply_to_is_rewritten_once_per_session_and_name() -> None:
 
 
 def test_other_reply_tos_and_frames_pass_unchanged() -> None:
-    replies = Replies("relay-a", "stomp:server:relay-a", {}, 4)
+    replies = Replies("relay-a", "stomp:server:relay-a", SINKS, 4)
     plain = send(("reply-to", "/queue/answers"))
     assert replies.admit("s1", plain) is plain
     bare = send()
@@ -97,7 +111,7 @@ def test_other_reply_tos_and_frames_pass_unchanged() -> None:
 
 
 def test_a_session_holds_at_most_its_limit_of_temporary_queues() -> None:
-    replies = Replies("relay-a", "stomp:server:relay-a", {}, 1)
+    replies = Replies("relay-a", "stomp:server:relay-a", SINKS, 1)
     replies.admit("s1", send(("reply-to", "/temp-queue/a")))
     with pytest.raises(PolicyError, match="temporary queues"):
         replies.admit("s1", send(("reply-to", "/temp-queue/b")))
@@ -126,3 +140,10 @@ def test_a_session_takes_a_reply_without_a_subscription(version: str) -> None:
     assert frame.body == b"42"
     session.close("client disconnected")
     assert session.deliver_reply(message, 2.0) is False
+
+
+def test_a_session_that_ended_meanwhile_gets_no_temporary_queue() -> None:
+    replies = Replies("relay-a", "stomp:server:relay-a", SINKS, 4)
+    late = replies.admit("gone", send(("reply-to", "/temp-queue/a")))
+    assert (late.frame.get("reply-to") or "").startswith("/reply-queue/")
+    assert len(replies) == 0
