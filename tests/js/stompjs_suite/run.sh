@@ -34,5 +34,12 @@ node "$jasmine" --config=spec/support/jasmine.json "$@" >"$RUN/suite.log" 2>&1 |
 # jasmine's own report, without the clients' debug lines
 grep -v -E '^(CLIENT [0-9]+|Opening Web Socket|Web Socket Opened|Connection closed|>>>|<<<|Received data)' \
     "$RUN/suite.log" | grep -v '^\s*$' | tail -n 200
+summary=$(grep -E '^[0-9]+ specs?, [0-9]+ failures?' "$RUN/suite.log" | tail -n 1 || true)
+if [ -n "$summary" ]; then
+    specs=${summary%% spec*}
+    failures=${summary#*, }
+    failures=${failures%% failure*}
+    echo "passed $((specs - failures)) of $specs specs"
+fi
 echo "log: $RUN/suite.log"
 exit $status
