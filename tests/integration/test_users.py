@@ -10,9 +10,14 @@ from stomprelay.auth import Acl
 from stomprelay.cluster.envelope import Envelope
 from stomprelay.destinations import channels_for, parse_destination
 from stomprelay.tokens import Authenticator, issue_token
+from stomprelay.transport import RelayServer
 
 SECRET = "integration-secret-0123456789abcdef"
 INBOX = "/user/queue/messages"
+
+
+def url(server: RelayServer) -> str:
+    return f"ws://127.0.0.1:{server.port}/ws"
 
 
 async def test_a_single_node_delivers_and_keeps_direct_messages(make_relay, clients) -> None:
