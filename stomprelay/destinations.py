@@ -16,6 +16,7 @@ with a slash, a colon or a brace is one segment and one safe Redis key part.
 
 from __future__ import annotations
 
+import base64
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -45,7 +46,7 @@ class Route:
     For kind ``user``, ``name`` is the (decoded) user, "" for the subscriber's own
     (``/user/queue/{q}``, before :func:`own_route`), and ``action`` the queue name."""
 
-    kind: str  # room | broadcast | system | topic | app | user
+    kind: str  # room | broadcast | system | topic | app | user | temp | reply
     name: str = ""
     action: str = ""  # for kind "app": join | message | leave | participants; "user": queue
 
@@ -111,7 +112,9 @@ def _user_route(destination: str) -> Route:
 
 @lru_cache(maxsize=8192)  # every SEND and envelope asks; a refusal is not kept
 def parse_destination(destination: str) -> Route:
-    """Map a destination to its route (contract sections 3 and 9) or refuse it."""
+    """Map a destination to its route (contract sections 3, 9 and 12) or refuse it."""
+    if destination.startswith((TEMP_QUEUE_PREFIX, REPLY_QUEUE_PREFIX)):
+        return reply_route(destination)
     if destination == "/topic/broadcast":
         return Route("broadcast")
     if destination == "/topic/system":
@@ -180,6 +183,8 @@ def channels_for(route: Route, keys: Keys) -> tuple[str, ...]:
         return (keys.topic_channel(route.name),)
     if route.kind == "user" and route.name:
         return (keys.user_channel(route.name),)
+    if route.kind == "reply":
+        return (keys.server_channel(route.name),)
     return ()
 
 
@@ -195,3 +200,59 @@ def log_id_for(route: Route) -> str:
     if route.kind == "user" and route.name:
         return f"user:{encode_user(route.name)}:{route.action}"
     return ""
+
+
+# -- request/reply: /temp-queue/{name} and /reply-queue/{token} (docs/protocol.md) --
+
+#: What a SEND names in ``reply-to``: a queue private to the sending session.
+TEMP_QUEUE_PREFIX = "/temp-queue/"
+#: What the responder sees in ``reply-to`` instead, and sends its reply to.
+REPLY_QUEUE_PREFIX = "/reply-queue/"
+#: Longest relay id a reply token carries (characters).
+MAX_SERVER_ID = 256
+#: A reply token: the relay id, base64url without padding, a dot, then 128 random
+#: bits (22 base64url characters) that name the temporary queue on that relay.
+_REPLY_TOKEN = re.compile(r"([A-Za-z0-9_-]{2,1368})\.([A-Za-z0-9_-]{22})")
+
+
+def reply_token(server_id: str, secret: str) -> str:
+    """The ``/reply-queue/`` token of a temporary queue of relay ``server_id``."""
+    encoded = base64.urlsafe_b64encode(server_id.encode("utf-8")).rstrip(b"=")
+    return f"{encoded.decode('ascii')}.{secret}"
+
+
+def _token_server(encoded: str) -> str:
+    """The relay id a token's first part names, or "" when it names none."""
+    try:
+        raw = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+        server_id = raw.decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        return ""
+    if len(server_id) > MAX_SERVER_ID or any(
+        unicodedata.category(c) in ("Cc", "Cs") for c in server_id
+    ):
+        return ""
+    return server_id
+
+
+def reply_route(destination: str) -> Route:
+    """``/temp-queue/{name}``: Route("temp", name); ``/reply-queue/{token}``:
+    Route("reply", the relay id the token names, the token)."""
+    if destination.startswith(TEMP_QUEUE_PREFIX):
+        name = destination[len(TEMP_QUEUE_PREFIX) :]
+        if not QUEUE_NAME.fullmatch(name):
+            raise PolicyError(
+                "Invalid queue name",
+                f"Temporary queue names match [A-Za-z0-9_.-]{{1,64}}; {name[:80]!r} does not.",
+            )
+        return Route("temp", name)
+    token = destination[len(REPLY_QUEUE_PREFIX) :]
+    found = _REPLY_TOKEN.fullmatch(token)
+    server_id = _token_server(found.group(1)) if found else ""
+    if not server_id:
+        raise PolicyError(
+            "Invalid destination",
+            f"{destination[:120]} is not a reply queue: reply to the reply-to header of the "
+            "request as it arrived (/reply-queue/...).",
+        )
+    return Route("reply", server_id, token)

@@ -122,6 +122,19 @@ class Metrics:
             "Seconds this relay spent without Redis since it started",
             registry=self.registry,
         )
+        # request/reply (docs/protocol.md "Request/reply")
+        self.temp_queues = Gauge(
+            "stomprelay_temp_queues",
+            "Temporary queues (reply-to:/temp-queue/...) of this relay's sessions",
+            registry=self.registry,
+        )
+        self.replies = Counter(
+            "stomprelay_replies",
+            "Replies to a /reply-queue/ of this relay, by outcome: delivered, or dropped "
+            "(the session that asked has ended, or the queue is unknown)",
+            ["outcome"],
+            registry=self.registry,
+        )
 
     def repaired(self, messages: int, seconds: float) -> None:
         self.repaired_messages.inc(messages)

@@ -692,6 +692,10 @@ OPTIONS: tuple[Option, ...] = (
     ),
     limit("max_login", "longest CONNECT login (and identity from a token) and room display text"),
     limit("max_history_request", "most messages a SUBSCRIBE with x-history may ask for", 0),
+    limit(
+        "max_temp_queues",
+        "most temporary queues one session holds (a SEND's reply-to /temp-queue/{name})",
+    ),
     # set by the --workers supervisor for its children
     Option("--reuse-port", "", kind=bool, hidden=True),
     Option("--listen-fd", "", kind=int, hidden=True),

@@ -33,6 +33,7 @@ from stomprelay.errors import BackendUnavailable, PeerError, PolicyError
 from stomprelay.metrics import Metrics
 from stomprelay.publish import Sender, sent_to
 from stomprelay.registration import Registration
+from stomprelay.replies import Replies
 from stomprelay.rooms import Rooms
 from stomprelay.router import Route, Router, Sink, parse_destination
 from stomprelay.settings import Settings
@@ -204,6 +205,15 @@ class Relay:
             timeout=settings.api_confirm_timeout,
             most=settings.max_server_subscriptions,
         )
+        #: Temporary queues of this relay's sessions, and the replies sent to them.
+        self.replies = Replies(
+            server_id,
+            keys.server_channel(server_id),
+            self.sinks,
+            settings.max_temp_queues,
+            on_reply=lambda outcome: metrics.replies.labels(outcome).inc(),
+            on_queues=metrics.temp_queues.set,
+        )
         #: The operators' reads and actions, for the HTTP admin routes; a room
         #: notification goes through this relay's send flow, a kick through its access.
         self.admin = Admin(backends, self.policy, self, users=self.user_control)
@@ -336,6 +346,8 @@ class Relay:
     def _dispatch(self, channel: str, envelope: Envelope) -> None:
         if channel == self.keys.control_channel:
             self.access.control(envelope)
+        elif self.replies.received(channel, envelope):
+            return
         elif not self.user_control.handles(channel, envelope) and not self.users.received(
             channel, envelope
         ):
@@ -394,6 +406,7 @@ class Relay:
             self.metrics.rate_limited.labels(session.rate_limited).inc()
         self.access.forget(session.session_id)
         self.sender.forget(session.session_id)
+        self.replies.forget(session.session_id)
         await self.router.drop(session.session_id)
         session.subscriptions.clear()
         await self.users.disconnected(session.session_id)
@@ -428,6 +441,7 @@ class Relay:
                     await self.access.consult(session, event, sink.remote)
                     if was_open and session.closed:
                         continue  # ended while the hook was asked
+                    event = self.replies.admit(session.session_id, event)
                 if isinstance(event, MessageSent) and self.sender.submit(sink, event):
                     continue
                 await self.sender.settle(session, self.settings.publish_timeout)
@@ -467,7 +481,7 @@ class Relay:
             try:
                 self.access.authorize(session, event)
                 self.access.apply(verdict)
-                sender.submit(sink, event)
+                sender.submit(sink, self.replies.admit(session.session_id, event))
             except PeerError as exc:
                 self.metrics.errors.labels(exc.message).inc()
                 session.fail(exc, receipt_of(event))

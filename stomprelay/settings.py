@@ -109,6 +109,8 @@ class Settings:
     #: Seconds a server API call that acts on a user's sessions (subscribe,
     #: unsubscribe, disconnect) waits for the relays holding them to confirm.
     api_confirm_timeout: float = 5.0
+    #: Most temporary queues (``reply-to:/temp-queue/{name}``) one session may hold.
+    max_temp_queues: int = 64
     #: Cluster liveness: a relay refreshes its heartbeat key every
     #: ``liveness_interval`` s; the key expires (Redis-side TTL) after
     #: ``liveness_ttl`` s; every relay looks for expired ones every

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import jsclient
 import pytest
 from procs import RelayProcess
+from stompclient import StompClient
 
 from stomprelay.bounded import bounded
 from stomprelay.cluster.connect import RedisTarget
@@ -100,6 +101,22 @@ async def stop_all(servers: list[RelayServer], *, errors_too: bool = False) -> N
                 raise
     if stuck:
         pytest.fail(f"relays {stuck} did not stop within their drain time + {STOP_SLACK:g} s")
+
+
+@pytest.fixture
+async def clients() -> AsyncIterator[Callable[..., Awaitable[StompClient]]]:
+    """``await clients(server, login=..., name=...)``: a connected :class:`StompClient`
+    on an in-process relay (its ``/ws``); all closed after the test."""
+    made: list[StompClient] = []
+
+    async def factory(server: RelayServer, **kwargs: Any) -> StompClient:
+        client = await StompClient.connect(f"ws://127.0.0.1:{server.port}/ws", **kwargs)
+        made.append(client)
+        return client
+
+    yield factory
+    for client in made:
+        await client.close()
 
 
 @pytest.fixture

@@ -591,6 +591,17 @@ class ServerSession:
     def closed(self) -> bool:
         return self.state is State.CLOSED
 
+    def deliver_reply(self, message: PreparedMessage, now: float) -> bool:
+        """Queue a reply to one of the session's temporary queues: no SUBSCRIBE
+        made it, so its ``subscription`` is the queue's name as ``destination``
+        is (as RabbitMQ's ``/temp-queue/``), and it needs no ACK. False when the
+        session is not open."""
+        if self.state is not State.OPEN:
+            return False
+        self._outbox.append(message.render(self.version, message.destination))
+        self._last_sent = now
+        return True
+
     # -- time -------------------------------------------------------------
 
     def next_deadline(self) -> float | None:

@@ -1,0 +1,14 @@
+parseFrame = function (chunk) {
+  let frame;
+
+  // ignore
+  parser = new StompJs.Parser(
+    f => {
+      frame = f;
+    },
+    () => {}
+  );
+  parser.parseChunk(chunk);
+
+  return frame;
+};

@@ -1,0 +1,2 @@
+wait = (timeToDelay) =>
+  new Promise(resolve => setTimeout(resolve, timeToDelay));
