@@ -301,3 +301,48 @@ async def test_a_reaped_relay_that_comes_back_reports_its_sessions_restored(
     new = [e for part in parts for e in part]
     assert len(new) == 6
     assert {e["sessionId"] for e in new} == {ann.session_id}
+
+
+async def test_messages_to_the_chosen_destinations_are_reported(
+    start_relay, stomp_clients, rdb
+) -> None:
+    """A room's chat (``/app/room/{id}/message``) and clients' SENDs to topics, by
+    ``--webhook-messages`` globs; each message once, with its log offset."""
+    extra = [
+        *webhook_args(),
+        "--webhook-messages",
+        "/topic/room/*",
+        "--webhook-messages",
+        "/topic/news.*",
+    ]
+    a = start_relay("relay-a", extra=extra)
+    ann = await stomp_clients(a, name="ann", login="ann")
+    await ann.join("lobby", "Ann")
+    await ann.chat("lobby", "hello")
+    for i in range(5):
+        await ann.send("/topic/news.eu", f"n{i}".encode(), receipt=True)
+    await ann.send("/topic/weather", b"rain", receipt=True)
+    await ann.send("/topic/room/lobby", b"\xff raw", receipt=True)
+
+    def reported() -> list[dict[str, Any]]:
+        events = read_events(rdb)
+        assert len(of(events, "message.published")) >= 7, events
+        return events
+
+    events = await eventually(reported, timeout=10, what="seven messages reported")
+    published = of(events, "message.published")
+    assert sorted(e["destination"] for e in published) == [
+        *["/topic/news.eu"] * 5,
+        "/topic/room/lobby",
+        "/topic/room/lobby",
+    ]
+    news = [e for e in published if e["destination"] == "/topic/news.eu"]
+    assert [e["body"] for e in news] == [f"n{i}" for i in range(5)]
+    assert [e["offset"] for e in news] == [1, 2, 3, 4, 5]
+    assert {(e["sessionId"], e["user"]) for e in published} == {(ann.session_id, "ann")}
+    lobby = [e for e in published if e.get("roomId") == "lobby"]
+    chat, raw = lobby
+    assert json.loads(chat["body"])["message"] == "hello"
+    assert raw["binary"] is True
+    assert [chat["offset"], raw["offset"]] == [2, 3]  # after the JOIN
+    assert len({e["id"] for e in events}) == len(events)
