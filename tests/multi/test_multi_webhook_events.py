@@ -208,8 +208,9 @@ async def test_what_happened_during_a_redis_outage_is_appended_once_on_recovery(
 ) -> None:
     """Redis paused (its data kept): the relay serves its clients alone and the restore
     on recovery registers what happened meanwhile, with its events, once. A session
-    that connected and ended within the outage never reached Redis: no event at all."""
-    a = start_relay("relay-a", extra=webhook_args())
+    that connected and ended within the outage never reached Redis: no event at all.
+    A chat message journaled meanwhile is reported once its journal is appended."""
+    a = start_relay("relay-a", extra=[*webhook_args(), "--webhook-messages", "/topic/room/*"])
     ann = await stomp_clients(a, name="ann", login="ann")
     zed = await stomp_clients(a, name="zed", login="zed")
     await ann.join("lobby", "Ann")
@@ -221,6 +222,7 @@ async def test_what_happened_during_a_redis_outage_is_appended_once_on_recovery(
         await eventually(lambda: not a.ready(), timeout=10, what="relay-a degraded")
         bob = await stomp_clients(a, name="bob", login="bob")
         await bob.join("lobby", "Bob")
+        await bob.chat("lobby", "during")
         await ann.leave("lobby")
         cat = await stomp_clients(a, name="cat", login="cat")
         await cat.disconnect()
@@ -233,6 +235,7 @@ async def test_what_happened_during_a_redis_outage_is_appended_once_on_recovery(
         new = [e for e in read_events(rdb) if e not in before]
         assert of(new, "session.disconnected"), new
         assert of(new, "room.joined"), new
+        assert of(new, "message.published"), new
         return new
 
     await eventually(restored, timeout=10, what="the restore's events")
@@ -248,8 +251,11 @@ async def test_what_happened_during_a_redis_outage_is_appended_once_on_recovery(
             ("room.left", "zed", "disconnected"),
             ("user.offline", "zed", "closed"),
             ("session.disconnected", "zed", "closed"),
+            ("message.published", "bob", ""),
         ]
     )
+    (during,) = of(new, "message.published")
+    assert json.loads(during["body"])["message"] == "during"
     assert not [e for e in events if e.get("sessionId") == cat.session_id]
     assert len({e["id"] for e in events}) == len(events)
     (connected,) = of(new, "session.connected")
