@@ -16,6 +16,7 @@ from collections import Counter
 from typing import Any
 
 import pytest
+from apiclient import call
 from clusterhelpers import REAP_DEADLINE, SWEEP_INTERVAL, eventually
 from procs import free_port
 
@@ -352,3 +353,28 @@ async def test_messages_to_the_chosen_destinations_are_reported(
     assert raw["binary"] is True
     assert [chat["offset"], raw["offset"]] == [2, 3]  # after the JOIN
     assert len({e["id"] for e in events}) == len(events)
+
+
+async def test_a_user_disconnected_by_the_back_end_is_reported_kicked(
+    start_relay, stomp_clients, rdb
+) -> None:
+    key = "back-end-key"
+    a = start_relay("relay-a", extra=[*webhook_args(), "--api-key", key])
+    b = start_relay("relay-b", extra=[*webhook_args(), "--api-key", key])
+    alice = [await stomp_clients(relay, name="alice", login="alice") for relay in (a, b)]
+    await alice[0].join("lobby", "Alice")
+    status, answer, _ = await call(
+        a.http, "POST", "/api/users/alice/disconnect", {"reason": "account closed"}, key
+    )
+    assert (status, answer["sessions"]) == (200, 2)
+
+    def ended() -> list[dict[str, Any]]:
+        gone = of(read_events(rdb), "session.disconnected")
+        assert len(gone) == 2, gone
+        return gone
+
+    gone = await eventually(ended, timeout=10, what="alice's sessions to end")
+    assert sorted(e["sessionId"] for e in gone) == sorted(c.session_id for c in alice)
+    assert {e["reason"] for e in gone} == {"kicked"}
+    (offline,) = of(read_events(rdb), "user.offline", user="alice")
+    assert offline["reason"] == "kicked"
