@@ -26,6 +26,7 @@ from stomprelay.cluster.envelope import Envelope
 from stomprelay.cluster.history import Log
 from stomprelay.cluster.keys import Keys
 from stomprelay.cluster.registry import (
+    Ghost,
     Pending,
     Registry,
     ServerRecord,
@@ -336,7 +337,11 @@ class Registration:
             record = self.records.pop(session_id, None)
             if record is None:
                 return
-            self.outage.pending.new_sessions.discard(record.session_id)
+            pending = self.outage.pending
+            # never registered: if Redis does not take its removal either, it came and
+            # went within an outage
+            unknown = record.session_id in pending.new_sessions
+            pending.new_sessions.discard(record.session_id)
             event_id = self.router.next_message_id()
             try:
                 await self.outage.guard(
@@ -351,7 +356,9 @@ class Registration:
                     )
                 )
             except BackendUnavailable as exc:
-                self.outage.pending.causes[record.session_id] = cause
+                pending.causes[record.session_id] = cause
+                if unknown:
+                    pending.ghosts.append(Ghost(record, event_id, self.clock_ms(), cause))
                 for room_id in record.rooms:
                     self.unsynced(
                         exc, "LEAVE", record, room_id, f"{event_id}/{room_id}", "disconnected"

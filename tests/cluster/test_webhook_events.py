@@ -30,6 +30,7 @@ from stomprelay.cluster.memory import MemoryHub, MemoryRegistry
 from stomprelay.cluster.redis_backend import RedisRegistry
 from stomprelay.cluster.registry import (
     DeadServer,
+    Ghost,
     Pending,
     ServerRecord,
     SessionRecord,
@@ -723,3 +724,53 @@ async def test_no_message_is_reported_unless_asked_for(backend: Backend) -> None
         "topic:news", "stomp:topic:news", send_envelope("m3", "/topic/news", b"ok"), NOW
     )
     assert await backend.since(before) == []
+
+
+async def test_a_session_that_came_and_went_during_an_outage_is_reported_by_the_restore(
+    backend: Backend,
+) -> None:
+    """s7 connected and ended while Redis was out: Redis never held it, the restore
+    appends its session.connected and session.disconnected from the journal. s2's add
+    did run (its reply was lost): its removal is a real one, not reported twice."""
+    reg = backend.registry
+    await alice_and_bob_on_r1(backend)
+    before = await backend.mark()
+    ghost = session("s7", user="gil")
+    pending = Pending(
+        causes={"s7": "timeout", "s2": "closed"},
+        ghosts=[
+            Ghost(ghost, "g1", NOW + 7, "timeout"),
+            Ghost(session("s2", user="bob"), "g2", NOW + 8, "closed"),
+        ],
+    )
+    held = [session("s1", rooms=["lobby", "games"])]
+    await reg.restore(R1, held, TTL, False, NOW + 20, "rest", pending)
+    new = await backend.since(before)
+    gil = [e for e in new if e.get("sessionId") == "s7"]
+    assert gil == [
+        {
+            "id": "g1:session.connected",
+            "type": "session.connected",
+            "timestamp": NOW,
+            "serverId": "r1",
+            "sessionId": "s7",
+            "user": "gil",
+            "username": "Gil",
+        },
+        {
+            "id": "g1:session.disconnected",
+            "type": "session.disconnected",
+            "timestamp": NOW + 7,
+            "serverId": "r1",
+            "sessionId": "s7",
+            "user": "gil",
+            "reason": "timeout",
+            "username": "Gil",
+        },
+    ]
+    bob = [e for e in new if e.get("sessionId") == "s2"]
+    assert sorted(brief(bob)) == [
+        ("room.left", "s2", "lobby", "disconnected"),
+        ("session.disconnected", "s2", "", "closed"),
+        ("user.offline", "s2", "", "closed"),
+    ]
