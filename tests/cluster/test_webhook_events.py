@@ -37,7 +37,7 @@ from stomprelay.cluster.registry import (
     event_headers,
     room_event,
 )
-from stomprelay.cluster.webhook_steps import WebhookSteps, disconnect_reason
+from stomprelay.cluster.webhook_steps import DISCONNECT_REASONS, WebhookSteps, disconnect_reason
 from stomprelay.errors import BackendUnavailable
 from stomprelay.webhook_events import partition_key, partition_of
 
@@ -617,6 +617,12 @@ def test_how_a_session_ended_is_its_disconnect_reason(
     close_reason: str, error: str | None, reason: str
 ) -> None:
     assert disconnect_reason(close_reason, error) == reason
+    assert reason in DISCONNECT_REASONS
+
+
+def test_at_least_one_partition() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        WebhookSteps(0)
 
 
 # -- message.published ---------------------------------------------------------------------
