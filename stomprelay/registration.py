@@ -135,6 +135,8 @@ class Registration:
         self._previous_incarnation = ""
         self.gate = Gate()
         self._registered = False
+        #: Sessions that came and went during outages past the journal's bound.
+        self.ghosts_dropped = 0
 
     def clock_ms(self) -> int:
         return now_ms()
@@ -358,11 +360,27 @@ class Registration:
             except BackendUnavailable as exc:
                 pending.causes[record.session_id] = cause
                 if unknown:
-                    pending.ghosts.append(Ghost(record, event_id, self.clock_ms(), cause))
+                    self._ghost(pending, Ghost(record, event_id, self.clock_ms(), cause))
                 for room_id in record.rooms:
                     self.unsynced(
                         exc, "LEAVE", record, room_id, f"{event_id}/{room_id}", "disconnected"
                     )
+
+    def _ghost(self, pending: Pending, ghost: Ghost) -> None:
+        """Journal a session that came and went while Redis was out, for the webhooks;
+        at most ``--journal-size`` of them (the journal's own bound) per outage."""
+        if len(pending.ghosts) < self.settings.journal_messages:
+            pending.ghosts.append(ghost)
+            return
+        self.ghosts_dropped += 1
+        if self.ghosts_dropped == 1 or self.ghosts_dropped % 1000 == 0:
+            log.warning(
+                "session %s: more than --journal-size %d sessions came and went during an "
+                "outage; their webhook events are not kept (%d so far)",
+                ghost.record.session_id,
+                self.settings.journal_messages,
+                self.ghosts_dropped,
+            )
 
     async def unregister(self) -> None:
         """Graceful stop: remove what is left of this relay."""

@@ -382,3 +382,32 @@ async def test_a_user_disconnected_by_the_back_end_is_reported_kicked(
     assert {e["reason"] for e in gone} == {"kicked"}
     (offline,) = of(read_events(rdb), "user.offline", user="alice")
     assert offline["reason"] == "kicked"
+
+
+async def test_sessions_that_came_and_went_during_an_outage_are_kept_up_to_the_journal_size(
+    start_relay, stomp_clients, redis_server, rdb
+) -> None:
+    a = start_relay("relay-a", extra=[*webhook_args(), "--journal-size", "2"])
+    redis_server.pause()
+    try:
+        await eventually(lambda: not a.ready(), timeout=10, what="relay-a degraded")
+        came = [await stomp_clients(a, name=f"c{i}", login=f"u{i}") for i in range(4)]
+        for client in came:
+            await client.disconnect()
+    finally:
+        redis_server.resume()
+    await eventually(a.ready, timeout=15, what="relay-a ready again")
+
+    def reported() -> list[dict[str, Any]]:
+        gone = of(read_events(rdb), "session.disconnected")
+        assert len(gone) >= 2, gone
+        return gone
+
+    await eventually(reported, timeout=10, what="the journaled sessions")
+    await asyncio.sleep(QUIET)
+    events = read_events(rdb)
+    kept = [c.session_id for c in came[:2]]
+    assert sorted((e["type"], e["sessionId"]) for e in events) == sorted(
+        (kind, sid) for sid in kept for kind in ("session.connected", "session.disconnected")
+    )
+    assert "their webhook events are not kept (1 so far)" in a.log()
