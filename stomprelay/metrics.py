@@ -135,6 +135,12 @@ class Metrics:
             ["outcome"],
             registry=self.registry,
         )
+        self.webhook_events_queued = Counter(
+            "stomprelay_webhook_events_queued",
+            "Webhook events this relay's registry steps appended to a partition, by type",
+            ["type"],
+            registry=self.registry,
+        )
 
     def repaired(self, messages: int, seconds: float) -> None:
         self.repaired_messages.inc(messages)
