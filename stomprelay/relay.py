@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     from stomprelay.auth import Acl
     from stomprelay.hook import AuthHook, Verdict
     from stomprelay.tokens import Authenticator
+    from stomprelay.webhooks import Delivery
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,7 @@ class Relay:
         acl: Acl | None = None,
         dev_tokens: bool = False,
         hook: AuthHook | None = None,
+        webhooks: Delivery | None = None,
     ) -> None:
         self.settings = settings
         self.server_id = server_id
@@ -94,6 +96,10 @@ class Relay:
         self.metrics = metrics = Metrics()
         if hook is not None:
             hook.observe = lambda outcome: metrics.auth_hook.labels(outcome).inc()
+        #: Webhook delivery (docs/webhooks.md), None without --webhook-url.
+        self.webhooks = webhooks
+        if webhooks is not None:
+            webhooks.metrics = metrics
         #: Degraded mode: what the relay does while Redis counts as down.
         self.outage = outage = Outage(
             log if log is not None else NoLog(),
@@ -287,6 +293,8 @@ class Relay:
             await self.outage.guard(self.registration.register)
         self._started = True
         self.liveness.start()
+        if self.webhooks is not None:
+            self.webhooks.start()
 
     async def close(self) -> None:
         """After every client is gone: stop liveness, drop this relay's keys.
@@ -303,6 +311,9 @@ class Relay:
 
         await self.sender.close()
         await self.liveness.stop()
+        if self.webhooks is not None:
+            # what is queued goes out first; then the leases go to the other relays
+            await bounded("close: webhooks", self.webhooks.stop(), CLOSE_STEP_TIMEOUT)
         done("publisher, liveness")
         await self.outage.close()
         await self.router.close()
