@@ -18,6 +18,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterable
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -28,6 +29,18 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class Post:
+    """One POST the receiver answered."""
+
+    status: int
+    ids: list[str]
+    signed: bool
+    content_type: str
+    #: Wall time (s) it arrived (before any hold).
+    arrived: float
 
 
 class WebhookReceiver:
@@ -47,8 +60,8 @@ class WebhookReceiver:
         #: Requests that arrived and are waiting on ``hold``.
         self.held = 0
         self._lock = threading.Lock()
-        #: Every POST seen: (status answered, event ids, signature ok, content type).
-        self.posts: list[tuple[int, list[str], bool, str]] = []
+        #: Every POST answered, in the order they were answered.
+        self.posts: list[Post] = []
         #: Events acknowledged (2xx), first copy of each id, in arrival order.
         self.events: list[dict[str, Any]] = []
         #: Wall time (s) each acknowledged id was first acknowledged.
@@ -69,6 +82,7 @@ class WebhookReceiver:
 
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                arrived = time.time()
                 signed = verify(
                     receiver.secret,
                     self.headers.get("X-Stomprelay-Signature", ""),
@@ -80,7 +94,9 @@ class WebhookReceiver:
                         receiver.held += 1
                     receiver.hold.wait(120)
                 status = receiver.status
-                receiver._record(status, body, signed, self.headers.get("Content-Type", ""))
+                receiver._record(
+                    Post(status, [], signed, self.headers.get("Content-Type", ""), arrived), body
+                )
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -111,14 +127,15 @@ class WebhookReceiver:
 
     # -- what arrived ------------------------------------------------------------
 
-    def _record(self, status: int, body: bytes, signed: bool, content_type: str) -> None:
+    def _record(self, post: Post, body: bytes) -> None:
         batch = json.loads(body)["events"]
         now = time.time()
+        post.ids.extend(e["id"] for e in batch)
         with self._lock:
-            self.posts.append((status, [e["id"] for e in batch], signed, content_type))
-            if not signed:
+            self.posts.append(post)
+            if not post.signed:
                 self.bad_signatures += 1
-            if not 200 <= status < 300:
+            if not 200 <= post.status < 300:
                 return
             for event in batch:
                 if event["id"] in self.acked_at:
