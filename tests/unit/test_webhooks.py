@@ -14,12 +14,11 @@ import pytest
 
 from stomprelay.httpclient import signature
 from stomprelay.webhook_events import MemoryWebhookLog, event_json, make_event
+from stomprelay.webhook_stores import Entry, MemoryPartitions
 from stomprelay.webhooks import (
     Backoff,
     Delivery,
-    Entry,
     LeaseLost,
-    MemoryPartitions,
     PartitionWorker,
     batch_body,
     owner,
