@@ -18,6 +18,7 @@ from stomprelay.cluster.backends import Backends
 from stomprelay.cluster.base import Bus, stall_ms
 from stomprelay.cluster.history import HistoryPolicy
 from stomprelay.cluster.keys import Keys
+from stomprelay.cluster.webhook_steps import WebhookSteps
 from stomprelay.relay import Relay
 from stomprelay.settings import Settings
 
@@ -42,18 +43,21 @@ def build_backends(
     Redis in its mode (standalone, Sentinel, or a cluster with a sharded bus)."""
     keys = keys or Keys()
     policy = HistoryPolicy.of(settings)
+    webhooks = build_webhook_steps(settings)
     if target is None:
         from stomprelay.cluster.memory import MemoryBus, MemoryHub, MemoryRegistry
 
-        hub = MemoryHub(policy=policy)
+        partitions = webhooks.partitions if webhooks is not None else 0
+        hub = MemoryHub(policy=policy, webhook_partitions=partitions)
         memory = MemoryRegistry(
             hub,
             keys,
             stall_ms=stall_ms(settings.liveness_interval),
             fence_ms=int(settings.liveness_ttl * 1000),
             lock_ttl_ms=settings.reaper_lock_ms,
+            webhooks=webhooks,
         )
-        return Backends(MemoryBus(hub), memory, memory.log, keys)
+        return Backends(MemoryBus(hub), memory, memory.log, keys, hub.webhook_log, webhooks)
     from stomprelay.cluster.redis_backend import RedisRegistry
     from stomprelay.cluster.redis_bus import RedisBus
 
@@ -75,10 +79,19 @@ def build_backends(
         pool_size=settings.redis_pool_size,
         wait_replicas=settings.redis_wait_replicas,
         wait_timeout_ms=settings.redis_wait_timeout_ms,
+        webhooks=webhooks,
     )
     if isinstance(bus, RedisBus) and target.mode == "sentinel":
         registry.failover_pending = bus.failover_pending
-    return Backends(bus, registry, registry.log, keys)
+    return Backends(bus, registry, registry.log, keys, webhooks=webhooks)
+
+
+def build_webhook_steps(settings: Settings) -> WebhookSteps | None:
+    """The webhook events the registry's steps append (None: no ``--webhook-url``,
+    so no event is made nor kept)."""
+    if not settings.webhook_url:
+        return None
+    return WebhookSteps(settings.webhook_partitions, settings.webhook_messages)
 
 
 def build_relay(

@@ -122,6 +122,12 @@ class Metrics:
             "Seconds this relay spent without Redis since it started",
             registry=self.registry,
         )
+        self.webhook_events_queued = Counter(
+            "stomprelay_webhook_events_queued",
+            "Webhook events this relay's registry steps appended to a partition, by type",
+            ["type"],
+            registry=self.registry,
+        )
         # webhooks (docs/webhooks.md): the partitions this relay delivers
         self.webhook_delivered = Counter(
             "stomprelay_webhook_events_delivered",

@@ -329,8 +329,9 @@ class Registration:
             with contextlib.suppress(BackendUnavailable):
                 await self.outage.guard(self.reregister)
 
-    async def disconnect(self, session_id: str) -> None:
-        """A session ended: it leaves its rooms (one LEAVE each) and the registry."""
+    async def disconnect(self, session_id: str, cause: str = "closed") -> None:
+        """A session ended: it leaves its rooms (one LEAVE each) and the registry;
+        ``cause``: why it ended (its webhook ``session.disconnected`` reason)."""
         async with self.gate.shared(session_id):
             record = self.records.pop(session_id, None)
             if record is None:
@@ -346,9 +347,11 @@ class Registration:
                         "disconnected",
                         self.clock_ms(),
                         event_id,
+                        cause,
                     )
                 )
             except BackendUnavailable as exc:
+                self.outage.pending.causes[record.session_id] = cause
                 for room_id in record.rooms:
                     self.unsynced(
                         exc, "LEAVE", record, room_id, f"{event_id}/{room_id}", "disconnected"

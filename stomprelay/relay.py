@@ -29,6 +29,7 @@ from stomprelay.cluster.backends import Backends
 from stomprelay.cluster.envelope import Envelope
 from stomprelay.cluster.history import HistoryPolicy
 from stomprelay.cluster.reaper import Liveness
+from stomprelay.cluster.webhook_steps import disconnect_reason
 from stomprelay.errors import BackendUnavailable, PeerError, PolicyError
 from stomprelay.metrics import Metrics
 from stomprelay.publish import Sender, sent_to
@@ -94,6 +95,9 @@ class Relay:
         self.registry = registry
         self.log = log
         self.metrics = metrics = Metrics()
+        if backends.webhooks is not None:
+            queued = metrics.webhook_events_queued
+            backends.webhooks.observe = lambda kind: queued.labels(kind).inc()
         if hook is not None:
             hook.observe = lambda outcome: metrics.auth_hook.labels(outcome).inc()
         #: Webhook delivery (docs/webhooks.md), None without --webhook-url.
@@ -405,7 +409,9 @@ class Relay:
         await self.router.drop(session.session_id)
         session.subscriptions.clear()
         await self.users.disconnected(session.session_id)
-        await self.registration.disconnect(session.session_id)
+        error = session.error.message if session.error is not None else None
+        cause = disconnect_reason(session.close_reason, error)
+        await self.registration.disconnect(session.session_id, cause)
 
     async def handle(self, sink: Sink, events: list[Event]) -> None:
         """Act on a connection's events in order; refusals become ERROR frames.

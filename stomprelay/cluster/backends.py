@@ -8,6 +8,8 @@ from stomprelay.cluster.base import Bus
 from stomprelay.cluster.history import Log
 from stomprelay.cluster.keys import Keys
 from stomprelay.cluster.registry import Registry
+from stomprelay.cluster.webhook_steps import WebhookSteps
+from stomprelay.webhook_events import MemoryWebhookLog
 
 
 @dataclass(frozen=True)
@@ -19,3 +21,7 @@ class Backends:
     registry: Registry
     log: Log | None
     keys: Keys
+    #: The in-memory webhook partitions (single node with webhooks on), else None.
+    webhook_log: MemoryWebhookLog | None = None
+    #: The registry steps' webhook events (None: webhooks off); the relay counts them.
+    webhooks: WebhookSteps | None = None

@@ -135,6 +135,15 @@ local function without(rooms, room)
   return out
 end
 
+-- A step's webhook events (webhook_steps.py, StepEvents.fired): change when the
+-- step changed something, edge too when its count crossed (1 after an add, 0 after
+-- a removal); each one entry with the one field e. No stream (webhooks off): none.
+local function webhook_append(stream, change, edge, changed, crossed)
+  if not stream or not changed then return end
+  if change and change ~= '' then redis.call('XADD', stream, '*', 'e', change) end
+  if crossed and edge and edge ~= '' then redis.call('XADD', stream, '*', 'e', edge) end
+end
+
 local function set_current(key, rooms)
   if #rooms > 0 then redis.call('SET', key, rooms[#rooms]) else redis.call('DEL', key) end
 end
@@ -260,11 +269,12 @@ return 1
 
 # -- one session's slot ------------------------------------------------------------
 
-# KEYS: session, current   ARGV: fields (JSON), connect envelope ('' none),
-# connect channel, merge (1: keep rooms listed before, so the list stays a superset
-# of the session's memberships until the leaves that follow ran)
-# The CONNECT goes out only when the session was not there before (a retry does
-# not repeat it). Returns {existed, rooms listed before}.
+# KEYS: session, current[, webhook stream]   ARGV: fields (JSON), connect envelope
+# ('' none), connect channel, merge (1: keep rooms listed before, so the list stays a
+# superset of the session's memberships until the leaves that follow ran)[, the
+# session.connected event]
+# The CONNECT (and its webhook event) goes out only when the session was not there
+# before (a retry does not repeat it). Returns {existed, rooms listed before}.
 SESSION_PUT = r"""
 local s = cjson.decode(ARGV[1])
 local existed = redis.call('EXISTS', KEYS[1])
@@ -287,6 +297,7 @@ redis.call('HSET', KEYS[1], 'server-id', s['server-id'], 'user', s['user'] or ''
   'rooms', table.concat(rooms, ','))
 set_current(KEYS[2], rooms)
 if existed == 0 and ARGV[2] ~= '' then redis.call('PUBLISH', ARGV[3], ARGV[2]) end
+webhook_append(KEYS[3], ARGV[5], nil, existed == 0, false)
 return {existed, before}
 """
 
@@ -313,13 +324,35 @@ set_current(KEYS[2], rooms)
 return 1
 """
 
-# KEYS: session, current   ARGV: disconnect envelope, channel, force (1: it left a room)
-# The DISCONNECT goes out when the session existed or left a room in this removal.
+# KEYS: session, current[, webhook stream]   ARGV: disconnect envelope, channel, force
+# (1: it left a room)[, the session.disconnected event]
+# The DISCONNECT (and its webhook event) goes out when the session existed or left a
+# room in this removal.
 SESSION_DROP = r"""
 local existed = redis.call('DEL', KEYS[1])
 redis.call('DEL', KEYS[2])
-if existed == 1 or ARGV[3] == '1' then redis.call('PUBLISH', ARGV[2], ARGV[1]) end
+local gone = existed == 1 or ARGV[3] == '1'
+if gone then redis.call('PUBLISH', ARGV[2], ARGV[1]) end
+webhook_append(KEYS[3], ARGV[4], nil, gone, false)
 return existed
+"""
+
+# -- one user's index (its slot) ------------------------------------------------------
+
+# KEYS: the user's sessions[, webhook stream]   ARGV: session id, present (1/0)[,
+# '' (no event per change), user.online (present) or user.offline event]
+# The user's first session listed makes it online, its last one unlisted offline.
+# Returns {changed, sessions listed}.
+USER_INDEX = r"""
+local changed
+if ARGV[2] == '1' then
+  changed = redis.call('SADD', KEYS[1], ARGV[1])
+else
+  changed = redis.call('SREM', KEYS[1], ARGV[1])
+end
+local count = redis.call('SCARD', KEYS[1])
+webhook_append(KEYS[2], ARGV[3], ARGV[4], changed == 1, count == (ARGV[2] == '1' and 1 or 0))
+return {changed, count}
 """
 
 # KEYS: session   ARGV: now
@@ -330,11 +363,11 @@ return 1
 
 # -- one room's slot (its set, info and log) -----------------------------------------
 
-# KEYS: participants, info, stream, meta, ids
+# KEYS: participants, info, stream, meta, ids[, webhook stream]
 # ARGV: join (1) or leave (0), session id, now, envelope head, tail, event id,
-#       channel, announce (1/0)
+#       channel, announce (1/0)[, room.joined/left event, room.occupied/vacated event]
 # The event only when SADD/SREM changed something: a retried or repeated step
-# says nothing twice. Returns {changed, participants}.
+# says nothing twice (nor do its webhook events). Returns {changed, participants}.
 ROOM_CHANGE = r"""
 local changed
 if ARGV[1] == '1' then
@@ -353,6 +386,7 @@ end
 if changed == 1 and ARGV[8] == '1' then
   log_append(KEYS[3], KEYS[4], KEYS[5], ARGV[7], ARGV[4] .. count .. ARGV[5], ARGV[6], ts, true)
 end
+webhook_append(KEYS[6], ARGV[9], ARGV[10], changed == 1, count == (ARGV[1] == '1' and 1 or 0))
 return {changed, count}
 """
 
@@ -448,6 +482,7 @@ SCRIPTS = {
     "session_leave": SESSION_LEAVE,
     "session_drop": SESSION_DROP,
     "session_touch": SESSION_TOUCH,
+    "user_index": USER_INDEX,
     "room_change": ROOM_CHANGE,
     "chat": CHAT,
     "append": APPEND,

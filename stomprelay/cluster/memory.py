@@ -37,6 +37,8 @@ from stomprelay.cluster.registry import (
     SessionRecord,
     Suspensions,
 )
+from stomprelay.cluster.webhook_steps import StepEvents, WebhookSteps
+from stomprelay.webhook_events import MemoryWebhookLog
 
 
 @dataclass(slots=True)
@@ -50,11 +52,17 @@ class MemoryHub:
     """What in-process relays share: the buses and the registry's data."""
 
     def __init__(
-        self, clock: Callable[[], float] = time.time, policy: HistoryPolicy | None = None
+        self,
+        clock: Callable[[], float] = time.time,
+        policy: HistoryPolicy | None = None,
+        webhook_partitions: int = 0,
     ) -> None:
         self.buses: set[MemoryBus] = set()
         self.clock = clock
         self.log = MemoryLog(policy or HistoryPolicy(), self.publish, clock)
+        #: The webhook events' partitions (``webhook_partitions`` of them; None: webhooks
+        #: off), appended to by the registry's steps as the Redis streams are.
+        self.webhook_log = MemoryWebhookLog(webhook_partitions) if webhook_partitions else None
         self.wipe()
 
     def wipe(self) -> None:
@@ -86,6 +94,15 @@ class MemoryHub:
         #: user -> destinations of its server-side subscriptions
         self.user_subscriptions: dict[str, set[str]] = {}
         self.log.wipe()
+        if self.webhook_log is not None:
+            for entries in self.webhook_log.entries:
+                entries.clear()
+
+    def webhook_append(self, events: StepEvents, fired: list[tuple[str, str]]) -> None:
+        """Append a step's webhook events to their partition (in the step's own code)."""
+        if self.webhook_log is not None:
+            for _, event in fired:
+                self.webhook_log.append(events.partition, event)
 
     def tombstone(self, server_id: str) -> str | None:
         """The incarnation a sweeper reaped, while its tombstone lives."""
@@ -261,16 +278,21 @@ class MemoryStore:
     async def members(self, name: str) -> list[str]:
         return sorted(self.hub.indexes[name])
 
-    async def user_index(self, user: str, session_id: str, present: bool) -> None:
+    async def user_index(
+        self, user: str, session_id: str, present: bool, events: StepEvents | None = None
+    ) -> tuple[bool, int]:
         found = self.hub.user_sessions
+        ids = found.setdefault(user, set()) if present else found.get(user, set())
+        changed = (session_id not in ids) if present else (session_id in ids)
         if present:
-            found.setdefault(user, set()).add(session_id)
-            return
-        ids = found.get(user)
-        if ids is not None:
+            ids.add(session_id)
+        else:
             ids.discard(session_id)
             if not ids:
-                del found[user]
+                found.pop(user, None)
+        if events is not None:
+            self.hub.webhook_append(events, events.fired(changed, len(ids), present))
+        return changed, len(ids)
 
     async def user_members(self, user: str) -> list[str]:
         return sorted(self.hub.user_sessions.get(user, ()))
@@ -305,7 +327,11 @@ class MemoryStore:
             self.hub.current_room.pop(session_id, None)
 
     async def session_put(
-        self, record: SessionRecord, connect: Envelope | None, merge: bool
+        self,
+        record: SessionRecord,
+        connect: Envelope | None,
+        merge: bool,
+        events: StepEvents | None = None,
     ) -> tuple[bool, list[str]]:
         hub = self.hub
         previous = hub.sessions.get(record.session_id)
@@ -317,6 +343,8 @@ class MemoryStore:
         self._set_current(record.session_id, rooms)
         if previous is None and connect is not None:
             hub.publish(self.keys.session_connect_channel, connect)
+        if events is not None:
+            hub.webhook_append(events, events.fired(previous is None))
         return previous is not None, before
 
     async def session_join(self, session_id: str, room_id: str, username: str, now: int) -> bool:
@@ -336,11 +364,19 @@ class MemoryStore:
             record.last_seen = last_seen
             self._set_current(session_id, record.rooms)
 
-    async def session_drop(self, session_id: str, disconnect: Envelope, force: bool) -> bool:
+    async def session_drop(
+        self,
+        session_id: str,
+        disconnect: Envelope,
+        force: bool,
+        events: StepEvents | None = None,
+    ) -> bool:
         existed = self.hub.sessions.pop(session_id, None) is not None
         self.hub.current_room.pop(session_id, None)
         if existed or force:
             self.hub.publish(self.keys.session_disconnect_channel, disconnect)
+        if events is not None:
+            self.hub.webhook_append(events, events.fired(existed or force))
         return existed
 
     async def session_touch(self, session_id: str, now: int) -> None:
@@ -358,6 +394,7 @@ class MemoryStore:
         now: int,
         event: EventTemplate,
         announce: bool,
+        events: StepEvents | None = None,
     ) -> tuple[bool, int]:
         hub = self.hub
         room = hub.rooms.setdefault(room_id, _Room())
@@ -377,6 +414,8 @@ class MemoryStore:
         if changed and announce:
             channel = (self.keys.join_channel if join else self.keys.leave_channel)(room_id)
             hub.log.append_now(f"room:{room_id}", channel, Envelope.from_json(event.fill(count)))
+        if events is not None:
+            hub.webhook_append(events, events.fired(changed, count, join))
         return changed, count
 
     async def chat(self, room_id: str, channel: str, envelope: Envelope, now: int) -> Envelope:
@@ -396,8 +435,12 @@ class MemoryRegistry(StepRegistry):
         stall_ms: int = STALL_MS,
         fence_ms: int = FENCE_MS,
         lock_ttl_ms: int = REAPER_LOCK_MS,
+        webhooks: WebhookSteps | None = None,
     ) -> None:
-        super().__init__(MemoryStore(hub, keys or Keys()), lock_ttl_ms, stall_ms, fence_ms)
+        if webhooks is not None and hub.webhook_log is None:
+            raise ValueError("webhook events need a hub made with webhook_partitions")
+        store = MemoryStore(hub, keys or Keys())
+        super().__init__(store, lock_ttl_ms, stall_ms, fence_ms, webhooks)
         self.hub = hub
         self.log = hub.log
 

@@ -31,6 +31,11 @@ and is run again, or cleaned up by a reap or a restore:
   its restore takes the relay's reaper lock, so it waits for a reap in progress,
   and a sweeper extends the lock before each session it removes (one that lost
   it stops); a reap's last step leaves alone a relay that came back.
+* Webhook events (``webhook_steps.py``, when webhooks are on) are appended by the
+  step that makes their change, under the same rule as its JOIN, LEAVE, CONNECT or
+  DISCONNECT: only when it changed something, so a step run again appends nothing
+  twice. A removal's cause (``closed``, ``kicked``, ``server-lost``, ...) is its
+  ``session.disconnected`` reason; the LEAVEs keep theirs (``disconnected``, ...).
 """
 
 from __future__ import annotations
@@ -56,6 +61,7 @@ from stomprelay.cluster.registry import (
     session_envelope,
     user_session_json,
 )
+from stomprelay.cluster.webhook_steps import RESTORED, StepEvents, Subject, WebhookSteps
 from stomprelay.errors import BackendUnavailable
 
 #: A session's ``last-seen`` follows its chat messages to within this (ms): one
@@ -133,8 +139,11 @@ class Store(Protocol):
 
     async def pulse(self, ttl_ms: int, stall_ms: int) -> None: ...
 
-    async def user_index(self, user: str, session_id: str, present: bool) -> None:
-        """List (``present``) or unlist a session in its user's index (the user's slot)."""
+    async def user_index(
+        self, user: str, session_id: str, present: bool, events: StepEvents | None = None
+    ) -> tuple[bool, int]:
+        """List (``present``) or unlist a session in its user's index (the user's slot);
+        (changed, sessions listed after it: -1 unless ``events`` are given)."""
         ...
 
     async def user_members(self, user: str) -> list[str]: ...
@@ -145,10 +154,15 @@ class Store(Protocol):
     async def session_read(self, session_id: str) -> SessionRecord | None: ...
 
     async def session_put(
-        self, record: SessionRecord, connect: Envelope | None, merge: bool
+        self,
+        record: SessionRecord,
+        connect: Envelope | None,
+        merge: bool,
+        events: StepEvents | None = None,
     ) -> tuple[bool, list[str]]:
         """Write a session's hash (``merge``: keep the rooms listed before too) and
-        publish ``connect`` if it was not there; (existed, rooms listed before)."""
+        publish ``connect`` (append ``events``) if it was not there; (existed, rooms
+        listed before)."""
         ...
 
     async def session_join(self, session_id: str, room_id: str, username: str, now: int) -> bool:
@@ -159,8 +173,15 @@ class Store(Protocol):
         """Remove ``rooms`` from the session's list."""
         ...
 
-    async def session_drop(self, session_id: str, disconnect: Envelope, force: bool) -> bool:
-        """Delete the session; publish ``disconnect`` if it existed or ``force``."""
+    async def session_drop(
+        self,
+        session_id: str,
+        disconnect: Envelope,
+        force: bool,
+        events: StepEvents | None = None,
+    ) -> bool:
+        """Delete the session; publish ``disconnect`` (append ``events``) if it existed
+        or ``force``."""
         ...
 
     async def session_touch(self, session_id: str, now: int) -> None: ...
@@ -174,9 +195,11 @@ class Store(Protocol):
         now: int,
         event: EventTemplate,
         announce: bool,
+        events: StepEvents | None = None,
     ) -> tuple[bool, int]:
         """SADD (``join``) or SREM; when that changed the set and ``announce``, fill
-        in ``event`` and append it to the room's log (publishing it). (changed, count)."""
+        in ``event`` and append it to the room's log (publishing it), and append
+        ``events``. (changed, count)."""
         ...
 
     async def chat(self, room_id: str, channel: str, envelope: Envelope, now: int) -> Envelope:
@@ -193,8 +216,11 @@ class StepRegistry:
         lock_ttl_ms: int = REAPER_LOCK_MS,
         stall_ms: int = STALL_MS,
         fence_ms: int = FENCE_MS,
+        webhooks: WebhookSteps | None = None,
     ) -> None:
         self.store = store
+        #: The webhook events of the steps (None: webhooks off, nothing made).
+        self.webhooks = webhooks
         self.keys = store.keys
         self.lock_ttl_ms = lock_ttl_ms
         self.stall_ms = stall_ms
@@ -212,9 +238,7 @@ class StepRegistry:
         await store.index(SERVERS, server.server_id, True)
         before = await store.server_put(server, ttl_ms, ())
         for sid in sorted(before):
-            await self._drop(
-                sid, server.server_id, [], "server-lost", now, f"{event_id}/{sid}", server.server_id
-            )
+            await self._end(sid, server.server_id, "server-lost", now, event_id, server.server_id)
 
     async def refresh_server(self, server_id: str, incarnation: str, ttl_ms: int) -> bool:
         await self.store.pulse(ttl_ms, self.stall_ms)
@@ -240,9 +264,7 @@ class StepRegistry:
             record.username,
             record.connected_at,
         )
-        await store.session_put(stored, connect, merge=False)
-        if record.user:
-            await store.user_index(record.user, sid, True)
+        await self._session_put(stored, connect, False, record.connected_at)
         await store.index(SESSIONS, sid, True)
         return True
 
@@ -254,8 +276,11 @@ class StepRegistry:
         reason: str,
         now: int,
         event_id: str,
+        cause: str = "closed",
     ) -> None:
-        await self._drop(session_id, server_id, rooms, reason, now, event_id, server_id)
+        await self._drop(
+            session_id, server_id, rooms, reason, now, event_id, server_id, cause=cause
+        )
 
     async def join(
         self,
@@ -336,20 +361,17 @@ class StepRegistry:
             # a sweeper that lost it stops, whoever holds it now finishes
             if not await store.keep_lock(dead.server_id, token, self.lock_ttl_ms):
                 return None
-            await self._drop(
-                sid, dead.server_id, [], "server-lost", now, f"{event_id}/{sid}", sweeper_id
-            )
+            await self._end(sid, dead.server_id, "server-lost", now, event_id, sweeper_id)
         if await store.server_drop(dead.server_id, dead.incarnation, token):
             await store.index(SERVERS, dead.server_id, False)
         return len(sessions)
 
     async def unregister_server(self, server_id: str, now: int, event_id: str) -> None:
-        """Graceful stop: remove what is left of this relay (reason ``disconnected``)."""
+        """Graceful stop: remove what is left of this relay (reason ``disconnected``;
+        webhooks: ``shutdown``)."""
         store = self.store
         for sid in sorted(await store.server_sessions(server_id)):
-            await self._drop(
-                sid, server_id, [], "disconnected", now, f"{event_id}/{sid}", server_id
-            )
+            await self._end(sid, server_id, "shutdown", now, event_id, server_id)
         await store.server_drop(server_id, "", "")
         await store.index(SERVERS, server_id, False)
 
@@ -402,18 +424,24 @@ class StepRegistry:
             sid = session.session_id
             stored = replace(session, server_id=server_id, rooms=list(session.rooms))
             stored.last_seen = stored.last_seen or stored.connected_at
-            connect = None
-            if sid in pending.new_sessions:
-                connect = session_envelope(
-                    "CONNECT",
-                    f"{event_id}/{sid}-1",
-                    server_id,
-                    sid,
-                    server_id,
-                    session.username,
-                    session.connected_at,
-                )
-            _, previous = await store.session_put(stored, connect, merge=True)
+            new = sid in pending.new_sessions
+            connect = session_envelope(
+                "CONNECT",
+                f"{event_id}/{sid}-1",
+                server_id,
+                sid,
+                server_id,
+                session.username,
+                session.connected_at,
+            )
+            # a session that connected while Redis was out is new to the back-end; one
+            # a reap removed is back (``restored``); any other one it knows already
+            if new:
+                _, previous = await self._session_put(stored, connect, True, session.connected_at)
+            elif announce:
+                _, previous = await self._session_put(stored, None, True, now, connect.id)
+            else:
+                _, previous = await self._session_put(stored, None, True, 0)
             gone = [r for r in previous if r not in stored.rooms]
             for room_id in gone:
                 fixed = pending.leaves.get((sid, room_id))
@@ -428,21 +456,66 @@ class StepRegistry:
                 ident = fixed or f"{event_id}/{sid}/{room_id}"
                 loud = announce or fixed is not None
                 changed, _ = await self._room(
-                    sid, room_id, session.username, server_id, now, ident, None, loud, session.user
+                    sid,
+                    room_id,
+                    session.username,
+                    server_id,
+                    now,
+                    ident,
+                    None,
+                    loud,
+                    session.user,
+                    restored=fixed is None,
                 )
                 if changed and fixed:
                     published.append(fixed)
             if gone:
                 await store.session_leave(sid, gone, stored.last_seen)
-            if stored.user:
-                await store.user_index(stored.user, sid, True)
             await store.index(SESSIONS, sid, True)
         for sid in sorted(set(before) - set(held)):
             leave_ids = {room: i for (s, room), i in pending.leaves.items() if s == sid}
             published += await self._drop(
-                sid, server_id, [], "disconnected", now, f"{event_id}/{sid}", server_id, leave_ids
+                sid,
+                server_id,
+                [],
+                "disconnected",
+                now,
+                f"{event_id}/{sid}",
+                server_id,
+                leave_ids,
+                pending.causes.get(sid, "closed"),
             )
         return published
+
+    async def _session_put(
+        self,
+        stored: SessionRecord,
+        connect: Envelope | None,
+        merge: bool,
+        ts: int,
+        restored: str = "",
+    ) -> tuple[bool, list[str]]:
+        """Write a session's hash, then list it in its user's index. With ``ts``
+        and webhooks on, a session new to Redis is reported (``session.connected``,
+        ``user.online`` for the user's first session) at ``ts``: under the id of its
+        ``connect``, or (``restored``: that id) with reason ``restored``."""
+        store, hooks, sid = self.store, self.webhooks, stored.session_id
+        if hooks is None or not ts or (connect is None and not restored):
+            result = await store.session_put(stored, connect, merge)
+            if stored.user:
+                await store.user_index(stored.user, sid, True)
+            return result
+        ident = restored or (connect.id if connect is not None else "")
+        reason = RESTORED if restored else ""
+        about = Subject(ident, ts, stored.server_id, sid, stored.username, stored.user, reason)
+        events = hooks.session(True, about)
+        result = await store.session_put(stored, connect, merge, events)
+        hooks.counted(events.fired(not result[0]))
+        if stored.user:
+            online = hooks.user(True, about)
+            changed, count = await store.user_index(stored.user, sid, True, online)
+            hooks.counted(online.fired(changed, count, True))
+        return result
 
     async def _room(
         self,
@@ -455,15 +528,34 @@ class StepRegistry:
         leave_reason: str | None = None,
         announce: bool = True,
         user: str = "",
+        restored: bool = False,
     ) -> tuple[bool, int]:
         """One room step: a JOIN (no ``leave_reason``) or a LEAVE, announced when it
-        changed the room and ``announce``; (changed, participants)."""
+        changed the room and ``announce`` (its webhook events too; ``restored``: a
+        JOIN's reason is ``restored``); (changed, participants)."""
         join = leave_reason is None
         kind = "JOIN" if join else "LEAVE"
         event = room_event_template(
             kind, room_id, sid, username, server_id, now, event_id, leave_reason, user
         )
-        return await self.store.room_change(join, sid, room_id, now, event, announce)
+        hooks = self.webhooks
+        if hooks is None or not announce:
+            return await self.store.room_change(join, sid, room_id, now, event, announce)
+        reason = leave_reason or (RESTORED if restored else "")
+        events = hooks.room(join, event_id, now, server_id, sid, room_id, username, user, reason)
+        changed, count = await self.store.room_change(
+            join, sid, room_id, now, event, announce, events
+        )
+        hooks.counted(events.fired(changed, count, join))
+        return changed, count
+
+    async def _end(
+        self, sid: str, server_id: str, cause: str, now: int, event_id: str, origin: str
+    ) -> None:
+        """Remove a session its relay no longer holds (``cause``: ``server-lost``, its
+        relay died; ``shutdown``, it stopped), under ``<event_id>/<sid>``."""
+        reason = "server-lost" if cause == "server-lost" else "disconnected"
+        await self._drop(sid, server_id, [], reason, now, f"{event_id}/{sid}", origin, cause=cause)
 
     async def _drop(
         self,
@@ -475,9 +567,11 @@ class StepRegistry:
         event_id: str,
         origin: str,
         leave_ids: dict[str, str] | None = None,
+        cause: str = "closed",
     ) -> list[str]:
         """Remove a session: one LEAVE per room it was in, its hash (DISCONNECT),
-        its listing under its relay, its index entry; the ``leave_ids`` published."""
+        its listing under its relay, its index entry; the ``leave_ids`` published.
+        ``cause``: why it ended, the reason of its ``session.disconnected``."""
         store = self.store
         record = await store.session_read(sid)
         owner = record.server_id if record is not None and record.server_id else server_id
@@ -500,11 +594,23 @@ class StepRegistry:
         disconnect = session_envelope(
             "DISCONNECT", f"{event_id}-{len(rooms) + 1}", origin, sid, owner, username, now, reason
         )
-        if user:
-            await store.user_index(user, sid, False)
         # With the hash still there its deletion decides; without it (a removal
         # run again, or rooms given by the caller only) a LEAVE here does.
-        await store.session_drop(sid, disconnect, left and record is None)
+        force = left and record is None
+        hooks = self.webhooks
+        if hooks is None:
+            if user:
+                await store.user_index(user, sid, False)
+            await store.session_drop(sid, disconnect, force)
+        else:
+            about = Subject(disconnect.id, now, owner, sid, username, user, cause)
+            if user:
+                offline = hooks.user(False, about)
+                changed, count = await store.user_index(user, sid, False, offline)
+                hooks.counted(offline.fired(changed, count, False))
+            events = hooks.session(False, about)
+            existed = await store.session_drop(sid, disconnect, force, events)
+            hooks.counted(events.fired(existed or force))
         await store.index(SESSIONS, sid, False)
         # last: while listed under its relay, an interrupted removal is found again
         if owner != server_id:

@@ -43,6 +43,7 @@ from stomprelay.cluster.registry import (
     SessionRecord,
     Suspensions,
 )
+from stomprelay.cluster.webhook_steps import WebhookSteps
 from stomprelay.errors import BackendUnavailable
 
 #: RedisBus lives in ``redis_bus.py``; re-exported for the imports not yet moved there.
@@ -66,6 +67,7 @@ class RedisRegistry(StepRegistry):
         pool_size: int = POOL_SIZE,
         wait_replicas: int = 0,
         wait_timeout_ms: int = 500,
+        webhooks: WebhookSteps | None = None,
     ) -> None:
         self.policy = policy or HistoryPolicy()
         self.target = RedisTarget.of(url)
@@ -75,7 +77,7 @@ class RedisRegistry(StepRegistry):
         self.sharded = self.target.sharded
         store = RedisStore(self._client, keys or Keys(), self.policy, self.target.mode)
         store.wait = (wait_replicas, wait_timeout_ms)
-        super().__init__(store, lock_ttl_ms, stall_ms, fence_ms)
+        super().__init__(store, lock_ttl_ms, stall_ms, fence_ms, webhooks)
         self.redis = store
         self.log = RedisLog(store, store.keys, self.policy)
         self.close_timeout = CLOSE_TIMEOUT

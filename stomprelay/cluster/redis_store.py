@@ -24,6 +24,7 @@ from stomprelay.cluster.lua import LIBRARY, SCRIPTS
 from stomprelay.cluster.operations import GONE, Gone
 from stomprelay.cluster.redis_io import as_fields, as_text, as_texts, guard
 from stomprelay.cluster.registry import EventTemplate, ServerRecord, SessionRecord
+from stomprelay.cluster.webhook_steps import StepEvents
 from stomprelay.errors import BackendUnavailable
 
 log = logging.getLogger(__name__)
@@ -119,6 +120,38 @@ class RedisStore:
                     self.wait_short,
                 )
         return reply
+
+    # -- webhook events (webhook_steps.py) ------------------------------------
+
+    def _hooked(
+        self, keys: Sequence[str], args: Sequence[str | int | bytes], events: StepEvents | None
+    ) -> tuple[Sequence[str], Sequence[str | int | bytes]]:
+        """A step's KEYS and ARGV with its webhook events, where one node holds every
+        key: the script appends them itself (``webhook_append``)."""
+        if events is None or not self.one_node:
+            return keys, args
+        stream = self.keys.webhook_events(events.partition)
+        return (*keys, stream), (*args, events.change, events.edge)
+
+    async def _after(self, events: StepEvents | None, fired: list[tuple[str, str]]) -> None:
+        """On a cluster, where the partition's stream sits in another slot than the
+        step's keys: XADD the events the step fired, right after it. A crash between
+        the two loses them (docs/webhooks.md, "Redis Cluster")."""
+        if events is None or self.one_node or not fired:
+            return
+        stream = self.keys.webhook_events(events.partition)
+        for _, event in fired:
+            await guard(self._client.xadd(stream, {"e": event}))
+
+    async def _step(
+        self,
+        name: str,
+        keys: Sequence[str],
+        args: Sequence[str | int | bytes],
+        events: StepEvents | None,
+    ) -> Any:
+        keys, args = self._hooked(keys, args, events)
+        return await self.script(name, keys, *args)
 
     def _server(self, server_id: str) -> tuple[str, str, str]:
         k = self.keys
@@ -218,10 +251,20 @@ class RedisStore:
     async def members(self, name: str) -> list[str]:
         return as_texts(await guard(self._client.smembers(self._index(name))))
 
-    async def user_index(self, user: str, session_id: str, present: bool) -> None:
+    async def user_index(
+        self, user: str, session_id: str, present: bool, events: StepEvents | None = None
+    ) -> tuple[bool, int]:
         key = self.keys.user_sessions(user)
         client = self._client
-        await guard(client.sadd(key, session_id) if present else client.srem(key, session_id))
+        if events is None:
+            changed = await guard(
+                client.sadd(key, session_id) if present else client.srem(key, session_id)
+            )
+            return bool(changed), -1
+        args = (session_id, "1" if present else "0")
+        changed, count = await self._step("user_index", (key,), args, events)
+        await self._after(events, events.fired(bool(changed), int(count), present))
+        return bool(changed), int(count)
 
     async def user_members(self, user: str) -> list[str]:
         return sorted(as_texts(await guard(self._client.smembers(self.keys.user_sessions(user)))))
@@ -239,16 +282,25 @@ class RedisStore:
         return SessionRecord.from_fields(session_id, fields) if fields else None
 
     async def session_put(
-        self, record: SessionRecord, connect: Envelope | None, merge: bool
+        self,
+        record: SessionRecord,
+        connect: Envelope | None,
+        merge: bool,
+        events: StepEvents | None = None,
     ) -> tuple[bool, list[str]]:
-        existed, before = await self.script(
+        existed, before = await self._step(
             "session_put",
             self.keys.session_keys(record.session_id),
-            json.dumps(record.to_fields()),
-            connect.to_json() if connect is not None else "",
-            self.keys.session_connect_channel,
-            "1" if merge else "0",
+            (
+                json.dumps(record.to_fields()),
+                connect.to_json() if connect is not None else "",
+                self.keys.session_connect_channel,
+                "1" if merge else "0",
+            ),
+            events,
         )
+        if events is not None:
+            await self._after(events, events.fired(not existed))
         return bool(existed), [r for r in as_text(before).split(",") if r]
 
     async def session_join(self, session_id: str, room_id: str, username: str, now: int) -> bool:
@@ -259,16 +311,24 @@ class RedisStore:
         keys = self.keys.session_keys(session_id)
         await self.script("session_leave", keys, ",".join(rooms), last_seen)
 
-    async def session_drop(self, session_id: str, disconnect: Envelope, force: bool) -> bool:
-        return bool(
-            await self.script(
+    async def session_drop(
+        self,
+        session_id: str,
+        disconnect: Envelope,
+        force: bool,
+        events: StepEvents | None = None,
+    ) -> bool:
+        existed = bool(
+            await self._step(
                 "session_drop",
                 self.keys.session_keys(session_id),
-                disconnect.to_json(),
-                self.keys.session_disconnect_channel,
-                "1" if force else "0",
+                (disconnect.to_json(), self.keys.session_disconnect_channel, "1" if force else "0"),
+                events,
             )
         )
+        if events is not None:
+            await self._after(events, events.fired(existed or force))
+        return existed
 
     async def session_touch(self, session_id: str, now: int) -> None:
         await self.script("session_touch", (self.keys.session(session_id),), now)
@@ -283,20 +343,26 @@ class RedisStore:
         now: int,
         event: EventTemplate,
         announce: bool,
+        events: StepEvents | None = None,
     ) -> tuple[bool, int]:
         channel = (self.keys.join_channel if join else self.keys.leave_channel)(room_id)
-        changed, count = await self.script(
+        changed, count = await self._step(
             "room_change",
             self.keys.room_keys(room_id),
-            "1" if join else "0",
-            session_id,
-            now,
-            event.head,
-            event.tail,
-            event.id,
-            channel,
-            "1" if announce else "0",
+            (
+                "1" if join else "0",
+                session_id,
+                now,
+                event.head,
+                event.tail,
+                event.id,
+                channel,
+                "1" if announce else "0",
+            ),
+            events,
         )
+        if events is not None:
+            await self._after(events, events.fired(bool(changed), int(count), join))
         return bool(changed), int(count)
 
     async def chat(self, room_id: str, channel: str, envelope: Envelope, now: int) -> Envelope:

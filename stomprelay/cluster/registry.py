@@ -110,20 +110,24 @@ class Pending:
     event: the id the relay already delivered to its own subscribers during an
     outage (it will recognise the event when it comes back and not deliver it
     twice), or a fresh one for a change that was never announced at all.
-    ``new_sessions`` are sessions whose CONNECT was never published.
+    ``new_sessions`` are sessions whose CONNECT was never published. ``causes``:
+    why sessions the registry did not see end had ended (their
+    ``session.disconnected`` reason), by session id.
     """
 
     joins: dict[tuple[str, str], str] = field(default_factory=dict)
     leaves: dict[tuple[str, str], str] = field(default_factory=dict)
     new_sessions: set[str] = field(default_factory=set)
+    causes: dict[str, str] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
-        return bool(self.joins or self.leaves or self.new_sessions)
+        return bool(self.joins or self.leaves or self.new_sessions or self.causes)
 
     def clear(self) -> None:
         self.joins.clear()
         self.leaves.clear()
         self.new_sessions.clear()
+        self.causes.clear()
 
 
 #: How long a kick is remembered for relays that could not hear it (ms).
@@ -442,8 +446,11 @@ class Membership(Protocol):
         reason: str,
         now: int,
         event_id: str,
+        cause: str = "closed",
     ) -> None:
-        """Leave every room (one LEAVE each), delete the session, publish disconnect."""
+        """Leave every room (one LEAVE each, ``reason``), delete the session, publish
+        disconnect; ``cause``: why the session ended (its ``session.disconnected``
+        reason, webhook_steps.DISCONNECT_REASONS)."""
         ...
 
     async def join(
