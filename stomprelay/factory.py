@@ -123,11 +123,13 @@ def build_relay(
         acl=acl,
         dev_tokens=dev_tokens,
         hook=hook,
-        webhooks=build_webhooks(settings, server_id, backends),
+        webhook_delivery=build_webhook_delivery(settings, server_id, backends),
     )
 
 
-def build_webhooks(settings: Settings, server_id: str, backends: Backends) -> Delivery | None:
+def build_webhook_delivery(
+    settings: Settings, server_id: str, backends: Backends
+) -> Delivery | None:
     """The webhook delivery the settings ask for (None: no ``--webhook-url``): over
     the registry's Redis, with leases, else over the single node's in-memory partitions."""
     if not settings.webhook_url:
@@ -144,7 +146,7 @@ def build_webhooks(settings: Settings, server_id: str, backends: Backends) -> De
         server_id,
         keys=backends.keys,
         target=getattr(registry, "target", None),
-        memory_log=getattr(backends, "webhook_log", None),
+        memory_log=backends.webhook_log,
         members=members,
     )
 

@@ -84,7 +84,7 @@ class Relay:
         acl: Acl | None = None,
         dev_tokens: bool = False,
         hook: AuthHook | None = None,
-        webhooks: Delivery | None = None,
+        webhook_delivery: Delivery | None = None,
     ) -> None:
         self.settings = settings
         self.server_id = server_id
@@ -101,9 +101,9 @@ class Relay:
         if hook is not None:
             hook.observe = lambda outcome: metrics.auth_hook.labels(outcome).inc()
         #: Webhook delivery (docs/webhooks.md), None without --webhook-url.
-        self.webhooks = webhooks
-        if webhooks is not None:
-            webhooks.metrics = metrics
+        self.webhook_delivery = webhook_delivery
+        if webhook_delivery is not None:
+            webhook_delivery.metrics = metrics
         #: Degraded mode: what the relay does while Redis counts as down.
         self.outage = outage = Outage(
             log if log is not None else NoLog(),
@@ -297,8 +297,8 @@ class Relay:
             await self.outage.guard(self.registration.register)
         self._started = True
         self.liveness.start()
-        if self.webhooks is not None:
-            self.webhooks.start()
+        if self.webhook_delivery is not None:
+            self.webhook_delivery.start()
 
     async def close(self) -> None:
         """After every client is gone: stop liveness, drop this relay's keys.
@@ -315,9 +315,9 @@ class Relay:
 
         await self.sender.close()
         await self.liveness.stop()
-        if self.webhooks is not None:
+        if self.webhook_delivery is not None:
             # what is queued goes out first; then the leases go to the other relays
-            await bounded("close: webhooks", self.webhooks.stop(), CLOSE_STEP_TIMEOUT)
+            await bounded("close: webhooks", self.webhook_delivery.stop(), CLOSE_STEP_TIMEOUT)
         done("publisher, liveness")
         await self.outage.close()
         await self.router.close()
