@@ -14,7 +14,7 @@ from collections import Counter, defaultdict
 from typing import Any
 
 import pytest
-from clusterhelpers import REAP_DEADLINE, SWEEP_INTERVAL, eventually
+from clusterhelpers import REAP_DEADLINE, SWEEP_INTERVAL, K, eventually
 from procs import RelayProcess
 from stompclient import StompClient
 from webhookreceiver import WebhookReceiver, check_room_order
@@ -51,11 +51,13 @@ def check_users(events: list[dict[str, Any]]) -> list[str]:
     return problems
 
 
-def figures(label: str, receiver: WebhookReceiver, expected: int, since: float = 0.0) -> None:
-    got = receiver.snapshot()
-    late = [receiver.acked_at[e["id"]] - since for e in got] if since else []
+def figures(
+    label: str, receiver: WebhookReceiver, expected: str, got: int, since: float = 0.0
+) -> None:
+    events = receiver.snapshot()
+    late = [receiver.acked_at[e["id"]] - since for e in events] if since else []
     print(
-        f"\n[{label}] events expected {expected}, delivered {len(got)}, "
+        f"\n[{label}] events expected {expected}, delivered {got}, "
         f"duplicates seen by id {sum(receiver.duplicates.values())}, "
         f"max delivery lag {receiver.max_lag():.2f} s"
         + (f", last event {max(late):.2f} s after the kill" if late else "")
@@ -116,11 +118,20 @@ async def test_three_relays_300_clients_every_event_once_in_room_order(
         assert receiver.bad_signatures == 0
         disconnected = [e for e in events if e["type"] == "session.disconnected"]
         assert {e["reason"] for e in disconnected} == {"closed"}
-        figures("three relays, 300 clients", receiver, len(events))
+        session_events = sum(1 for e in events if e["type"] in SESSION_TYPES)
+        figures(
+            "three relays, 300 clients",
+            receiver,
+            f"{expected_min} session/room events (+ balanced edges)",
+            session_events,
+        )
+        print(f"  all events delivered {len(events)} (occupied/vacated, online/offline included)")
         assert len(events) >= expected_min
 
 
-async def test_sigkilled_relay_sessions_are_reported_server_lost(start_relay: Any) -> None:
+async def test_sigkilled_relay_sessions_are_reported_server_lost(
+    start_relay: Any, rdb: Any
+) -> None:
     """A relay with 50 sessions in 5 rooms is SIGKILLed: once reaped, each session has
     exactly one session.disconnected (server-lost) and one room.left; the rooms it
     emptied are vacated, the users without another session go offline."""
@@ -142,12 +153,15 @@ async def test_sigkilled_relay_sessions_are_reported_server_lost(start_relay: An
             await client.join(f"room-{n}", f"user-{n}")
             survivors.append(client)
 
+        # 50 x (connected, online, joined), 5 rooms occupied, the survivors' 2 x 2
+        before = 50 * 3 + 5 + 4
         await eventually(
-            lambda: all(by_session(receiver.snapshot())[s]["room.joined"] == 1 for s in doomed),
-            timeout=60,
-            what="the joins delivered",
+            lambda: len(receiver.snapshot()) == before, timeout=60, what="the joins delivered"
         )
-        before = len(receiver.snapshot())
+        held = [
+            p for p in range(16) if (rdb.get(K.webhook_lease(p)) or "").startswith("wh-victim:")
+        ]
+        assert held, "the victim delivers some partitions: they must be taken over"
         killed_at = time.time()
         victim.kill()
         for client in clients:
@@ -161,6 +175,8 @@ async def test_sigkilled_relay_sessions_are_reported_server_lost(start_relay: An
 
         await eventually(reported, timeout=REAP_DEADLINE + 60, what="the server-lost events")
         await asyncio.sleep(3 * SWEEP_INTERVAL)  # repeats (a second sweeper) would show now
+        taken = [rdb.get(K.webhook_lease(p)) or "" for p in held]
+        assert not any(holder.startswith("wh-victim:") for holder in taken)
         events = receiver.snapshot()
         after = [e for e in events if e.get("sessionId") in doomed and e["type"] in SESSION_TYPES]
         gone = [e for e in after if e["type"] in ("session.disconnected", "room.left")]
@@ -174,7 +190,13 @@ async def test_sigkilled_relay_sessions_are_reported_server_lost(start_relay: An
         assert not check_users(events)
         assert receiver.bad_signatures == 0
         expected = 100 + 3 + 48
-        figures("SIGKILL, 50 sessions in 5 rooms", receiver, expected, since=killed_at)
+        figures(
+            "SIGKILL, 50 sessions in 5 rooms",
+            receiver,
+            str(expected),
+            len(events) - before,
+            since=killed_at,
+        )
         assert len(events) - before == expected
         for client in survivors:
             await client.disconnect()
