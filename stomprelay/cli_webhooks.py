@@ -133,7 +133,7 @@ async def inspect_webhooks(args: argparse.Namespace, keys: Any) -> int:
             str(row["length"]),
             row["cursor"] or "",
             row["lease"] or "",
-            "" if age is None else f"{age:g}",
+            "" if age is None else f"{age:.1f}",
         )
     console.print(table)
     dead = Table(title=f"dead letters ({len(view['dead'])})")
