@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import time
@@ -231,3 +232,19 @@ async def test_relay_killed_with_a_batch_in_flight(
             lambda: rdb.xlen(K.webhook_events(0)) == 0, timeout=20, what="entries deleted"
         )
         check_delivery(receiver, producer.sent, "relay killed mid-batch")
+
+
+@pytest.mark.parametrize(
+    "args", [["inspect", "webhooks"], ["webhooks", "replay", "--all"]], ids=["inspect", "replay"]
+)
+def test_webhook_commands_on_a_single_node_say_there_is_nothing(args: list[str]) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "stomprelay", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={k: v for k, v in os.environ.items() if not k.startswith("REDIS_")},
+    )
+    assert done.returncode == 2
+    assert "a single node keeps its webhook events in memory" in done.stderr

@@ -285,3 +285,12 @@ async def test_a_relay_that_lost_a_lease_stops_its_worker() -> None:
         assert 3 not in a.held
     finally:
         await a.stop(drain=0)
+
+
+def test_bad_webhook_options_are_refused_naming_the_flag() -> None:
+    from stomprelay.options import OptionError, check
+
+    with pytest.raises(OptionError, match="--webhook-url must be an http"):
+        check({"webhook_url": "ftp://example.com/x"})
+    with pytest.raises(OptionError, match="--webhook-retry-cap must be positive"):
+        check({"webhook_retry_cap": 0.0})
