@@ -70,8 +70,8 @@ log = logging.getLogger(__name__)
 
 #: Longest answer read from the receiver (bytes): its body is not used.
 MAX_ANSWER = 64 * 1024
-#: Connections kept open to the receiver (one batch in flight per partition).
-IDLE_CONNECTIONS = 16
+#: Connections kept open to the receiver at most (one batch in flight per partition).
+IDLE_CONNECTIONS = 64
 #: Most milliseconds one read of a partition blocks for new entries (``XREAD BLOCK``).
 READ_BLOCK_MS = 1000
 #: Seconds a worker waits after Redis failed it before reading again.
@@ -214,15 +214,20 @@ class PartitionWorker:
 
     async def run(self) -> None:
         """Deliver until cancelled, handed over, or the lease is found lost."""
+        failing = False
         while not self.hand_over and not (self.draining and self.idle):
             try:
                 await self.step()
+                failing = False
             except LeaseLost:
                 log.info("webhook partition %d: lease lost, stopping", self.partition)
                 return
             except BackendUnavailable as exc:
                 self.busy = False
-                log.warning("webhook partition %d: %s", self.partition, exc)
+                # once per outage at warning level: every retry would flood the log
+                level = logging.DEBUG if failing else logging.WARNING
+                log.log(level, "webhook partition %d: %s", self.partition, exc)
+                failing = True
                 await self.sleep(REDIS_RETRY)
 
     async def step(self) -> int:
@@ -420,11 +425,15 @@ class Delivery:
             self.metrics.webhook_partitions.set(len(self.workers))
 
     async def _lease_loop(self) -> None:
+        failing = False
         while not self._stopping:
             try:
                 await self.leases_once()
+                failing = False
             except BackendUnavailable as exc:
-                log.warning("webhooks: leases not renewed: %s", exc)
+                level = logging.DEBUG if failing else logging.WARNING
+                log.log(level, "webhooks: leases not renewed: %s", exc)
+                failing = True
             await asyncio.sleep(self.renew_interval)
 
     async def leases_once(self) -> None:

@@ -248,3 +248,31 @@ def test_webhook_commands_on_a_single_node_say_there_is_nothing(args: list[str])
     )
     assert done.returncode == 2
     assert "a single node keeps its webhook events in memory" in done.stderr
+
+
+async def test_delivery_resumes_after_redis_stalls(
+    start_relay: Any, rdb: redis.Redis, redis_server: Any
+) -> None:
+    """Redis stalls (SIGSTOP) past the lease TTL while events wait: once it is back,
+    the relays take the leases again and deliver everything, in order per room."""
+    with WebhookReceiver(SECRET) as receiver:
+        for name in ("wh-s1", "wh-s2"):
+            start_relay(name, extra=webhook_args(receiver, "--webhook-partitions", "4"))
+        producer = Producer(rdb, 4)
+        for i in range(20):
+            producer.add(f"room-{i % 4}")
+        await eventually(lambda: len(receiver.snapshot()) == 20, timeout=30, what="first 20")
+        receiver.status = 500  # the next events wait in their partitions
+        for i in range(20):
+            producer.add(f"room-{i % 4}")
+        await eventually(lambda: len(receiver.posts) > 2, timeout=30, what="failed attempts")
+        redis_server.pause()
+        receiver.status = 200
+        await asyncio.sleep(LIVENESS_TTL * 3)  # every lease has expired when Redis is back
+        redis_server.resume()
+        for i in range(20):
+            producer.add(f"room-{i % 4}")
+        await eventually(
+            lambda: len(receiver.snapshot()) == 60, timeout=90, what="every event delivered"
+        )
+        check_delivery(receiver, producer.sent, "redis stalled")
