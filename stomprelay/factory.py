@@ -47,15 +47,13 @@ def build_backends(
     if target is None:
         from stomprelay.cluster.memory import MemoryBus, MemoryHub, MemoryRegistry
 
-        partitions = webhooks.partitions if webhooks is not None else 0
-        hub = MemoryHub(policy=policy, webhook_partitions=partitions)
+        hub = MemoryHub(policy=policy, webhooks=webhooks)
         memory = MemoryRegistry(
             hub,
             keys,
             stall_ms=stall_ms(settings.liveness_interval),
             fence_ms=int(settings.liveness_ttl * 1000),
             lock_ttl_ms=settings.reaper_lock_ms,
-            webhooks=webhooks,
         )
         return Backends(MemoryBus(hub), memory, memory.log, keys, hub.webhook_log, webhooks)
     from stomprelay.cluster.redis_backend import RedisRegistry

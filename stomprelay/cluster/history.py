@@ -188,9 +188,13 @@ class MemoryLog:
         policy: HistoryPolicy,
         publish: Callable[[str, Envelope], None],
         clock: Callable[[], float] = time.time,
+        published: Callable[[Envelope], None] | None = None,
     ) -> None:
         self.policy = policy
         self._publish = publish
+        #: Told of every message published (with its offset, when logged), not of
+        #: an append of a known id: the webhooks' ``message.published``.
+        self._published = published
         self._clock = clock
         self.logs: dict[str, _MemLog] = {}
         #: the ``history:topics`` index of :func:`admit_topic`
@@ -229,6 +233,8 @@ class MemoryLog:
             )
         ):
             self._publish(channel, envelope)
+            if self._published is not None:
+                self._published(envelope)
             return envelope
         log = self.logs.get(log_id)
         if log is None:
@@ -252,6 +258,8 @@ class MemoryLog:
         log.last_at = now
         self.logs[log_id] = self.logs.pop(log_id)  # to the end: the latest appended
         self._publish(channel, stored)
+        if self._published is not None:
+            self._published(stored)
         return stored
 
     async def append(self, log_id: str, channel: str, envelope: Envelope, now: int) -> Envelope:

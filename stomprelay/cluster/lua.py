@@ -83,14 +83,25 @@ local function log_trim(stream, now)
   redis.call('XTRIM', stream, 'MINID', cut)
 end
 
+-- A message's message.published event (webhook_steps.MessageEvent): head .. offset
+-- .. tail, or without its last field (',"offset":', 10 characters) when not logged.
+local function message_published(hook, head, tail, offset)
+  if not hook then return end
+  local text
+  if offset > 0 then text = head .. offset .. tail else text = string.sub(head, 1, -11) .. tail end
+  redis.call('XADD', hook, '*', 'e', text)
+end
+
 -- Append env (an envelope JSON object without offset) to the log whose keys are
 -- stream, meta, ids, and publish it on channel with "offset" and "epoch" in front,
 -- in this one step. Idempotent by message id mid: a known id returns its offset
--- and publishes nothing. logged false: publish only (offset 0).
+-- and publishes nothing. logged false: publish only (offset 0). hook (a webhook
+-- stream, or nil), head, tail: its message.published event, appended with it.
 -- Returns epoch, offset, duplicate.
-local function log_append(stream, meta, ids, channel, env, mid, ts, logged)
+local function log_append(stream, meta, ids, channel, env, mid, ts, logged, hook, head, tail)
   if not logged or HISTORY_SIZE <= 0 then
     redis.call(ROOM_PUBLISH, channel, env)
+    message_published(hook, head, tail, 0)
     return '', 0, false
   end
   local epoch = current_epoch(meta)
@@ -118,6 +129,7 @@ local function log_append(stream, meta, ids, channel, env, mid, ts, logged)
   for _, key in ipairs({stream, meta, ids}) do redis.call('PEXPIRE', key, HISTORY_TTL_MS) end
   redis.call(ROOM_PUBLISH, channel,
     '{"offset":' .. offset .. ',"epoch":"' .. epoch .. '",' .. string.sub(env, 2))
+  message_published(hook, head, tail, offset)
   return epoch, offset, false
 end
 
@@ -390,20 +402,24 @@ webhook_append(KEYS[6], ARGV[9], ARGV[10], changed == 1, count == (ARGV[1] == '1
 return {changed, count}
 """
 
-# KEYS: participants, info, stream, meta, ids   ARGV: channel, envelope, now, message id
+# KEYS: participants, info, stream, meta, ids[, webhook stream]   ARGV: channel,
+# envelope, now, message id[, message.published head, tail]
+# Returns {epoch, offset, duplicate}.
 CHAT = r"""
 local ts = tonumber(ARGV[3])
 if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('HSET', KEYS[2], 'last-activity', ts) end
-local epoch, offset = log_append(KEYS[3], KEYS[4], KEYS[5], ARGV[1], ARGV[2], ARGV[4], ts, true)
-return {epoch, offset}
+local epoch, offset, dup = log_append(KEYS[3], KEYS[4], KEYS[5], ARGV[1], ARGV[2], ARGV[4], ts,
+  true, KEYS[6], ARGV[5], ARGV[6])
+return {epoch, offset, dup and 1 or 0}
 """
 
 # -- one destination's log ----------------------------------------------------------
 
-# KEYS: stream, meta, ids   ARGV: channel, envelope, message id, now, logged (1/0)
+# KEYS: stream, meta, ids[, webhook stream]   ARGV: channel, envelope, message id, now,
+# logged (1/0)[, message.published head, tail]
 APPEND = r"""
 local epoch, offset, dup = log_append(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3],
-  tonumber(ARGV[4]), ARGV[5] == '1')
+  tonumber(ARGV[4]), ARGV[5] == '1', KEYS[4], ARGV[6], ARGV[7])
 return {epoch, offset, dup and 1 or 0}
 """
 

@@ -55,14 +55,21 @@ class MemoryHub:
         self,
         clock: Callable[[], float] = time.time,
         policy: HistoryPolicy | None = None,
-        webhook_partitions: int = 0,
+        webhooks: WebhookSteps | None = None,
     ) -> None:
         self.buses: set[MemoryBus] = set()
         self.clock = clock
-        self.log = MemoryLog(policy or HistoryPolicy(), self.publish, clock)
-        #: The webhook events' partitions (``webhook_partitions`` of them; None: webhooks
-        #: off), appended to by the registry's steps as the Redis streams are.
-        self.webhook_log = MemoryWebhookLog(webhook_partitions) if webhook_partitions else None
+        #: The webhook events (None: webhooks off) and their partitions, appended to by
+        #: the registry's steps and the log as the Redis streams are.
+        self.webhooks = webhooks
+        self.webhook_log = MemoryWebhookLog(webhooks.partitions) if webhooks else None
+        reports = webhooks is not None and bool(webhooks.messages)
+        self.log = MemoryLog(
+            policy or HistoryPolicy(),
+            self.publish,
+            clock,
+            self._message_published if reports else None,
+        )
         self.wipe()
 
     def wipe(self) -> None:
@@ -97,6 +104,14 @@ class MemoryHub:
         if self.webhook_log is not None:
             for entries in self.webhook_log.entries:
                 entries.clear()
+
+    def _message_published(self, envelope: Envelope) -> None:
+        """A message published through the log: its ``message.published``, if reported."""
+        hooks, kept = self.webhooks, self.webhook_log
+        event = hooks.message(envelope) if hooks is not None else None
+        if event is not None and hooks is not None and kept is not None:
+            kept.append(event.partition, event.text(envelope.offset))
+            hooks.counted([("message.published", "")])
 
     def webhook_append(self, events: StepEvents, fired: list[tuple[str, str]]) -> None:
         """Append a step's webhook events to their partition (in the step's own code)."""
@@ -435,12 +450,9 @@ class MemoryRegistry(StepRegistry):
         stall_ms: int = STALL_MS,
         fence_ms: int = FENCE_MS,
         lock_ttl_ms: int = REAPER_LOCK_MS,
-        webhooks: WebhookSteps | None = None,
     ) -> None:
-        if webhooks is not None and hub.webhook_log is None:
-            raise ValueError("webhook events need a hub made with webhook_partitions")
         store = MemoryStore(hub, keys or Keys())
-        super().__init__(store, lock_ttl_ms, stall_ms, fence_ms, webhooks)
+        super().__init__(store, lock_ttl_ms, stall_ms, fence_ms, hub.webhooks)
         self.hub = hub
         self.log = hub.log
 

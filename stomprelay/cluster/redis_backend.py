@@ -77,6 +77,7 @@ class RedisRegistry(StepRegistry):
         self.sharded = self.target.sharded
         store = RedisStore(self._client, keys or Keys(), self.policy, self.target.mode)
         store.wait = (wait_replicas, wait_timeout_ms)
+        store.webhooks = webhooks
         super().__init__(store, lock_ttl_ms, stall_ms, fence_ms, webhooks)
         self.redis = store
         self.log = RedisLog(store, store.keys, self.policy)

@@ -14,6 +14,7 @@ from stomprelay.cluster.history import HistoryPolicy, LogSlice
 from stomprelay.cluster.keys import Keys
 from stomprelay.cluster.redis_io import as_text, guard
 from stomprelay.cluster.redis_store import RedisStore
+from stomprelay.cluster.webhook_steps import MessageEvent
 from stomprelay.errors import BackendUnavailable, ProtocolError
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ class RedisLog:
 
     def _args(
         self, log_id: str, channel: str, envelope: Envelope, now: int, logged: bool
-    ) -> tuple[tuple[str, str, str], tuple[str | int | bytes, ...]]:
+    ) -> tuple[tuple[str, ...], tuple[str | int | bytes, ...]]:
         return self._keys.log_keys(log_id), (
             channel,
             envelope.to_json(),
@@ -67,8 +68,12 @@ class RedisLog:
 
     async def append(self, log_id: str, channel: str, envelope: Envelope, now: int) -> Envelope:
         keys, args = self._args(log_id, channel, envelope, now, await self._logged(log_id, now))
-        epoch, offset, _dup = await self._store.acked("append", keys, *args)
-        return replace(envelope, epoch=as_text(epoch), offset=int(offset))
+        return await self._store.log_step("append", keys, args, envelope)
+
+    def _message(self, envelope: Envelope) -> MessageEvent | None:
+        """Its ``message.published`` event, if webhooks report its destination."""
+        hooks = self._store.webhooks
+        return hooks.message(envelope) if hooks is not None else None
 
     async def append_many(
         self, items: Sequence[tuple[str, str, Envelope]], now: int
@@ -85,9 +90,14 @@ class RedisLog:
             self._args(log_id, channel, envelope, now, await self._logged(log_id, now))
             for log_id, channel, envelope in items
         ]
+        events = [self._message(envelope) for _, _, envelope in items]
+        reported = any(events)
+        if reported:
+            # each append with its message.published, as its own script run
+            calls = [store.message_args(k, a, e) for (k, a), e in zip(calls, events, strict=True)]
         store.check_hold()
         pipe = store.pipeline()
-        many = store.one_node and len(calls) > 1
+        many = store.one_node and len(calls) > 1 and not reported
         if many:
             # one script run for the batch (fewer commands to write and replies to read)
             keys_all: list[str] = []
@@ -116,13 +126,17 @@ class RedisLog:
                 reply = await store.script("append_many", keys_all, *args_all)
             replies = reply if isinstance(reply, list) else [reply] * len(calls)
         out: list[Envelope | BackendUnavailable] = []
-        for (_, _, envelope), (keys, args), reply in zip(items, calls, replies, strict=True):
+        for (_, _, envelope), (keys, args), reply, event in zip(
+            items, calls, replies, events, strict=True
+        ):
             if isinstance(reply, NoScriptError):
                 reply = await store.script("append", keys, *args)
             if isinstance(reply, BaseException):
                 out.append(BackendUnavailable(f"redis: {type(reply).__name__}: {reply}"))
                 continue
-            epoch, offset, _dup = reply
+            epoch, offset, dup = reply
+            if event is not None:
+                await store.message_published(event, int(offset), bool(dup))
             out.append(replace(envelope, epoch=as_text(epoch), offset=int(offset)))
         return out
 

@@ -24,7 +24,7 @@ from stomprelay.cluster.lua import LIBRARY, SCRIPTS
 from stomprelay.cluster.operations import GONE, Gone
 from stomprelay.cluster.redis_io import as_fields, as_text, as_texts, guard
 from stomprelay.cluster.registry import EventTemplate, ServerRecord, SessionRecord
-from stomprelay.cluster.webhook_steps import StepEvents
+from stomprelay.cluster.webhook_steps import MessageEvent, StepEvents, WebhookSteps
 from stomprelay.errors import BackendUnavailable
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,10 @@ class RedisStore:
         #: WAITs that returned fewer replicas than asked for.
         self.wait_short = 0
         self._wait_off_until = 0.0
+
+        #: The webhook events of ``message.published`` (the log steps make them; the
+        #: registry's steps are handed theirs); None: none.
+        self.webhooks: WebhookSteps | None = None
 
         #: Under Sentinel: True while a failover is under way (the bus hears it);
         #: no step runs then, so nothing is written to a master on its way out.
@@ -139,9 +143,30 @@ class RedisStore:
         the two loses them (docs/webhooks.md, "Redis Cluster")."""
         if events is None or self.one_node or not fired:
             return
-        stream = self.keys.webhook_events(events.partition)
-        for _, event in fired:
-            await guard(self._client.xadd(stream, {"e": event}))
+        await self.webhook_add([(events.partition, event) for _, event in fired])
+
+    async def webhook_add(self, events: Sequence[tuple[int, str]]) -> None:
+        """XADD each ``(partition, event JSON)`` (on a cluster, after their step)."""
+        for partition, event in events:
+            await guard(self._client.xadd(self.keys.webhook_events(partition), {"e": event}))
+
+    async def message_published(self, event: MessageEvent, offset: int, dup: bool) -> None:
+        """After a log step that had ``event``: on a cluster XADD it (unless the step
+        knew the message already), and count it."""
+        if dup or self.webhooks is None:
+            return
+        if not self.one_node:
+            await self.webhook_add([(event.partition, event.text(offset))])
+        self.webhooks.counted([("message.published", "")])
+
+    def message_args(
+        self, keys: tuple[str, ...], args: tuple[str | int | bytes, ...], event: MessageEvent | None
+    ) -> tuple[tuple[str, ...], tuple[str | int | bytes, ...]]:
+        """A log step's KEYS and ARGV with its ``message.published`` event, where one
+        node holds every key (the step appends it with the message)."""
+        if event is None or not self.one_node:
+            return keys, args
+        return (*keys, self.keys.webhook_events(event.partition)), (*args, event.head, event.tail)
 
     async def _step(
         self,
@@ -366,7 +391,25 @@ class RedisStore:
         return bool(changed), int(count)
 
     async def chat(self, room_id: str, channel: str, envelope: Envelope, now: int) -> Envelope:
-        epoch, offset = await self.acked(
-            "chat", self.keys.room_keys(room_id), channel, envelope.to_json(), now, envelope.id
-        )
+        args = (channel, envelope.to_json(), now, envelope.id)
+        return await self.log_step("chat", self.keys.room_keys(room_id), args, envelope)
+
+    async def log_step(
+        self,
+        name: str,
+        keys: tuple[str, ...],
+        args: tuple[str | int | bytes, ...],
+        envelope: Envelope,
+    ) -> Envelope:
+        """Run a log's step (``chat``, ``append``: {epoch, offset, duplicate}) for
+        ``envelope``, with its ``message.published`` if webhooks report it; the
+        envelope with its epoch and offset."""
+        hooks = self.webhooks
+        event = hooks.message(envelope) if hooks is not None else None
+        if event is None:
+            epoch, offset, _ = await self.acked(name, keys, *args)
+        else:
+            keys, args = self.message_args(keys, args, event)
+            epoch, offset, dup = await self.acked(name, keys, *args)
+            await self.message_published(event, int(offset), bool(dup))
         return replace(envelope, epoch=as_text(epoch), offset=int(offset))

@@ -24,10 +24,13 @@ event id, and a receiver can drop repeats.
 from __future__ import annotations
 
 import base64
+import contextlib
 import fnmatch
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from stomprelay.cluster.envelope import Envelope
 from stomprelay.webhook_events import event_json, make_event, partition_key, partition_of
 
 #: The session.disconnected reasons (docs/webhooks.md), one of which every removal carries.
@@ -183,41 +186,68 @@ class WebhookSteps:
             edge,
         )
 
-    def reports(self, destination: str) -> bool:
-        """Whether messages to ``destination`` are reported (``--webhook-messages``)."""
-        return any(fnmatch.fnmatchcase(destination, pattern) for pattern in self.messages)
-
-    def message(
-        self,
-        event_id: str,
-        ts: int,
-        server_id: str,
-        destination: str,
-        body: bytes,
-        session_id: str = "",
-        user: str = "",
-        room_id: str = "",
-        offset: int = 0,
-    ) -> StepEvents:
-        """``message.published``: the message's destination, sender, id, offset (when
-        logged) and body (text, or base64 with ``binary`` as envelopes do)."""
-        extra: dict[str, object] = {"destination": destination, "messageId": event_id}
-        if offset:
-            extra["offset"] = offset
+    def message(self, envelope: Envelope) -> MessageEvent | None:
+        """``message.published`` for ``envelope`` if its destination matches one of
+        ``--webhook-messages`` (else None): its destination, id, sender (``x-sender``,
+        ``x-sender-session``; a room's CHAT names its own), body (text, or base64 with
+        ``binary`` as envelopes do) and, once the log step knows it, its offset."""
+        destination = envelope.destination
+        if not self.messages or not any(
+            fnmatch.fnmatchcase(destination, pattern) for pattern in self.messages
+        ):
+            return None
+        headers = dict(envelope.headers)
+        if headers.get("x-event-type") in MEMBERSHIP:
+            return None  # a room's JOIN or LEAVE: room.joined, room.left
+        session_id = headers.get("x-sender-session", "")
+        user = headers.get("x-sender", "")
+        if not session_id and headers.get("x-event-type") == "CHAT":
+            with contextlib.suppress(ValueError, AttributeError):
+                chat = json.loads(envelope.body)
+                session_id, user = str(chat.get("sessionId", "")), str(chat.get("userId", ""))
+        room_id = destination[len(ROOM_PREFIX) :] if destination.startswith(ROOM_PREFIX) else ""
+        extra: dict[str, object] = {"destination": destination, "messageId": envelope.id}
         try:
-            extra["body"] = body.decode("utf-8")
+            extra["body"] = envelope.body.decode("utf-8")
         except UnicodeDecodeError:
-            extra["body"] = base64.b64encode(body).decode("ascii")
+            extra["body"] = base64.b64encode(envelope.body).decode("ascii")
             extra["binary"] = True
         kind = "message.published"
         event = make_event(
             kind,
-            f"{event_id}:{kind}",
-            ts,
-            server_id,
+            f"{envelope.id}:{kind}",
+            envelope.ts,
+            envelope.origin,
             session_id=session_id,
             user=user,
             room_id=room_id,
             extra=extra,
         )
-        return StepEvents(self._partition(room_id, user, session_id), event_json(event), kind)
+        # by room (in order with its joins and leaves), else by destination
+        key = partition_key(room_id) if room_id else f"destination:{destination}"
+        text = event_json(event)
+        return MessageEvent(partition_of(key, self.partitions), text[:-1] + OFFSET_FIELD, "}")
+
+
+#: The relay's own room events that report membership, not messages.
+MEMBERSHIP = frozenset({"JOIN", "LEAVE"})
+#: Where a room's messages go (their events are partitioned by the room).
+ROOM_PREFIX = "/topic/room/"
+#: The last field of a ``message.published`` event, its value left to the log step.
+OFFSET_FIELD = ',"offset":'
+
+
+@dataclass(frozen=True, slots=True)
+class MessageEvent:
+    """A ``message.published`` event with its offset left open (``head + offset +
+    tail``): the log step appends it with the message, the offset it gave it filled
+    in (none when the message was not logged); nothing for a message id it knew."""
+
+    partition: int
+    head: str
+    tail: str
+
+    def text(self, offset: int) -> str:
+        if offset > 0:
+            return f"{self.head}{offset}{self.tail}"
+        return self.head[: -len(OFFSET_FIELD)] + self.tail

@@ -11,6 +11,7 @@ step and run again ends with the same events as one that was never stopped.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import time
 from collections import Counter
@@ -23,10 +24,18 @@ import redis.asyncio as aioredis
 from procs import RedisServer
 from test_steps import Faulty
 
+from stomprelay.cluster.envelope import Envelope
 from stomprelay.cluster.keys import Keys
 from stomprelay.cluster.memory import MemoryHub, MemoryRegistry
 from stomprelay.cluster.redis_backend import RedisRegistry
-from stomprelay.cluster.registry import DeadServer, Pending, ServerRecord, SessionRecord
+from stomprelay.cluster.registry import (
+    DeadServer,
+    Pending,
+    ServerRecord,
+    SessionRecord,
+    event_headers,
+    room_event,
+)
 from stomprelay.cluster.webhook_steps import WebhookSteps, disconnect_reason
 from stomprelay.errors import BackendUnavailable
 from stomprelay.webhook_events import partition_key, partition_of
@@ -84,11 +93,8 @@ class MemoryBackend(Backend):
 
     def __init__(self, webhooks: WebhookSteps | None) -> None:
         self.clock = 1_700_000_000.0
-        self.hub = MemoryHub(
-            clock=lambda: self.clock,
-            webhook_partitions=webhooks.partitions if webhooks is not None else 0,
-        )
-        self.registry = MemoryRegistry(self.hub, Keys(), webhooks=webhooks)
+        self.hub = MemoryHub(clock=lambda: self.clock, webhooks=webhooks)
+        self.registry = MemoryRegistry(self.hub, Keys())
 
     async def partitions(self) -> list[list[Event]]:
         log = self.hub.webhook_log
@@ -141,8 +147,8 @@ MakeBackend = Callable[..., Awaitable[Backend]]
 async def make_backend(request: pytest.FixtureRequest) -> AsyncIterator[MakeBackend]:
     made: list[Backend] = []
 
-    async def make(webhooks: bool = True) -> Backend:
-        steps = WebhookSteps(PARTITIONS) if webhooks else None
+    async def make(webhooks: bool = True, messages: tuple[str, ...] = ()) -> Backend:
+        steps = WebhookSteps(PARTITIONS, messages) if webhooks else None
         backend: Backend
         if request.param == "memory":
             backend = MemoryBackend(steps)
@@ -581,3 +587,110 @@ def test_how_a_session_ended_is_its_disconnect_reason(
     close_reason: str, error: str | None, reason: str
 ) -> None:
     assert disconnect_reason(close_reason, error) == reason
+
+
+# -- message.published ---------------------------------------------------------------------
+
+
+def chat_envelope(mid: str, room: str, text: str) -> Envelope:
+    return Envelope(
+        id=mid,
+        origin="r1",
+        destination=f"/topic/room/{room}",
+        headers=event_headers("CHAT"),
+        body=room_event("CHAT", room, "s1", "Alice", "r1", NOW + 5, message=text, user="alice"),
+        ts=NOW + 5,
+    )
+
+
+def send_envelope(mid: str, destination: str, body: bytes) -> Envelope:
+    sender = (("x-sender", "bob"), ("x-sender-session", "s2"))
+    return Envelope(
+        mid, "r2", destination, (*sender, ("content-type", "text/plain")), body, NOW + 6
+    )
+
+
+async def test_messages_to_the_chosen_destinations_are_reported_with_their_offset(
+    make_backend: MakeBackend,
+) -> None:
+    backend = await make_backend(messages=("/topic/room/lobby", "/topic/news.*"))
+    reg = backend.registry
+    await connected(backend, session("s1"), session("s2", "r2", "bob"))
+    await reg.join("s1", "lobby", "Alice", "r1", NOW + 1, "j1", "alice")
+    await reg.join("s1", "games", "Alice", "r1", NOW + 1, "j2", "alice")
+    before = await backend.mark()
+    lobby = "stomp:room:lobby"
+    stored = await reg.chat("s1", "lobby", lobby, chat_envelope("m1", "lobby", "hi"), NOW + 5)
+    await reg.chat("s1", "games", "stomp:room:games", chat_envelope("m2", "games", "no"), NOW + 5)
+    log = reg.log
+    news = await log.append(
+        "topic:news.eu", "stomp:topic:news.eu", send_envelope("m3", "/topic/news.eu", b"ok"), NOW
+    )
+    # a journal replayed after an outage appends a known id: nothing twice
+    await log.append(
+        "topic:news.eu", "stomp:topic:news.eu", send_envelope("m3", "/topic/news.eu", b"ok"), NOW
+    )
+    batch = [
+        (
+            "topic:news.us",
+            "stomp:topic:news.us",
+            send_envelope("m4", "/topic/news.us", b"\xff\x00"),
+        ),
+        ("topic:weather", "stomp:topic:weather", send_envelope("m5", "/topic/weather", b"rain")),
+        ("topic:news.us", "stomp:topic:news.us", send_envelope("m6", "/topic/news.us", b"two")),
+    ]
+    appended = await log.append_many(batch, NOW)
+    new = await backend.since(before)
+    assert [e["type"] for e in new] == ["message.published"] * 4
+    by_id = {e["id"]: e for e in new}
+    assert by_id["m1:message.published"] == {
+        "id": "m1:message.published",
+        "type": "message.published",
+        "timestamp": NOW + 5,
+        "serverId": "r1",
+        "sessionId": "s1",
+        "user": "alice",
+        "roomId": "lobby",
+        "destination": "/topic/room/lobby",
+        "messageId": "m1",
+        "body": chat_envelope("m1", "lobby", "hi").body.decode(),
+        "offset": stored.offset,
+    }
+    assert stored.offset == 2  # after the lobby's JOIN
+    assert by_id["m3:message.published"] == {
+        "id": "m3:message.published",
+        "type": "message.published",
+        "timestamp": NOW + 6,
+        "serverId": "r2",
+        "sessionId": "s2",
+        "user": "bob",
+        "destination": "/topic/news.eu",
+        "messageId": "m3",
+        "body": "ok",
+        "offset": news.offset,
+    }
+    binary = by_id["m4:message.published"]
+    assert binary["binary"] is True
+    assert base64.b64decode(binary["body"]) == b"\xff\x00"
+    assert [by_id[f"m{i}:message.published"]["offset"] for i in (4, 6)] == [
+        a.offset for a in appended[::2] if isinstance(a, Envelope)
+    ]
+    # a room's messages are in order with its joins and leaves
+    part = (await backend.partitions())[partition_of(partition_key("lobby"), PARTITIONS)]
+    assert [e["type"] for e in part if e.get("roomId") == "lobby"] == [
+        "room.joined",
+        "room.occupied",
+        "message.published",
+    ]
+
+
+async def test_no_message_is_reported_unless_asked_for(backend: Backend) -> None:
+    reg = backend.registry
+    await connected(backend, session("s1"))
+    await reg.join("s1", "lobby", "Alice", "r1", NOW + 1, "j1", "alice")
+    before = await backend.mark()
+    await reg.chat("s1", "lobby", "stomp:room:lobby", chat_envelope("m1", "lobby", "hi"), NOW)
+    await reg.log.append(
+        "topic:news", "stomp:topic:news", send_envelope("m3", "/topic/news", b"ok"), NOW
+    )
+    assert await backend.since(before) == []

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 from collections import Counter
 from typing import Any
 
@@ -200,3 +201,148 @@ async def test_a_graceful_stop_reports_shutdown(start_relay, stomp_clients, rdb)
     assert sorted(e["sessionId"] for e in gone) == sorted(c.session_id for c in clients)
     assert {e["reason"] for e in gone} == {"shutdown"}
     assert len(of(events, "room.vacated", roomId="lobby")) == 1
+
+
+async def test_what_happened_during_a_redis_outage_is_appended_once_on_recovery(
+    start_relay, stomp_clients, redis_server, rdb
+) -> None:
+    """Redis paused (its data kept): the relay serves its clients alone and the restore
+    on recovery registers what happened meanwhile, with its events, once. A session
+    that connected and ended within the outage never reached Redis: no event at all."""
+    a = start_relay("relay-a", extra=webhook_args())
+    ann = await stomp_clients(a, name="ann", login="ann")
+    zed = await stomp_clients(a, name="zed", login="zed")
+    await ann.join("lobby", "Ann")
+    await zed.join("lobby", "Zed")
+    before = read_events(rdb)
+
+    redis_server.pause()
+    try:
+        await eventually(lambda: not a.ready(), timeout=10, what="relay-a degraded")
+        bob = await stomp_clients(a, name="bob", login="bob")
+        await bob.join("lobby", "Bob")
+        await ann.leave("lobby")
+        cat = await stomp_clients(a, name="cat", login="cat")
+        await cat.disconnect()
+        await zed.disconnect()
+    finally:
+        redis_server.resume()
+    await eventually(a.ready, timeout=15, what="relay-a ready again")
+
+    def restored() -> list[dict[str, Any]]:
+        new = [e for e in read_events(rdb) if e not in before]
+        assert of(new, "session.disconnected"), new
+        assert of(new, "room.joined"), new
+        return new
+
+    await eventually(restored, timeout=10, what="the restore's events")
+    await asyncio.sleep(QUIET)  # a later refresh or restore adds nothing
+    events = read_events(rdb)
+    new = [e for e in events if e not in before]
+    assert sorted((e["type"], e.get("user", ""), e.get("reason", "")) for e in new) == sorted(
+        [
+            ("session.connected", "bob", ""),
+            ("user.online", "bob", ""),
+            ("room.joined", "bob", ""),
+            ("room.left", "ann", "left"),
+            ("room.left", "zed", "disconnected"),
+            ("user.offline", "zed", "closed"),
+            ("session.disconnected", "zed", "closed"),
+        ]
+    )
+    assert not [e for e in events if e.get("sessionId") == cat.session_id]
+    assert len({e["id"] for e in events}) == len(events)
+    (connected,) = of(new, "session.connected")
+    assert connected["sessionId"] == bob.session_id
+
+
+async def test_a_reaped_relay_that_comes_back_reports_its_sessions_restored(
+    start_relay, stomp_clients, rdb
+) -> None:
+    a = start_relay("relay-a", extra=webhook_args())
+    b = start_relay("relay-b", extra=webhook_args())
+    ann = await stomp_clients(a, name="ann", login="ann")
+    await ann.join("lobby", "Ann")
+    ben = await stomp_clients(b, name="ben", login="ben")
+    await ben.join("lobby", "Ben")
+    before = read_events(rdb)
+
+    a.signal(signal.SIGSTOP)
+    try:
+        await eventually(
+            lambda: of(read_events(rdb), "session.disconnected", sessionId=ann.session_id),
+            timeout=REAP_DEADLINE + 5,
+            what="relay-a reaped",
+        )
+    finally:
+        a.signal(signal.SIGCONT)
+
+    def back() -> list[dict[str, Any]]:
+        new = [e for e in read_events(rdb) if e not in before]
+        assert of(new, "room.joined", sessionId=ann.session_id), new
+        return new
+
+    await eventually(back, timeout=15, what="relay-a to restore its session")
+    await asyncio.sleep(QUIET)
+    parts = [[e for e in part if e not in before] for part in read_partitions(rdb)]
+    # per partition, in order: the room's, then ann's (by her user)
+    lobby = parts[partition_of(partition_key("lobby"), PARTITIONS)]
+    user = parts[partition_of(partition_key(user="ann"), PARTITIONS)]
+    assert [(e["type"], e.get("reason", "")) for e in lobby if e.get("roomId")] == [
+        ("room.left", "server-lost"),
+        ("room.joined", "restored"),
+    ]
+    assert [(e["type"], e.get("reason", "")) for e in user if not e.get("roomId")] == [
+        ("user.offline", "server-lost"),
+        ("session.disconnected", "server-lost"),
+        ("session.connected", "restored"),
+        ("user.online", "restored"),
+    ]
+    new = [e for part in parts for e in part]
+    assert len(new) == 6
+    assert {e["sessionId"] for e in new} == {ann.session_id}
+
+
+async def test_messages_to_the_chosen_destinations_are_reported(
+    start_relay, stomp_clients, rdb
+) -> None:
+    """A room's chat (``/app/room/{id}/message``) and clients' SENDs to topics, by
+    ``--webhook-messages`` globs; each message once, with its log offset."""
+    extra = [
+        *webhook_args(),
+        "--webhook-messages",
+        "/topic/room/*",
+        "--webhook-messages",
+        "/topic/news.*",
+    ]
+    a = start_relay("relay-a", extra=extra)
+    ann = await stomp_clients(a, name="ann", login="ann")
+    await ann.join("lobby", "Ann")
+    await ann.chat("lobby", "hello")
+    for i in range(5):
+        await ann.send("/topic/news.eu", f"n{i}".encode(), receipt=True)
+    await ann.send("/topic/weather", b"rain", receipt=True)
+    await ann.send("/topic/room/lobby", b"\xff raw", receipt=True)
+
+    def reported() -> list[dict[str, Any]]:
+        events = read_events(rdb)
+        assert len(of(events, "message.published")) >= 7, events
+        return events
+
+    events = await eventually(reported, timeout=10, what="seven messages reported")
+    published = of(events, "message.published")
+    assert sorted(e["destination"] for e in published) == [
+        *["/topic/news.eu"] * 5,
+        "/topic/room/lobby",
+        "/topic/room/lobby",
+    ]
+    news = [e for e in published if e["destination"] == "/topic/news.eu"]
+    assert [e["body"] for e in news] == [f"n{i}" for i in range(5)]
+    assert [e["offset"] for e in news] == [1, 2, 3, 4, 5]
+    assert {(e["sessionId"], e["user"]) for e in published} == {(ann.session_id, "ann")}
+    lobby = [e for e in published if e.get("roomId") == "lobby"]
+    chat, raw = lobby
+    assert json.loads(chat["body"])["message"] == "hello"
+    assert raw["binary"] is True
+    assert [chat["offset"], raw["offset"]] == [2, 3]  # after the JOIN
+    assert len({e["id"] for e in events}) == len(events)
