@@ -16,14 +16,15 @@ import os
 import subprocess
 import sys
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from typing import Any
 
 import pytest
 import redis
 from clusterhelpers import LIVENESS_TTL, K, eventually
 from procs import ROOT
-from webhookreceiver import WebhookReceiver
+from stompclient import StompClient
+from webhookreceiver import WebhookReceiver, check_room_order
 
 from stomprelay.webhook_events import event_json, make_event, partition_key, partition_of
 
@@ -69,17 +70,20 @@ class Producer:
 def check_delivery(receiver: WebhookReceiver, sent: list[dict[str, Any]], label: str) -> None:
     """Every event acknowledged, per-room sequence in order, every POST signed; the
     figures printed."""
-    got = receiver.snapshot()
+    everything = receiver.snapshot()
+    got = [e for e in everything if "seq" in e]  # the test's own events
     assert {e["id"] for e in got} == {e["id"] for e in sent}
     per_room: dict[str, list[int]] = defaultdict(list)
     for event in got:
         per_room[event["roomId"]].append(event["seq"])
+    assert not check_room_order(everything)
     for room, seqs in per_room.items():
         assert seqs == sorted(seqs), f"room {room} out of order: {seqs}"
     assert receiver.bad_signatures == 0
     assert all(post.content_type == "application/json" for post in receiver.posts)
     print(
-        f"\n[{label}] events expected {len(sent)}, delivered {len(got)}, "
+        f"\n[{label}] events expected {len(sent)}, delivered {len(got)} "
+        f"(+{len(everything) - len(got)} of real sessions), "
         f"duplicates seen by id {sum(receiver.duplicates.values())}, "
         f"POSTs {len(receiver.posts)} ({sum(1 for p in receiver.posts if p.status != 200)} "
         f"answered non-2xx), max delivery lag {receiver.max_lag():.2f} s"
@@ -109,12 +113,24 @@ async def test_receiver_outage_loses_nothing_and_keeps_room_order(
         ]
         producer = Producer(rdb, 4)
         rooms = [f"room-{i}" for i in range(8)]
+        sessions: list[str] = []
+        chatters: list[asyncio.Task[None]] = []
+
+        async def chatter(k: int) -> None:
+            """A real client meanwhile: its events wait with the others."""
+            client = await StompClient.connect(relays[k % 2].ws_url, login=f"chat-{k}")
+            sessions.append(client.session_id)
+            await client.join(f"chat-{k % 3}", f"chat-{k}")
+            await client.leave(f"chat-{k % 3}")
+            await client.disconnect()
 
         async def produce(seconds: float) -> None:
             until = time.monotonic() + seconds
             while time.monotonic() < until:
                 for room in rooms:
                     producer.add(room)
+                if len(producer.sent) % 40 == 0:
+                    chatters.append(asyncio.create_task(chatter(len(chatters))))
                 await asyncio.sleep(0.2)
 
         await produce(10)  # receiver down (connection refused)
@@ -124,11 +140,19 @@ async def test_receiver_outage_loses_nothing_and_keeps_room_order(
         assert not receiver.snapshot()
         receiver.status = 200
         await produce(2)
-        await eventually(
-            lambda: len(receiver.snapshot()) == len(producer.sent),
-            timeout=60,
-            what="every event delivered",
-        )
+        await asyncio.gather(*chatters)
+
+        def complete() -> None:
+            events = receiver.snapshot()
+            assert len([e for e in events if "seq" in e]) == len(producer.sent)
+            kinds = Counter((e.get("sessionId"), e["type"]) for e in events)
+            for session in sessions:
+                for kind in ("session.connected", "room.joined", "room.left"):
+                    assert kinds[session, kind] == 1, (session, kind)
+                assert kinds[session, "session.disconnected"] == 1, session
+
+        await eventually(complete, timeout=60, what="every event delivered")
+        assert len(sessions) >= 10
         check_delivery(receiver, producer.sent, "receiver outage")
         assert sum(r.metric("stomprelay_webhook_retries_total") for r in relays) > 0
         assert sum(r.metric("stomprelay_webhook_events_delivered_total") for r in relays) >= len(
