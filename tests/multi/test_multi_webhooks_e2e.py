@@ -203,7 +203,8 @@ async def test_sigkilled_relay_sessions_are_reported_server_lost(
 
 
 async def test_single_node_delivers_from_memory(tmp_path: Any) -> None:
-    """Without Redis, the same events are delivered from the in-memory partitions."""
+    """Without Redis, the same events are delivered from the in-memory partitions; a
+    graceful stop sends what it queued last (the sessions it closed) before exiting."""
     with WebhookReceiver(SECRET) as receiver:
         relay = RelayProcess(tmp_path, "wh-single", extra=webhook_args(receiver)).start()
         try:
@@ -229,5 +230,22 @@ async def test_single_node_delivers_from_memory(tmp_path: Any) -> None:
             assert not check_room_order(events)
             assert receiver.bad_signatures == 0
             assert relay.metric("stomprelay_webhook_events_delivered_total") == len(order)
+
+            stayer = await StompClient.connect(relay.ws_url, login="stayer")
+            await stayer.join("lobby", "stayer")
+            await eventually(
+                lambda: len(receiver.snapshot()) == len(order) + 4, timeout=30, what="joined"
+            )
+            assert await asyncio.to_thread(relay.terminate) == 0
+            kinds = [e["type"] for e in receiver.snapshot()[len(order) + 4 :]]
+            assert sorted(kinds) == [
+                "room.left",
+                "room.vacated",
+                "session.disconnected",
+                "user.offline",
+            ]
+            ended = receiver.of_type("session.disconnected")[-1]
+            assert (ended["user"], ended["reason"]) == ("stayer", "shutdown")
+            await stayer.close()
         finally:
             relay.stop()
