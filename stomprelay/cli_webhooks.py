@@ -53,7 +53,8 @@ def _client(args: argparse.Namespace) -> Any:
 async def partitions_view(
     client: Any, keys: Any, partitions: int, now_ms: int
 ) -> list[dict[str, Any]]:
-    """One row per partition: length, cursor, lease holder, oldest pending age (s)."""
+    """One row per partition: length, cursor, lease holder, age (ms) of the oldest
+    event not yet delivered (None: none waits)."""
     rows = []
     for p in range(partitions):
         cursor = await client.get(keys.webhook_cursor(p))
@@ -64,14 +65,14 @@ async def partitions_view(
             for _entry_id, fields in items:
                 stamp = timestamp_ms(fields.get("e", "{}"))
                 if stamp is not None:
-                    age = round(max(0, now_ms - stamp) / 1000, 3)
+                    age = max(0, now_ms - stamp)
         rows.append(
             {
                 "partition": p,
                 "length": int(length),
                 "cursor": cursor,
                 "lease": await client.get(keys.webhook_lease(p)),
-                "oldestPendingAge": age,
+                "oldestPendingAgeMs": age,
             }
         )
     return rows
@@ -127,13 +128,13 @@ async def inspect_webhooks(args: argparse.Namespace, keys: Any) -> int:
     for column in ("partition", "length", "cursor", "lease", "oldest pending (s)"):
         table.add_column(column)
     for row in view["partitions"]:
-        age = row["oldestPendingAge"]
+        age = row["oldestPendingAgeMs"]
         table.add_row(
             str(row["partition"]),
             str(row["length"]),
             row["cursor"] or "",
             row["lease"] or "",
-            "" if age is None else f"{age:.1f}",
+            "" if age is None else f"{age / 1000:.1f}",
         )
     console.print(table)
     dead = Table(title=f"dead letters ({len(view['dead'])})")

@@ -237,6 +237,21 @@ async def test_relay_killed_with_a_batch_in_flight(
         for _ in range(5):
             producer.add("lobby")
         await eventually(lambda: receiver.held >= 1, timeout=20, what="a POST held")
+        shown = await asyncio.to_thread(
+            cli, redis_server.url, "inspect", "webhooks", "--json", "--webhook-partitions", "1"
+        )
+        assert shown.returncode == 0, shown.stderr
+        (row,) = json.loads(shown.stdout)["partitions"]
+        assert (row["partition"], row["length"], row["cursor"]) == (0, 5, None)
+        assert row["lease"] == holder
+        assert isinstance(row["oldestPendingAgeMs"], int)
+        assert row["oldestPendingAgeMs"] >= 0
+        human = await asyncio.to_thread(
+            cli, redis_server.url, "inspect", "webhooks", "--webhook-partitions", "1"
+        )
+        assert human.returncode == 0, human.stderr
+        assert holder in human.stdout
+        assert "dead letters (0)" in human.stdout
         killed_at = time.time()
         victim.kill()
         # the held POST stays unanswered until the survivor has sent its own
