@@ -249,3 +249,32 @@ async def test_single_node_delivers_from_memory(tmp_path: Any) -> None:
             await stayer.close()
         finally:
             relay.stop()
+
+
+async def test_messages_of_chosen_destinations_are_events(start_relay: Any) -> None:
+    """--webhook-messages: a room's chat messages are message.published events, after
+    the sender's room.joined in the room's order; other destinations are not."""
+    with WebhookReceiver(SECRET) as receiver:
+        extra = [*webhook_args(receiver), "--webhook-messages", "/topic/room/*"]
+        relays = [start_relay(f"wh-msg-{n}", extra=extra) for n in range(2)]
+        alice = await StompClient.connect(relays[0].ws_url, login="alice")
+        bob = await StompClient.connect(relays[1].ws_url, login="bob")
+        await alice.join("lobby", "alice")
+        await bob.join("lobby", "bob")
+        for n in range(5):
+            await (alice if n % 2 else bob).chat("lobby", f"message {n}")
+        await bob.send("/topic/elsewhere", "not reported")
+        await eventually(
+            lambda: len(receiver.of_type("message.published")) == 5,
+            timeout=30,
+            what="five message.published",
+        )
+        published = receiver.of_type("message.published")
+        assert {e["destination"] for e in published} == {"/topic/room/lobby"}
+        assert [f"message {n}" in e["body"] for n, e in enumerate(published)] == [True] * 5
+        events = receiver.snapshot()
+        lobby = [e["type"] for e in events if e.get("roomId") == "lobby"]
+        assert lobby.index("message.published") > lobby.index("room.joined")
+        assert not check_room_order(events)
+        await alice.disconnect()
+        await bob.disconnect()
