@@ -26,6 +26,7 @@ from stomprelay.cluster.envelope import Envelope
 from stomprelay.cluster.history import Log
 from stomprelay.cluster.keys import Keys
 from stomprelay.cluster.registry import (
+    Ghost,
     Pending,
     Registry,
     ServerRecord,
@@ -134,6 +135,8 @@ class Registration:
         self._previous_incarnation = ""
         self.gate = Gate()
         self._registered = False
+        #: Sessions that came and went during outages past the journal's bound.
+        self.ghosts_dropped = 0
 
     def clock_ms(self) -> int:
         return now_ms()
@@ -336,7 +339,11 @@ class Registration:
             record = self.records.pop(session_id, None)
             if record is None:
                 return
-            self.outage.pending.new_sessions.discard(record.session_id)
+            pending = self.outage.pending
+            # never registered: if Redis does not take its removal either, it came and
+            # went within an outage
+            unknown = record.session_id in pending.new_sessions
+            pending.new_sessions.discard(record.session_id)
             event_id = self.router.next_message_id()
             try:
                 await self.outage.guard(
@@ -351,11 +358,29 @@ class Registration:
                     )
                 )
             except BackendUnavailable as exc:
-                self.outage.pending.causes[record.session_id] = cause
+                pending.causes[record.session_id] = cause
+                if unknown:
+                    self._ghost(pending, Ghost(record, event_id, self.clock_ms(), cause))
                 for room_id in record.rooms:
                     self.unsynced(
                         exc, "LEAVE", record, room_id, f"{event_id}/{room_id}", "disconnected"
                     )
+
+    def _ghost(self, pending: Pending, ghost: Ghost) -> None:
+        """Journal a session that came and went while Redis was out, for the webhooks;
+        at most ``--journal-size`` of them (the journal's own bound) per outage."""
+        if len(pending.ghosts) < self.settings.journal_messages:
+            pending.ghosts.append(ghost)
+            return
+        self.ghosts_dropped += 1
+        if self.ghosts_dropped == 1 or self.ghosts_dropped % 1000 == 0:
+            log.warning(
+                "session %s: more than --journal-size %d sessions came and went during an "
+                "outage; their webhook events are not kept (%d so far)",
+                ghost.record.session_id,
+                self.settings.journal_messages,
+                self.ghosts_dropped,
+            )
 
     async def unregister(self) -> None:
         """Graceful stop: remove what is left of this relay."""

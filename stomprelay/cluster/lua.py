@@ -101,7 +101,7 @@ end
 local function log_append(stream, meta, ids, channel, env, mid, ts, logged, hook, head, tail)
   if not logged or HISTORY_SIZE <= 0 then
     redis.call(ROOM_PUBLISH, channel, env)
-    message_published(hook, head, tail, 0)
+    if hook then message_published(hook, head, tail, 0) end
     return '', 0, false
   end
   local epoch = current_epoch(meta)
@@ -129,7 +129,7 @@ local function log_append(stream, meta, ids, channel, env, mid, ts, logged, hook
   for _, key in ipairs({stream, meta, ids}) do redis.call('PEXPIRE', key, HISTORY_TTL_MS) end
   redis.call(ROOM_PUBLISH, channel,
     '{"offset":' .. offset .. ',"epoch":"' .. epoch .. '",' .. string.sub(env, 2))
-  message_published(hook, head, tail, offset)
+  if hook then message_published(hook, head, tail, offset) end
   return epoch, offset, false
 end
 
@@ -309,7 +309,7 @@ redis.call('HSET', KEYS[1], 'server-id', s['server-id'], 'user', s['user'] or ''
   'rooms', table.concat(rooms, ','))
 set_current(KEYS[2], rooms)
 if existed == 0 and ARGV[2] ~= '' then redis.call('PUBLISH', ARGV[3], ARGV[2]) end
-webhook_append(KEYS[3], ARGV[5], nil, existed == 0, false)
+if KEYS[3] then webhook_append(KEYS[3], ARGV[5], nil, existed == 0, false) end
 return {existed, before}
 """
 
@@ -345,7 +345,7 @@ local existed = redis.call('DEL', KEYS[1])
 redis.call('DEL', KEYS[2])
 local gone = existed == 1 or ARGV[3] == '1'
 if gone then redis.call('PUBLISH', ARGV[2], ARGV[1]) end
-webhook_append(KEYS[3], ARGV[4], nil, gone, false)
+if KEYS[3] then webhook_append(KEYS[3], ARGV[4], nil, gone, false) end
 return existed
 """
 
@@ -398,7 +398,9 @@ end
 if changed == 1 and ARGV[8] == '1' then
   log_append(KEYS[3], KEYS[4], KEYS[5], ARGV[7], ARGV[4] .. count .. ARGV[5], ARGV[6], ts, true)
 end
-webhook_append(KEYS[6], ARGV[9], ARGV[10], changed == 1, count == (ARGV[1] == '1' and 1 or 0))
+if KEYS[6] then
+  webhook_append(KEYS[6], ARGV[9], ARGV[10], changed == 1, count == (ARGV[1] == '1' and 1 or 0))
+end
 return {changed, count}
 """
 

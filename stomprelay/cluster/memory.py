@@ -433,6 +433,11 @@ class MemoryStore:
             hub.webhook_append(events, events.fired(changed, count, join))
         return changed, count
 
+    async def webhook_add(self, events: Sequence[tuple[int, str]]) -> None:
+        if self.hub.webhook_log is not None:
+            for partition, event in events:
+                self.hub.webhook_log.append(partition, event)
+
     async def chat(self, room_id: str, channel: str, envelope: Envelope, now: int) -> Envelope:
         room = self.hub.rooms.get(room_id)
         if room is not None:

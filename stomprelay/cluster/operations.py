@@ -54,6 +54,7 @@ from stomprelay.cluster.keys import Keys
 from stomprelay.cluster.registry import (
     DeadServer,
     EventTemplate,
+    Ghost,
     Pending,
     ServerRecord,
     SessionRecord,
@@ -200,6 +201,10 @@ class Store(Protocol):
         """SADD (``join``) or SREM; when that changed the set and ``announce``, fill
         in ``event`` and append it to the room's log (publishing it), and append
         ``events``. (changed, count)."""
+        ...
+
+    async def webhook_add(self, events: Sequence[tuple[int, str]]) -> None:
+        """Append ``(partition, event JSON)`` webhook events that no change goes with."""
         ...
 
     async def chat(self, room_id: str, channel: str, envelope: Envelope, now: int) -> Envelope:
@@ -485,7 +490,27 @@ class StepRegistry:
                 leave_ids,
                 pending.causes.get(sid, "closed"),
             )
+        if self.webhooks is not None and pending.ghosts:
+            await self._ghosts([g for g in pending.ghosts if g.record.session_id not in before])
         return published
+
+    async def _ghosts(self, ghosts: list[Ghost]) -> None:
+        """Report sessions that connected and ended while Redis was unreachable (their
+        journal): Redis never held them, so there is no step to run, only events."""
+        hooks = self.webhooks
+        if hooks is None or not ghosts:
+            return
+        events: list[tuple[int, str]] = []
+        for ghost in ghosts:
+            r = ghost.record
+            came = Subject(
+                ghost.event_id, r.connected_at, r.server_id, r.session_id, r.username, r.user
+            )
+            went = replace(came, ts=ghost.ended_at, reason=ghost.cause)
+            for event in (hooks.session(True, came), hooks.session(False, went)):
+                events.append((event.partition, event.change))
+                hooks.counted(event.fired(True))
+        await self.store.webhook_add(events)
 
     async def _session_put(
         self,

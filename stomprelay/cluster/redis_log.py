@@ -68,7 +68,11 @@ class RedisLog:
 
     async def append(self, log_id: str, channel: str, envelope: Envelope, now: int) -> Envelope:
         keys, args = self._args(log_id, channel, envelope, now, await self._logged(log_id, now))
-        return await self._store.log_step("append", keys, args, envelope)
+        store = self._store
+        if store.webhooks is None:  # the common case, without a step more
+            epoch, offset, _dup = await store.acked("append", keys, *args)
+            return replace(envelope, epoch=as_text(epoch), offset=int(offset))
+        return await store.log_step("append", keys, args, envelope)
 
     def _message(self, envelope: Envelope) -> MessageEvent | None:
         """Its ``message.published`` event, if webhooks report its destination."""
@@ -90,7 +94,10 @@ class RedisLog:
             self._args(log_id, channel, envelope, now, await self._logged(log_id, now))
             for log_id, channel, envelope in items
         ]
-        events = [self._message(envelope) for _, _, envelope in items]
+        # (webhooks off: nothing made per append)
+        events: list[MessageEvent | None] = []
+        if store.webhooks is not None and store.webhooks.messages:
+            events = [self._message(envelope) for _, _, envelope in items]
         reported = any(events)
         if reported:
             # each append with its message.published, as its own script run
@@ -126,8 +133,8 @@ class RedisLog:
                 reply = await store.script("append_many", keys_all, *args_all)
             replies = reply if isinstance(reply, list) else [reply] * len(calls)
         out: list[Envelope | BackendUnavailable] = []
-        for (_, _, envelope), (keys, args), reply, event in zip(
-            items, calls, replies, events, strict=True
+        for i, ((_, _, envelope), (keys, args), reply) in enumerate(
+            zip(items, calls, replies, strict=True)
         ):
             if isinstance(reply, NoScriptError):
                 reply = await store.script("append", keys, *args)
@@ -135,6 +142,7 @@ class RedisLog:
                 out.append(BackendUnavailable(f"redis: {type(reply).__name__}: {reply}"))
                 continue
             epoch, offset, dup = reply
+            event = events[i] if events else None
             if event is not None:
                 await store.message_published(event, int(offset), bool(dup))
             out.append(replace(envelope, epoch=as_text(epoch), offset=int(offset)))

@@ -102,6 +102,18 @@ class RoomRecord:
     last_activity: int
 
 
+@dataclass(frozen=True, slots=True)
+class Ghost:
+    """A session that connected and ended while Redis was unreachable: Redis never
+    held it, so a restore has nothing to change, and only reports it (webhooks'
+    ``session.connected`` and ``session.disconnected``, ids made from ``event_id``)."""
+
+    record: SessionRecord
+    event_id: str
+    ended_at: int
+    cause: str
+
+
 @dataclass(slots=True)
 class Pending:
     """What Redis has not seen of a relay's sessions, for :meth:`Registry.restore`.
@@ -112,22 +124,25 @@ class Pending:
     twice), or a fresh one for a change that was never announced at all.
     ``new_sessions`` are sessions whose CONNECT was never published. ``causes``:
     why sessions the registry did not see end had ended (their
-    ``session.disconnected`` reason), by session id.
+    ``session.disconnected`` reason), by session id. ``ghosts``: sessions that came
+    and went meanwhile (:class:`Ghost`).
     """
 
     joins: dict[tuple[str, str], str] = field(default_factory=dict)
     leaves: dict[tuple[str, str], str] = field(default_factory=dict)
     new_sessions: set[str] = field(default_factory=set)
     causes: dict[str, str] = field(default_factory=dict)
+    ghosts: list[Ghost] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.joins or self.leaves or self.new_sessions or self.causes)
+        return bool(self.joins or self.leaves or self.new_sessions or self.causes or self.ghosts)
 
     def clear(self) -> None:
         self.joins.clear()
         self.leaves.clear()
         self.new_sessions.clear()
         self.causes.clear()
+        self.ghosts.clear()
 
 
 #: How long a kick is remembered for relays that could not hear it (ms).

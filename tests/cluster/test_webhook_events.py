@@ -30,13 +30,14 @@ from stomprelay.cluster.memory import MemoryHub, MemoryRegistry
 from stomprelay.cluster.redis_backend import RedisRegistry
 from stomprelay.cluster.registry import (
     DeadServer,
+    Ghost,
     Pending,
     ServerRecord,
     SessionRecord,
     event_headers,
     room_event,
 )
-from stomprelay.cluster.webhook_steps import WebhookSteps, disconnect_reason
+from stomprelay.cluster.webhook_steps import DISCONNECT_REASONS, WebhookSteps, disconnect_reason
 from stomprelay.errors import BackendUnavailable
 from stomprelay.webhook_events import partition_key, partition_of
 
@@ -84,6 +85,10 @@ class Backend:
     async def wipe(self) -> None:
         raise NotImplementedError
 
+    async def unlock(self, server_id: str) -> None:
+        """A sweeper's lock on ``server_id`` times out."""
+        raise NotImplementedError
+
     async def close(self) -> None:
         await self.registry.close()
 
@@ -106,6 +111,9 @@ class MemoryBackend(Backend):
 
     async def wipe(self) -> None:
         self.hub.wipe()
+
+    async def unlock(self, server_id: str) -> None:
+        self.hub.locks.pop(server_id, None)
 
 
 class RedisBackend(Backend):
@@ -134,6 +142,9 @@ class RedisBackend(Backend):
 
     async def wipe(self) -> None:
         await self.raw.flushall()
+
+    async def unlock(self, server_id: str) -> None:
+        await self.raw.delete(self.keys.reaper_lock(server_id))
 
     async def close(self) -> None:
         await super().close()
@@ -482,14 +493,7 @@ async def test_the_restore_after_an_outage_reports_what_happened_meanwhile(
     reg = backend.registry
     await alice_and_bob_on_r1(backend)
     before = await backend.mark()
-    pending = Pending(
-        joins={("s1", "kitchen"): "pj1", ("s4", "lobby"): "pj2"},
-        leaves={("s1", "games"): "pl1", ("s2", "lobby"): "pl2"},
-        new_sessions={"s4"},
-        causes={"s2": "kicked"},
-    )
-    held = [session("s1", rooms=["lobby", "kitchen"]), session("s4", user="dave", rooms=["lobby"])]
-    published = await reg.restore(R1, held, TTL, False, NOW + 20, "rest", pending)
+    published = await restore_after_outage(reg)
     assert sorted(published) == ["pj1", "pj2", "pl1", "pl2"]
     back = await backend.since(before)
     assert sorted(brief(back)) == sorted(
@@ -515,6 +519,22 @@ async def test_the_restore_after_an_outage_reports_what_happened_meanwhile(
 # -- an operation stopped at any step ---------------------------------------------------------
 
 
+async def restore_after_outage(reg: Any) -> Any:
+    """What test_the_restore_after_an_outage_reports_what_happened_meanwhile restores."""
+    pending = Pending(
+        joins={("s1", "kitchen"): "pj1", ("s4", "lobby"): "pj2"},
+        leaves={("s1", "games"): "pl1", ("s2", "lobby"): "pl2"},
+        new_sessions={"s4"},
+        causes={"s2": "kicked"},
+    )
+    held = [session("s1", rooms=["lobby", "kitchen"]), session("s4", user="dave", rooms=["lobby"])]
+    return await reg.restore(R1, held, TTL, False, NOW + 20, "rest", pending)
+
+
+async def reap_r1(reg: Any) -> Any:
+    return await reg.reap(DeadServer("r1", "inc-1"), "r2", NOW + 10, "reap")
+
+
 SCENARIOS: dict[str, Callable[[Any], Awaitable[Any]]] = {
     "add_session": lambda reg: reg.add_session(session("s9", user="bob"), "add9", "inc-1"),
     "join": lambda reg: reg.join("s2", "games", "Bob", "r1", NOW + 10, "j9", "bob"),
@@ -523,16 +543,25 @@ SCENARIOS: dict[str, Callable[[Any], Awaitable[Any]]] = {
         "s2", "r1", [], "disconnected", NOW + 10, "rm9", "slow"
     ),
     "unregister_server": lambda reg: reg.unregister_server("r1", NOW + 10, "stop"),
+    "restore": restore_after_outage,
+    "reap": reap_r1,
 }
 
 
 async def run_faulty(
-    backend: Backend, operation: Callable[[Any], Awaitable[Any]], fail_at: int, after: bool
+    backend: Backend, name: str, fail_at: int, after: bool
 ) -> tuple[list[Event], int]:
+    """Set up, run ``name`` with a fault at step ``fail_at`` (0: none), then what a
+    relay does next (the same call again; for a reap, another sweeper once the failed
+    one's lock timed out); the events appended, and the steps made."""
+    operation = SCENARIOS[name]
     await backend.wipe()
     await alice_and_bob_on_r1(backend)
-    before = await backend.mark()
     reg = backend.registry
+    if name == "reap":
+        await reg.refresh_server("r1", "inc-1", 1)
+        await backend.expire("r1")
+    before = await backend.mark()
     store = reg.store
     faulty = Faulty(store)
     faulty.fail_at, faulty.after = fail_at, after
@@ -541,7 +570,9 @@ async def run_faulty(
         await operation(reg)
     except BackendUnavailable:
         reg.store = store
-        await operation(reg)  # the relay's retry
+        if name == "reap":
+            await backend.unlock("r1")
+        await operation(reg)
     finally:
         reg.store = store
     return await backend.since(before), faulty.calls
@@ -551,13 +582,12 @@ async def run_faulty(
 async def test_an_operation_stopped_at_any_step_appends_each_event_once(
     backend: Backend, name: str
 ) -> None:
-    operation = SCENARIOS[name]
-    expected, steps = await run_faulty(backend, operation, 0, False)
+    expected, steps = await run_faulty(backend, name, 0, False)
     assert expected, f"{name} appended nothing"
     problems = []
     for fail_at in range(1, steps + 1):
         for after in (False, True):
-            got, _ = await run_faulty(backend, operation, fail_at, after)
+            got, _ = await run_faulty(backend, name, fail_at, after)
             if Counter(json.dumps(e) for e in got) != Counter(json.dumps(e) for e in expected):
                 where = f"step {fail_at}/{steps} {'after' if after else 'before'}"
                 problems.append(f"{where}: {brief(got)} != {brief(expected)}")
@@ -587,6 +617,12 @@ def test_how_a_session_ended_is_its_disconnect_reason(
     close_reason: str, error: str | None, reason: str
 ) -> None:
     assert disconnect_reason(close_reason, error) == reason
+    assert reason in DISCONNECT_REASONS
+
+
+def test_at_least_one_partition() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        WebhookSteps(0)
 
 
 # -- message.published ---------------------------------------------------------------------
@@ -694,3 +730,53 @@ async def test_no_message_is_reported_unless_asked_for(backend: Backend) -> None
         "topic:news", "stomp:topic:news", send_envelope("m3", "/topic/news", b"ok"), NOW
     )
     assert await backend.since(before) == []
+
+
+async def test_a_session_that_came_and_went_during_an_outage_is_reported_by_the_restore(
+    backend: Backend,
+) -> None:
+    """s7 connected and ended while Redis was out: Redis never held it, the restore
+    appends its session.connected and session.disconnected from the journal. s2's add
+    did run (its reply was lost): its removal is a real one, not reported twice."""
+    reg = backend.registry
+    await alice_and_bob_on_r1(backend)
+    before = await backend.mark()
+    ghost = session("s7", user="gil")
+    pending = Pending(
+        causes={"s7": "timeout", "s2": "closed"},
+        ghosts=[
+            Ghost(ghost, "g1", NOW + 7, "timeout"),
+            Ghost(session("s2", user="bob"), "g2", NOW + 8, "closed"),
+        ],
+    )
+    held = [session("s1", rooms=["lobby", "games"])]
+    await reg.restore(R1, held, TTL, False, NOW + 20, "rest", pending)
+    new = await backend.since(before)
+    gil = [e for e in new if e.get("sessionId") == "s7"]
+    assert gil == [
+        {
+            "id": "g1:session.connected",
+            "type": "session.connected",
+            "timestamp": NOW,
+            "serverId": "r1",
+            "sessionId": "s7",
+            "user": "gil",
+            "username": "Gil",
+        },
+        {
+            "id": "g1:session.disconnected",
+            "type": "session.disconnected",
+            "timestamp": NOW + 7,
+            "serverId": "r1",
+            "sessionId": "s7",
+            "user": "gil",
+            "reason": "timeout",
+            "username": "Gil",
+        },
+    ]
+    bob = [e for e in new if e.get("sessionId") == "s2"]
+    assert sorted(brief(bob)) == [
+        ("room.left", "s2", "lobby", "disconnected"),
+        ("session.disconnected", "s2", "", "closed"),
+        ("user.offline", "s2", "", "closed"),
+    ]

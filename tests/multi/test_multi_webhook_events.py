@@ -16,6 +16,7 @@ from collections import Counter
 from typing import Any
 
 import pytest
+from apiclient import call
 from clusterhelpers import REAP_DEADLINE, SWEEP_INTERVAL, eventually
 from procs import free_port
 
@@ -208,8 +209,10 @@ async def test_what_happened_during_a_redis_outage_is_appended_once_on_recovery(
 ) -> None:
     """Redis paused (its data kept): the relay serves its clients alone and the restore
     on recovery registers what happened meanwhile, with its events, once. A session
-    that connected and ended within the outage never reached Redis: no event at all."""
-    a = start_relay("relay-a", extra=webhook_args())
+    that connected and ended within the outage never reached Redis: its connected and
+    disconnected are appended from the journal (no room or user events). A chat message
+    journaled meanwhile is reported once its journal is appended."""
+    a = start_relay("relay-a", extra=[*webhook_args(), "--webhook-messages", "/topic/room/*"])
     ann = await stomp_clients(a, name="ann", login="ann")
     zed = await stomp_clients(a, name="zed", login="zed")
     await ann.join("lobby", "Ann")
@@ -221,6 +224,7 @@ async def test_what_happened_during_a_redis_outage_is_appended_once_on_recovery(
         await eventually(lambda: not a.ready(), timeout=10, what="relay-a degraded")
         bob = await stomp_clients(a, name="bob", login="bob")
         await bob.join("lobby", "Bob")
+        await bob.chat("lobby", "during")
         await ann.leave("lobby")
         cat = await stomp_clients(a, name="cat", login="cat")
         await cat.disconnect()
@@ -233,6 +237,7 @@ async def test_what_happened_during_a_redis_outage_is_appended_once_on_recovery(
         new = [e for e in read_events(rdb) if e not in before]
         assert of(new, "session.disconnected"), new
         assert of(new, "room.joined"), new
+        assert of(new, "message.published"), new
         return new
 
     await eventually(restored, timeout=10, what="the restore's events")
@@ -248,12 +253,18 @@ async def test_what_happened_during_a_redis_outage_is_appended_once_on_recovery(
             ("room.left", "zed", "disconnected"),
             ("user.offline", "zed", "closed"),
             ("session.disconnected", "zed", "closed"),
+            ("message.published", "bob", ""),
+            ("session.connected", "cat", ""),
+            ("session.disconnected", "cat", "closed"),
         ]
     )
-    assert not [e for e in events if e.get("sessionId") == cat.session_id]
+    (during,) = of(new, "message.published")
+    assert json.loads(during["body"])["message"] == "during"
+    assert [e["type"] for e in new if e.get("sessionId") == cat.session_id] == [
+        "session.connected",
+        "session.disconnected",
+    ]
     assert len({e["id"] for e in events}) == len(events)
-    (connected,) = of(new, "session.connected")
-    assert connected["sessionId"] == bob.session_id
 
 
 async def test_a_reaped_relay_that_comes_back_reports_its_sessions_restored(
@@ -346,3 +357,57 @@ async def test_messages_to_the_chosen_destinations_are_reported(
     assert raw["binary"] is True
     assert [chat["offset"], raw["offset"]] == [2, 3]  # after the JOIN
     assert len({e["id"] for e in events}) == len(events)
+
+
+async def test_a_user_disconnected_by_the_back_end_is_reported_kicked(
+    start_relay, stomp_clients, rdb
+) -> None:
+    key = "back-end-key"
+    a = start_relay("relay-a", extra=[*webhook_args(), "--api-key", key])
+    b = start_relay("relay-b", extra=[*webhook_args(), "--api-key", key])
+    alice = [await stomp_clients(relay, name="alice", login="alice") for relay in (a, b)]
+    await alice[0].join("lobby", "Alice")
+    status, answer, _ = await call(
+        a.http, "POST", "/api/users/alice/disconnect", {"reason": "account closed"}, key
+    )
+    assert (status, answer["sessions"]) == (200, 2)
+
+    def ended() -> list[dict[str, Any]]:
+        gone = of(read_events(rdb), "session.disconnected")
+        assert len(gone) == 2, gone
+        return gone
+
+    gone = await eventually(ended, timeout=10, what="alice's sessions to end")
+    assert sorted(e["sessionId"] for e in gone) == sorted(c.session_id for c in alice)
+    assert {e["reason"] for e in gone} == {"kicked"}
+    (offline,) = of(read_events(rdb), "user.offline", user="alice")
+    assert offline["reason"] == "kicked"
+
+
+async def test_sessions_that_came_and_went_during_an_outage_are_kept_up_to_the_journal_size(
+    start_relay, stomp_clients, redis_server, rdb
+) -> None:
+    a = start_relay("relay-a", extra=[*webhook_args(), "--journal-size", "2"])
+    redis_server.pause()
+    try:
+        await eventually(lambda: not a.ready(), timeout=10, what="relay-a degraded")
+        came = [await stomp_clients(a, name=f"c{i}", login=f"u{i}") for i in range(4)]
+        for client in came:
+            await client.disconnect()
+    finally:
+        redis_server.resume()
+    await eventually(a.ready, timeout=15, what="relay-a ready again")
+
+    def reported() -> list[dict[str, Any]]:
+        gone = of(read_events(rdb), "session.disconnected")
+        assert len(gone) >= 2, gone
+        return gone
+
+    await eventually(reported, timeout=10, what="the journaled sessions")
+    await asyncio.sleep(QUIET)
+    events = read_events(rdb)
+    kept = [c.session_id for c in came[:2]]
+    assert sorted((e["type"], e["sessionId"]) for e in events) == sorted(
+        (kind, sid) for sid in kept for kind in ("session.connected", "session.disconnected")
+    )
+    assert "their webhook events are not kept (1 so far)" in a.log()
