@@ -527,14 +527,17 @@ def build_delivery(
 
 
 def replay_partition(event: str, partitions: int) -> int:
-    """The partition a dead letter goes back to (by its room, else user, else session)."""
+    """The partition a dead letter goes back to: its room's, else (a message outside
+    rooms) its destination's, else its user's, else its session's, as the steps chose."""
     try:
         data = json.loads(event)
     except ValueError:
         data = {}
     if not isinstance(data, dict):
         data = {}
-    key = partition_key(
-        str(data.get("roomId") or ""), str(data.get("user") or ""), str(data.get("sessionId") or "")
-    )
+    room, destination = str(data.get("roomId") or ""), str(data.get("destination") or "")
+    if not room and data.get("type") == "message.published" and destination:
+        key = f"destination:{destination}"
+    else:
+        key = partition_key(room, str(data.get("user") or ""), str(data.get("sessionId") or ""))
     return partition_of(key, partitions)

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from stomprelay.httpclient import signature
-from stomprelay.webhook_events import MemoryWebhookLog, event_json, make_event
+from stomprelay.webhook_events import MemoryWebhookLog, event_json, make_event, partition_of
 from stomprelay.webhook_stores import Entry, MemoryPartitions
 from stomprelay.webhooks import (
     Backoff,
@@ -112,6 +112,18 @@ def test_timestamp_and_body_and_replay_partition() -> None:
         '{"roomId": "lobby", "user": "x"}', 16
     )
     assert 0 <= replay_partition("garbage", 16) < 16
+    # where the steps put them (webhook_steps.py): a message outside rooms by destination
+    from stomprelay.cluster.webhook_steps import Subject, WebhookSteps
+
+    steps = WebhookSteps(16)
+    news = '{"type":"message.published","destination":"/topic/news","user":"ann"}'
+    assert replay_partition(news, 16) == partition_of("destination:/topic/news", 16)
+    for event in (
+        steps.room(True, "j1", 1, "r1", "s1", "lobby", "ann", "ann"),
+        steps.session(True, Subject("c1", 1, "r1", "s1", "ann", "ann")),
+        steps.session(True, Subject("c2", 1, "r1", "s2", "-", "")),
+    ):
+        assert replay_partition(event.change, 16) == event.partition
 
 
 def test_signature_matches_an_independent_hmac() -> None:
