@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from stomprelay import __version__
 from stomprelay.cli_api import add_publish, post_json
 from stomprelay.cli_api import publish as publish_command
+from stomprelay.cli_webhooks import add_partitions_option, add_webhooks_command
 from stomprelay.options import (
     AUTH,
     BY_FLAG,
@@ -103,11 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_options(inspect, (REDIS,))
     inspect.add_argument(
         "what",
-        choices=["servers", "sessions", "rooms", "room", "session", "keys"],
-        help="keys: every key of the prefix with its type, TTL and content",
+        choices=["servers", "sessions", "rooms", "room", "session", "keys", "webhooks"],
+        help="keys: every key of the prefix with its type, TTL and content; webhooks: the "
+        "webhook partitions and dead letters",
     )
     inspect.add_argument("id", nargs="?", help="room or session id")
     inspect.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    add_partitions_option(inspect)
 
     notify = commands.add_parser(
         "notify", help="send a SYSTEM notification to /topic/system (or one room) cluster-wide"
@@ -167,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=12,
         help="bcrypt cost: 2^N rounds, 4 to 31 (each check at CONNECT takes that long)",
     )
+    add_webhooks_command(commands)
     return parser
 
 
@@ -477,6 +481,11 @@ async def _rows(admin: Admin, what: str, item: str | None) -> list[dict[str, obj
 async def inspect(args: argparse.Namespace) -> int:
     from stomprelay.errors import BackendUnavailable
 
+    if args.what == "webhooks":
+        from stomprelay.cli_webhooks import inspect_webhooks
+        from stomprelay.cluster.keys import Keys
+
+        return await inspect_webhooks(args, Keys(args.key_prefix))
     if not args.redis_url:
         print("stomprelay inspect: give --redis-url (or REDIS_URL)", file=sys.stderr)
         return 2
@@ -560,6 +569,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return publish_command(args, _with_admin)
     if args.command == "users":
         return users(args)
+    if args.command == "webhooks":
+        from stomprelay.cli_webhooks import replay
+
+        return asyncio.run(replay(args))
     return asyncio.run(inspect(args))
 
 

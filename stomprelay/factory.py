@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from stomprelay.hook import AuthHook
     from stomprelay.passwords import UserFile
     from stomprelay.tokens import Authenticator
+    from stomprelay.webhooks import Delivery
 
 
 def default_server_id() -> str:
@@ -113,15 +114,41 @@ def build_relay(
     check_access(auth, acl, dev_tokens, hook, users)
     if backends is None:
         backends = build_backends(settings, target, keys)
+    server_id = server_id or default_server_id()
     return Relay(
         settings,
-        server_id or default_server_id(),
+        server_id,
         backends,
         auth=auth,
         acl=acl,
         dev_tokens=dev_tokens,
         hook=hook,
         users=users,
+        webhook_delivery=build_webhook_delivery(settings, server_id, backends),
+    )
+
+
+def build_webhook_delivery(
+    settings: Settings, server_id: str, backends: Backends
+) -> Delivery | None:
+    """The webhook delivery the settings ask for (None: no ``--webhook-url``): over
+    the registry's Redis, with leases, else over the single node's in-memory partitions."""
+    if not settings.webhook_url:
+        return None
+    from stomprelay.webhooks import build_delivery
+
+    registry = backends.registry
+
+    async def members() -> list[str]:
+        return [record.server_id for record, alive, _ in await registry.servers() if alive]
+
+    return build_delivery(
+        settings,
+        server_id,
+        keys=backends.keys,
+        target=getattr(registry, "target", None),
+        memory_log=backends.webhook_log,
+        members=members,
     )
 
 

@@ -7,9 +7,9 @@ body>")>``); the answer is ``200 {"allow", "reason"?, "user"?, "ttl"?}``. Anythi
 else (a timeout, another status, a body that is not that object) refuses with ERROR
 ``authorization unavailable``: the hook fails closed.
 
-The HTTP client is asyncio streams driven by h11 (already the relay's HTTP parser):
-one small request shape, no new dependency, keep-alive connections kept in a pool
-and a semaphore bounding the requests in flight. SUBSCRIBE and SEND answers are kept
+The HTTP client (:mod:`stomprelay.httpclient`, shared with the webhooks) is asyncio
+streams driven by h11, keep-alive connections kept in a pool; a semaphore bounds
+the requests in flight here. SUBSCRIBE and SEND answers are kept
 for their ``ttl`` per (user, action, destination) in a bounded LRU, so a busy room
 does not ask once per frame; CONNECT answers never are (a cached CONNECT would
 accept a wrong passcode).
@@ -18,21 +18,20 @@ accept a wrong passcode).
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import json
 import logging
-import ssl
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import h11
 
 from stomprelay.errors import PolicyError
+from stomprelay.httpclient import SIGNATURE_HEADER as SIGNATURE_HEADER
+from stomprelay.httpclient import Poster, check_http_url
+from stomprelay.httpclient import signature as signature
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +47,6 @@ MAX_TTL = 24 * 3600.0
 CACHE_SIZE = 10_000
 #: Requests in flight at most, and idle connections kept.
 CONCURRENCY = 32
-#: The header carrying the signature (the same as the webhooks').
-SIGNATURE_HEADER = "X-Stomprelay-Signature"
 
 
 def check_actions(actions: tuple[str, ...]) -> None:
@@ -63,15 +60,7 @@ def check_actions(actions: tuple[str, ...]) -> None:
 
 def check_url(url: str) -> None:
     """An ``http://`` or ``https://`` URL with a host (a start-up ValueError)."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("--auth-hook-url must be an http:// or https:// URL with a host")
-
-
-def signature(secret: str, body: bytes, t: int) -> str:
-    """The ``X-Stomprelay-Signature`` value of ``body`` sent at unix second ``t``."""
-    mac = hmac.new(secret.encode("utf-8"), f"{t}.".encode() + body, hashlib.sha256)
-    return f"t={t},v1={mac.hexdigest()}"
+    check_http_url(url, "--auth-hook-url")
 
 
 def sanitized(reason: str) -> str:
@@ -121,52 +110,6 @@ def unavailable(detail: str) -> PolicyError:
     )
 
 
-class _Connection:
-    """One keep-alive HTTP/1.1 connection to the hook."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-        self.h11 = h11.Connection(our_role=h11.CLIENT)
-
-    def close(self) -> None:
-        self.writer.close()
-
-    async def request(
-        self, target: str, headers: list[tuple[str, str]], body: bytes
-    ) -> tuple[int, bytes]:
-        conn = self.h11
-        out = conn.send(h11.Request(method="POST", target=target, headers=headers))
-        out += conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage())
-        self.writer.write(out)
-        await self.writer.drain()
-        status = 0
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                conn.receive_data(await self.reader.read(65536))
-            elif isinstance(event, h11.Response):
-                status = event.status_code
-            elif isinstance(event, h11.Data):
-                size += len(event.data)
-                if size > MAX_ANSWER:
-                    raise ValueError("answer too large")
-                chunks.append(bytes(event.data))
-            elif isinstance(event, h11.EndOfMessage):
-                return status, b"".join(chunks)
-            elif isinstance(event, h11.ConnectionClosed):
-                raise ConnectionResetError("closed by the hook")
-
-    def reusable(self) -> bool:
-        conn = self.h11
-        if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
-            conn.start_next_cycle()
-            return True
-        return False
-
-
 class AuthHook:
     """Asks the back-end's hook; keeps SUBSCRIBE/SEND answers for their ``ttl``."""
 
@@ -183,22 +126,15 @@ class AuthHook:
     ) -> None:
         check_url(url)
         check_actions(actions)
-        parts = urlsplit(url)
         self.url = url
         self.actions = frozenset(actions)
         self.timeout = timeout
         self._secret = secret
         self._clock = clock
-        self._https = parts.scheme == "https"
-        self._host = parts.hostname or ""
-        self._port = parts.port or (443 if self._https else 80)
-        self._authority = parts.netloc.rpartition("@")[2]
-        self._target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         self._cache: OrderedDict[tuple[str, str, str], tuple[float, Verdict]] = OrderedDict()
         self._cache_size = cache_size
         self._limit = asyncio.Semaphore(concurrency)
-        self._idle: list[_Connection] = []
-        self._idle_max = concurrency
+        self._poster = Poster(url, max_answer=MAX_ANSWER, idle_max=concurrency)
         #: Told each decision's outcome: ``allowed``, ``refused``, ``unavailable``
         #: or ``cached`` (the relay counts them in its metrics).
         self.observe: Callable[[str], None] = lambda _outcome: None
@@ -255,16 +191,10 @@ class AuthHook:
     async def ask(self, request: Mapping[str, Any]) -> Verdict:
         """One signed POST, within :attr:`timeout` (waiting for a slot included)."""
         body = json.dumps(request, separators=(",", ":"), default=str).encode("utf-8")
-        headers = [
-            ("Host", self._authority),
-            ("Content-Type", "application/json"),
-            ("Content-Length", str(len(body))),
-        ]
-        if self._secret:
-            headers.append((SIGNATURE_HEADER, signature(self._secret, body, int(time.time()))))
+        headers = self._poster.headers(body, self._secret, int(time.time()))
         try:
             async with asyncio.timeout(self.timeout), self._limit:
-                status, answer = await self._post(headers, body)
+                status, answer = await self._poster.post(headers, body)
         except TimeoutError:
             log.warning("authorization hook: no answer within %.1f s", self.timeout)
             raise unavailable("timeout") from None
@@ -280,34 +210,5 @@ class AuthHook:
             log.warning("authorization hook: malformed answer (%s)", exc)
             raise unavailable("malformed answer") from None
 
-    async def _post(self, headers: list[tuple[str, str]], body: bytes) -> tuple[int, bytes]:
-        """POST on an idle connection (once more on a new one if the hook had closed
-        it meanwhile), then give the connection back if it can be reused."""
-        while True:
-            reused = bool(self._idle)
-            connection = self._idle.pop() if reused else await self._open()
-            try:
-                result = await connection.request(self._target, headers, body)
-            except (OSError, h11.ProtocolError) as exc:
-                connection.close()
-                if reused and not isinstance(exc, TimeoutError):
-                    continue  # a kept connection the hook closed: try a new one
-                raise
-            except BaseException:
-                connection.close()
-                raise
-            if connection.reusable() and len(self._idle) < self._idle_max:
-                self._idle.append(connection)
-            else:
-                connection.close()
-            return result
-
-    async def _open(self) -> _Connection:
-        context = ssl.create_default_context() if self._https else None
-        reader, writer = await asyncio.open_connection(self._host, self._port, ssl=context)
-        return _Connection(reader, writer)
-
     async def close(self) -> None:
-        for connection in self._idle:
-            connection.close()
-        self._idle.clear()
+        self._poster.close()

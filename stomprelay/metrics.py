@@ -6,7 +6,7 @@ relays in one process and keeps ``/metrics`` to this relay's numbers.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 
 class Metrics:
@@ -139,6 +139,49 @@ class Metrics:
             "stomprelay_webhook_events_queued",
             "Webhook events this relay's registry steps appended to a partition, by type",
             ["type"],
+            registry=self.registry,
+        )
+        # webhooks (docs/webhooks.md): the partitions this relay delivers
+        self.webhook_delivered = Counter(
+            "stomprelay_webhook_events_delivered",
+            "Webhook events the receiver acknowledged (2xx)",
+            registry=self.registry,
+        )
+        self.webhook_batches = Counter(
+            "stomprelay_webhook_batches",
+            "Webhook POSTs the receiver acknowledged (2xx)",
+            registry=self.registry,
+        )
+        self.webhook_retries = Counter(
+            "stomprelay_webhook_retries",
+            "Webhook POSTs that failed and will be retried, by cause (refused, timeout, status)",
+            ["cause"],
+            registry=self.registry,
+        )
+        self.webhook_failed = Counter(
+            "stomprelay_webhook_events_failed",
+            "Webhook events in POSTs that failed (once per attempt)",
+            registry=self.registry,
+        )
+        self.webhook_dead = Counter(
+            "stomprelay_webhook_events_dead_lettered",
+            "Webhook events moved to the dead-letter stream past --webhook-max-age",
+            registry=self.registry,
+        )
+        self.webhook_lag = Histogram(
+            "stomprelay_webhook_delivery_lag_seconds",
+            "Seconds from an event's timestamp to the receiver's 2xx",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600),
+            registry=self.registry,
+        )
+        self.webhook_partitions = Gauge(
+            "stomprelay_webhook_partitions_held",
+            "Webhook partitions this relay delivers now (holds the lease of)",
+            registry=self.registry,
+        )
+        self.webhook_pending = Gauge(
+            "stomprelay_webhook_events_pending",
+            "Webhook events queued in the partitions this relay holds, not yet delivered",
             registry=self.registry,
         )
 

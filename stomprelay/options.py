@@ -36,6 +36,7 @@ from stomprelay.flags import (
     not_zero,
 )
 from stomprelay.hook import check_actions, check_url
+from stomprelay.httpclient import check_http_url
 from stomprelay.settings import Limits, Settings
 
 __all__ = ["AUTH", "HISTORY", "OPTIONS", "REDIS", "SERVE", "Option", "OptionError"]
@@ -493,7 +494,7 @@ OPTIONS: tuple[Option, ...] = (
         "once and in order per room (docs/webhooks.md)",
         "WEBHOOK_URL",
         ("webhook_url",),
-        validate=check_url,
+        validate=lambda url: check_http_url(url, "--webhook-url"),
         metavar="URL",
         shown="off",
     ),
@@ -695,6 +696,23 @@ OPTIONS: tuple[Option, ...] = (
     limit(
         "max_temp_queues",
         "most temporary queues one session holds (a SEND's reply-to /temp-queue/{name})",
+    ),
+    # webhook retry delays (docs/webhooks.md): the defaults suit production; tests shorten them
+    Option(
+        "--webhook-retry-base",
+        "",
+        fields=("webhook_retry_base",),
+        kind=float,
+        positive=True,
+        hidden=True,
+    ),
+    Option(
+        "--webhook-retry-cap",
+        "",
+        fields=("webhook_retry_cap",),
+        kind=float,
+        positive=True,
+        hidden=True,
     ),
     # set by the --workers supervisor for its children
     Option("--reuse-port", "", kind=bool, hidden=True),

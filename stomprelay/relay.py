@@ -59,6 +59,7 @@ if TYPE_CHECKING:
     from stomprelay.hook import AuthHook, Verdict
     from stomprelay.passwords import UserFile
     from stomprelay.tokens import Authenticator
+    from stomprelay.webhooks import Delivery
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,7 @@ class Relay:
         dev_tokens: bool = False,
         hook: AuthHook | None = None,
         users: UserFile | None = None,
+        webhook_delivery: Delivery | None = None,
     ) -> None:
         self.settings = settings
         self.server_id = server_id
@@ -101,6 +103,10 @@ class Relay:
             backends.webhooks.observe = lambda kind: queued.labels(kind).inc()
         if hook is not None:
             hook.observe = lambda outcome: metrics.auth_hook.labels(outcome).inc()
+        #: Webhook delivery (docs/webhooks.md), None without --webhook-url.
+        self.webhook_delivery = webhook_delivery
+        if webhook_delivery is not None:
+            webhook_delivery.metrics = metrics
         #: Degraded mode: what the relay does while Redis counts as down.
         self.outage = outage = Outage(
             log if log is not None else NoLog(),
@@ -304,6 +310,8 @@ class Relay:
             await self.outage.guard(self.registration.register)
         self._started = True
         self.liveness.start()
+        if self.webhook_delivery is not None:
+            self.webhook_delivery.start()
 
     async def close(self) -> None:
         """After every client is gone: stop liveness, drop this relay's keys.
@@ -320,6 +328,9 @@ class Relay:
 
         await self.sender.close()
         await self.liveness.stop()
+        if self.webhook_delivery is not None:
+            # what is queued goes out first; then the leases go to the other relays
+            await bounded("close: webhooks", self.webhook_delivery.stop(), CLOSE_STEP_TIMEOUT)
         done("publisher, liveness")
         await self.outage.close()
         await self.router.close()

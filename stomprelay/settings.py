@@ -223,3 +223,7 @@ class Settings:
     webhook_max_age: float = 3600.0
     #: Destinations (glob patterns) whose messages are events too (``message.published``).
     webhook_messages: tuple[str, ...] = ()
+    #: Seconds of the first retry delay of a failed webhook POST, doubled each
+    #: attempt (with jitter) up to the cap. Hidden options (tests shorten them).
+    webhook_retry_base: float = 1.0
+    webhook_retry_cap: float = 30.0
