@@ -23,13 +23,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import parse_qs
 
 from stomprelay.api import bad
@@ -42,6 +41,15 @@ from stomprelay.cluster.registry import (
     room_json,
     server_json,
     session_json,
+)
+from stomprelay.cluster.samples import (
+    MAX_PERIODS,
+    Beat,
+    DashboardStore,
+    Period,
+    Ring,
+    Sample,
+    sample_row,
 )
 from stomprelay.errors import BackendUnavailable
 
@@ -62,9 +70,6 @@ MAX_QUERY = 128
 #: Seconds between two samples of a relay, and how long its ring reaches back.
 SAMPLE_INTERVAL = 5.0
 SAMPLE_WINDOW = 15 * 60.0
-#: Degraded periods a relay's ring keeps, and how long its rings outlive it (s).
-MAX_PERIODS = 20
-RING_TTL = 24 * 3600.0
 #: Entries of a room's log read to estimate its message rate.
 RATE_TAIL = 20
 
@@ -122,36 +127,6 @@ def page_query(query: str) -> PageQuery | None:
     )
 
 
-# -- samples ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Sample:
-    """One relay over one interval: ``t`` its end (ms since the epoch),
-    ``connections`` then, ``sends`` and ``deliveries`` per second over it, the
-    round trip of a PING in ms (None: Redis did not answer) and the seconds of the
-    interval spent degraded."""
-
-    t: int
-    connections: int
-    sends: float
-    deliveries: float
-    rtt_ms: float | None
-    degraded: float
-
-
-@dataclass(frozen=True, slots=True)
-class Period:
-    """A degraded period of a relay (ms since the epoch; ``to`` 0: not over)."""
-
-    start: int
-    end: int
-
-    def as_json(self) -> Row:
-        seconds = (self.end - self.start) / 1000 if self.end else None
-        return {"from": self.start, "to": self.end or None, "seconds": seconds}
-
-
 @dataclass(frozen=True, slots=True)
 class Reading:
     """A relay's counters at one moment (totals since its start)."""
@@ -160,94 +135,6 @@ class Reading:
     sends: float
     deliveries: float
     degraded_seconds: float
-
-
-@dataclass(frozen=True, slots=True)
-class Beat:
-    """A relay's heartbeat as Redis holds it: ms left before it expires (None:
-    expired or unknown) and whether a sweeper holds its reaper lock."""
-
-    ttl_left_ms: int | None
-    reaping: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Ring:
-    """What one relay's rings hold: samples and past degraded periods, oldest first."""
-
-    samples: list[Sample]
-    periods: list[Period]
-
-
-def sample_row(sample: Sample) -> Row:
-    """A sample as the API shows it (and its ring keeps it)."""
-    return {
-        "t": sample.t,
-        "connections": sample.connections,
-        "sends": sample.sends,
-        "deliveries": sample.deliveries,
-        "rttMs": sample.rtt_ms,
-        "degraded": sample.degraded,
-    }
-
-
-def sample_json(sample: Sample) -> str:
-    return json.dumps(sample_row(sample), separators=(",", ":"))
-
-
-def period_json(period: Period) -> str:
-    return json.dumps([period.start, period.end], separators=(",", ":"))
-
-
-def sample_of(raw: str) -> Sample | None:
-    """A sample from its JSON (None for anything else: a ring is only read)."""
-    try:
-        data = json.loads(raw)
-        return Sample(
-            int(data["t"]),
-            int(data["connections"]),
-            float(data["sends"]),
-            float(data["deliveries"]),
-            None if data["rttMs"] is None else float(data["rttMs"]),
-            float(data["degraded"]),
-        )
-    except (ValueError, KeyError, TypeError):
-        return None
-
-
-def period_of(raw: str) -> Period | None:
-    try:
-        start, end = json.loads(raw)
-        return Period(int(start), int(end))
-    except (ValueError, TypeError):
-        return None
-
-
-class DashboardStore(Protocol):
-    """The backend's reads for the dashboard, and the relays' rings."""
-
-    async def room_index(self, q: str) -> list[RoomRecord]:
-        """Every room whose id holds ``q`` (all for ""), in any order."""
-        ...
-
-    async def session_ids(self, q: str) -> list[str]:
-        """The ids of the sessions whose user holds ``q`` or whose id is ``q``
-        (all for ""), in any order."""
-        ...
-
-    async def sessions_of(self, ids: Sequence[str]) -> list[SessionRecord]:
-        """The records of ``ids`` that still exist, in that order."""
-        ...
-
-    async def beats(self, server_ids: Sequence[str]) -> dict[str, Beat]: ...
-
-    async def push(
-        self, server_id: str, samples: Sequence[Sample], periods: Sequence[Period], keep: int
-    ) -> None:
-        """Add to a relay's rings (at most ``keep`` samples and MAX_PERIODS periods)."""
-        ...
-
-    async def rings(self, server_ids: Sequence[str]) -> dict[str, Ring]: ...
 
 
 class MemoryDashboardStore:
@@ -564,23 +451,28 @@ class _Bucket:
 
 
 def cluster_series(rings: Sequence[Ring], interval: float) -> list[Row]:
-    """The relays' samples summed per interval (buckets of ``interval`` s): the
-    connections, SENDs/s, deliveries/s and degraded seconds add up, the round
-    trip is the worst of the bucket."""
+    """The relays' samples added up per interval (buckets of ``interval`` s, each
+    relay's latest sample in a bucket): connections, SENDs/s, deliveries/s and
+    degraded seconds add up, the round trip is the worst of the bucket."""
     step = max(1, int(interval * 1000))
-    buckets: dict[int, _Bucket] = {}
-    for ring in rings:
+    latest: dict[int, dict[int, Sample]] = {}
+    for index, ring in enumerate(rings):
         for s in ring.samples:
-            buckets.setdefault(s.t // step * step, _Bucket()).add(s)
-    return [
-        {
-            "t": t,
-            "connections": b.connections,
-            "sends": round(b.sends, 3),
-            "deliveries": round(b.deliveries, 3),
-            "rttMs": b.rtt,
-            "degraded": round(b.degraded, 3),
-            "relays": b.relays,
-        }
-        for t, b in sorted(buckets.items())
-    ]
+            latest.setdefault(s.t // step * step, {})[index] = s
+    rows: list[Row] = []
+    for t, by_relay in sorted(latest.items()):
+        bucket = _Bucket()
+        for s in by_relay.values():
+            bucket.add(s)
+        rows.append(
+            {
+                "t": t,
+                "connections": bucket.connections,
+                "sends": round(bucket.sends, 3),
+                "deliveries": round(bucket.deliveries, 3),
+                "rttMs": bucket.rtt,
+                "degraded": round(bucket.degraded, 3),
+                "relays": bucket.relays,
+            }
+        )
+    return rows

@@ -278,7 +278,7 @@
         el("td", { text: history.lastOffset ?? "–" }),
         el("td", { title: stamp(room.lastActivity), text: ago(room.lastActivity) }));
     });
-    const table = el("table", { class: "grid rooms" },
+    const table = el("table", { class: "grid room-table" },
       el("thead", {}, el("tr", {}, ...["Room", "Participants", "Messages", "Log epoch", "First offset", "Last offset", "Last activity"].map((h) => el("th", { text: h })))),
       el("tbody", {}, ...body));
     if (!rows.length) return el("p", { class: "hint empty", text: "No room." });
@@ -334,7 +334,7 @@
     }
     const history = room.history || {};
     const facts = [
-      ["Participants", room.participants],
+      ["Participants", room.participants.length],
       ["Created", room.createdAt ? ago(room.createdAt) : "–"],
       ["Last activity", room.lastActivity ? ago(room.lastActivity) : "–"],
       ["Log epoch", history.epoch || "–"],
@@ -463,7 +463,8 @@
     const height = 150;
     const pad = { left: 48, right: 8, top: 10, bottom: 22 };
     const values = series.flatMap((s) => s.points.map((p) => p[1]).filter((v) => v !== null));
-    const top = Math.max(1e-9, ...values) * 1.1 || 1;
+    const highest = Math.max(0, ...values);
+    const top = highest > 0 ? highest * 1.1 : 1;
     const x = (t) => pad.left + ((t - (now - windowMs)) / windowMs) * (width - pad.left - pad.right);
     const y = (v) => height - pad.bottom - (v / top) * (height - pad.top - pad.bottom);
     const root = svg("svg", { viewBox: `0 0 ${width} ${height}`, role: "img", class: "chart", "data-chart": spec.key });

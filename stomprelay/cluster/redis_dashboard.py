@@ -16,7 +16,7 @@ from typing import Any
 from stomprelay.cluster.keys import Keys
 from stomprelay.cluster.redis_io import as_fields, as_text, guard
 from stomprelay.cluster.registry import RoomRecord, SessionRecord
-from stomprelay.dashboard import (
+from stomprelay.cluster.samples import (
     MAX_PERIODS,
     RING_TTL,
     Beat,
