@@ -453,14 +453,22 @@ class _Bucket:
 def cluster_series(rings: Sequence[Ring], interval: float) -> list[Row]:
     """The relays' samples added up per interval (buckets of ``interval`` s, each
     relay's latest sample in a bucket): connections, SENDs/s, deliveries/s and
-    degraded seconds add up, the round trip is the worst of the bucket."""
+    degraded seconds add up, the round trip is the worst of the bucket. A relay
+    whose sample fell into the next bucket (the relays' clocks tick apart) counts
+    with its sample of the bucket before, so the sum does not dip."""
     step = max(1, int(interval * 1000))
     latest: dict[int, dict[int, Sample]] = {}
     for index, ring in enumerate(rings):
         for s in ring.samples:
             latest.setdefault(s.t // step * step, {})[index] = s
     rows: list[Row] = []
+    carried: dict[int, tuple[int, Sample]] = {}
     for t, by_relay in sorted(latest.items()):
+        kept = {index: (at, s) for index, (at, s) in carried.items() if index not in by_relay}
+        carried = {index: (t, s) for index, s in by_relay.items()}
+        for index, (at, s) in kept.items():
+            if t - at <= step:  # its one interval late, never longer
+                by_relay[index] = s
         bucket = _Bucket()
         for s in by_relay.values():
             bucket.add(s)

@@ -465,19 +465,23 @@
     const values = series.flatMap((s) => s.points.map((p) => p[1]).filter((v) => v !== null));
     const highest = Math.max(0, ...values);
     const top = highest > 0 ? highest * 1.1 : 1;
-    const x = (t) => pad.left + ((t - (now - windowMs)) / windowMs) * (width - pad.left - pad.right);
+    // the x axis spans the window, or less while the rings hold less
+    const times = series.flatMap((s) => s.points.map((p) => p[0]));
+    const start = Math.max(now - windowMs, Math.min(now - 10000, ...times));
+    const span = Math.max(1, now - start);
+    const x = (t) => pad.left + ((t - start) / span) * (width - pad.left - pad.right);
     const y = (v) => height - pad.bottom - (v / top) * (height - pad.top - pad.bottom);
     const root = svg("svg", { viewBox: `0 0 ${width} ${height}`, role: "img", class: "chart", "data-chart": spec.key });
-    root.append(svg("title", {}, `${spec.title}, last 15 minutes`));
+    root.append(svg("title", {}, `${spec.title}, last ${duration(span / 1000)}`));
     for (const frac of [0, 0.5, 1]) {
       const v = (top / 1.1) * frac;
       root.append(svg("line", { x1: pad.left, x2: width - pad.right, y1: y(v), y2: y(v), class: "gridline" }));
       root.append(svg("text", { x: pad.left - 4, y: y(v) + 4, "text-anchor": "end", class: "tick" }, number(v, spec.unit)));
     }
-    root.append(svg("text", { x: pad.left, y: height - 4, class: "tick" }, "15 min ago"));
+    root.append(svg("text", { x: pad.left, y: height - 4, class: "tick" }, `${duration(span / 1000)} ago`));
     root.append(svg("text", { x: width - pad.right, y: height - 4, "text-anchor": "end", class: "tick" }, "now"));
     series.forEach((s) => {
-      const points = s.points.filter((p) => p[1] !== null && p[0] >= now - windowMs);
+      const points = s.points.filter((p) => p[1] !== null && p[0] >= start);
       if (!points.length) return;
       const line = svg("polyline", {
         points: points.map((p) => `${x(p[0]).toFixed(1)},${y(p[1]).toFixed(1)}`).join(" "),

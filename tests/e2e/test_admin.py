@@ -237,6 +237,8 @@ def test_dashboard_shows_the_cluster_kicks_and_sees_a_relay_die(
         tab.screenshot(artifacts, "room")
 
         # the charts have points of both relays
+        for i in range(30):
+            (alice if i % 2 else bob).say("lobby", f"message {i}")
         tab.view("#/charts", "charts")
         chart = tab.locator('svg[data-chart="connections"]')
         tab.expect(chart.locator('polyline[data-series="relay-2"]')).to_have_count(1)
@@ -259,8 +261,20 @@ def test_dashboard_shows_the_cluster_kicks_and_sees_a_relay_die(
         alice.close()
         bob.close()
 
-    # relay-2 killed: dead, held as "being reaped" while its lock is taken, then gone
+    # Redis stalls: both relays go degraded, and once it is back each shows the period
+    # (relay-2's through the ring it could only write once Redis answered again)
+    two_relays.redis.pause()
+    try:
+        wait_for(lambda: not relay1.ready() and not relay2.ready(), timeout=30, what="degraded")
+    finally:
+        two_relays.redis.resume()
+    wait_for(lambda: relay1.ready() and relay2.ready(), timeout=30, what="ready again")
     tab.view("#/overview", "overview")
+    for server_id in ("relay-1", "relay-2"):
+        tab.expect(tab.relay_row(server_id).locator("ul.periods li")).to_have_count(1)
+    tab.screenshot(artifacts, "degraded-periods")
+
+    # relay-2 killed: dead, held as "being reaped" while its lock is taken, then gone
     keys = Keys()
     client = redis.Redis.from_url(two_relays.redis.url)
     try:

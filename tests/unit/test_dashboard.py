@@ -271,6 +271,21 @@ def test_the_cluster_series_adds_relays_up_per_interval() -> None:
     ]
 
 
+def test_a_relay_missing_from_one_interval_counts_with_its_sample_before() -> None:
+    a = Ring([Sample(t, 2, 0.0, 0.0, 1.0, 0.0) for t in (10_000, 15_000, 20_000)], [])
+    # b's clock ticks late: no sample in the bucket of 15 s, two in the one of 20 s
+    b = Ring([Sample(14_900, 3, 0.0, 0.0, 1.0, 0.0), Sample(20_100, 5, 0.0, 0.0, 1.0, 0.0)], [])
+    series = cluster_series([a, b], 5.0)
+    assert [(row["t"], row["connections"]) for row in series] == [
+        (10_000, 5),
+        (15_000, 5),
+        (20_000, 7),
+    ]
+    # a relay gone counts one interval more, no longer
+    gone = Ring([Sample(10_000, 3, 0.0, 0.0, 1.0, 0.0)], [])
+    assert [row["connections"] for row in cluster_series([a, gone], 5.0)] == [5, 5, 2]
+
+
 def test_ring_entries_round_trip_and_garbage_is_skipped() -> None:
     sample = Sample(NOW, 2, 1.5, 3.25, None, 0.5)
     assert sample_of(sample_json(sample)) == sample
