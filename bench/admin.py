@@ -101,8 +101,8 @@ def one_run(browser: Any, http: str, room: str, user: str) -> tuple[float, float
 
 def main() -> int:
     if not CHROMIUM.is_file():
-        print(f"{CHROMIUM} is missing (Debian package chromium)")
-        return 1
+        print(f"{CHROMIUM} is missing (Debian package chromium): no figures")
+        return 0
     from playwright.sync_api import sync_playwright
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-admin-"))

@@ -14,6 +14,7 @@
   const PAGE_SIZE = 25;
   const OVERVIEW_ROOMS = 10;
   const REFRESH_MS = 2000;
+  const ROOMS_REFRESH_MS = 6000;
   const MESSAGES_SHOWN = 20;
   const SVG = "http://www.w3.org/2000/svg";
   const COLOURS = ["#1d4ed8", "#b45309", "#047857", "#7c3aed", "#be123c", "#0e7490", "#4d7c0f"];
@@ -26,7 +27,7 @@
   ];
 
   const $ = (id) => document.getElementById(id);
-  const state = { route: { view: "overview" }, busy: false, canAct: false, relays: [] };
+  const state = { route: { view: "overview" }, busy: false, canAct: false, relays: [], roomsAt: 0 };
 
   class SignInNeeded extends Error {}
 
@@ -295,11 +296,15 @@
     holder.replaceChildren(prev, el("span", { class: "range", text: `${from}-${to} of ${data.total}` }), next);
   }
 
-  async function renderOverview() {
+  async function renderOverview(auto) {
+    // the relays every refresh; the rooms (a scan of every room on the relay) less often
+    const roomsDue = !auto || Date.now() - state.roomsAt >= ROOMS_REFRESH_MS;
     const [, data] = await Promise.all([
       renderRelays(),
-      api(`api/rooms${query({ offset: 0, limit: OVERVIEW_ROOMS })}`),
+      roomsDue ? api(`api/rooms${query({ offset: 0, limit: OVERVIEW_ROOMS })}`) : null,
     ]);
+    if (!data) return;
+    state.roomsAt = Date.now();
     $("overview-room-total").textContent = `(${data.total})`;
     $("overview-rooms").replaceChildren(roomsTable(data.rooms),
       data.total > data.rooms.length ? el("p", {}, el("a", { href: "#/rooms", text: `All ${data.total} rooms…` })) : "");
@@ -363,19 +368,22 @@
     const data = await api(`api/history${query({ destination: `/topic/room/${roomId}`, limit: MESSAGES_SHOWN })}`);
     const items = data.messages.slice().reverse().map((m) => {
       const headers = m.headers || {};
-      const who = headers["x-sender"] || headers["x-username"] || "";
+      let who = headers["x-sender"] || "";
       let text = m.body ?? "(binary)";
       try {
-        const parsed = JSON.parse(text);
-        if (parsed && typeof parsed === "object") text = parsed.text ?? parsed.message ?? text;
-        if (parsed && parsed.type && parsed.type !== "CHAT") text = `${parsed.type}${parsed.username ? ` ${parsed.username}` : ""}${parsed.message ? `: ${parsed.message}` : ""}`;
+        const event = JSON.parse(text);
+        if (event && typeof event === "object" && event.type) {
+          // a room event (contract section 3): CHAT, JOIN, LEAVE or SYSTEM
+          who = event.username || who;
+          text = event.type === "CHAT" ? event.message : `${event.type}${event.message ? `: ${event.message}` : ""}`;
+        }
       } catch {
-        // a plain text body
+        // a plain text body, shown as it is
       }
       return el("li", { "data-offset": m.offset },
         el("span", { class: "offset", text: `#${m.offset}` }), " ",
         who ? el("strong", { text: who }) : null, who ? " " : null,
-        el("span", { text: String(text).slice(0, 500) }));
+        el("span", { text: String(text ?? "").slice(0, 500) }));
     });
     list.replaceChildren(...(items.length ? items : [el("li", { class: "hint", text: "No message retained." })]));
   }
@@ -564,14 +572,14 @@
     notify: async () => renderNotify(),
   };
 
-  async function render() {
+  async function render(auto = false) {
     const route = state.route;
     const view = VIEWS[route.view] ? route.view : "overview";
     show(view);
     if (!$("sign-in").hidden) return;
     state.busy = true;
     try {
-      await VIEWS[view]();
+      await VIEWS[view](auto);
       if (!$("error").textContent.startsWith("Not done")) showError("");
       setAccess(token() ? "token" : "read-only", token() ? "signed in" : "read-only (no token sent)");
       document.body.dataset.loaded = view;
@@ -584,7 +592,7 @@
 
   setInterval(() => {
     const live = ["overview", "room", "user", "charts"].includes(state.route.view);
-    if (live && !state.busy && !document.hidden && !$("confirm").open) render();
+    if (live && !state.busy && !document.hidden && !$("confirm").open) render(true);
   }, REFRESH_MS);
 
   state.route = parseRoute();

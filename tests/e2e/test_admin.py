@@ -102,8 +102,8 @@ class AdminTab:
         self.page.on("pageerror", lambda exc: self.errors.append(str(exc)))
         self.page.goto(url)
 
-    def locator(self, selector: str) -> Any:
-        return self.page.locator(selector)
+    def locator(self, selector: str, **options: Any) -> Any:
+        return self.page.locator(selector, **options)
 
     def sign_in(self, token: str) -> None:
         self.expect(self.locator("#sign-in")).to_be_visible()
@@ -156,7 +156,9 @@ class StompUser(stomp.ConnectionListener):  # type: ignore[misc]
         self.conn = stomp.WSStompConnection(
             [("127.0.0.1", relay.port)],
             ws_path="/ws",
-            heartbeats=(0, 0),
+            # the relay's heart-beats every second: stomp.py ends a connection that
+            # reads nothing for ``timeout`` s, and these clients only listen
+            heartbeats=(0, 1000),
             reconnect_attempts_max=1,
             timeout=5,
         )
@@ -233,7 +235,8 @@ def test_dashboard_shows_the_cluster_kicks_and_sees_a_relay_die(
         tab.expect(tab.locator('#room-participants tr[data-user="alice"]')).to_contain_text(
             "relay-2"
         )
-        tab.expect(tab.locator("#room-messages")).to_contain_text("hello from stomp.py")
+        said = tab.locator("#room-messages li", has_text="hello from stomp.py")
+        tab.expect(said.locator("strong")).to_have_text("alice")
         tab.screenshot(artifacts, "room")
 
         # the charts have points of both relays
@@ -251,6 +254,8 @@ def test_dashboard_shows_the_cluster_kicks_and_sees_a_relay_die(
         tab.expect(tab.locator("#confirm-text")).to_contain_text("Kick alice")
         tab.confirm()
         assert alice.ended.wait(TIMEOUT_MS / 1000), "alice's session did not end"
+        assert alice.errors, "the kick ends the session with an ERROR frame"
+        assert bob.conn.is_connected()
         tab.expect(participants).to_have_count(1)
         tab.view("#/users?q=alice", "users")
         tab.expect(tab.locator("#sessions")).to_contain_text("No session.")
