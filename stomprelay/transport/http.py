@@ -70,7 +70,7 @@ def plain(status: HTTPStatus, body: bytes, content_type: str) -> Answer:
 NOT_FOUND = plain(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain; charset=utf-8")
 USERS_PREFIX = "/api/users/"
 #: The operators' dashboard (docs/operations.md): a page beside the chat page.
-ADMIN_PAGES = {"/admin": "admin.html", "/admin/": "admin.html"}
+ADMIN_PAGES = {"/admin": "admin.html"}
 KICK_SUFFIX = "/kick"
 
 

@@ -152,6 +152,8 @@ class StompUser(stomp.ConnectionListener):  # type: ignore[misc]
     def __init__(self, relay: RelayProcess, login: str) -> None:
         self.login = login
         self.errors: list[str] = []
+        self.bodies: list[str] = []
+        self.heard = threading.Condition()
         self.ended = threading.Event()
         self.conn = stomp.WSStompConnection(
             [("127.0.0.1", relay.port)],
@@ -164,6 +166,17 @@ class StompUser(stomp.ConnectionListener):  # type: ignore[misc]
         )
         self.conn.set_listener("admin-test", self)
         self.conn.connect(username=login, wait=True)
+
+    def on_message(self, frame: Any) -> None:
+        with self.heard:
+            self.bodies.append(str(frame.body))
+            self.heard.notify_all()
+
+    def wait_for_body(self, text: str) -> bool:
+        with self.heard:
+            return self.heard.wait_for(
+                lambda: any(text in body for body in self.bodies), TIMEOUT_MS / 1000
+            )
 
     def on_error(self, frame: Any) -> None:
         self.errors.append(str(frame.headers.get("message", "")))
@@ -247,6 +260,18 @@ def test_dashboard_shows_the_cluster_kicks_and_sees_a_relay_die(
         tab.expect(chart.locator('polyline[data-series="relay-2"]')).to_have_count(1)
         tab.expect(chart.locator('polyline[data-series="cluster"]')).to_have_count(1)
         tab.screenshot(artifacts, "charts")
+
+        # a notification to the room, from the page, reaches its subscribers
+        tab.view("#/room/lobby", "room")
+        tab.page.click("#room-notify")
+        tab.expect(tab.locator("body")).to_have_attribute("data-loaded", "notify")
+        tab.expect(tab.locator("#notify-target")).to_have_value("lobby")
+        tab.page.fill("#notify-message", "the lobby closes at noon")
+        tab.page.click("#notify-form button[type=submit]")
+        tab.expect(tab.locator("#confirm-text")).to_contain_text("room lobby")
+        tab.confirm()
+        assert bob.wait_for_body("the lobby closes at noon")
+        assert alice.wait_for_body("the lobby closes at noon")
 
         # a kick from the page ends alice's session
         tab.view("#/room/lobby", "room")
