@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import parse_qs
 
 from stomprelay.api import bad
-from stomprelay.bounded import STOP_TIMEOUT, stop_task
+from stomprelay.bounded import STOP_TIMEOUT, bounded, stop_task
 from stomprelay.cluster.history import HistoryPolicy, Log, log_json
 from stomprelay.cluster.registry import (
     Directory,
@@ -168,6 +168,9 @@ class MemoryDashboardStore:
         ring[0].extend(samples)
         ring[1].extend(periods)
 
+    async def forget(self, server_id: str) -> None:
+        self._rings.pop(server_id, None)
+
     async def rings(self, server_ids: Sequence[str]) -> dict[str, Ring]:
         return {
             sid: Ring(list(self._rings[sid][0]), list(self._rings[sid][1]))
@@ -300,9 +303,20 @@ class Sampler:
             await asyncio.sleep(self.interval)
 
     async def stop(self) -> None:
+        """Stop sampling and delete this relay's rings (a relay that stops leaves
+        no key behind; while Redis is down they expire instead)."""
         if self._task is not None:
             await stop_task(self._task, "dashboard sampler", STOP_TIMEOUT)
             self._task = None
+
+        async def forget() -> None:
+            await self.store.forget(self.server_id)
+
+        async def guarded() -> None:
+            await self._guard(forget)
+
+        with contextlib.suppress(BackendUnavailable):
+            await bounded("dashboard: forget the rings", guarded(), STOP_TIMEOUT)
 
 
 # -- the views ------------------------------------------------------------------------

@@ -115,17 +115,24 @@ class RedisDashboardStore:
             return
         ttl_ms = int(RING_TTL * 1000)
         pipe = self._client.pipeline(transaction=False)
+        samples_key = self.keys.server_samples(server_id)
+        periods_key = self.keys.server_degraded(server_id)
         if samples:
-            key = self.keys.server_samples(server_id)
-            pipe.rpush(key, *(sample_json(s) for s in samples))
-            pipe.ltrim(key, -keep, -1)
-            pipe.pexpire(key, ttl_ms)
+            pipe.rpush(samples_key, *(sample_json(s) for s in samples))
+            pipe.ltrim(samples_key, -keep, -1)
         if periods:
-            key = self.keys.server_degraded(server_id)
-            pipe.rpush(key, *(period_json(p) for p in periods))
-            pipe.ltrim(key, -MAX_PERIODS, -1)
-            pipe.pexpire(key, ttl_ms)
+            pipe.rpush(periods_key, *(period_json(p) for p in periods))
+            pipe.ltrim(periods_key, -MAX_PERIODS, -1)
+        # both live while the relay writes, and expire after it is gone
+        pipe.pexpire(samples_key, ttl_ms)
+        pipe.pexpire(periods_key, ttl_ms)
         await guard(pipe.execute())
+
+    async def forget(self, server_id: str) -> None:
+        keys = self.keys
+        await guard(
+            self._client.delete(keys.server_samples(server_id), keys.server_degraded(server_id))
+        )
 
     async def rings(self, server_ids: Sequence[str]) -> dict[str, Ring]:
         if not server_ids:

@@ -15,9 +15,10 @@ from stomprelay.cluster.registry import RoomRecord, SessionRecord
 
 Row = dict[str, object]
 
-#: Degraded periods a relay's ring keeps, and how long its rings outlive it (s).
+#: Degraded periods a relay's ring keeps, and how long its rings outlive its last
+#: write (s): a relay that stops deletes them; a dead one's expire.
 MAX_PERIODS = 20
-RING_TTL = 24 * 3600.0
+RING_TTL = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,3 +134,7 @@ class DashboardStore(Protocol):
         ...
 
     async def rings(self, server_ids: Sequence[str]) -> dict[str, Ring]: ...
+
+    async def forget(self, server_id: str) -> None:
+        """Delete a relay's rings (it stops)."""
+        ...

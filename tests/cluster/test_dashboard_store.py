@@ -81,6 +81,14 @@ async def test_the_rings_keep_their_last_entries(cluster: Cluster) -> None:
         ttl = await cluster.pttl(cluster.keys.server_samples("r1"))
         assert 0 < ttl <= RING_TTL * 1000
         assert await cluster.pttl(cluster.keys.server_degraded("r1")) > 0
+    # a relay that stops deletes its rings
+    await store.forget("r1")
+    gone = (await store.rings(["r1"])).get("r1")
+    assert gone is None or (gone.samples, gone.periods) == ([], [])
+    if cluster.raw is not None:
+        assert not await cluster.raw.exists(
+            cluster.keys.server_samples("r1"), cluster.keys.server_degraded("r1")
+        )
 
 
 @pytest.mark.redis

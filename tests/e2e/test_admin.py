@@ -317,6 +317,12 @@ def test_dashboard_shows_the_cluster_kicks_and_sees_a_relay_die(
         client.delete(keys.reaper_lock("relay-2"))
         tab.expect(row).to_have_count(0)
         tab.expect(tab.relay_row("relay-1")).to_have_attribute("data-state", "up")
+
+        # a relay that stops takes its rings with it (a dead one's expire)
+        assert client.exists(keys.server_samples("relay-1"), keys.server_degraded("relay-1")) == 2
+        assert relay1.terminate() == 0
+        assert not client.exists(keys.server_samples("relay-1"), keys.server_degraded("relay-1"))
+        assert 0 < client.pttl(keys.server_samples("relay-2")) <= 3_600_000
     finally:
         client.close()
 

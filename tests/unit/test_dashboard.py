@@ -235,6 +235,8 @@ async def test_the_ring_keeps_the_window() -> None:
     assert sampler.keep == 12
     assert len(sampler.samples) == 12
     assert len((await store.rings(["relay-a"]))["relay-a"].samples) == 12
+    await sampler.stop()
+    assert await store.rings(["relay-a"]) == {}
 
 
 def test_the_cluster_series_adds_relays_up_per_interval() -> None:
