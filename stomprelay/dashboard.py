@@ -97,7 +97,8 @@ class PageQuery:
 def _number(raw: str, name: str, default: int, low: int, high: int) -> int:
     if raw == "":
         return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
+    # ASCII digits only (``int`` takes "²" nowhere, and a 5,000-digit number is refused)
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 12) or not low <= int(raw) <= high:
         raise bad(f"{name} is a whole number from {low} to {high}", name)
     return int(raw)
 

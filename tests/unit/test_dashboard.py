@@ -60,6 +60,8 @@ def test_paging_parameters_and_their_defaults() -> None:
         ("limit=ten", "limit"),
         ("offset=-1", "offset"),
         ("offset=1e3", "offset"),
+        ("offset=%C2%B2", "offset"),
+        ("offset=" + "9" * 5000, "offset"),
         ("q=" + "x" * 129, "q"),
         ("q=%00", "q"),
     ],
