@@ -298,10 +298,6 @@ class Keys:
         """List: a relay's past degraded periods (JSON, oldest first), capped."""
         return self._name("server_degraded", server_id)
 
-    def session_pattern(self, fragment: str) -> str:
-        """SCAN pattern of the session hashes whose id holds ``fragment`` (glob-escaped)."""
-        return self._name("session", f"*{glob_escape(fragment)}*")
-
     def user_sessions_pattern(self, fragment: str) -> str:
         """SCAN pattern of the user indexes whose encoded user holds ``fragment``."""
         return self._name("user_sessions", f"*{glob_escape(encode_user(fragment))}*")
