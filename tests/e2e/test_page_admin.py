@@ -2,9 +2,11 @@
 
 Two relays share one redis-server; the page is served by one of them. stomp.py
 clients make a room; the page shows both relays, the room and its participants,
-kicks a user (its stomp.py session ends), and shows a relay killed with SIGKILL
-turn dead (held in "being reaped" while the test holds its reaper lock, as a slow
-sweeper would) and then disappear once reaped. With 10,000 rooms and 50,000
+notifies the room, kicks a user (its stomp.py session ends), suspends another,
+lifts the suspension and disconnects them, shows each relay's degraded period
+after a Redis stall, and shows a relay killed with SIGKILL turn dead (held in
+"being reaped" while the test holds its reaper lock, as a slow sweeper would) and
+then disappear once reaped. With 10,000 rooms and 50,000
 sessions seeded in Redis, the first page renders and a search finds one room.
 Screenshots go to test-artifacts/e2e/ (printed).
 """
@@ -196,6 +198,15 @@ class StompUser(stomp.ConnectionListener):  # type: ignore[misc]
             self.conn.disconnect()
 
 
+def _connected(relay: RelayProcess, login: str, into: list[StompUser]) -> bool:
+    """Connect ``login`` (True), or not yet (False: the relay refused it)."""
+    try:
+        into.append(StompUser(relay, login))
+    except stomp.exception.ConnectFailedException:
+        return False
+    return True
+
+
 def _get(url: str, token: str | None = None) -> tuple[int, Any]:
     request = urllib.request.Request(url)
     if token:
@@ -232,6 +243,7 @@ def test_dashboard_shows_the_cluster_kicks_and_sees_a_relay_die(
     # a room made by stomp.py clients on both relays
     alice = StompUser(relay2, "alice")
     bob = StompUser(relay1, "bob")
+    users = [alice, bob]
     try:
         alice.join("lobby")
         bob.join("lobby")
@@ -287,9 +299,34 @@ def test_dashboard_shows_the_cluster_kicks_and_sees_a_relay_die(
         tab.view("#/users?q=bob", "users")
         tab.expect(tab.locator('#sessions tr[data-user="bob"]')).to_have_count(1)
         tab.screenshot(artifacts, "users")
+
+        # bob suspended from his page: his session ends, and he is refused until lifted
+        tab.view("#/user/bob", "user")
+        tab.page.click("#user-suspend")
+        tab.page.fill("#confirm-minutes", "30")
+        tab.confirm()
+        assert bob.ended.wait(TIMEOUT_MS / 1000), "bob's session did not end"
+        with pytest.raises(stomp.exception.ConnectFailedException):
+            StompUser(relay1, "bob")
+        tab.page.click("#user-lift")
+        tab.confirm()
+        tab.expect(tab.locator("#toast")).to_contain_text("lifted")
+        back: list[StompUser] = []
+        wait_for(lambda: _connected(relay1, "bob", back), timeout=15, what="bob back in")
+        again = back[0]
+        users.append(again)
+
+        # disconnected from the page, with a reason: an ERROR frame, no suspension
+        tab.view("#/user/bob", "user")
+        tab.expect(tab.locator("#user-online")).to_have_text("online")
+        tab.page.click("#user-disconnect")
+        tab.page.fill("#confirm-reason", "maintenance")
+        tab.confirm()
+        assert again.ended.wait(TIMEOUT_MS / 1000), "bob's new session did not end"
+        assert again.errors == ["session ended by server"]
     finally:
-        alice.close()
-        bob.close()
+        for user in users:
+            user.close()
 
     # Redis stalls: both relays go degraded, and once it is back each shows the period
     # (relay-2's through the ring it could only write once Redis answered again)
