@@ -9,6 +9,16 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 
+def counter_total(counter: Counter) -> float:
+    """A counter's value (the sum over its labels), through the public ``collect``."""
+    return sum(
+        sample.value
+        for family in counter.collect()
+        for sample in family.samples
+        if sample.name.endswith("_total")
+    )
+
+
 class Metrics:
     """The relay's Prometheus metrics in a registry of its own (``/metrics``)."""
 

@@ -644,6 +644,14 @@ OPTIONS: tuple[Option, ...] = (
         float,
         minimum=0,
     ),
+    Option(
+        "--dashboard-interval",
+        "seconds between two samples of a relay for the /admin charts (15 minutes kept)",
+        "DASHBOARD_INTERVAL",
+        ("dashboard_interval",),
+        float,
+        positive=True,
+    ),
     # protocol limits (docs/protocol.md): flag and variable named after the setting
     limit("limits.max_frame_size", "largest STOMP frame, in bytes (STOMP 1.2 Size Limits)"),
     limit("limits.max_headers", "most headers in one frame"),

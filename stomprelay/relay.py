@@ -30,8 +30,9 @@ from stomprelay.cluster.envelope import Envelope
 from stomprelay.cluster.history import HistoryPolicy
 from stomprelay.cluster.reaper import Liveness
 from stomprelay.cluster.webhook_steps import disconnect_reason
+from stomprelay.dashboard import Dashboard, Reading, Sampler, store_for
 from stomprelay.errors import BackendUnavailable, PeerError, PolicyError
-from stomprelay.metrics import Metrics
+from stomprelay.metrics import Metrics, counter_total
 from stomprelay.publish import Sender, sent_to
 from stomprelay.registration import Registration
 from stomprelay.replies import Replies
@@ -237,7 +238,38 @@ class Relay:
             degraded=lambda: outage.down,
             control=self,
         )
+        #: The dashboard (/admin): this relay's samples and the cluster's views.
+        store = store_for(backends)
+        self.sampler = Sampler(
+            server_id,
+            store,
+            self._reading,
+            registry.ping,
+            outage.guard,
+            interval=settings.dashboard_interval,
+            wall_ms=now_ms,
+        )
+        self.dashboard = Dashboard(
+            backends,
+            self.policy,
+            store,
+            self_id=server_id,
+            liveness_interval=settings.liveness_interval,
+            liveness_ttl=settings.liveness_ttl,
+            sampler=self.sampler,
+            wall_ms=now_ms,
+        )
         self._started = False
+
+    def _reading(self) -> Reading:
+        """This relay's counters for a dashboard sample."""
+        metrics = self.metrics
+        return Reading(
+            len(self.sinks),
+            counter_total(metrics.published),
+            counter_total(metrics.delivered),
+            self.degraded_seconds(),
+        )
 
     # -- what the transport and the HTTP routes read ----------------------------
 
@@ -312,6 +344,7 @@ class Relay:
         self.liveness.start()
         if self.webhook_delivery is not None:
             self.webhook_delivery.start()
+        self.sampler.start()
 
     async def close(self) -> None:
         """After every client is gone: stop liveness, drop this relay's keys.
@@ -331,6 +364,7 @@ class Relay:
         if self.webhook_delivery is not None:
             # what is queued goes out first; then the leases go to the other relays
             await bounded("close: webhooks", self.webhook_delivery.stop(), CLOSE_STEP_TIMEOUT)
+        await self.sampler.stop()
         done("publisher, liveness")
         await self.outage.close()
         await self.router.close()
@@ -377,6 +411,7 @@ class Relay:
 
     def _outage_state(self, up: bool) -> None:
         self.metrics.degraded.set(0 if up else 1)
+        self.sampler.outage(up)
         if up and self._started:
             # a kick published while this relay could not hear it
             task = asyncio.get_running_loop().create_task(self.access.reload_suspensions())

@@ -118,6 +118,9 @@ class Settings:
     liveness_interval: float = LIVENESS_INTERVAL
     liveness_ttl: float = LIVENESS_TTL
     sweep_interval: float = 5.0
+    #: Seconds between two samples of this relay for the dashboard's charts
+    #: (docs/operations.md); its ring keeps the last 15 minutes.
+    dashboard_interval: float = 5.0
     #: How long a sweeper's lock on a dead relay lives (ms).
     reaper_lock_ms: int = REAPER_LOCK_MS
     #: Durable rooms (docs/history.md): messages kept per destination's log (0

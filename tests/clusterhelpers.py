@@ -218,13 +218,14 @@ class RelaySpec:
 
 
 def is_registry_key(key: str) -> bool:
-    """Registry keys (contract section 4), as opposed to room logs (section 6) and
-    the liveness bookkeeping (fence, tombstones), which their own tests check."""
+    """Registry keys (contract section 4), as opposed to room logs (section 6),
+    the liveness bookkeeping (fence, tombstones) and the dashboard's rings of
+    samples (docs/operations.md), which their own tests check."""
     parts = key.split(":")
     return not (
         parts[1:2] == ["history"]
         or key == f"{PREFIX}:servers:liveness"
-        or (parts[1:2] == ["servers"] and parts[-1] == "reaped")
+        or (parts[1:2] == ["servers"] and parts[-1] in ("reaped", "samples", "degraded"))
     )
 
 

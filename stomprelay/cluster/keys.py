@@ -64,6 +64,9 @@ TEMPLATES: dict[str, str] = {
     "webhook_cursor": "{p}:webhooks:{{w{x}}}:cursor",
     "webhook_dead": "{p}:webhooks:dead",
     "history_topics": "{p}:history:topics",
+    # the dashboard's rings of one relay (docs/operations.md), in the relay's slot
+    "server_samples": "{p}:servers:{{{x}}}:samples",
+    "server_degraded": "{p}:servers:{{{x}}}:degraded",
 }
 
 
@@ -72,6 +75,11 @@ def encode_user(user: str) -> str:
     and ``_.-~``, so ``:``, ``{``, ``}``, ``*``, ``/`` and spaces never reach a key,
     and each user has one spelling (``a/b`` -> ``a%2Fb``)."""
     return quote(user, safe="")
+
+
+def glob_escape(text: str) -> str:
+    """``text`` matched literally inside a SCAN MATCH pattern (Redis's glob rules)."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
 def hash_tag(name: str) -> str | None:
@@ -279,6 +287,24 @@ class Keys:
     @property
     def history_topics(self) -> str:
         return self._name("history_topics")
+
+    # -- the dashboard (docs/operations.md) -------------------------------------
+
+    def server_samples(self, server_id: str) -> str:
+        """List: a relay's last samples (JSON, oldest first), capped, with a TTL."""
+        return self._name("server_samples", server_id)
+
+    def server_degraded(self, server_id: str) -> str:
+        """List: a relay's past degraded periods (JSON, oldest first), capped."""
+        return self._name("server_degraded", server_id)
+
+    def user_sessions_pattern(self, fragment: str) -> str:
+        """SCAN pattern of the user indexes whose encoded user holds ``fragment``."""
+        return self._name("user_sessions", f"*{glob_escape(encode_user(fragment))}*")
+
+    def room_info_matching(self, fragment: str) -> str:
+        """SCAN pattern of the room info hashes whose room id holds ``fragment``."""
+        return self._name("room_info", f"*{glob_escape(fragment)}*")
 
     @property
     def pattern(self) -> str:

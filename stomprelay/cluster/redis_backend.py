@@ -353,6 +353,12 @@ class RedisRegistry(StepRegistry):
         info = as_fields(await guard(self._client.hgetall(self.keys.room_info(room_id))))
         return _room(room_id, info) if info else None
 
+    def dashboard(self) -> RedisDashboardStore:
+        """The dashboard's reads and rings, on this registry's connections."""
+        from stomprelay.cluster.redis_dashboard import RedisDashboardStore
+
+        return RedisDashboardStore(self._client, self.keys)
+
 
 #: Old names (no hash tags) -> what becomes of them: "" delete, else the kind of log.
 _LEGACY_REGISTRY = {"sessions", "rooms", "users", "servers"}
@@ -392,6 +398,8 @@ def _room(room_id: str, info: dict[str, str]) -> RoomRecord:
 
 
 if TYPE_CHECKING:
+    from stomprelay.cluster.redis_dashboard import RedisDashboardStore
+
     # mypy --strict checks that the Redis backend implements every role
     def _roles(registry: RedisRegistry) -> LoggedRegistry:
         return registry

@@ -16,6 +16,7 @@ from typing import Protocol
 
 from stomprelay.admin import Admin
 from stomprelay.api import ServerApi
+from stomprelay.dashboard import Dashboard
 from stomprelay.router import Sink
 from stomprelay.stomp.session import Event, ServerSession
 from stomprelay.transport.http import Status
@@ -48,6 +49,11 @@ class Application(Status, Protocol):
     @property
     def api(self) -> ServerApi:
         """The server API's operations (``stomprelay/api.py``)."""
+        ...
+
+    @property
+    def dashboard(self) -> Dashboard:
+        """The operators' dashboard's reads (``stomprelay/dashboard.py``)."""
         ...
 
     @property

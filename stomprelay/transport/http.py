@@ -68,6 +68,8 @@ def plain(status: HTTPStatus, body: bytes, content_type: str) -> Answer:
 
 NOT_FOUND = plain(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain; charset=utf-8")
 USERS_PREFIX = "/api/users/"
+#: The operators' dashboard (docs/operations.md): a page beside the chat page.
+ADMIN_PAGES = {"/admin": "admin.html"}
 KICK_SUFFIX = "/kick"
 
 
@@ -128,6 +130,14 @@ class ApiGate(Protocol):
     ) -> Answer: ...
 
 
+class DashboardGate(Protocol):
+    """The dashboard's read routes (``transport/dashboard_http.py``), handed in."""
+
+    async def answer(self, path: str, query: str) -> Answer | None:
+        """The answer to ``GET path?query``; None when the path is not theirs."""
+        ...
+
+
 class HttpApp:
     """Routes of one relay: ``admin`` does what the API asks, ``status`` says how
     the relay is; ``connections`` (the STOMP sessions) is what /health counts."""
@@ -140,8 +150,11 @@ class HttpApp:
         web_root: Path | None = None,
         admin_token: str | None = None,
         api: ApiGate | None = None,
+        dashboard: DashboardGate | None = None,
     ) -> None:
         self.admin = admin
+        #: The dashboard's reads (``transport/dashboard_http.py``), asked after the gate.
+        self.dashboard = dashboard
         #: The server API's routes (contract section 10), where the relay serves them.
         self.api = api
         self.status = status
@@ -184,6 +197,10 @@ class HttpApp:
                     HTTPStatus.METHOD_NOT_ALLOWED, {"error": f"{method[:16]} is not served"}
                 )
                 return status, [*headers, (b"allow", b"GET, HEAD, POST")], payload
+            if self.dashboard is not None and path.startswith("/api/"):
+                shown = await self.dashboard.answer(path, query)
+                if shown is not None:
+                    return shown
             route = self._get.get(path)
             if route is not None:
                 return await route()
@@ -390,7 +407,7 @@ class HttpApp:
     def _static(self, path: str) -> Answer:
         """A file under the web root; anything that does not name one is a 404
         (a NUL, an over-long name and ``..`` included)."""
-        relative = path.lstrip("/") or "index.html"
+        relative = ADMIN_PAGES.get(path) or path.lstrip("/") or "index.html"
         try:
             target = (self.web_root / relative).resolve()
             if target.is_dir():

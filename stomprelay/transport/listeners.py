@@ -21,6 +21,7 @@ from pathlib import Path
 
 from stomprelay.transport.api_http import ApiRoutes
 from stomprelay.transport.app import Application
+from stomprelay.transport.dashboard_http import DashboardRoutes
 from stomprelay.transport.http import HttpApp
 from stomprelay.transport.http_protocol import HttpProtocol
 from stomprelay.transport.hub import Hub, SocketProtocol
@@ -81,7 +82,15 @@ class RelayServer:
             api_key=self._api_key,
             api_key_name=self._api_key_name,
         )
-        http = HttpApp(relay.admin, relay, relay.sinks, self._web_root, self._admin_token, api)
+        http = HttpApp(
+            relay.admin,
+            relay,
+            relay.sinks,
+            self._web_root,
+            self._admin_token,
+            api,
+            dashboard=DashboardRoutes(relay.dashboard),
+        )
         hub = Hub(relay, self.timers, http)
         hub.on_gone = self._gone.set
         self._hub = hub

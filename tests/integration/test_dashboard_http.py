@@ -1,0 +1,105 @@
+"""The dashboard's HTTP side on one node: /admin and its assets, the list routes with
+and without ``?q=&offset=&limit=``, the dashboard's views behind the admin token,
+and the relay's own samples."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.request
+from collections.abc import Awaitable, Callable
+
+from apiclient import call
+from stompclient import StompClient
+
+from stomprelay.transport import RelayServer
+
+MakeRelay = Callable[..., Awaitable[RelayServer]]
+ADMIN = "operator-token"
+
+
+def base(server: RelayServer) -> str:
+    return f"http://127.0.0.1:{server.port}"
+
+
+def fetch(url: str) -> tuple[int, str, bytes]:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return response.status, response.headers["content-type"], response.read()
+
+
+async def test_the_page_and_every_asset_it_loads_are_served(make_relay: MakeRelay) -> None:
+    server = await make_relay()
+    status, kind, html = await asyncio.to_thread(fetch, base(server) + "/admin")
+    assert (status, kind) == (200, "text/html; charset=utf-8")
+    page = html.decode()
+    for asset in ("style.css", "admin.css", "admin.js"):
+        assert f'"{asset}"' in page
+        status, _, body = await asyncio.to_thread(fetch, f"{base(server)}/{asset}")
+        assert status == 200
+        assert body
+
+
+async def test_the_lists_answer_as_before_without_a_page(make_relay: MakeRelay) -> None:
+    server = await make_relay(admin_token=ADMIN)
+    url = base(server)
+    people = [
+        await StompClient.connect(f"ws://127.0.0.1:{server.port}/ws", login=name)
+        for name in ("ann", "anna", "ben")
+    ]
+    try:
+        for i, client in enumerate(people):
+            room = ("lobby", "lobby", "annex")[i]
+            await client.send(f"/app/room/{room}/join", json.dumps({"username": f"u{i}"}))
+        status, rooms, _ = await call(url, "GET", "/api/rooms", token=ADMIN)
+        for _ in range(100):
+            if status == 200 and len(rooms) == 2 and sum(r["participants"] for r in rooms) == 3:
+                break
+            await asyncio.sleep(0.05)
+            status, rooms, _ = await call(url, "GET", "/api/rooms", token=ADMIN)
+        assert isinstance(rooms, list)
+        assert sorted(r["roomId"] for r in rooms) == ["annex", "lobby"]
+        status, sessions, _ = await call(url, "GET", "/api/sessions", token=ADMIN)
+        assert isinstance(sessions, list)
+        assert len(sessions) == 3
+
+        status, page, _ = await call(url, "GET", "/api/rooms?q=nne&limit=5", token=ADMIN)
+        assert status == 200
+        assert [r["roomId"] for r in page["rooms"]] == ["annex"]
+        assert (page["total"], page["offset"], page["limit"], page["q"]) == (1, 0, 5, "nne")
+        assert page["rooms"][0]["history"]["lastOffset"] >= 1
+        assert page["rooms"][0]["rate"] >= 1
+
+        status, page, _ = await call(url, "GET", "/api/sessions?q=ann&limit=1", token=ADMIN)
+        assert status == 200
+        assert page["total"] == 2
+        assert len(page["sessions"]) == 1
+        status, page, _ = await call(url, "GET", "/api/sessions?q=ann&offset=1", token=ADMIN)
+        assert len(page["sessions"]) == 1
+
+        status, refused, _ = await call(url, "GET", "/api/sessions?offset=x", token=ADMIN)
+        assert (status, refused["field"]) == (400, "offset")
+    finally:
+        for client in people:
+            await client.close()
+
+
+async def test_the_views_need_the_token_and_show_this_relay(make_relay: MakeRelay) -> None:
+    server = await make_relay(admin_token=ADMIN, dashboard_interval=0.05)
+    url = base(server)
+    for path in ("/api/dashboard/servers", "/api/dashboard/samples", "/api/rooms?q="):
+        assert (await call(url, "GET", path))[0] == 401
+    status, view, _ = await call(url, "GET", "/api/dashboard/servers", token=ADMIN)
+    assert status == 200
+    (relay,) = view["servers"]
+    assert (relay["serverId"], relay["state"], relay["self"]) == ("test-relay", "up", True)
+    status, samples, _ = await call(url, "GET", "/api/dashboard/samples", token=ADMIN)
+    for _ in range(100):
+        if len(samples["servers"]["test-relay"]) >= 2:
+            break
+        await asyncio.sleep(0.05)
+        status, samples, _ = await call(url, "GET", "/api/dashboard/samples", token=ADMIN)
+    assert samples["interval"] == 0.05
+    assert samples["window"] == 900
+    first = samples["servers"]["test-relay"][0]
+    assert set(first) == {"t", "connections", "sends", "deliveries", "rttMs", "degraded"}
+    assert samples["cluster"]
