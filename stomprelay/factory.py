@@ -52,7 +52,9 @@ def build_backends(
             fence_ms=int(settings.liveness_ttl * 1000),
             lock_ttl_ms=settings.reaper_lock_ms,
         )
-        return Backends(MemoryBus(hub), memory, memory.log, keys)
+        from stomprelay.cluster.queue_store import MemoryQueues
+
+        return Backends(MemoryBus(hub), memory, memory.log, keys, MemoryQueues())
     from stomprelay.cluster.redis_backend import RedisRegistry
     from stomprelay.cluster.redis_bus import RedisBus
 
@@ -77,7 +79,10 @@ def build_backends(
     )
     if isinstance(bus, RedisBus) and target.mode == "sentinel":
         registry.failover_pending = bus.failover_pending
-    return Backends(bus, registry, registry.log, keys)
+    from stomprelay.cluster.redis_queues import RedisQueues
+
+    queues = RedisQueues(target, keys, timeout=settings.redis_timeout)
+    return Backends(bus, registry, registry.log, keys, queues)
 
 
 def build_relay(

@@ -311,7 +311,7 @@ class Sender:
         if destination == REFRESH_DESTINATION:
             return False
         try:
-            return parse_destination(destination).kind not in ("app", "system")
+            return parse_destination(destination).kind not in ("app", "system", "queue")
         except PeerError:
             return False
 
@@ -327,7 +327,7 @@ class Sender:
         if event.destination == REFRESH_DESTINATION:
             return False
         route = parse_destination(event.destination)
-        if route.kind in ("app", "system"):
+        if route.kind in ("app", "system", "queue"):
             return False
         frame = event.frame
         session = sink.session

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import secrets
 import time
@@ -28,15 +29,19 @@ from stomprelay.clock import now_ms
 from stomprelay.cluster.backends import Backends
 from stomprelay.cluster.envelope import Envelope
 from stomprelay.cluster.history import HistoryPolicy
+from stomprelay.cluster.queue_store import MemoryQueues
 from stomprelay.cluster.reaper import Liveness
+from stomprelay.destinations import QUEUE_PREFIX
 from stomprelay.errors import BackendUnavailable, PeerError, PolicyError
 from stomprelay.metrics import Metrics
 from stomprelay.publish import Sender, sent_to
+from stomprelay.queues import Queues
 from stomprelay.registration import Registration
 from stomprelay.rooms import Rooms
 from stomprelay.router import Route, Router, Sink, parse_destination
 from stomprelay.settings import Settings
 from stomprelay.stomp.session import (
+    Acknowledged,
     Connected,
     DisconnectRequested,
     Event,
@@ -85,6 +90,10 @@ class Relay:
     ) -> None:
         self.settings = settings
         self.server_id = server_id
+        if backends.queues is None:
+            backends = dataclasses.replace(backends, queues=MemoryQueues())
+        assert backends.queues is not None
+        queue_store = backends.queues
         bus, registry, log, keys = backends.bus, backends.registry, backends.log, backends.keys
         self.keys = keys
         self.policy = HistoryPolicy.of(settings)
@@ -153,6 +162,14 @@ class Relay:
             identities=self.access.identities,
             on_left=self.access.left,
         )
+        #: /queue/ destinations: competing consumers (docs/queues.md).
+        self.queues = Queues(
+            queue_store,
+            settings,
+            f"{server_id}/{secrets.token_hex(4)}",
+            metrics,
+            self.background,
+        )
         self.liveness = Liveness(
             server_id=server_id,
             registry=registry,
@@ -164,6 +181,7 @@ class Relay:
             may_judge=lambda: outage.may_judge(settings.liveness_ttl),
             clock_ms=now_ms,
             next_message_id=router.next_message_id,
+            on_reaped=self.queues.reaped,
         )
         router.on_delivered = metrics.delivered.inc
         router.on_repaired = metrics.repaired
@@ -305,6 +323,7 @@ class Relay:
         await self.liveness.stop()
         done("publisher, liveness")
         await self.outage.close()
+        await bounded("close: queues", self.queues.close(), CLOSE_STEP_TIMEOUT)
         await self.router.close()
         for task in list(self._background):
             task.cancel()
@@ -375,6 +394,7 @@ class Relay:
             SERVER_NAME,
             defer_connect=True,
             untransacted=frozenset({REFRESH_DESTINATION}),
+            acked_prefixes=(QUEUE_PREFIX,),
         )
 
     def attach(self, sink: Sink) -> None:
@@ -391,6 +411,7 @@ class Relay:
             self.metrics.rate_limited.labels(session.rate_limited).inc()
         self.access.forget(session.session_id)
         self.sender.forget(session.session_id)
+        await self.queues.drop(session.session_id)
         await self.router.drop(session.session_id)
         session.subscriptions.clear()
         await self.users.disconnected(session.session_id)
@@ -478,10 +499,19 @@ class Relay:
         if isinstance(event, MessageSent):
             await self._on_send(sink, event)
         elif isinstance(event, Subscribed):
-            if not self.server_subs.subscribed(sink, event.subscription):
+            route = parse_destination(event.subscription.destination)
+            if route.kind == "queue":
+                await self.queues.subscribe(sink, event.subscription, route.name)
+            elif not self.server_subs.subscribed(sink, event.subscription):
                 await self.subscriptions.subscribe(sink, event)
         elif isinstance(event, Unsubscribed):
-            await self.subscriptions.unsubscribe(sink, event)
+            session_id = sink.session.session_id
+            if self.queues.subscribed(session_id, event.subscription.id):
+                await self.queues.unsubscribe(session_id, event.subscription.id)
+            else:
+                await self.subscriptions.unsubscribe(sink, event)
+        elif isinstance(event, Acknowledged):
+            await self.queues.settle(sink.session.session_id, event)
         elif isinstance(event, ReceiptDue):
             await self.subscriptions.receipt(sink, event)
         elif isinstance(event, DisconnectRequested):
@@ -520,6 +550,11 @@ class Relay:
             )
         if route.kind == "app":
             await self.rooms.send(sink, route, event.destination, frame.body)
+            return
+        if route.kind == "queue":
+            sender = self.access.sender(sink.session.session_id)
+            envelope = self.router.envelope(event.destination, frame.headers, frame.body, sender)
+            await self.queues.send(route.name, envelope)
             return
         await self.sender.send(
             route,

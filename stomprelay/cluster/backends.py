@@ -7,15 +7,18 @@ from dataclasses import dataclass
 from stomprelay.cluster.base import Bus
 from stomprelay.cluster.history import Log
 from stomprelay.cluster.keys import Keys
+from stomprelay.cluster.queue_store import QueueStore
 from stomprelay.cluster.registry import Registry
 
 
 @dataclass(frozen=True)
 class Backends:
     """What a relay is handed of the cluster: the bus, the registry, the log (None:
-    history off) and the key names they share."""
+    history off) and the key names they share; ``queues``: where /queue/ messages
+    wait (None: in this process)."""
 
     bus: Bus
     registry: Registry
     log: Log | None
     keys: Keys
+    queues: QueueStore | None = None

@@ -64,6 +64,8 @@ TEMPLATES: dict[str, str] = {
     "webhook_cursor": "{p}:webhooks:{{w{x}}}:cursor",
     "webhook_dead": "{p}:webhooks:dead",
     "history_topics": "{p}:history:topics",
+    # queues (docs/queues.md): the index of queue names, one key
+    "queue_names": "{p}:queues",
 }
 
 
@@ -72,6 +74,15 @@ def encode_user(user: str) -> str:
     and ``_.-~``, so ``:``, ``{``, ``}``, ``*``, ``/`` and spaces never reach a key,
     and each user has one spelling (``a/b`` -> ``a%2Fb``)."""
     return quote(user, safe="")
+
+
+def queue_tag(name: str) -> str:
+    """A queue's hash tag: its name without ``.dlq`` suffixes (a queue and its
+    dead-letter queues in one slot)."""
+    base = name
+    while base.endswith(".dlq") and len(base) > 4:
+        base = base[:-4]
+    return base
 
 
 def hash_tag(name: str) -> str | None:
@@ -279,6 +290,23 @@ class Keys:
     @property
     def history_topics(self) -> str:
         return self._name("history_topics")
+
+    # -- queues (docs/queues.md) ------------------------------------------------
+
+    @property
+    def queue_names(self) -> str:
+        """Set: the name of every queue a message was sent to or a client consumed."""
+        return self._name("queue_names")
+
+    def queue(self, name: str) -> str:
+        """Stream of ``/queue/{name}`` (consumer group ``g``); a dead-letter queue
+        ``{name}.dlq`` shares its queue's tag, so one step moves a message between them:
+        ``stomp:queue:{orders}:orders``, ``stomp:queue:{orders}:orders.dlq``."""
+        return f"{self.prefix}:queue:{{{queue_tag(name)}}}:{name}"
+
+    def queue_consumers(self, name: str) -> str:
+        """Hash: relay id -> how many subscriptions of that relay consume the queue."""
+        return self.queue(name) + ":consumers"
 
     @property
     def pattern(self) -> str:

@@ -5,10 +5,6 @@ forged ``x-recipient`` headers, and ``userId`` in room events and participant li
 from __future__ import annotations
 
 import json
-from typing import Any
-
-import pytest
-from stompclient import StompClient
 
 from stomprelay.auth import Acl
 from stomprelay.cluster.envelope import Envelope
@@ -22,20 +18,6 @@ INBOX = "/user/queue/messages"
 
 def url(server: RelayServer) -> str:
     return f"ws://127.0.0.1:{server.port}/ws"
-
-
-@pytest.fixture
-async def clients() -> Any:
-    made: list[StompClient] = []
-
-    async def factory(server: RelayServer, **kwargs: Any) -> StompClient:
-        client = await StompClient.connect(url(server), **kwargs)
-        made.append(client)
-        return client
-
-    yield factory
-    for client in made:
-        await client.close()
 
 
 async def test_a_single_node_delivers_and_keeps_direct_messages(make_relay, clients) -> None:
