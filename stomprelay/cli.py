@@ -99,10 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_options(inspect, (REDIS,))
     inspect.add_argument(
         "what",
-        choices=["servers", "sessions", "rooms", "room", "session", "keys"],
+        choices=["servers", "sessions", "rooms", "room", "session", "keys", "queue"],
         help="keys: every key of the prefix with its type, TTL and content",
     )
-    inspect.add_argument("id", nargs="?", help="room or session id")
+    inspect.add_argument("id", nargs="?", help="room or session id, or queue name")
     inspect.add_argument("--json", action="store_true", help="print JSON instead of tables")
 
     notify = commands.add_parser(
@@ -415,6 +415,9 @@ async def _rows(admin: Admin, what: str, item: str | None) -> list[dict[str, obj
     if what == "session":
         record = await admin.session(item)
         return [record] if record is not None else f"no session {item}"
+    if what == "queue":
+        queue = await admin.queue(item)
+        return [queue] if queue is not None else f"no queue {item}"
     room = await admin.room(item)
     if room is None:
         return f"no room {item}"
@@ -423,7 +426,7 @@ async def _rows(admin: Admin, what: str, item: str | None) -> list[dict[str, obj
 
 
 async def inspect(args: argparse.Namespace) -> int:
-    from stomprelay.errors import BackendUnavailable
+    from stomprelay.errors import BackendUnavailable, PolicyError
 
     if not args.redis_url:
         print("stomprelay inspect: give --redis-url (or REDIS_URL)", file=sys.stderr)
@@ -433,6 +436,9 @@ async def inspect(args: argparse.Namespace) -> int:
     except BackendUnavailable as exc:
         print(f"stomprelay inspect: {exc}", file=sys.stderr)
         return 1
+    except PolicyError as exc:  # a queue name that cannot be one
+        print(f"stomprelay inspect: {exc.detail}", file=sys.stderr)
+        return 2
     if isinstance(rows, str):
         print(rows, file=sys.stderr)
         return 1 if rows.startswith("no ") else 2
