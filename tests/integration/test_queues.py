@@ -14,69 +14,17 @@ import asyncio
 import json
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from procs import RedisServer, redis_server_binary
 from stompclient import StompClient, StompClientError
 
-from stomprelay.cluster.connect import RedisTarget
-from stomprelay.factory import build_backends, build_relay
-from stomprelay.settings import Settings
 from stomprelay.stomp.frames import V10, V11, Frame
 from stomprelay.transport import RelayServer
 
-BACKENDS = ["memory", "redis"]
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    try:
-        redis_server_binary()
-    except RuntimeError as exc:
-        pytest.skip(str(exc))
-    server = RedisServer(tmp_path_factory.mktemp("queues-redis")).start()
-    yield server.url
-    server.stop()
-
-
+#: The ``relays`` fixture (tests/integration/conftest.py): memory, or n relays on Redis.
 Relays = Callable[..., Awaitable[list[RelayServer]]]
-
-
-@pytest.fixture(params=BACKENDS)
-async def relays(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Relays]:
-    """``await relays(n, **settings)``: one relay in memory (``n`` must be 1), or ``n``
-    relays on a freshly flushed redis-server."""
-    started: list[RelayServer] = []
-    kind = request.param
-
-    async def factory(n: int = 1, **settings: Any) -> list[RelayServer]:
-        settings.setdefault("frame_rate", 0)  # the tests send faster than a person
-        config = Settings(**settings)
-        target = None
-        if kind == "redis":
-            url = request.getfixturevalue("redis_url")
-            target = RedisTarget.of(url)
-            import redis as sync_redis
-
-            client = sync_redis.Redis.from_url(url)
-            client.flushall()
-            client.close()
-        out = []
-        for i in range(n if kind == "redis" else 1):
-            backends = build_backends(config, target)
-            relay = build_relay(config, server_id=f"q{i}", backends=backends)
-            server = RelayServer(relay, host="127.0.0.1", port=0, stomp_port=0)
-            await server.start()
-            started.append(server)
-            out.append(server)
-        return out
-
-    yield factory
-    for server in reversed(started):
-        await server.stop()
 
 
 def url(server: RelayServer) -> str:

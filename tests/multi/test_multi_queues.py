@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -189,7 +190,7 @@ async def test_nack_redelivers_on_another_relay_then_dead_letters(
         await ack_frame(who, frame, "NACK")
     assert [r for _, r in deliveries] == [None, "true", "true", "true"]
     names = [n for n, _ in deliveries]
-    assert all(x != y for x, y in zip(names, names[1:], strict=False)), (
+    assert all(x != y for x, y in itertools.pairwise(names)), (
         f"each NACK went to another consumer first: {names}"
     )
     for client in refusers:
