@@ -552,7 +552,7 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "--queue-max-length",
-        "most messages one /queue/ destination holds, waiting or unacknowledged; a SEND "
+        "most messages one queue (/queue/{name}) holds, waiting or unacknowledged; a SEND "
         "past it gets an ERROR (docs/queues.md)",
         "QUEUE_MAX_LENGTH",
         ("queue_max_length",),
