@@ -22,7 +22,7 @@ to ``/queue/{name}.dlq`` instead.
 The component is handed the store, the settings, this relay's consumer name, the
 metrics and ``spawn`` (the relay keeps its background tasks); the relay calls
 :meth:`subscribe`, :meth:`unsubscribe`, :meth:`drop`, :meth:`settle`,
-:meth:`send`, :meth:`reaped` and :meth:`close`.
+:meth:`reaped` and :meth:`close`; the sender hands it SENDs (:meth:`submit`).
 """
 
 from __future__ import annotations
@@ -51,6 +51,8 @@ log = logging.getLogger(__name__)
 BLOCK_MS = 1000
 #: Most entries one read takes.
 READ_MOST = 256
+#: Most SENDs stored in one round trip.
+PUSH_BATCH = 256
 #: Messages an ``ack:auto`` subscriber is handed per read while its socket takes them.
 AUTO_WINDOW = 64
 #: Seconds a reader with no room waits before it looks again (a socket that drained).
@@ -140,27 +142,62 @@ class Queues:
         #: message id -> times this relay put it back for another relay's subscriber
         self._bounces: dict[str, int] = {}
         self._closing = False
+        #: SENDs waiting for the next batch, and the task that stores them.
+        self._pushes: list[tuple[str, Envelope, asyncio.Future[None]]] = []
+        self._pushing: asyncio.Task[None] | None = None
 
     # -- sending ----------------------------------------------------------------
 
-    async def send(self, name: str, envelope: Envelope) -> None:
-        """Store one message (its RECEIPT may go once this returns); PolicyError when
-        the queue is full or Redis did not take it: never a silent drop."""
+    def submit(self, name: str, envelope: Envelope) -> asyncio.Future[None]:
+        """Store one message; the future completes once it is stored (its RECEIPT may go
+        then) or fails with PolicyError when the queue is full or Redis did not take
+        it: never a silent drop. SENDs of every session go in batches of one round
+        trip, in the order they came."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pushes.append((name, envelope, done))
+        if self._pushing is None:
+            self._pushing = asyncio.get_running_loop().create_task(self._push())
+            self._spawn(self._pushing)
+        return done
+
+    async def _push(self) -> None:
         try:
-            stored = await self.store.push(name, envelope, self.settings.queue_max_length)
-        except BackendUnavailable as exc:
-            raise PolicyError(
-                "Queue unavailable",
-                f"The message was not stored: Redis is unreachable ({exc}). Send it again later.",
-            ) from None
-        if not stored:
-            self.metrics.queue_messages.labels("refused").inc()
-            raise PolicyError(
-                "Queue full",
-                f"/queue/{name} holds {self.settings.queue_max_length} messages "
-                "(--queue-max-length); the message was not stored.",
+            while self._pushes:
+                batch = self._pushes[:PUSH_BATCH]
+                del self._pushes[:PUSH_BATCH]
+                items = [(name, envelope) for name, envelope, _ in batch]
+                results: list[bool | BackendUnavailable]
+                try:
+                    results = await self.store.push_many(items, self.settings.queue_max_length)
+                except BackendUnavailable as exc:
+                    results = [exc] * len(batch)
+                for (name, _, done), stored in zip(batch, results, strict=True):
+                    if not done.done():
+                        self._pushed(name, done, stored)
+        finally:
+            self._pushing = None
+
+    def _pushed(self, name: str, done: asyncio.Future[None], stored: bool | Exception) -> None:
+        if stored is True:
+            self.metrics.queue_messages.labels("sent").inc()
+            done.set_result(None)
+        elif isinstance(stored, Exception):
+            done.set_exception(
+                PolicyError(
+                    "Queue unavailable",
+                    f"The message was not stored: Redis is unreachable ({stored}). "
+                    "Send it again later.",
+                )
             )
-        self.metrics.queue_messages.labels("sent").inc()
+        else:
+            self.metrics.queue_messages.labels("refused").inc()
+            done.set_exception(
+                PolicyError(
+                    "Queue full",
+                    f"/queue/{name} holds {self.settings.queue_max_length} messages "
+                    "(--queue-max-length); the message was not stored.",
+                )
+            )
 
     # -- subscriptions --------------------------------------------------------------
 

@@ -134,6 +134,14 @@ class Relay:
             on_kicked=metrics.kicked.inc,
             hook=hook,
         )
+        #: /queue/ destinations: competing consumers (docs/queues.md).
+        self.queues = Queues(
+            queue_store,
+            settings,
+            f"{server_id}/{secrets.token_hex(4)}",
+            metrics,
+            self.background,
+        )
         self.sender = Sender(
             settings,
             keys,
@@ -144,6 +152,7 @@ class Relay:
             metrics,
             self.access.sender,
             self.access.user_of,
+            queue_submit=self.queues.submit,
         )
         #: The per-user channels (a user's channel while this relay holds its sessions).
         self.users = UserChannels(
@@ -161,14 +170,6 @@ class Relay:
             record=self.sender.record,
             identities=self.access.identities,
             on_left=self.access.left,
-        )
-        #: /queue/ destinations: competing consumers (docs/queues.md).
-        self.queues = Queues(
-            queue_store,
-            settings,
-            f"{server_id}/{secrets.token_hex(4)}",
-            metrics,
-            self.background,
         )
         self.liveness = Liveness(
             server_id=server_id,
@@ -550,11 +551,6 @@ class Relay:
             )
         if route.kind == "app":
             await self.rooms.send(sink, route, event.destination, frame.body)
-            return
-        if route.kind == "queue":
-            sender = self.access.sender(sink.session.session_id)
-            envelope = self.router.envelope(event.destination, frame.headers, frame.body, sender)
-            await self.queues.send(route.name, envelope)
             return
         await self.sender.send(
             route,

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from stomprelay.cluster.envelope import Envelope
+from stomprelay.errors import BackendUnavailable
 
 #: The one consumer group of every queue stream.
 GROUP = "g"
@@ -79,6 +80,13 @@ class QueueStore(Protocol):
 
     async def push(self, name: str, envelope: Envelope, max_length: int) -> bool:
         """Append a message; False (nothing stored) when the queue holds ``max_length``."""
+        ...
+
+    async def push_many(
+        self, items: Sequence[tuple[str, Envelope]], max_length: int
+    ) -> list[bool | BackendUnavailable]:
+        """:meth:`push` for each ``(queue, message)`` in order, in one round trip; an
+        item Redis failed is its error (the batch as a whole may raise too)."""
         ...
 
     async def read(self, name: str, consumer: str, count: int, block_ms: int) -> list[QueueItem]:
@@ -160,6 +168,11 @@ class MemoryQueues:
             return False
         self._add(name, envelope, 0, "")
         return True
+
+    async def push_many(
+        self, items: Sequence[tuple[str, Envelope]], max_length: int
+    ) -> list[bool | BackendUnavailable]:
+        return [await self.push(name, envelope, max_length) for name, envelope in items]
 
     async def read(self, name: str, consumer: str, count: int, block_ms: int) -> list[QueueItem]:
         queue = self._queue(name)

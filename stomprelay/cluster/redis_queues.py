@@ -19,7 +19,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from stomprelay.bounded import bounded
 from stomprelay.cluster.connect import CLOSE_TIMEOUT, COMMAND_TIMEOUT, RedisTarget, make_client
@@ -217,6 +217,35 @@ class RedisQueues:
         return bool(
             await self._run("push", (self.keys.queue(name),), max_length, envelope.to_json())
         )
+
+    async def push_many(
+        self, items: Sequence[tuple[str, Envelope]], max_length: int
+    ) -> list[bool | BackendUnavailable]:
+        """One pipeline of ``push`` steps (non-transactional: each atomic on its own
+        queue, run in order); a script Redis lost is loaded and the batch run again
+        (a push already run would then be stored twice, so only before any ran)."""
+        for name in {name for name, _ in items}:
+            await self._index(name)
+        script = self._scripts["push"]
+        for attempt in (1, 2):
+            pipe = self._client.pipeline(transaction=False)
+            for name, envelope in items:
+                stream = self.keys.queue(name)
+                pipe.evalsha(script.sha, 1, stream, max_length, envelope.to_json())
+            try:
+                replies = await guard(pipe.execute(raise_on_error=False))
+            finally:
+                await pipe.reset()
+            if attempt == 1 and all(isinstance(r, NoScriptError) for r in replies):
+                await guard(self._client.script_load(script.script))
+                continue
+            break
+        return [
+            BackendUnavailable(f"redis: {type(r).__name__}: {r}")
+            if isinstance(r, BaseException)
+            else bool(r)
+            for r in replies
+        ]
 
     async def read(self, name: str, consumer: str, count: int, block_ms: int) -> list[QueueItem]:
         stream = self.keys.queue(name)
