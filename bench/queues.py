@@ -26,11 +26,9 @@ import uuid
 from collections import Counter
 from collections.abc import Sequence
 
-from fanout import NO_CLIENT_LIMITS, free_port, reachable, relay_argv, start_relay
-from websockets.asyncio.client import ClientConnection, connect
+from fanout import NO_CLIENT_LIMITS, Client, free_port, reachable, relay_argv, start_relay
 
 from stomprelay.stomp.frames import Frame
-from stomprelay.stomp.parser import FrameParser
 
 MESSAGES = int(os.environ.get("QUEUE_MESSAGES", "5000"))
 PAYLOAD = int(os.environ.get("QUEUE_PAYLOAD", "200"))
@@ -41,63 +39,21 @@ RABBIT_URL = "ws://127.0.0.1:15674/ws"
 RUN_TIMEOUT = 300.0
 
 
-class Client:
-    """One STOMP 1.2 connection; frames are parsed from the stream, whatever the
-    WebSocket message boundaries."""
-
-    def __init__(self, ws: ClientConnection) -> None:
-        self.ws = ws
-        self.parser = FrameParser(version="1.2")
-
-    @classmethod
-    async def open(cls, url: str, login: str | None) -> Client:
-        ws = await connect(url, subprotocols=["v12.stomp"], max_size=None, ping_interval=None)  # type: ignore[list-item]
-        client = cls(ws)
-        headers = [("accept-version", "1.2"), ("host", "/"), ("heart-beat", "0,0")]
-        if login:
-            headers += [("login", login), ("passcode", login)]
-        await client.send(Frame("CONNECT", tuple(headers)))
-        frame = await client.next_frame()
-        if frame.command != "CONNECTED":
-            raise RuntimeError(f"no CONNECTED: {frame.command} {frame.headers} {frame.body!r}")
-        return client
-
-    async def send(self, frame: Frame) -> None:
-        await self.ws.send(frame.serialize("1.2").decode())
-
-    async def frames(self) -> list[Frame]:
-        out: list[Frame] = []
-        while not out:
-            data = await self.ws.recv()
-            self.parser.feed(data.encode() if isinstance(data, str) else data)
-            while (frame := self.parser.next_frame()) is not None:
-                out.append(frame)
-        return out
-
-    async def next_frame(self) -> Frame:
-        return (await self.frames())[0]
-
-    async def close(self) -> None:
-        await self.ws.close()
-
-
 async def consume(
     client: Client, ack: str, seen: Counter[str], total: int, done: asyncio.Future[float]
 ) -> None:
     while not done.done():
-        acks = []
-        for frame in await client.frames():
-            if frame.command == "ERROR":
-                done.set_exception(RuntimeError(f"ERROR {frame.headers} {frame.body!r}"))
-                return
-            if frame.command != "MESSAGE":
-                continue
-            seen[frame.body[:12].decode()] += 1
-            if ack != "auto":
-                acks.append(Frame("ACK", (("id", frame.get("ack") or ""),)))
-        for frame in acks:
-            await client.send(frame)
-        if sum(seen.values()) >= total and not done.done():
+        frame = await client.next()
+        if frame.command == "ERROR":
+            done.set_exception(RuntimeError(f"ERROR {frame.headers} {frame.body!r}"))
+            return
+        if frame.command != "MESSAGE":
+            continue
+        seen[frame.body[:12].decode()] += 1
+        seen["all"] += 1
+        if ack != "auto":
+            await client.send(Frame("ACK", (("id", frame.get("ack") or ""),)))
+        if seen["all"] >= total and not done.done():
             done.set_result(time.perf_counter())
 
 
@@ -113,7 +69,7 @@ async def run(urls: Sequence[str], login: str | None, ack: str) -> float:
             if ack != "auto":
                 headers.append(("prefetch-count", str(PREFETCH)))
             await client.send(Frame("SUBSCRIBE", (*headers, ("receipt", f"r{i}"))))
-            reply = await client.next_frame()
+            reply = await client.next()
             if reply.command != "RECEIPT":
                 raise RuntimeError(f"SUBSCRIBE: {reply.command} {reply.headers} {reply.body!r}")
         seen: Counter[str] = Counter()
@@ -131,6 +87,7 @@ async def run(urls: Sequence[str], login: str | None, ack: str) -> float:
         await asyncio.sleep(0.5)  # a duplicate would show up now
         for task in tasks:
             task.cancel()
+        del seen["all"]
         if len(seen) != MESSAGES or max(seen.values()) != 1:
             lost = MESSAGES - len(seen)
             duplicated = sum(1 for n in seen.values() if n > 1)
@@ -138,7 +95,7 @@ async def run(urls: Sequence[str], login: str | None, ack: str) -> float:
         return MESSAGES / (end - start)
     finally:
         for client in [*consumers, producer]:
-            await client.close()
+            await client.ws.close()
 
 
 def row(name: str, urls: Sequence[str], login: str | None) -> None:
