@@ -272,3 +272,25 @@ async def test_max_length_refuses_a_send_with_an_error(
     code, _, err = await run_cli("inspect", "queue", "nothing", "--redis-url", redis_server.url)
     assert code == 1
     assert "no queue nothing" in err
+
+
+async def test_graceful_stop_hands_unacknowledged_messages_over(
+    start_relay: Callable[..., RelayProcess],
+    stomp_clients: Callable[..., Awaitable[StompClient]],
+) -> None:
+    relays = three(start_relay)
+    leaving = await stomp_clients(relays[2], name="leaving")
+    await leaving.subscribe("/queue/stop", "s", ack="client", headers=[("prefetch-count", "20")])
+    producer = await stomp_clients(relays[0], name="producer")
+    await send_many(producer, "stop", 30)
+    held = await leaving.collect(20, "s")
+    staying = await stomp_clients(relays[1], name="staying")
+    await staying.subscribe("/queue/stop", "s", ack="auto")
+    assert await asyncio.to_thread(relays[2].terminate) == 0
+    got = await staying.collect(30, "s", timeout=30)
+    bodies = collections.Counter(f.body.decode() for f in got)
+    assert sorted(bodies) == sorted(f"m{i}" for i in range(30))
+    again = {f.body.decode() for f in got if f.get("redelivered") == "true"}
+    assert again == {f.body.decode() for f in held}
+    await settled(relays[0], "stop")
+    assert stats(relays[0], "stop")["consumers"] == 1
