@@ -231,7 +231,11 @@ class RedisQueues:
             pipe = self._client.pipeline(transaction=False)
             for name, envelope in items:
                 stream = self.keys.queue(name)
-                pipe.evalsha(script.sha, 1, stream, max_length, envelope.to_json())
+                # the raw command: a cluster pipeline routes it by its first key (and
+                # refuses evalsha())
+                pipe.execute_command(
+                    "EVALSHA", script.sha, 1, stream, max_length, envelope.to_json()
+                )
             try:
                 replies = await guard(pipe.execute(raise_on_error=False))
             finally:

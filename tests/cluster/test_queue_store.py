@@ -6,12 +6,15 @@ consumer's release, and the numbers operators see."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import redis.asyncio as aioredis
 from procs import RedisServer
+from topology import ClusterTopology, require_redis7
 
+from stomprelay.cluster.connect import RedisTarget
 from stomprelay.cluster.envelope import Envelope
 from stomprelay.cluster.keys import Keys
 from stomprelay.cluster.queue_store import MemoryQueues, QueueStats, QueueStore, Requeue
@@ -24,17 +27,35 @@ def envelope(i: int) -> Envelope:
     return Envelope(f"id-{i}", "relay", "/queue/q", (("k", "v"),), f"m{i}".encode(), 1)
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(scope="module")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterTopology]:
+    """Three Redis Cluster masters: each step must keep to one slot."""
+    require_redis7()
+    with ClusterTopology(tmp_path_factory.mktemp("queue-cluster"), masters=3, replicas=0) as topo:
+        yield topo
+
+
+@pytest.fixture(
+    params=[
+        "memory",
+        pytest.param("redis", marks=pytest.mark.redis),
+        pytest.param("redis-cluster", marks=pytest.mark.redis),
+    ]
+)
 async def store(request: pytest.FixtureRequest) -> AsyncIterator[QueueStore]:
     made: QueueStore
     if request.param == "memory":
         made = MemoryQueues()
-    else:
+    elif request.param == "redis":
         server: RedisServer = request.getfixturevalue("redis_server")
         raw = aioredis.Redis.from_url(server.url)
         await raw.flushall()
         await raw.aclose()
         made = RedisQueues(server.url, Keys())
+    else:
+        topo: ClusterTopology = request.getfixturevalue("redis_cluster")
+        prefix = f"t{uuid.uuid4().hex[:8]}"  # a fresh key space per test
+        made = RedisQueues(RedisTarget(topo.seeds, mode="cluster"), Keys(prefix))
     yield made
     await made.close()
 
