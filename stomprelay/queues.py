@@ -139,6 +139,8 @@ class Queues:
         #: (session id, subscription id) -> (queue name, consumer)
         self._subs: dict[tuple[str, str], tuple[str, _Consumer]] = {}
         self._by_session: dict[str, set[str]] = {}
+        #: Every queue this relay consumed from: its group holds a consumer of this relay.
+        self._consumed: set[str] = set()
         #: message id -> times this relay put it back for another relay's subscriber
         self._bounces: dict[str, int] = {}
         self._closing = False
@@ -217,6 +219,7 @@ class Queues:
         if queue is None:
             queue = self._queues[name] = _Queue(name)
         queue.consumers[consumer.key] = consumer
+        self._consumed.add(name)
         self._subs[(session_id, subscription.id)] = (name, consumer)
         self._by_session.setdefault(session_id, set()).add(subscription.id)
         self.metrics.queue_consumers.inc()
@@ -518,12 +521,13 @@ class Queues:
         if readers:
             await asyncio.wait(readers, timeout=BLOCK_MS / 1000 + 2)
         for queue in list(self._queues.values()):
-            with contextlib.suppress(BackendUnavailable):
-                if queue.acks:
-                    ids, queue.acks = queue.acks, []
+            if queue.acks:
+                ids, queue.acks = queue.acks, []
+                with contextlib.suppress(BackendUnavailable):
                     await self.store.ack(queue.name, ids)
-                await self.store.release(
-                    queue.name, self.consumer, self.settings.queue_max_deliveries
-                )
-                await self.store.forget(queue.name, self.consumer)
+        # what this relay still holds goes back; its consumers leave the groups
+        for name in sorted(self._consumed):
+            with contextlib.suppress(BackendUnavailable):
+                await self.store.release(name, self.consumer, self.settings.queue_max_deliveries)
+                await self.store.forget(name, self.consumer)
         await self.store.close()
