@@ -466,6 +466,7 @@ class Queues:
             return
 
     async def _read(self, queue: _Queue) -> None:
+        failing = False
         while queue.consumers and not self._closing:
             self._dispatch(queue)
             if queue.backoff:
@@ -481,7 +482,10 @@ class Queues:
             try:
                 items = await self.store.read(queue.name, self.consumer, room, BLOCK_MS)
             except BackendUnavailable as exc:
-                log.warning("queue %s: read failed: %s", queue.name, exc)
+                # once an outage, not every retry
+                level = logging.DEBUG if failing else logging.WARNING
+                log.log(level, "queue %s: read failed: %s", queue.name, exc)
+                failing = True
                 await asyncio.sleep(RETRY)
                 continue
             except Exception:
@@ -490,6 +494,9 @@ class Queues:
                 log.exception("queue %s: read failed", queue.name)
                 await asyncio.sleep(RETRY)
                 continue
+            if failing:
+                log.warning("queue %s: reading again", queue.name)
+                failing = False
             queue.buffer.extend(items)
 
     # -- relays ---------------------------------------------------------------------
