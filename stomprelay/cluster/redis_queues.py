@@ -19,6 +19,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from stomprelay.bounded import bounded
@@ -181,7 +182,9 @@ class RedisQueues:
     def __init__(self, target: RedisTarget | str, keys: Keys, timeout: float = COMMAND_TIMEOUT):
         self.keys = keys
         self.target = RedisTarget.of(target)
-        self._client = make_client(self.target, decode=False, timeout=timeout)
+        # health_check: a pooled connection idle a second is PINGed first, so one a
+        # Redis restart left stale fails the check, not a SEND
+        self._client = make_client(self.target, decode=False, health_check=1, timeout=timeout)
         self._timeout = timeout
         self._readers: Any = None
         self._scripts = {
@@ -195,6 +198,7 @@ class RedisQueues:
             self._readers = make_client(
                 self.target,
                 decode=False,
+                health_check=1,
                 timeout=self._timeout + block_ms / 1000,
                 pool_size=READ_POOL,
             )
@@ -226,6 +230,28 @@ class RedisQueues:
         (a push already run would then be stored twice, so only before any ran)."""
         for name in {name for name, _ in items}:
             await self._index(name)
+        try:
+            return await self._push_many(items, max_length)
+        except BackendUnavailable as exc:
+            if not isinstance(exc.__cause__, RedisConnectionError):
+                raise
+            # A connection a Redis restart left behind: its commands went to a process
+            # that is gone, so none of them ran; once more on fresh connections.
+            await self._reset()
+            return await self._push_many(items, max_length)
+
+    async def _reset(self) -> None:
+        """Drop every pooled connection of the steps' client."""
+        with contextlib.suppress(RedisError, OSError):
+            if self.target.sharded:
+                for node in self._client.get_nodes():
+                    await node.disconnect()
+            else:
+                await self._client.connection_pool.disconnect()
+
+    async def _push_many(
+        self, items: Sequence[tuple[str, Envelope]], max_length: int
+    ) -> list[bool | BackendUnavailable]:
         script = self._scripts["push"]
         for attempt in (1, 2):
             pipe = self._client.pipeline(transaction=False)

@@ -294,3 +294,31 @@ async def test_graceful_stop_hands_unacknowledged_messages_over(
     assert again == {f.body.decode() for f in held}
     await settled(relays[0], "stop")
     assert stats(relays[0], "stop")["consumers"] == 1
+
+
+async def test_redis_lost_and_back_queues_serve_again(
+    start_relay: Callable[..., RelayProcess],
+    stomp_clients: Callable[..., Awaitable[StompClient]],
+    redis_server: RedisServer,
+) -> None:
+    """Redis restarts empty (no persistence): a SEND meanwhile is an ERROR, never a
+    silent drop; then the relays make the queue's stream and group again and serve it."""
+    relays = three(start_relay)
+    consumer = await stomp_clients(relays[1], name="consumer")
+    await consumer.subscribe("/queue/outage", "s", ack="client-individual")
+    producer = await stomp_clients(relays[0], name="producer")
+    await producer.send("/queue/outage", "before", receipt=True)
+    await ack_frame(consumer, await consumer.next_message("s"))
+    redis_server.stop()
+    doomed = await stomp_clients(relays[2], name="sender-during-outage")
+    with pytest.raises(StompClientError):
+        await doomed.send("/queue/outage", "lost?", receipt=True, timeout=30)
+    assert doomed.errors[0].get("message") == "Queue unavailable"
+    redis_server.start()
+    await eventually(lambda: all(r.ready() for r in relays), timeout=30, what="relays ready")
+
+    producer = await stomp_clients(relays[0], name="producer-after")
+    await producer.send("/queue/outage", "after", receipt=True, timeout=10)
+    frame = await consumer.next_message("s", lambda f: f.body == b"after", timeout=30)
+    await ack_frame(consumer, frame)
+    await settled(relays[0], "outage")
