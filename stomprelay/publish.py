@@ -381,10 +381,10 @@ class Sender:
         a session goes from one to the other, what it waits for is both."""
         session = sink.session
         state = self._inflight.get(session.session_id)
+        last: asyncio.Future[Any] = done
         if state is None:
             state = self._inflight[session.session_id] = _Inflight(done)
-        last: asyncio.Future[Any] = done
-        if state.queued != queued and not state.last.done():
+        elif state.queued != queued and not state.last.done():
             last = asyncio.gather(state.last, done, return_exceptions=True)
         state.count += 1
         state.last = last

@@ -378,3 +378,20 @@ async def test_metrics_count_queue_messages(relays: Relays, clients: Any) -> Non
         "stomprelay_queue_consumers 1.0",
     ):
         assert line in metrics
+
+
+async def test_a_session_sending_to_topics_and_queues_gets_its_receipts(
+    relays: Relays, clients: Any
+) -> None:
+    (server,) = await relays(1)
+    watcher = await clients(server)
+    await watcher.subscribe("/topic/mixed", "t")
+    await watcher.subscribe("/queue/mixed", "q")
+    sender = await clients(server)
+    for i in range(20):
+        destination = "/topic/mixed" if i % 2 else "/queue/mixed"
+        await sender.send(destination, f"m{i}", receipt=(i == 19))
+    topic = await watcher.collect(10, "t")
+    queue = await watcher.collect(10, "q")
+    assert bodies(topic) == [f"m{i}" for i in range(1, 20, 2)]
+    assert bodies(queue) == [f"m{i}" for i in range(0, 20, 2)]
