@@ -558,29 +558,15 @@ class ServerSession:
 
     def deliver(self, message: PreparedMessage, subscription_id: str, now: float) -> bool:
         """Queue ``message`` for one subscription; False if it no longer exists."""
-        return self.deliver_acked(message, subscription_id, now) is not None
-
-    def unacked(self, subscription_id: str) -> int:
-        """MESSAGEs of a client-ack subscription awaiting ACK or NACK (0 in auto mode)."""
-        pending = self._pending.get(subscription_id)
-        return len(pending.keys) if pending is not None else 0
-
-    def deliver_acked(
-        self, message: PreparedMessage, subscription_id: str, now: float
-    ) -> str | None:
-        """:meth:`deliver`, returning the key the client's ACK or NACK will name
-        (the ``ack`` header on 1.2, ``message-id`` before; "" in auto mode), or None
-        when the subscription no longer exists."""
         subscription = self.subscriptions.get(subscription_id)
         if (
             self.state is not State.OPEN
             or subscription is None
             or subscription.destination != message.destination
         ):
-            return None
+            return False
         pending = self._pending.get(subscription_id)
         ack: str | None = None
-        key = ""
         if pending is not None:
             if len(pending.keys) >= self.settings.max_pending_acks:
                 self.fail(
@@ -590,7 +576,7 @@ class ServerSession:
                         "messages awaiting ACK.",
                     )
                 )
-                return None
+                return False
             if self.version == V12:
                 self._ack_counter += 1
                 key = ack = f"{self.session_id}-{self._ack_counter}"
@@ -601,7 +587,26 @@ class ServerSession:
         # _queue inlined: this runs once per subscriber of every message
         self._outbox.append(message.render(self.version, subscription_id, ack))
         self._last_sent = now
-        return key
+        return True
+
+    def deliver_acked(
+        self, message: PreparedMessage, subscription_id: str, now: float
+    ) -> str | None:
+        """:meth:`deliver`, returning the key the client's ACK or NACK will name
+        (the ``ack`` header on 1.2, ``message-id`` before; "" in auto mode), or None
+        when nothing was delivered."""
+        if not self.deliver(message, subscription_id, now):
+            return None
+        if subscription_id not in self._pending:
+            return ""
+        if self.version == V12:
+            return f"{self.session_id}-{self._ack_counter}"
+        return message.message_id
+
+    def unacked(self, subscription_id: str) -> int:
+        """MESSAGEs of a client-ack subscription awaiting ACK or NACK (0 in auto mode)."""
+        pending = self._pending.get(subscription_id)
+        return len(pending.keys) if pending is not None else 0
 
     def fail(self, error: PeerError, receipt_id: str | None = None) -> None:
         """Report an application-level refusal: ERROR frame, then close."""
