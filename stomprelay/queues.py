@@ -515,6 +515,46 @@ class Queues:
             self.metrics.queue_messages.labels("requeued").inc(total)
         return total
 
+    def watch(
+        self,
+        alive: Callable[[], Awaitable[set[str]]],
+        may_judge: Callable[[], bool],
+        every: float,
+        idle_ms: int,
+    ) -> None:
+        """Every ``every`` seconds, give back what consumers of relays that are gone
+        hold: a relay whose reap did not run its queue step (it failed, or its
+        sweeper died), or that left a group without a reap. Only consumers idle
+        ``idle_ms`` whose relay is not alive (``alive``: the relay ids with a
+        heartbeat) and only while this relay ``may_judge`` (no recent trouble with
+        Redis): a live relay's consumer reads at least every second while it has
+        room, and one that is full keeps its heartbeat."""
+
+        async def loop() -> None:
+            while not self._closing:
+                await asyncio.sleep(every)
+                if not may_judge():
+                    continue
+                try:
+                    await self.sweep_orphans(await alive(), idle_ms)
+                except BackendUnavailable as exc:
+                    log.debug("queues: orphan sweep skipped: %s", exc)
+
+        self._spawn(asyncio.get_running_loop().create_task(loop(), name="queue-orphans"))
+
+    async def sweep_orphans(self, alive: set[str], idle_ms: int) -> int:
+        """Requeue what idle consumers of relays not in ``alive`` hold; how many."""
+        total = 0
+        for name in await self.store.names():
+            for who, pending, idle in await self.store.consumer_info(name):
+                server = who.rpartition("/")[0]
+                if pending and idle >= idle_ms and server and server not in alive:
+                    moved = await self.store.release(name, who, self.settings.queue_max_deliveries)
+                    log.warning("queue %s: requeued %d entries of gone relay %s", name, moved, who)
+                    self.metrics.queue_messages.labels("requeued").inc(moved)
+                    total += moved
+        return total
+
     async def stats(self, name: str) -> QueueStats | None:
         return await self.store.stats(name)
 

@@ -306,6 +306,16 @@ class Relay:
             await self.outage.guard(self.registration.register)
         self._started = True
         self.liveness.start()
+        settings = self.settings
+        self.queues.watch(
+            self._alive_servers,
+            lambda: self.outage.may_judge(settings.liveness_ttl),
+            every=max(10 * settings.sweep_interval, 1.0),
+            idle_ms=int(4000 * settings.liveness_ttl),
+        )
+
+    async def _alive_servers(self) -> set[str]:
+        return {record.server_id for record, alive, _ in await self.registry.servers() if alive}
 
     async def close(self) -> None:
         """After every client is gone: stop liveness, drop this relay's keys.

@@ -14,7 +14,7 @@ entries and the same rules in dicts.
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -122,6 +122,10 @@ class QueueStore(Protocol):
 
     async def consumer_names(self, name: str) -> list[str]:
         """The consumers (relays) the queue's group knows: those with entries pending."""
+        ...
+
+    async def consumer_info(self, name: str) -> list[tuple[str, int, int]]:
+        """Each consumer the group knows: (name, entries pending, ms since it last read)."""
         ...
 
     async def names(self) -> list[str]: ...
@@ -237,6 +241,11 @@ class MemoryQueues:
     async def consumer_names(self, name: str) -> list[str]:
         queue = self._queue(name)
         return sorted({owner for owner, _ in queue.pending.values()} | set(queue.consumers))
+
+    async def consumer_info(self, name: str) -> list[tuple[str, int, int]]:
+        # one process: every consumer is this one's, reading now
+        pending = Counter(owner for owner, _ in self._queue(name).pending.values())
+        return [(who, pending[who], 0) for who in await self.consumer_names(name)]
 
     async def names(self) -> list[str]:
         return sorted(self._queues)

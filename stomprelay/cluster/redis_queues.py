@@ -336,13 +336,16 @@ class RedisQueues:
         return {as_text(k): int(v) for k, v in counts.items()}
 
     async def consumer_names(self, name: str) -> list[str]:
+        return [who for who, _, _ in await self.consumer_info(name)]
+
+    async def consumer_info(self, name: str) -> list[tuple[str, int, int]]:
         try:
             rows = await guard(self._client.xinfo_consumers(self.keys.queue(name), GROUP))
         except BackendUnavailable as exc:
             if isinstance(exc.__cause__, ResponseError):
                 return []  # no such stream or group (yet)
             raise
-        return sorted(as_text(row["name"]) for row in rows)
+        return sorted((as_text(row["name"]), int(row["pending"]), int(row["idle"])) for row in rows)
 
     async def names(self) -> list[str]:
         return sorted(as_text(n) for n in await guard(self._client.smembers(self.keys.queue_names)))

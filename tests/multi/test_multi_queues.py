@@ -22,11 +22,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from clusterhelpers import REAP_DEADLINE, PyStompClient, eventually
+from clusterhelpers import REAP_DEADLINE, K, PyStompClient, eventually
 from procs import RedisServer, RelayProcess
 from stompclient import StompClient, StompClientError
 from test_multi_api import run_cli
 
+from stomprelay.cluster.envelope import Envelope
 from stomprelay.stomp.frames import Frame
 
 pytestmark = pytest.mark.redis
@@ -322,3 +323,33 @@ async def test_redis_lost_and_back_queues_serve_again(
     frame = await consumer.next_message("s", lambda f: f.body == b"after", timeout=30)
     await ack_frame(consumer, frame)
     await settled(relays[0], "outage")
+
+
+async def test_entries_of_a_relay_gone_without_a_reap_come_back(
+    start_relay: Callable[..., RelayProcess],
+    stomp_clients: Callable[..., Awaitable[StompClient]],
+    rdb: Any,
+) -> None:
+    """A relay that left entries pending and is in no registry (its reap's queue step
+    never ran): once its consumer is idle long enough, a relay gives them back."""
+    stream = K.queue("orphans")
+    rdb.xgroup_create(stream, "g", "0", mkstream=True)
+    for i in range(5):
+        envelope = Envelope(f"ghost-{i}", "ghost", "/queue/orphans", (), f"m{i}".encode(), 1)
+        rdb.xadd(stream, {"e": envelope.to_json(), "n": 0})
+    rdb.sadd(K.queue_names, "orphans")
+    taken = rdb.xreadgroup("g", "ghost/1", {stream: ">"}, count=5)
+    assert len(taken[0][1]) == 5
+    relays = three(start_relay)
+    consumer = await stomp_clients(relays[0], name="consumer")
+    await consumer.subscribe("/queue/orphans", "s", ack="client-individual")
+    got = await consumer.collect(5, "s", timeout=60)
+    assert sorted(bodies_of(got)) == [f"m{i}" for i in range(5)]
+    assert all(f.get("redelivered") == "true" for f in got)
+    for frame in got:
+        await ack_frame(consumer, frame)
+    await settled(relays[1], "orphans")
+
+
+def bodies_of(frames: list[Frame]) -> list[str]:
+    return [f.body.decode() for f in frames]
