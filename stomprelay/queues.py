@@ -92,6 +92,8 @@ class _Consumer:
     prefetch: int
     #: What the client's ACK names (ack id or message-id) -> the entry delivered.
     held: dict[str, QueueItem] = field(default_factory=dict)
+    #: Counted in the queue's consumers hash (the count is taken back at the end).
+    counted: bool = False
 
     def room(self) -> int:
         if self.sink.session.closed:
@@ -228,10 +230,16 @@ class Queues:
                 await self._adopt(name)
             await self.store.consumers(name, self.consumer, 1)
         except BackendUnavailable as exc:
-            await self._remove(session_id, subscription.id, count=False)
+            await self._remove(session_id, subscription.id)
             raise PolicyError(
                 "Queue unavailable", f"Redis is unreachable ({exc}); subscribe again later."
             ) from None
+        consumer.counted = True
+        if (session_id, subscription.id) not in self._subs:
+            # the session ended meanwhile: _remove could not take the count back
+            with contextlib.suppress(BackendUnavailable):
+                await self.store.consumers(name, self.consumer, -1)
+            return
         if queue.reader is None and not self._closing:
             queue.reader = asyncio.get_running_loop().create_task(
                 self._run(queue), name=f"queue-reader-{name}"
@@ -259,7 +267,7 @@ class Queues:
     def subscribed(self, session_id: str, sub_id: str) -> bool:
         return (session_id, sub_id) in self._subs
 
-    async def _remove(self, session_id: str, sub_id: str, count: bool = True) -> None:
+    async def _remove(self, session_id: str, sub_id: str) -> None:
         found = self._subs.pop((session_id, sub_id), None)
         subs = self._by_session.get(session_id)
         if subs is not None:
@@ -277,7 +285,7 @@ class Queues:
         held = list(consumer.held.values())
         consumer.held.clear()
         await self._redeliver(queue, held, consumer.key)
-        if count:
+        if consumer.counted:
             with contextlib.suppress(BackendUnavailable):
                 await self.store.consumers(name, self.consumer, -1)
         queue.wake.set()
