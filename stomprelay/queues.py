@@ -43,7 +43,7 @@ from stomprelay.metrics import Metrics
 from stomprelay.router import Sink
 from stomprelay.settings import Settings
 from stomprelay.stomp.frames import PreparedMessage
-from stomprelay.stomp.session import Acknowledged, Subscription
+from stomprelay.stomp.session import Acknowledged, State, Subscription
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,9 @@ class _Consumer:
     counted: bool = False
 
     def room(self) -> int:
-        if self.sink.session.closed:
+        session = self.sink.session
+        # an UNSUBSCRIBE or DISCONNECT the relay has not acted on yet: no room
+        if session.state is not State.OPEN or self.sub_id not in session.subscriptions:
             return 0
         if self.auto:
             return 0 if self.sink.write_paused else AUTO_WINDOW
@@ -446,7 +448,8 @@ class Queues:
             buffer.popleft()
             if not self._deliver(queue, consumer, item):
                 buffer.appendleft(item)
-            elif self._bounces:
+                break  # the reader looks again (room() says no for that one now)
+            if self._bounces:
                 self._bounces.pop(message_id, None)
         if bounce:
             self._background(self._requeue(queue.name, bounce))

@@ -395,3 +395,25 @@ async def test_a_session_sending_to_topics_and_queues_gets_its_receipts(
     queue = await watcher.collect(10, "q")
     assert bodies(topic) == [f"m{i}" for i in range(1, 20, 2)]
     assert bodies(queue) == [f"m{i}" for i in range(0, 20, 2)]
+
+
+async def test_unsubscribe_mid_stream_loses_nothing(relays: Relays, clients: Any) -> None:
+    servers = await relays(2)
+    leaving = await clients(servers[0])
+    staying = await clients(servers[-1])
+    await leaving.subscribe("/queue/stream", "a")
+    await staying.subscribe("/queue/stream", "b")
+    producer = await clients(servers[0])
+    sending = asyncio.create_task(send_all(producer, "stream", 600))
+    await leaving.next_message("a", timeout=10)
+    await leaving.unsubscribe("a")
+    await sending
+    left = len(leaving.received("a"))
+
+    async def all_in() -> bool:
+        return left + len(staying.received("b")) >= 600
+
+    await until(all_in, "every message delivered once")
+    got = bodies(leaving.received("a")) + bodies(staying.received("b"))
+    assert sorted(got) == sorted(f"m{i}" for i in range(600))
+    await until(lambda: _settled(servers[0], "stream"), "the queue to be empty")
