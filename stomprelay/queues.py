@@ -36,7 +36,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 from stomprelay.cluster.envelope import Envelope
-from stomprelay.cluster.queue_store import QueueItem, QueueStats, QueueStore, Requeue
+from stomprelay.cluster.queue_store import QueueItem, QueueStore, Requeue
 from stomprelay.destinations import queue_destination
 from stomprelay.errors import BackendUnavailable, PolicyError
 from stomprelay.metrics import Metrics
@@ -565,9 +565,6 @@ class Queues:
                     self.metrics.queue_messages.labels("requeued").inc(moved)
                     total += moved
         return total
-
-    async def stats(self, name: str) -> QueueStats | None:
-        return await self.store.stats(name)
 
     async def close(self) -> None:
         """After every session is gone: stop the readers, put back whatever this relay
