@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Protocol
 from stomprelay.cluster.envelope import Envelope
 from stomprelay.cluster.history import HistoryPolicy, log_json
 from stomprelay.cluster.registry import participant_json, room_json, server_json, session_json
+from stomprelay.destinations import check_queue_name
 from stomprelay.errors import InternalError, PolicyError
 from stomprelay.notify import kick_command, operator_command, system_notification
 from stomprelay.router import Route, parse_destination
@@ -113,6 +114,13 @@ class Admin:
 
     async def rooms(self) -> list[Row]:
         return [room_json(r) for r in await self.backends.registry.rooms()]
+
+    async def queue(self, name: str) -> Row | None:
+        """``/queue/{name}`` (docs/queues.md): ``{"name", "length", "consumers",
+        "pending", "deadLetters"}``, None for a queue nobody used."""
+        store = self.backends.queues
+        stats = await store.stats(check_queue_name(name)) if store is not None else None
+        return stats.as_json() if stats is not None else None
 
     async def room(self, room_id: str) -> RoomView | None:
         """One room: its record, its log (None when not logged) and its
@@ -213,3 +221,5 @@ class Admin:
         if self._delivery is None:
             await self.backends.registry.close()
             await self.backends.bus.close()
+            if self.backends.queues is not None:
+                await self.backends.queues.close()

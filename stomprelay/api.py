@@ -38,8 +38,16 @@ from stomprelay.auth import check_name
 from stomprelay.clock import now_ms
 from stomprelay.cluster.envelope import Envelope
 from stomprelay.cluster.history import HistoryPolicy, LogSlice
+from stomprelay.cluster.queue_store import QueueStats
 from stomprelay.destinations import MAX_USER as MAX_USER_ID
-from stomprelay.destinations import Route, canonical, channels_for, log_id_for, parse_destination
+from stomprelay.destinations import (
+    Route,
+    canonical,
+    channels_for,
+    check_queue_name,
+    log_id_for,
+    parse_destination,
+)
 from stomprelay.errors import BackendUnavailable, InternalError, PolicyError, StompRelayError
 from stomprelay.router import RESERVED_HEADERS, message_headers
 from stomprelay.settings import Settings
@@ -392,6 +400,25 @@ class ServerApi:
             "offset": read.last,
             "messages": [entry_json(e) for e in read.entries],
         }
+
+    async def queue(self, name: str) -> Row:
+        """``/queue/{name}``: ``{"name", "length", "consumers", "pending", "deadLetters"}``
+        (docs/queues.md); 404 for a queue nobody used."""
+        try:
+            check_queue_name(name)
+        except PolicyError as exc:
+            raise bad(exc.detail, "name") from None
+        store = self.backends.queues
+        if store is None:
+            raise ApiError(404, f"no queue {name}")
+        try:
+            stats = await self._guard(lambda: store.stats(name))
+        except BackendUnavailable:
+            raise ApiError(503, "Redis is unreachable; the queue cannot be read now") from None
+        if stats is None:
+            raise ApiError(404, f"no queue {name}")
+        assert isinstance(stats, QueueStats)
+        return stats.as_json()
 
     async def user(self, user: str) -> Row:
         """Whether ``user`` has a session anywhere, and each one's relay, connection

@@ -104,11 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_options(inspect, (REDIS,))
     inspect.add_argument(
         "what",
-        choices=["servers", "sessions", "rooms", "room", "session", "keys", "webhooks"],
+        choices=["servers", "sessions", "rooms", "room", "session", "keys", "webhooks", "queue"],
         help="keys: every key of the prefix with its type, TTL and content; webhooks: the "
-        "webhook partitions and dead letters",
+        "webhook partitions and dead letters; queue NAME: one queue",
     )
-    inspect.add_argument("id", nargs="?", help="room or session id")
+    inspect.add_argument("id", nargs="?", help="room or session id, or queue name")
     inspect.add_argument("--json", action="store_true", help="print JSON instead of tables")
     add_partitions_option(inspect)
 
@@ -471,6 +471,9 @@ async def _rows(admin: Admin, what: str, item: str | None) -> list[dict[str, obj
     if what == "session":
         record = await admin.session(item)
         return [record] if record is not None else f"no session {item}"
+    if what == "queue":
+        queue = await admin.queue(item)
+        return [queue] if queue is not None else f"no queue {item}"
     room = await admin.room(item)
     if room is None:
         return f"no room {item}"
@@ -479,7 +482,7 @@ async def _rows(admin: Admin, what: str, item: str | None) -> list[dict[str, obj
 
 
 async def inspect(args: argparse.Namespace) -> int:
-    from stomprelay.errors import BackendUnavailable
+    from stomprelay.errors import BackendUnavailable, PolicyError
 
     if args.what == "webhooks":
         from stomprelay.cli_webhooks import inspect_webhooks
@@ -494,6 +497,9 @@ async def inspect(args: argparse.Namespace) -> int:
     except BackendUnavailable as exc:
         print(f"stomprelay inspect: {exc}", file=sys.stderr)
         return 1
+    except PolicyError as exc:  # a queue name that cannot be one
+        print(f"stomprelay inspect: {exc.detail}", file=sys.stderr)
+        return 2
     if isinstance(rows, str):
         print(rows, file=sys.stderr)
         return 1 if rows.startswith("no ") else 2

@@ -46,7 +46,7 @@ class Route:
     For kind ``user``, ``name`` is the (decoded) user, "" for the subscriber's own
     (``/user/queue/{q}``, before :func:`own_route`), and ``action`` the queue name."""
 
-    kind: str  # room | broadcast | system | topic | app | user | temp | reply
+    kind: str  # room | broadcast | system | topic | app | user | temp | reply | queue
     name: str = ""
     action: str = ""  # for kind "app": join | message | leave | participants; "user": queue
 
@@ -140,10 +140,35 @@ def parse_destination(destination: str) -> Route:
         )
     if destination.startswith(USER_PREFIX):
         return _user_route(destination)
+    if destination.startswith(QUEUE_PREFIX):
+        return Route("queue", check_queue_name(destination[len(QUEUE_PREFIX) :]))
     raise PolicyError(
         "Unknown destination",
-        f"{destination[:120]} is not served here; use /topic/..., /app/room/... or /user/....",
+        f"{destination[:120]} is not served here; use /topic/..., /queue/..., "
+        "/app/room/... or /user/....",
     )
+
+
+# -- queues (docs/queues.md) ---------------------------------------------------
+
+#: Competing consumers: ``/queue/{name}``, and its dead-letter queue ``/queue/{name}.dlq``.
+QUEUE_PREFIX = "/queue/"
+
+
+def check_queue_name(name: str) -> str:
+    """A queue's name: ``[A-Za-z0-9_.-]{1,64}``, and a dead-letter queue's (that plus
+    ``.dlq``, whatever the length); a Redis key part, as a room id is."""
+    base = name[:-4] if name.endswith(".dlq") else name
+    if not QUEUE_NAME.fullmatch(name) and not QUEUE_NAME.fullmatch(base):
+        raise PolicyError(
+            "Invalid queue name",
+            f"Queue names match [A-Za-z0-9_.-]{{1,64}}; {name[:80]!r} does not.",
+        )
+    return name
+
+
+def queue_destination(name: str) -> str:
+    return QUEUE_PREFIX + name
 
 
 def own_route(route: Route, user: str) -> Route:

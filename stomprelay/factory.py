@@ -56,7 +56,17 @@ def build_backends(
             fence_ms=int(settings.liveness_ttl * 1000),
             lock_ttl_ms=settings.reaper_lock_ms,
         )
-        return Backends(MemoryBus(hub), memory, memory.log, keys, hub.webhook_log, webhooks)
+        from stomprelay.cluster.queue_store import MemoryQueues
+
+        return Backends(
+            MemoryBus(hub),
+            memory,
+            memory.log,
+            keys,
+            webhook_log=hub.webhook_log,
+            webhooks=webhooks,
+            queues=MemoryQueues(),
+        )
     from stomprelay.cluster.redis_backend import RedisRegistry
     from stomprelay.cluster.redis_bus import RedisBus
 
@@ -82,7 +92,10 @@ def build_backends(
     )
     if isinstance(bus, RedisBus) and target.mode == "sentinel":
         registry.failover_pending = bus.failover_pending
-    return Backends(bus, registry, registry.log, keys, webhooks=webhooks)
+    from stomprelay.cluster.redis_queues import RedisQueues
+
+    queues = RedisQueues(target, keys, timeout=settings.redis_timeout)
+    return Backends(bus, registry, registry.log, keys, webhooks=webhooks, queues=queues)
 
 
 def build_webhook_steps(settings: Settings) -> WebhookSteps | None:

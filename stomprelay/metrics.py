@@ -195,6 +195,20 @@ class Metrics:
             registry=self.registry,
         )
 
+        # queues (docs/queues.md)
+        self.queue_messages = Counter(
+            "stomprelay_queue_messages",
+            "Queue messages by what happened: sent, refused (queue full), delivered, "
+            "acked, requeued (NACK or a consumer's end), dead_lettered",
+            ["event"],
+            registry=self.registry,
+        )
+        self.queue_consumers = Gauge(
+            "stomprelay_queue_consumers",
+            "Subscriptions to /queue/ destinations on this relay",
+            registry=self.registry,
+        )
+
     def repaired(self, messages: int, seconds: float) -> None:
         self.repaired_messages.inc(messages)
         self.repair_seconds.inc(seconds)

@@ -116,6 +116,21 @@ _SUBSCRIBED = _obj(
     sessions={**_INT, "description": "sessions subscribed (or unsubscribed) now"},
 )
 _DISCONNECTED = _obj(["user"], user=_STR, sessions=_INT)
+_QUEUE_PARAM: Schema = {
+    "name": "name",
+    "in": "path",
+    "required": True,
+    "description": "the queue's name: /queue/{name} (a dead-letter queue: {name}.dlq)",
+    "schema": _STR,
+}
+_QUEUE = _obj(
+    ["name", "length", "consumers", "pending", "deadLetters"],
+    name=_STR,
+    length={**_INT, "description": "messages waiting for a consumer"},
+    consumers={**_INT, "description": "subscriptions consuming it, on every relay"},
+    pending={**_INT, "description": "messages delivered and not yet acknowledged"},
+    deadLetters={**_INT, "description": "messages in {name}.dlq"},
+)
 _USER_PARAM: Schema = {
     "name": "user",
     "in": "path",
@@ -248,6 +263,14 @@ def document() -> Schema:
             },
             "/api/openapi.json": {
                 "get": _operation("This document", {"type": "object"}, errors=(401, 403))
+            },
+            "/api/queues/{name}": {
+                "get": _operation(
+                    "A /queue/ destination: waiting, consumers, unacknowledged, dead letters",
+                    _QUEUE,
+                    errors=(400, 401, 403, 404, 503),
+                    parameters=(_QUEUE_PARAM,),
+                )
             },
         },
     }

@@ -560,6 +560,32 @@ OPTIONS: tuple[Option, ...] = (
         shown="none",
     ),
     Option(
+        "--queue-max-length",
+        "most messages one queue (/queue/{name}) holds, waiting or unacknowledged; a SEND "
+        "past it gets an ERROR (docs/queues.md)",
+        "QUEUE_MAX_LENGTH",
+        ("queue_max_length",),
+        int,
+        minimum=1,
+    ),
+    Option(
+        "--queue-max-deliveries",
+        "deliveries of one queue message before it goes to /queue/{name}.dlq",
+        "QUEUE_MAX_DELIVERIES",
+        ("queue_max_deliveries",),
+        int,
+        minimum=1,
+    ),
+    Option(
+        "--queue-prefetch",
+        "unacknowledged messages per client-ack queue subscription without a "
+        "prefetch-count header (at most --max-pending-acks)",
+        "QUEUE_PREFETCH",
+        ("queue_prefetch",),
+        int,
+        minimum=1,
+    ),
+    Option(
         "--dev-tokens",
         "DEVELOPMENT ONLY: GET /dev/token?user=NAME hands a token for any user to anyone",
         "DEV_TOKENS",

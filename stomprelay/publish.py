@@ -35,6 +35,7 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from stomprelay.auth import REFRESH_DESTINATION
 from stomprelay.bounded import STOP_TIMEOUT, stop_task
@@ -250,14 +251,22 @@ def sent_to(events: list[Event]) -> set[str]:
     }
 
 
+def _no_queues(name: str, envelope: Envelope) -> asyncio.Future[None]:
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    done.set_exception(PolicyError("Unknown destination", "This relay serves no queues."))
+    return done
+
+
 class _Inflight:
     """A session's SENDs in the pipeline: how many, and the last one."""
 
-    __slots__ = ("count", "last")
+    __slots__ = ("count", "last", "queued")
 
-    def __init__(self, last: asyncio.Future[None]) -> None:
+    def __init__(self, last: asyncio.Future[Any]) -> None:
         self.count = 0
         self.last = last
+        #: Whether ``last`` is a queue's store (a batch of its own, not the pipeline's).
+        self.queued = False
 
 
 class Sender:
@@ -284,8 +293,11 @@ class Sender:
         metrics: Metrics,
         sender: Callable[[str], Headers],
         user_of: Callable[[str], str] = lambda _: "",
+        queue_submit: Callable[[str, Envelope], asyncio.Future[None]] | None = None,
     ) -> None:
         self.settings = settings
+        #: Stores a SEND to ``/queue/{name}`` (:meth:`stomprelay.queues.Queues.submit`).
+        self._queue_submit = queue_submit or _no_queues
         self._user_of = user_of
         self.keys = keys
         self.router = router
@@ -335,6 +347,9 @@ class Sender:
         envelope = self.router.envelope(
             canonical(route, event.destination), frame.headers, frame.body, sender
         )
+        if route.kind == "queue":
+            self._track(sink, event, self._queue_submit(route.name, envelope), queued=True)
+            return True
         self._submit(sink, event, route, envelope)
         if route.kind == "user":
             author = self._user_of(session.session_id)
@@ -356,11 +371,24 @@ class Sender:
         done = self.pipeline.submit(
             log_id, channel_of(route, self.keys), envelope, session.session_id
         )
+        self._track(sink, event, done)
+
+    def _track(
+        self, sink: Sink, event: MessageSent, done: asyncio.Future[None], queued: bool = False
+    ) -> None:
+        """Count a SEND in flight until ``done``; a refusal then is the session's ERROR.
+        Queue stores and the pipeline complete in order each, not with each other: where
+        a session goes from one to the other, what it waits for is both."""
+        session = sink.session
         state = self._inflight.get(session.session_id)
+        last: asyncio.Future[Any] = done
         if state is None:
             state = self._inflight[session.session_id] = _Inflight(done)
+        elif state.queued != queued and not state.last.done():
+            last = asyncio.gather(state.last, done, return_exceptions=True)
         state.count += 1
-        state.last = done
+        state.last = last
+        state.queued = queued
         done.add_done_callback(lambda f: self._taken(session, sink, event.receipt, f))
 
     def _taken(

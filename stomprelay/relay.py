@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import secrets
 import time
@@ -28,18 +29,22 @@ from stomprelay.clock import now_ms
 from stomprelay.cluster.backends import Backends
 from stomprelay.cluster.envelope import Envelope
 from stomprelay.cluster.history import HistoryPolicy
+from stomprelay.cluster.queue_store import MemoryQueues
 from stomprelay.cluster.reaper import Liveness
 from stomprelay.cluster.webhook_steps import disconnect_reason
 from stomprelay.dashboard import Dashboard, Reading, Sampler, store_for
+from stomprelay.destinations import QUEUE_PREFIX
 from stomprelay.errors import BackendUnavailable, PeerError, PolicyError
 from stomprelay.metrics import Metrics, counter_total
 from stomprelay.publish import Sender, sent_to
+from stomprelay.queues import Queues
 from stomprelay.registration import Registration
 from stomprelay.replies import Replies
 from stomprelay.rooms import Rooms
 from stomprelay.router import Route, Router, Sink, parse_destination
 from stomprelay.settings import Settings
 from stomprelay.stomp.session import (
+    Acknowledged,
     Connected,
     DisconnectRequested,
     Event,
@@ -92,6 +97,10 @@ class Relay:
     ) -> None:
         self.settings = settings
         self.server_id = server_id
+        if backends.queues is None:
+            backends = dataclasses.replace(backends, queues=MemoryQueues())
+        assert backends.queues is not None
+        queue_store = backends.queues
         bus, registry, log, keys = backends.bus, backends.registry, backends.log, backends.keys
         self.keys = keys
         self.policy = HistoryPolicy.of(settings)
@@ -140,6 +149,14 @@ class Relay:
             hook=hook,
             users=users,
         )
+        #: /queue/ destinations: competing consumers (docs/queues.md).
+        self.queues = Queues(
+            queue_store,
+            settings,
+            f"{server_id}/{secrets.token_hex(4)}",
+            metrics,
+            self.background,
+        )
         self.sender = Sender(
             settings,
             keys,
@@ -150,6 +167,7 @@ class Relay:
             metrics,
             self.access.sender,
             self.access.user_of,
+            queue_submit=self.queues.submit,
         )
         #: The per-user channels (a user's channel while this relay holds its sessions).
         self.users = UserChannels(
@@ -179,6 +197,7 @@ class Relay:
             may_judge=lambda: outage.may_judge(settings.liveness_ttl),
             clock_ms=now_ms,
             next_message_id=router.next_message_id,
+            on_reaped=self.queues.reaped,
         )
         router.on_delivered = metrics.delivered.inc
         router.on_repaired = metrics.repaired
@@ -345,6 +364,16 @@ class Relay:
         if self.webhook_delivery is not None:
             self.webhook_delivery.start()
         self.sampler.start()
+        settings = self.settings
+        self.queues.watch(
+            self._alive_servers,
+            lambda: self.outage.may_judge(settings.liveness_ttl),
+            every=max(10 * settings.sweep_interval, 1.0),
+            idle_ms=int(4000 * settings.liveness_ttl),
+        )
+
+    async def _alive_servers(self) -> set[str]:
+        return {record.server_id for record, alive, _ in await self.registry.servers() if alive}
 
     async def close(self) -> None:
         """After every client is gone: stop liveness, drop this relay's keys.
@@ -367,6 +396,7 @@ class Relay:
         await self.sampler.stop()
         done("publisher, liveness")
         await self.outage.close()
+        await bounded("close: queues", self.queues.close(), CLOSE_STEP_TIMEOUT)
         await self.router.close()
         for task in list(self._background):
             task.cancel()
@@ -440,6 +470,7 @@ class Relay:
             SERVER_NAME,
             defer_connect=True,
             untransacted=frozenset({REFRESH_DESTINATION}),
+            acked_prefixes=(QUEUE_PREFIX,),
         )
 
     def attach(self, sink: Sink) -> None:
@@ -457,6 +488,7 @@ class Relay:
         self.access.forget(session.session_id)
         self.sender.forget(session.session_id)
         self.replies.forget(session.session_id)
+        await self.queues.drop(session.session_id)
         await self.router.drop(session.session_id)
         session.subscriptions.clear()
         await self.users.disconnected(session.session_id)
@@ -547,10 +579,19 @@ class Relay:
         if isinstance(event, MessageSent):
             await self._on_send(sink, event)
         elif isinstance(event, Subscribed):
-            if not self.server_subs.subscribed(sink, event.subscription):
+            route = parse_destination(event.subscription.destination)
+            if route.kind == "queue":
+                await self.queues.subscribe(sink, event.subscription, route.name)
+            elif not self.server_subs.subscribed(sink, event.subscription):
                 await self.subscriptions.subscribe(sink, event)
         elif isinstance(event, Unsubscribed):
-            await self.subscriptions.unsubscribe(sink, event)
+            session_id = sink.session.session_id
+            if self.queues.subscribed(session_id, event.subscription.id):
+                await self.queues.unsubscribe(session_id, event.subscription.id)
+            else:
+                await self.subscriptions.unsubscribe(sink, event)
+        elif isinstance(event, Acknowledged):
+            await self.queues.settle(sink.session.session_id, event)
         elif isinstance(event, ReceiptDue):
             await self.subscriptions.receipt(sink, event)
         elif isinstance(event, DisconnectRequested):

@@ -81,6 +81,8 @@ RESERVED_HEADERS = frozenset(
         "x-sender-session",
         "x-event-type",
         "x-recipient",
+        # set by the relay only (docs/queues.md)
+        "redelivered",
     }
 )
 #: Log entries read per round trip when replaying or repairing.

@@ -209,6 +209,15 @@ class Settings:
     #: Secret signing the requests (``X-Stomprelay-Signature``); None: unsigned.
     auth_hook_secret: str | None = field(default=None, repr=False)
 
+    # -- queues (docs/queues.md) ------------------------------------------------
+    #: Most messages one /queue/ holds (waiting and unacknowledged); a SEND past it: ERROR.
+    queue_max_length: int = 100_000
+    #: Deliveries of one message before it goes to /queue/{name}.dlq instead.
+    queue_max_deliveries: int = 10
+    #: Unacknowledged messages per client-ack queue subscription without a
+    #: ``prefetch-count`` header (at most ``max_pending_acks``).
+    queue_prefetch: int = 100
+
     # -- webhooks (docs/webhooks.md) --------------------------------------------
     #: URL the relay POSTs batches of events to; None: no webhooks (no events kept).
     webhook_url: str | None = None

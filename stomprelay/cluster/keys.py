@@ -67,6 +67,8 @@ TEMPLATES: dict[str, str] = {
     # the dashboard's rings of one relay (docs/operations.md), in the relay's slot
     "server_samples": "{p}:servers:{{{x}}}:samples",
     "server_degraded": "{p}:servers:{{{x}}}:degraded",
+    # queues (docs/queues.md): the index of queue names, one key
+    "queue_names": "{p}:queues",
 }
 
 
@@ -80,6 +82,15 @@ def encode_user(user: str) -> str:
 def glob_escape(text: str) -> str:
     """``text`` matched literally inside a SCAN MATCH pattern (Redis's glob rules)."""
     return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+def queue_tag(name: str) -> str:
+    """A queue's hash tag: its name without ``.dlq`` suffixes (a queue and its
+    dead-letter queues in one slot)."""
+    base = name
+    while base.endswith(".dlq") and len(base) > 4:
+        base = base[:-4]
+    return base
 
 
 def hash_tag(name: str) -> str | None:
@@ -305,6 +316,23 @@ class Keys:
     def room_info_matching(self, fragment: str) -> str:
         """SCAN pattern of the room info hashes whose room id holds ``fragment``."""
         return self._name("room_info", f"*{glob_escape(fragment)}*")
+
+    # -- queues (docs/queues.md) ------------------------------------------------
+
+    @property
+    def queue_names(self) -> str:
+        """Set: the name of every queue a message was sent to or a client consumed."""
+        return self._name("queue_names")
+
+    def queue(self, name: str) -> str:
+        """Stream of ``/queue/{name}`` (consumer group ``g``); a dead-letter queue
+        ``{name}.dlq`` shares its queue's tag, so one step moves a message between them:
+        ``stomp:queue:{orders}:orders``, ``stomp:queue:{orders}:orders.dlq``."""
+        return f"{self.prefix}:queue:{{{queue_tag(name)}}}:{name}"
+
+    def queue_consumers(self, name: str) -> str:
+        """Hash: relay id -> how many subscriptions of that relay consume the queue."""
+        return self.queue(name) + ":consumers"
 
     @property
     def pattern(self) -> str:

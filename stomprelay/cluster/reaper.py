@@ -66,6 +66,7 @@ class Liveness:
         may_judge: Callable[[], bool],
         clock_ms: Callable[[], int],
         next_message_id: Callable[[], str],
+        on_reaped: Callable[[str], Awaitable[object]] | None = None,
     ) -> None:
         self.server_id = server_id
         self.registry = registry
@@ -77,6 +78,8 @@ class Liveness:
         self._may_judge = may_judge
         self._clock_ms = clock_ms
         self._next_message_id = next_message_id
+        #: Told the id of each relay this sweeper reaped (its queue entries go back).
+        self._on_reaped = on_reaped
         self._tasks: list[asyncio.Task[None]] = []
         self.reaped: list[tuple[str, int]] = []
         self._stopping = False
@@ -145,4 +148,6 @@ class Liveness:
                 )
                 self.reaped.append((dead.server_id, reaped))
                 total += reaped
+                if self._on_reaped is not None:
+                    await self._guard(lambda dead=dead: self._on_reaped(dead.server_id))  # type: ignore[misc]
         return total

@@ -90,6 +90,18 @@ class MessageSent:
 
 
 @dataclass(frozen=True, slots=True)
+class Acknowledged:
+    """An ACK or NACK (outside a transaction, or released by COMMIT) settled these
+    messages of a subscription whose destination asks for it (a queue's: the
+    relay acknowledges or redelivers them). ``keys`` are what the client named
+    them by (the ``ack`` header on 1.2, ``message-id`` before), oldest first."""
+
+    subscription_id: str
+    keys: tuple[str, ...]
+    nack: bool
+
+
+@dataclass(frozen=True, slots=True)
 class ReceiptDue:
     """The client asked for a receipt; send it with :meth:`ServerSession.send_receipt`."""
 
@@ -101,7 +113,15 @@ class DisconnectRequested:
     """DISCONNECT received; after handling prior events, call ``close``."""
 
 
-Event = Connected | Subscribed | Unsubscribed | MessageSent | ReceiptDue | DisconnectRequested
+Event = (
+    Connected
+    | Subscribed
+    | Unsubscribed
+    | MessageSent
+    | ReceiptDue
+    | DisconnectRequested
+    | Acknowledged
+)
 
 
 class State(enum.Enum):
@@ -163,6 +183,7 @@ class ServerSession:
         server_name: str = "stomprelay/0",
         defer_connect: bool = False,
         untransacted: frozenset[str] = frozenset(),
+        acked_prefixes: tuple[str, ...] = (),
     ) -> None:
         self.session_id = session_id
         self.server_id = server_id
@@ -196,6 +217,8 @@ class ServerSession:
         self.defer_connect = defer_connect
         #: SEND destinations acted on at once even inside a transaction.
         self.untransacted = untransacted
+        #: Destinations (by prefix) whose ACKs and NACKs become Acknowledged events.
+        self.acked_prefixes = acked_prefixes
         settings_ = self.settings
         self._frame_bucket = TokenBucket(settings_.frame_rate, settings_.frame_burst, now)
         self._byte_bucket = TokenBucket(settings_.byte_rate, settings_.byte_burst, now)
@@ -289,7 +312,7 @@ class ServerSession:
         elif command == "UNSUBSCRIBE":
             self._on_unsubscribe(frame, events)
         elif command in ("ACK", "NACK"):
-            self._on_ack(frame)
+            self._on_ack(frame, events)
         elif command == "BEGIN":
             self._on_begin(frame)
         elif command == "COMMIT":
@@ -420,7 +443,7 @@ class ServerSession:
                 self._ack_owner.pop(key, None)
         events.append(Unsubscribed(subscription))
 
-    def _on_ack(self, frame: Frame) -> None:
+    def _on_ack(self, frame: Frame, events: list[Event]) -> None:
         """ACK/NACK per STOMP 1.2 "ACK": ``client`` mode is cumulative.
 
         1.2 names the message by the MESSAGE's ``ack`` header (``id``); 1.1 by
@@ -453,15 +476,22 @@ class ServerSession:
                 "Unknown message",
                 f"{frame.command} names a message that is not awaiting acknowledgement.",
             )
+        settled: list[str] = []
         if pending.mode == "client":
             while pending.keys:
                 done, _ = pending.keys.popitem(last=False)
                 self._ack_owner.pop(done, None)
+                settled.append(done)
                 if done == key:
                     break
         else:
             del pending.keys[key]
             self._ack_owner.pop(key, None)
+            settled.append(key)
+        assert sub_id is not None
+        subscription = self.subscriptions.get(sub_id)
+        if subscription is not None and subscription.destination.startswith(self.acked_prefixes):
+            events.append(Acknowledged(sub_id, tuple(settled), frame.command == "NACK"))
 
     def _on_begin(self, frame: Frame) -> None:
         name = frame.get("transaction")
@@ -558,6 +588,25 @@ class ServerSession:
         self._outbox.append(message.render(self.version, subscription_id, ack))
         self._last_sent = now
         return True
+
+    def deliver_acked(
+        self, message: PreparedMessage, subscription_id: str, now: float
+    ) -> str | None:
+        """:meth:`deliver`, returning the key the client's ACK or NACK will name
+        (the ``ack`` header on 1.2, ``message-id`` before; "" in auto mode), or None
+        when nothing was delivered."""
+        if not self.deliver(message, subscription_id, now):
+            return None
+        if subscription_id not in self._pending:
+            return ""
+        if self.version == V12:
+            return f"{self.session_id}-{self._ack_counter}"
+        return message.message_id
+
+    def unacked(self, subscription_id: str) -> int:
+        """MESSAGEs of a client-ack subscription awaiting ACK or NACK (0 in auto mode)."""
+        pending = self._pending.get(subscription_id)
+        return len(pending.keys) if pending is not None else 0
 
     def fail(self, error: PeerError, receipt_id: str | None = None) -> None:
         """Report an application-level refusal: ERROR frame, then close."""
@@ -679,6 +728,7 @@ __all__ = [
     "V10",
     "V11",
     "V12",
+    "Acknowledged",
     "Connected",
     "DisconnectRequested",
     "Event",

@@ -23,7 +23,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, unquote
 
 from stomprelay.api import ApiError, Message, Row, ServerApi, bad, count_of, user_in_path
 from stomprelay.errors import BackendUnavailable
@@ -45,6 +45,7 @@ ROUTES: tuple[tuple[str, str], ...] = (
     ("POST", "/api/users/{user}/unsubscribe"),
     ("POST", "/api/users/{user}/disconnect"),
     ("GET", "/api/openapi.json"),
+    ("GET", "/api/queues/{name}"),
 )
 #: Who the admin token's messages are from.
 OPERATOR = "operator"
@@ -61,6 +62,12 @@ def match(path: str) -> tuple[str, str] | None:
     action (``/api/users/{user}/subscribe``) a raw slash is taken as part of the user
     too, as the kick route always has (``/api/users/{user}`` alone stays one segment)."""
     for _, template in ROUTES:
+        head, marker, tail = template.partition("{name}")
+        if marker:
+            name = path[len(head) :] if path.startswith(head) else ""
+            if name and "/" not in name:
+                return template, name
+            continue
         head, marker, tail = template.partition("{user}")
         if not marker:
             if path == template:
@@ -110,6 +117,7 @@ class ApiRoutes:
             ("POST", "/api/users/{user}/unsubscribe"): self._unsubscribe,
             ("POST", "/api/users/{user}/disconnect"): self._disconnect,
             ("GET", "/api/openapi.json"): self._openapi,
+            ("GET", "/api/queues/{name}"): self._queue,
         }
         assert set(self._handlers) == set(ROUTES)
 
@@ -145,6 +153,8 @@ class ApiRoutes:
             return status, [*base, (b"allow", allowed.encode("ascii"))], payload
         try:
             sender = self._caller(verb, headers, client)
+            if template == "/api/queues/{name}":
+                return json_answer(HTTPStatus.OK, await handler(sender, body, raw_user))
             if verb == "GET" and template != "/api/users/{user}":
                 return json_answer(HTTPStatus.OK, await handler(sender, body, query))
             user = ""
@@ -240,6 +250,9 @@ class ApiRoutes:
 
     async def _disconnect(self, _: str, body: bytes, user: str) -> Row:
         return await self.api.disconnect(user, _json(body, empty_ok=True).get("reason"))
+
+    async def _queue(self, _: str, __: bytes, name: str) -> Row:
+        return await self.api.queue(unquote(name))
 
     async def _openapi(self, _: str, __: bytes, ___: str) -> Row:
         return document()

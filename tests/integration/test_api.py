@@ -151,7 +151,8 @@ async def test_history_reads_after_an_offset_or_the_last_ones(make_relay: MakeRe
     ("fields", "field", "says"),
     [
         ({"body": "x"}, "destination", "destination"),
-        ({"destination": "/queue/x", "body": "x"}, "destination", "not served"),
+        ({"destination": "/exchange/x", "body": "x"}, "destination", "not served"),
+        ({"destination": "/queue/x", "body": "x"}, "destination", "not a room"),
         ({"destination": "/topic/room/a b", "body": "x"}, "destination", "Room ids"),
         ({"destination": "/app/room/a/join", "body": "x"}, "destination", "not a room"),
         ({"destination": "/user/al/queue/subscriptions", "body": "x"}, "destination", "relay only"),

@@ -246,7 +246,7 @@ CASES = [
     ),
     Case(
         "send-to-unknown-destination",
-        b"SEND\ndestination:/queue/jobs\nreceipt:r-q\n\nhello\x00",
+        b"SEND\ndestination:/exchange/jobs\nreceipt:r-q\n\nhello\x00",
         r"destination",
         receipt="r-q",
     ),

@@ -207,3 +207,32 @@ async def test_a_relay_listens_to_a_users_channel_while_it_holds_a_session() -> 
     await users.disconnected("s3")
     assert heard == [("listen", channel)] * 2 + [("unlisten", channel)] * 2
     assert users.users() == set()
+
+
+# -- queues (docs/queues.md) ----------------------------------------------------
+
+
+def test_queue_destinations() -> None:
+    assert parse_destination("/queue/jobs") == Route("queue", "jobs")
+    assert parse_destination("/queue/jobs.dlq") == Route("queue", "jobs.dlq")
+    long = "q" * 64
+    assert parse_destination(f"/queue/{long}.dlq") == Route("queue", f"{long}.dlq")
+    route = parse_destination("/queue/jobs")
+    assert channels_for(route, Keys()) == ()
+    assert log_id_for(route) == ""
+
+
+@pytest.mark.parametrize("name", ["", "a:b", "a b", "{x}", "q" * 65, "a/b", "x*"])
+def test_bad_queue_names(name: str) -> None:
+    with pytest.raises(PolicyError, match="queue name"):
+        parse_destination(f"/queue/{name}")
+
+
+def test_a_queue_and_its_dead_letters_share_a_slot() -> None:
+    keys = Keys()
+    assert keys.queue("jobs") == "stomp:queue:{jobs}:jobs"
+    assert keys.queue("jobs.dlq") == "stomp:queue:{jobs}:jobs.dlq"
+    assert keys.queue_consumers("jobs") == "stomp:queue:{jobs}:jobs:consumers"
+    assert keys.queue_names == "stomp:queues"
+    slots = {key_slot(k.encode()) for k in (keys.queue("jobs"), keys.queue("jobs.dlq.dlq"))}
+    assert len(slots) == 1
