@@ -8,29 +8,11 @@ from typing import Any
 import pytest
 import redis as sync_redis
 from procs import RedisServer, redis_server_binary
-from stompclient import StompClient
 
 from stomprelay.cluster.connect import RedisTarget
 from stomprelay.factory import build_backends, build_relay
 from stomprelay.settings import Settings
 from stomprelay.transport import RelayServer
-
-
-@pytest.fixture
-async def clients() -> AsyncIterator[Callable[..., Awaitable[StompClient]]]:
-    """``await clients(relay, **connect_options)``: a connected :class:`StompClient` on an
-    in-process relay; every one closed at teardown."""
-    made: list[StompClient] = []
-
-    async def factory(server: RelayServer, **kwargs: Any) -> StompClient:
-        client = await StompClient.connect(f"ws://127.0.0.1:{server.port}/ws", **kwargs)
-        made.append(client)
-        return client
-
-    yield factory
-    for client in made:
-        await client.close()
-
 
 BACKENDS = ["memory", "redis"]
 
