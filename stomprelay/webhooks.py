@@ -6,13 +6,14 @@ The registry's steps append events to ``--webhook-partitions`` streams
 
 * **One relay per partition.** A relay delivers a partition while it holds the
   partition's lease (``SET stomp:webhooks:{w<p>}:lease <server id>:<token> NX PX
-  <--liveness-ttl>``), renewed every quarter of the TTL. The partitions are
+  <lease>``, the lease being :data:`LEASE_SHARE` of ``--liveness-ttl``), renewed
+  every quarter of it. The partitions are
   spread over the live relays by rendezvous hashing of (relay, partition); a
   relay takes a partition that is not its own only once it has seen it free for
   a whole renewal period (its holder died, or nobody's it is), and hands back
   one that is another live relay's between two batches. A relay that dies stops
-  renewing: its leases expire within the TTL and are taken within another
-  renewal period.
+  renewing: its leases expire within the lease and are taken within two renewal
+  periods more, so within ``--liveness-ttl`` of its death.
 * **In order, at least once.** A partition is read from its cursor
   (``stomp:webhooks:{w<p>}:cursor``, the id of the last entry handled) onwards;
   a batch holds at most ``--webhook-batch`` events and waits at most
@@ -78,6 +79,10 @@ READ_BLOCK_MS = 1000
 REDIS_RETRY = 0.5
 #: Seconds a stop waits for the events already queued to go out.
 DRAIN_TIMEOUT = 2.0
+#: A partition's lease, as a share of ``--liveness-ttl``: it expires 0.6 TTL after its
+#: holder's last renewal and is taken within two renewal periods (0.15 TTL each)
+#: more, so another relay delivers a dead holder's partitions within the TTL.
+LEASE_SHARE = 0.6
 
 
 class LeaseLost(Exception):
@@ -520,7 +525,7 @@ def build_delivery(
         batch=settings.webhook_batch,
         linger=settings.webhook_linger_ms / 1000,
         max_age=settings.webhook_max_age,
-        lease_ttl=settings.liveness_ttl,
+        lease_ttl=settings.liveness_ttl * LEASE_SHARE,
         backoff=Backoff(settings.webhook_retry_base, settings.webhook_retry_cap),
         members=members,
     )
