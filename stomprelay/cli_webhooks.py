@@ -50,6 +50,21 @@ def _client(args: argparse.Namespace) -> Any:
     return make_client(args.redis_target, decode=True)
 
 
+async def partition_count(client: Any, keys: Any, given: int) -> int:
+    """The partitions the delivering relays announce (they record their
+    ``--webhook-partitions``), else ``given``: a replay or an inspect sees the
+    streams the relays read, whatever this shell's flag or variable says."""
+    recorded = await client.get(keys.webhook_partition_count)
+    if recorded is not None and str(recorded).isdigit() and int(recorded) > 0:
+        if int(recorded) != given:
+            print(
+                f"the relays deliver {recorded} webhook partitions (not {given}): using theirs",
+                file=sys.stderr,
+            )
+        return int(recorded)
+    return given
+
+
 async def partitions_view(
     client: Any, keys: Any, partitions: int, now_ms: int
 ) -> list[dict[str, Any]]:
@@ -106,10 +121,9 @@ async def inspect_webhooks(args: argparse.Namespace, keys: Any) -> int:
         return 2
     client = _client(args)
     try:
+        count = await partition_count(client, keys, args.webhook_partitions)
         view = {
-            "partitions": await partitions_view(
-                client, keys, args.webhook_partitions, int(time.time() * 1000)
-            ),
+            "partitions": await partitions_view(client, keys, count, int(time.time() * 1000)),
             "dead": await dead_view(client, keys),
         }
     except (RedisError, OSError) as exc:
@@ -123,27 +137,32 @@ async def inspect_webhooks(args: argparse.Namespace, keys: Any) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from stomprelay.humanize import duration, moment
+
+    now = int(time.time() * 1000)
     console = Console()
     table = Table(title=f"webhook partitions ({len(view['partitions'])})")
-    for column in ("partition", "length", "cursor", "lease", "oldest pending (s)"):
-        table.add_column(column)
+    # the raw cursor (an entry id) is in --json; here, when that entry was appended
+    for column in ("partition", "length", "delivered up to", "lease", "oldest pending"):
+        table.add_column(column, no_wrap=column == "lease")
     for row in view["partitions"]:
         age = row["oldestPendingAgeMs"]
         table.add_row(
             str(row["partition"]),
             str(row["length"]),
-            row["cursor"] or "",
+            _entry_moment(row["cursor"] or "", now, moment),
             row["lease"] or "",
-            "" if age is None else f"{age / 1000:.1f}",
+            "" if age is None else duration(age),
         )
     console.print(table)
     dead = Table(title=f"dead letters ({len(view['dead'])})")
-    for column in ("id", "partition", "type", "event id", "error"):
+    for column in ("id", "dead since", "partition", "type", "event id", "error"):
         dead.add_column(column)
     for row in view["dead"]:
         event = row["event"] if isinstance(row["event"], dict) else {}
         dead.add_row(
             row["id"],
+            _entry_moment(row["id"], now, moment),
             str(row["partition"]),
             str(event.get("type", "")),
             str(event.get("id", "")),
@@ -151,6 +170,12 @@ async def inspect_webhooks(args: argparse.Namespace, keys: Any) -> int:
         )
     console.print(dead)
     return 0
+
+
+def _entry_moment(entry_id: str, now_ms: int, moment: Any) -> str:
+    """When a stream entry was added, as people read it (its id's first part is ms)."""
+    first = entry_id.partition("-")[0]
+    return moment(int(first), now_ms) if first.isdigit() else ""
 
 
 async def replay(args: argparse.Namespace) -> int:
@@ -173,9 +198,17 @@ async def replay(args: argparse.Namespace) -> int:
                 f"stomprelay webhooks replay: no dead letter {', '.join(missing)}", file=sys.stderr
             )
             return 1
+        count = await partition_count(client, keys, args.webhook_partitions)
         for dead_id, fields in chosen:
             event = fields.get("e", "{}")
-            partition = replay_partition(event, args.webhook_partitions)
+            # back where it was taken from (a stream the relays read), else where its
+            # room's, user's or session's events go
+            stored = str(fields.get("partition", ""))
+            partition = (
+                int(stored)
+                if stored.isdigit() and int(stored) < count
+                else replay_partition(event, count)
+            )
             await client.xadd(keys.webhook_events(partition), {"e": event})
             await client.xdel(keys.webhook_dead, dead_id)
     except (RedisError, OSError) as exc:

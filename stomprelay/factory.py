@@ -150,18 +150,12 @@ def build_webhook_delivery(
         return None
     from stomprelay.webhooks import build_delivery
 
-    registry = backends.registry
-
-    async def members() -> list[str]:
-        return [record.server_id for record, alive, _ in await registry.servers() if alive]
-
     return build_delivery(
         settings,
         server_id,
         keys=backends.keys,
-        target=getattr(registry, "target", None),
+        target=getattr(backends.registry, "target", None),
         memory_log=backends.webhook_log,
-        members=members,
     )
 
 

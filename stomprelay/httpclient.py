@@ -95,6 +95,8 @@ class Poster:
         self._https = parts.scheme == "https"
         self._host = parts.hostname or ""
         self._port = parts.port or (443 if self._https else 80)
+        # made once: loading the CA store takes tens of ms, not to be paid per connection
+        self._tls = ssl.create_default_context() if self._https else None
         self._authority = parts.netloc.rpartition("@")[2]
         self._target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         self._idle: list[Connection] = []
@@ -135,8 +137,7 @@ class Poster:
             return result
 
     async def _open(self) -> Connection:
-        context = ssl.create_default_context() if self._https else None
-        reader, writer = await asyncio.open_connection(self._host, self._port, ssl=context)
+        reader, writer = await asyncio.open_connection(self._host, self._port, ssl=self._tls)
         return Connection(reader, writer, self._max_answer)
 
     def close(self) -> None:

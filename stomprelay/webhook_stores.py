@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -55,6 +56,15 @@ class Partitions(Protocol):
 
     async def pending(self, partition: int) -> int: ...
 
+    async def announce(self, server_id: str, partitions: int, ttl_ms: int) -> list[str]:
+        """Say this relay delivers (for ``ttl_ms``) with ``partitions`` partitions; the
+        relays that deliver now, this one included."""
+        ...
+
+    async def leave(self, server_id: str) -> None:
+        """This relay delivers no more (a graceful stop): the others share its part."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -69,7 +79,8 @@ class MemoryPartitions:
 
     def __init__(self, log: MemoryWebhookLog, clock_ms: Callable[[], int]) -> None:
         self.log = log
-        self.dead_letters: list[dict[str, object]] = []
+        #: the last DEAD_MAX dead letters, as Redis keeps them (logged as they come)
+        self.dead_letters: deque[dict[str, object]] = deque(maxlen=DEAD_MAX)
         self._clock_ms = clock_ms
 
     async def read(self, partition: int, count: int, block_ms: int) -> list[Entry]:
@@ -94,9 +105,14 @@ class MemoryPartitions:
     ) -> bool:
         gone = set(ids)
         entries = self.log.entries[partition]
-        kept = [entry for entry in entries if entry[0] not in gone]
-        entries.clear()
-        entries.extend(kept)
+        # delivered entries are the oldest: drop them from the front, and rebuild the
+        # queue only for ids further in (dead-lettered ones between delivered ones)
+        while entries and entries[0][0] in gone:
+            gone.discard(entries.popleft()[0])
+        if gone:
+            kept = [entry for entry in entries if entry[0] not in gone]
+            entries.clear()
+            entries.extend(kept)
         return True
 
     async def dead(self, partition: int, entries: Sequence[Entry], error: str) -> None:
@@ -109,6 +125,12 @@ class MemoryPartitions:
     async def pending(self, partition: int) -> int:
         return len(self.log.entries[partition])
 
+    async def announce(self, server_id: str, partitions: int, ttl_ms: int) -> list[str]:
+        return [server_id]
+
+    async def leave(self, server_id: str) -> None:
+        return None
+
     async def close(self) -> None:
         return None
 
@@ -120,6 +142,25 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
   return 1
 end
 return 0
+"""
+
+# KEYS members hash, partition count; ARGV server id, ttl ms, partitions. Renews this
+# relay's entry (until Redis time + ttl), drops expired ones, answers the live ids.
+_ANNOUNCE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('HSET', KEYS[1], ARGV[1], now + tonumber(ARGV[2]))
+redis.call('SET', KEYS[2], ARGV[3])
+local live = {}
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all, 2 do
+  if tonumber(all[i + 1]) > now then
+    table.insert(live, all[i])
+  else
+    redis.call('HDEL', KEYS[1], all[i])
+  end
+end
+return live
 """
 
 # KEYS[1] the lease; ARGV token. Drops the lease if it is this relay's.
@@ -229,6 +270,24 @@ class RedisPartitions:
 
     async def pending(self, partition: int) -> int:
         return int(await self._call(self._client.xlen(self.keys.webhook_events(partition))))
+
+    async def announce(self, server_id: str, partitions: int, ttl_ms: int) -> list[str]:
+        keys = self.keys
+        live = await self._call(
+            self._client.eval(
+                _ANNOUNCE,
+                2,
+                keys.webhook_members,
+                keys.webhook_partition_count,
+                server_id,
+                ttl_ms,
+                partitions,
+            )
+        )
+        return [str(member) for member in live]
+
+    async def leave(self, server_id: str) -> None:
+        await self._call(self._client.hdel(self.keys.webhook_members, server_id))
 
     async def close(self) -> None:
         if self._owns:

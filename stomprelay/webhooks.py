@@ -8,7 +8,8 @@ The registry's steps append events to ``--webhook-partitions`` streams
   partition's lease (``SET stomp:webhooks:{w<p>}:lease <server id>:<token> NX PX
   <lease>``, the lease being :data:`LEASE_SHARE` of ``--liveness-ttl``), renewed
   every quarter of it. The partitions are
-  spread over the live relays by rendezvous hashing of (relay, partition); a
+  spread by rendezvous hashing of (relay, partition) over the relays that deliver
+  (each renews its entry in ``stomp:webhooks:{meta}:members``); a
   relay takes a partition that is not its own only once it has seen it free for
   a whole renewal period (its holder died, or nobody's it is), and hands back
   one that is another live relay's between two batches. A relay that dies stops
@@ -283,7 +284,7 @@ class PartitionWorker:
     async def _expire(self, entries: list[Entry], error: str) -> list[Entry]:
         """Dead-letter the events older than the max age; the others, in order."""
         oldest = (self.clock() - self.max_age) * 1000
-        expired = [e for e in entries if (timestamp_ms(e[1]) or 0) < oldest]
+        expired = [e for e in entries if _age_from(e) < oldest]
         if not expired:
             return entries
         await self.store.dead(self.partition, expired, error)
@@ -386,6 +387,9 @@ class Delivery:
         if self._lease_task is not None:
             await stop_task(self._lease_task, "webhooks", STOP_TIMEOUT)
             self._lease_task = None
+            # the others stop counting on this relay, and take its partitions as they go
+            with contextlib.suppress(BackendUnavailable):
+                await self.store.leave(self.server_id)
         for worker, _task in self.workers.values():
             worker.draining = True
         tasks = [task for _worker, task in self.workers.values()]
@@ -439,6 +443,10 @@ class Delivery:
                 level = logging.DEBUG if failing else logging.WARNING
                 log.log(level, "webhooks: leases not renewed: %s", exc)
                 failing = True
+            except Exception:
+                # the loop keeps the partitions delivered: it outlives any one fault
+                log.exception("webhooks: lease loop failed; trying again")
+                failing = True
             await asyncio.sleep(self.renew_interval)
 
     async def leases_once(self) -> None:
@@ -478,10 +486,15 @@ class Delivery:
             self.metrics.webhook_pending.set(pending)
 
     async def _live_members(self) -> list[str]:
+        """The relays sharing the partitions: those that deliver (each renews its
+        entry at every look), so a live relay without ``--webhook-url`` owns none."""
         members: list[str] = []
-        if self._members is not None:
-            with contextlib.suppress(BackendUnavailable):
+        with contextlib.suppress(BackendUnavailable):
+            if self._members is not None:
                 members = await self._members()
+            else:
+                # an entry lives as long as a lease: a dead relay leaves both at once
+                members = await self.store.announce(self.server_id, self.partitions, self.ttl_ms)
         if self.server_id not in members:
             members.append(self.server_id)
         return members
@@ -529,6 +542,15 @@ def build_delivery(
         backoff=Backoff(settings.webhook_retry_base, settings.webhook_retry_cap),
         members=members,
     )
+
+
+def _age_from(entry: Entry) -> int:
+    """When an entry's age counts from (ms): its event's timestamp, or, if later, when
+    it was appended (a Redis entry id's first part), so a replayed dead letter or an
+    event journaled through a long outage gets its full ``--webhook-max-age`` again."""
+    entry_id, event = entry
+    appended = entry_id.partition("-")[0]
+    return max(timestamp_ms(event) or 0, int(appended) if appended.isdigit() else 0)
 
 
 def replay_partition(event: str, partitions: int) -> int:

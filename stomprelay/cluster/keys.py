@@ -63,6 +63,8 @@ TEMPLATES: dict[str, str] = {
     "webhook_lease": "{p}:webhooks:{{w{x}}}:lease",
     "webhook_cursor": "{p}:webhooks:{{w{x}}}:cursor",
     "webhook_dead": "{p}:webhooks:dead",
+    "webhook_members": "{p}:webhooks:{{meta}}:members",
+    "webhook_partition_count": "{p}:webhooks:{{meta}}:partitions",
     "history_topics": "{p}:history:topics",
     # the dashboard's rings of one relay (docs/operations.md), in the relay's slot
     "server_samples": "{p}:servers:{{{x}}}:samples",
@@ -289,6 +291,18 @@ class Keys:
     def webhook_cursor(self, partition: int) -> str:
         """String: the id of the partition's last delivered entry."""
         return self._name("webhook_cursor", str(partition))
+
+    @property
+    def webhook_members(self) -> str:
+        """Hash: relay id -> until when (ms, Redis time) it delivers webhooks; the
+        partitions are shared among these relays only."""
+        return self._name("webhook_members")
+
+    @property
+    def webhook_partition_count(self) -> str:
+        """String: the ``--webhook-partitions`` the delivering relays run with (the
+        CLI reads it, so a replay or an inspect sees the partitions they use)."""
+        return self._name("webhook_partition_count")
 
     @property
     def webhook_dead(self) -> str:

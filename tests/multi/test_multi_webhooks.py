@@ -315,3 +315,67 @@ async def test_delivery_resumes_after_redis_stalls(
             lambda: len(receiver.snapshot()) == 60, timeout=90, what="every event delivered"
         )
         check_delivery(receiver, producer.sent, "redis stalled")
+
+
+async def test_replay_uses_the_relays_partitions_and_a_replayed_letter_is_retried(
+    start_relay: Any, rdb: redis.Redis, redis_server: Any
+) -> None:
+    """Relays on 4 partitions, the CLI left at its default (16): replay puts the letters
+    back into partitions the relays read, inspect shows those 4; a replayed letter
+    that meets a failing receiver again is retried for a whole --webhook-max-age from
+    its replay, not dead-lettered at its first failure (its own timestamp is old)."""
+    with WebhookReceiver(SECRET) as receiver:
+        receiver.status = 500
+        start_relay(
+            "wh-four",
+            extra=webhook_args(receiver, "--webhook-partitions", "4", "--webhook-max-age", "3"),
+        )
+        producer = Producer(rdb, 4)
+        for i in range(6):
+            producer.add(f"room-{i % 3}")
+        await eventually(lambda: rdb.xlen(K.webhook_dead) == 6, timeout=60, what="6 dead letters")
+        shown = await asyncio.to_thread(cli, redis_server.url, "inspect", "webhooks", "--json")
+        assert shown.returncode == 0, shown.stderr
+        assert len(json.loads(shown.stdout)["partitions"]) == 4
+        # the receiver keeps failing for a while after the replay, then answers
+        replayed = await asyncio.to_thread(cli, redis_server.url, "webhooks", "replay", "--all")
+        assert replayed.returncode == 0, replayed.stderr
+        assert all(rdb.xlen(K.webhook_events(p)) == 0 for p in range(4, 16))
+        await asyncio.sleep(1.0)
+        assert rdb.xlen(K.webhook_dead) == 0, "a replayed letter went straight back"
+        receiver.status = 200
+        await eventually(
+            lambda: len(receiver.snapshot()) == 6, timeout=30, what="every replayed letter"
+        )
+        assert rdb.xlen(K.webhook_dead) == 0
+        check_delivery(receiver, producer.sent, "replayed into the relays' 4 partitions")
+
+
+async def test_a_relay_without_webhooks_owns_no_partition(
+    start_relay: Any, rdb: redis.Redis
+) -> None:
+    """Partitions are shared by the relays that deliver: a live relay without
+    --webhook-url beside one with it takes none, so the delivering relay holds every
+    lease the whole time (no taking and handing back) and delivers everything."""
+    with WebhookReceiver(SECRET) as receiver:
+        start_relay("wh-quiet")
+        start_relay("wh-busy", extra=webhook_args(receiver, "--webhook-partitions", "4"))
+
+        def holders() -> list[str]:
+            return [str(rdb.get(K.webhook_lease(p)) or "") for p in range(4)]
+
+        await eventually(
+            lambda: all(h.startswith("wh-busy:") for h in holders()),
+            timeout=20,
+            what="wh-busy holding every partition",
+        )
+        seen = []
+        for _ in range(20):  # about two lease periods: no lease is ever handed back
+            seen.append(holders())
+            await asyncio.sleep(0.1)
+        assert all(h.startswith("wh-busy:") for row in seen for h in row), seen
+        producer = Producer(rdb, 4)
+        for i in range(8):
+            producer.add(f"room-{i % 4}")
+        await eventually(lambda: len(receiver.snapshot()) >= 8, timeout=30, what="8 events")
+        check_delivery(receiver, producer.sent, "one delivering relay beside a quiet one")

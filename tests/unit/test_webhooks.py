@@ -306,3 +306,30 @@ def test_bad_webhook_options_are_refused_naming_the_flag() -> None:
         check({"webhook_url": "ftp://example.com/x"})
     with pytest.raises(OptionError, match="--webhook-retry-cap must be positive"):
         check({"webhook_retry_cap": 0.0})
+
+
+async def test_an_entry_appended_later_than_its_timestamp_gets_its_full_max_age() -> None:
+    """A replayed dead letter (or an event journaled through a long outage) carries an
+    old timestamp but a recent stream id: its age counts from the id, so a failure
+    retries it instead of dead-lettering it at once; a memory id (``n-0``) changes
+    nothing."""
+    clock = FakeClock()
+    now_ms = int(clock.now * 1000)
+    old = event(0, ts=clock.now - 100, clock=clock)
+    store = MemoryPartitions(MemoryWebhookLog(1), lambda: 0)
+    w = worker(store, Receiver(), clock)
+    assert await w._expire([(f"{now_ms}-0", old)], "HTTP 503") == [(f"{now_ms}-0", old)]
+    assert not store.dead_letters
+    assert await w._expire([("1-0", old)], "HTTP 503") == []
+    assert [json.loads(d["e"])["id"] for d in store.dead_letters] == ["e0"]
+
+
+async def test_memory_done_pops_the_delivered_front_and_keeps_the_rest_in_order() -> None:
+    log = MemoryWebhookLog(1)
+    ids = [log.append(0, event(n, ts=1.0)) for n in range(6)]
+    store = MemoryPartitions(log, lambda: 0)
+    assert await store.done(0, "", 0, ids[:2], ids[1])
+    assert [i for i, _ in log.entries[0]] == ids[2:]
+    # an id further in (a dead letter between delivered ones) goes too
+    assert await store.done(0, "", 0, [ids[2], ids[4]], ids[2])
+    assert [i for i, _ in log.entries[0]] == [ids[3], ids[5]]
