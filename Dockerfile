@@ -14,7 +14,7 @@ ENV PYTHONUNBUFFERED=1 \
 # The package carries the pages and the stomp.js bundle (setup.py): they are built into it
 # here, and the relay serves them from any folder.
 WORKDIR /src
-COPY pyproject.toml setup.py README.md ./
+COPY pyproject.toml setup.py README.md LICENSE ./
 COPY stomprelay ./stomprelay
 COPY web ./web
 COPY --from=web /web/node_modules/@stomp ./web/node_modules/@stomp

@@ -26,7 +26,7 @@ from e2ehelpers import ROOT, WEB
 from procs import RelayProcess
 
 #: What the build reads of the checkout.
-SOURCES = ("pyproject.toml", "setup.py", "README.md", "stomprelay", "web")
+SOURCES = ("pyproject.toml", "setup.py", "README.md", "LICENSE", "stomprelay", "web")
 
 
 class Assets(HTMLParser):
@@ -135,6 +135,8 @@ def test_the_wheel_serves_every_page_and_asset_from_an_empty_folder(tmp_path: Pa
         names = archive.namelist()
     web_names = web_files_of(wheel)
     assert "node_modules/@stomp/stompjs/LICENSE" in web_names
+    # the project's own licence, as pyproject.toml declares it
+    assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names), names
     assert not any(n.endswith("package-lock.json") for n in names)
 
     venv = fresh_venv(tmp_path, wheel)
