@@ -157,7 +157,9 @@ class AuthHook:
         return found[1]
 
     def _keep(self, user: str, action: str, destination: str, verdict: Verdict) -> None:
-        if verdict.ttl <= 0 or action == "connect":
+        # A session without a user is known to the hook by its session, address or
+        # headers only: its answer is not another anonymous session's.
+        if verdict.ttl <= 0 or action == "connect" or not user:
             return
         key = (user, action, destination)
         self._cache[key] = (self._clock() + verdict.ttl, verdict)

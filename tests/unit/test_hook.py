@@ -55,6 +55,8 @@ def test_cached_answers_expire_and_the_cache_is_bounded() -> None:
     hook._keep("bob", "subscribe", "/topic/a", Verdict(True, ttl=10))
     hook._keep("bob", "connect", "", Verdict(True, ttl=10))  # never kept
     hook._keep("bob", "send", "/topic/a", Verdict(False, ttl=0))  # no ttl: not kept
+    hook._keep("", "subscribe", "/topic/a", Verdict(True, ttl=10))  # no user: not kept
+    assert hook.cached("", "subscribe", "/topic/a") is None
     assert hook.cached("bob", "subscribe", "/topic/a") == Verdict(True, ttl=10)
     assert hook.cached("bob", "connect", "") is None
     assert hook.cached("bob", "send", "/topic/a") is None
