@@ -9,7 +9,9 @@
 "use strict";
 
 (() => {
-  const ROOT = location.pathname.replace(/admin(\.html)?$/, "");
+  // the directory the page is served from, always one leading slash: "//x/" would make
+  // ROOT + "api/..." a network-path reference to another host (with the token)
+  const ROOT = location.pathname.replace(/admin(\.html)?$/, "").replace(/^\/+/, "/");
   const TOKEN_KEY = "stomprelay.adminToken";
   const PAGE_SIZE = 25;
   const OVERVIEW_ROOMS = 10;

@@ -406,8 +406,12 @@ class HttpApp:
 
     def _static(self, path: str) -> Answer:
         """A file under the web root; anything that does not name one is a 404
-        (a NUL, an over-long name and ``..`` included)."""
-        relative = ADMIN_PAGES.get(path) or path.lstrip("/") or "index.html"
+        (a NUL, an over-long name and ``..`` included). A path is one slash and a
+        name: ``//admin.html`` is a 404, so no page is served where its relative
+        links would make a network-path reference (``//api/...``, another host)."""
+        if not path.startswith("/") or path.startswith("//"):
+            return NOT_FOUND
+        relative = ADMIN_PAGES.get(path) or path[1:] or "index.html"
         try:
             target = (self.web_root / relative).resolve()
             if target.is_dir():

@@ -5,6 +5,7 @@ and the relay's own samples."""
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import urllib.request
 from collections.abc import Awaitable, Callable
@@ -37,6 +38,27 @@ async def test_the_page_and_every_asset_it_loads_are_served(make_relay: MakeRela
         status, _, body = await asyncio.to_thread(fetch, f"{base(server)}/{asset}")
         assert status == 200
         assert body
+
+
+def fetch_raw(port: int, target: str) -> int:
+    """The status of ``GET target``, the target sent exactly as given."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request("GET", target)
+        response = connection.getresponse()
+        response.read()
+        return response.status
+    finally:
+        connection.close()
+
+
+async def test_a_path_with_two_leading_slashes_is_not_found(make_relay: MakeRelay) -> None:
+    # a page served at //admin.html would fetch //api/... from another host
+    server = await make_relay()
+    for target in ("//admin.html", "//index.html", "//admin", "///admin.js", "//"):
+        assert await asyncio.to_thread(fetch_raw, server.port, target) == 404, target
+    for target in ("/admin.html", "/index.html", "/admin", "/"):
+        assert await asyncio.to_thread(fetch_raw, server.port, target) == 200, target
 
 
 async def test_the_lists_answer_as_before_without_a_page(make_relay: MakeRelay) -> None:
