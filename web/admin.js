@@ -350,13 +350,18 @@
     ];
     $("room-facts").replaceChildren(...facts.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })]));
     $("room-participant-count").textContent = `(${room.participants.length})`;
-    $("room-participants").tBodies[0].replaceChildren(...room.participants.map((p) =>
-      el("tr", { "data-session-id": p.sessionId, "data-user": p.user || p.username },
-        el("td", {}, el("a", { href: `#/user/${encodeURIComponent(p.user || p.username)}`, text: p.user || p.username })),
+    // the user is the participant's userId (its login); its username is only the name
+    // it shows in the room, chosen by the client: never act on that
+    $("room-participants").tBodies[0].replaceChildren(...room.participants.map((p) => {
+      const kickButton = p.userId ? actionButton("Kick…", () => kick(p.userId, false))
+        : el("button", { type: "button", disabled: true, title: "No user id to kick", text: "Kick…" });
+      return el("tr", { "data-session-id": p.sessionId, "data-user": p.userId || undefined },
+        el("td", {}, userLink(p.userId)),
         el("td", { text: p.username }),
         el("td", { class: "mono", text: p.sessionId }),
         el("td", { text: p.serverId }),
-        el("td", {}, actionButton("Kick…", () => kick(p.user || p.username, false))))));
+        el("td", {}, kickButton));
+    }));
     $("room-notify").onclick = () => go("notify", "", { room: roomId });
     await renderMessages(roomId, room.history);
   }
@@ -396,9 +401,8 @@
     const data = await api(`api/sessions${query({ q, offset, limit: PAGE_SIZE })}`);
     $("session-total").textContent = `(${data.total} session${data.total === 1 ? "" : "s"}${q ? " found" : ""})`;
     const rows = data.sessions.map((s) => {
-      const user = s.user || s.username;
-      return el("tr", { "data-session-id": s.sessionId, "data-user": user },
-        el("td", {}, el("a", { href: `#/user/${encodeURIComponent(user)}`, text: user })),
+      return el("tr", { "data-session-id": s.sessionId, "data-user": s.user || undefined },
+        el("td", {}, userLink(s.user)),
         el("td", { text: s.username }),
         el("td", { class: "mono", text: s.sessionId }),
         el("td", { text: s.serverId }),
@@ -441,6 +445,12 @@
         () => api(`api/users/${encodeURIComponent(user)}/disconnect`, "POST", reason.value ? { reason: reason.value } : {}),
         `Sessions of ${user} disconnected.`, [reason]);
     };
+  }
+
+  // a link to a user's page; no link without a user id (a name is not one)
+  function userLink(user) {
+    if (!user) return el("span", { class: "hint", text: "–" });
+    return el("a", { href: `#/user/${encodeURIComponent(user)}`, text: user });
   }
 
   function kick(user, suspend) {

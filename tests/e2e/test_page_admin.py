@@ -33,6 +33,8 @@ from stomprelay.cluster.keys import Keys
 pytestmark = [pytest.mark.e2e, pytest.mark.redis]
 
 TOKEN = "admin-secret-for-tests"
+#: The name alice shows in the room (her login is "alice").
+ALICE_NAME = "Alice of Wonderland"
 #: Samples every half second, so the charts have points within the test.
 FAST_SAMPLES = ["--dashboard-interval", "0.5"]
 
@@ -186,9 +188,10 @@ class StompUser(stomp.ConnectionListener):  # type: ignore[misc]
     def on_disconnected(self) -> None:
         self.ended.set()
 
-    def join(self, room: str) -> None:
+    def join(self, room: str, name: str = "") -> None:
+        """Join ``room`` showing ``name`` there (the login when empty)."""
         self.conn.subscribe(f"/topic/room/{room}", f"sub-{room}")
-        self.conn.send(f"/app/room/{room}/join", json.dumps({"username": self.login}))
+        self.conn.send(f"/app/room/{room}/join", json.dumps({"username": name or self.login}))
 
     def say(self, room: str, text: str) -> None:
         self.conn.send(f"/app/room/{room}/message", json.dumps({"message": text}))
@@ -245,7 +248,8 @@ def test_dashboard_shows_the_cluster_kicks_and_sees_a_relay_die(
     bob = StompUser(relay1, "bob")
     users = [alice, bob]
     try:
-        alice.join("lobby")
+        # alice shows another name in the room than her login: the page acts on the login
+        alice.join("lobby", ALICE_NAME)
         bob.join("lobby")
         alice.say("lobby", "hello from stomp.py")
         room_row = tab.locator('#overview-rooms tr[data-room-id="lobby"]')
@@ -257,11 +261,12 @@ def test_dashboard_shows_the_cluster_kicks_and_sees_a_relay_die(
         tab.expect(tab.locator("body")).to_have_attribute("data-loaded", "room")
         participants = tab.locator("#room-participants tbody tr")
         tab.expect(participants).to_have_count(2)
-        tab.expect(tab.locator('#room-participants tr[data-user="alice"]')).to_contain_text(
-            "relay-2"
-        )
+        alice_row = tab.locator('#room-participants tr[data-user="alice"]')
+        tab.expect(alice_row).to_contain_text("relay-2")
+        tab.expect(alice_row).to_contain_text(ALICE_NAME)
+        tab.expect(alice_row.locator("a")).to_have_attribute("href", "#/user/alice")
         said = tab.locator("#room-messages li", has_text="hello from stomp.py")
-        tab.expect(said.locator("strong")).to_have_text("alice")
+        tab.expect(said.locator("strong")).to_have_text(ALICE_NAME)
         tab.screenshot(artifacts, "room")
 
         # the charts have points of both relays
