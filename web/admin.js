@@ -29,7 +29,9 @@
   ];
 
   const $ = (id) => document.getElementById(id);
-  const state = { route: { view: "overview" }, busy: false, canAct: false, relays: [], roomsAt: 0 };
+  // adminToken: whether the relay has an admin token (null until its servers view says)
+  const state = { route: { view: "overview" }, busy: false, canAct: false, relays: [], roomsAt: 0, adminToken: null };
+  const NEEDS_ADMIN_TOKEN = "This view needs the admin token, and this relay has none: start it with --admin-token.";
 
   class SignInNeeded extends Error {}
 
@@ -117,6 +119,9 @@
       data = null;
     }
     if (response.status === 401) {
+      // with no admin token on the relay no token signs in (the API key is not one):
+      // the view says what it needs instead of asking for a token
+      if (state.adminToken === false) throw new Error(NEEDS_ADMIN_TOKEN);
       signedOut(token() ? "That token was refused." : "");
       throw new SignInNeeded();
     }
@@ -148,11 +153,13 @@
     access.dataset.access = kind;
     access.textContent = text;
     $("sign-out").hidden = !token();
-    state.canAct = Boolean(token());
+    // actions need a token the relay's admin token accepted; none without one configured
+    state.canAct = Boolean(token()) && state.adminToken === true;
     document.body.dataset.canAct = String(state.canAct);
     for (const button of document.querySelectorAll("[data-act]")) {
       button.disabled = !state.canAct;
-      button.title = state.canAct ? "" : "Actions need the admin token: sign in";
+      button.title = state.canAct ? "" : state.adminToken === false
+        ? "Actions need an admin token: start the relay with --admin-token" : "Actions need the admin token: sign in";
     }
   }
 
@@ -244,8 +251,14 @@
 
   // -- views ------------------------------------------------------------------------
 
+  function learnAccess(data) {
+    state.adminToken = data.adminToken === true;
+    if (!state.adminToken) sessionStorage.removeItem(TOKEN_KEY); // nothing to sign in to
+  }
+
   async function renderRelays() {
     const data = await api("api/dashboard/servers");
+    learnAccess(data);
     state.relays = data.servers;
     $("relay-count").textContent = `(${data.servers.length})`;
     const rows = data.servers.map((relay) => {
@@ -372,7 +385,14 @@
       list.replaceChildren(el("li", { class: "hint", text: "No log for this room." }));
       return;
     }
-    const data = await api(`api/history${query({ destination: `/topic/room/${roomId}`, limit: MESSAGES_SHOWN })}`);
+    let data;
+    try {
+      data = await api(`api/history${query({ destination: `/topic/room/${roomId}`, limit: MESSAGES_SHOWN })}`);
+    } catch (err) {
+      if (err instanceof SignInNeeded) throw err;
+      list.replaceChildren(el("li", { class: "hint", text: err.message }));
+      return;
+    }
     const items = data.messages.slice().reverse().map((m) => {
       const headers = m.headers || {};
       let who = headers["x-sender"] || "";
@@ -584,6 +604,11 @@
     notify: async () => renderNotify(),
   };
 
+  function showAccess() {
+    if (state.adminToken === false) setAccess("read-only", "read-only (no admin token on this relay)");
+    else setAccess(token() ? "token" : "read-only", token() ? "signed in" : "read-only (no token sent)");
+  }
+
   async function render(auto = false) {
     const route = state.route;
     const view = VIEWS[route.view] ? route.view : "overview";
@@ -591,14 +616,15 @@
     if (!$("sign-in").hidden) return;
     state.busy = true;
     try {
+      if (state.adminToken === null) learnAccess(await api("api/dashboard/servers"));
       await VIEWS[view](auto);
       if (!$("error").textContent.startsWith("Not done")) showError("");
-      setAccess(token() ? "token" : "read-only", token() ? "signed in" : "read-only (no token sent)");
       document.body.dataset.loaded = view;
     } catch (err) {
       if (!(err instanceof SignInNeeded)) showError(err.message);
     } finally {
       state.busy = false;
+      if ($("sign-in").hidden) showAccess(); // else signed out, and said so
     }
   }
 

@@ -33,6 +33,7 @@ from stomprelay.cluster.keys import Keys
 pytestmark = [pytest.mark.e2e, pytest.mark.redis]
 
 TOKEN = "admin-secret-for-tests"
+API_KEY = "server-api-key-for-tests"
 #: The name alice shows in the room (her login is "alice").
 ALICE_NAME = "Alice of Wonderland"
 #: Samples every half second, so the charts have points within the test.
@@ -84,8 +85,9 @@ def two_relays(tmp_path: Path, page_deps: None) -> Iterator[Relays]:
 
 @pytest.fixture
 def seeded_relay(tmp_path: Path, page_deps: None) -> Iterator[Relays]:
-    """Redis with 10,000 rooms and 50,000 sessions, one relay without an admin token."""
-    found = _start(tmp_path, ("relay-1",), FAST_SAMPLES, seed=True)
+    """Redis with 10,000 rooms and 50,000 sessions, one relay with the server API's key
+    and without an admin token."""
+    found = _start(tmp_path, ("relay-1",), [*FAST_SAMPLES, "--api-key", API_KEY], seed=True)
     try:
         yield found
     finally:
@@ -409,7 +411,18 @@ def test_dashboard_at_10000_rooms_and_50000_sessions(
 
     tab.view(f"#/users?q={user_name(31_415)}", "users")
     tab.expect(tab.locator(f'#sessions tr[data-user="{user_name(31_415)}"]')).to_have_count(1)
-    # read-only: the actions are there, and off
-    tab.view(f"#/user/{user_name(31_415)}", "user")
+    # no admin token, only the API key: a user's page (the server API's, which needs the
+    # key) says what it needs, no sign-in form is offered, and the actions stay off
+    tab.page.evaluate("h => { location.hash = h; }", f"#/user/{user_name(31_415)}")
+    tab.expect(tab.locator("#error")).to_contain_text("--admin-token")
+    tab.expect(tab.locator("#sign-in")).to_be_hidden()
     tab.expect(tab.locator("#user-kick")).to_be_disabled()
+    # the API key in the tab's storage is no admin token: dropped, nothing enabled
+    tab.page.evaluate(f"sessionStorage.setItem('stomprelay.adminToken', '{API_KEY}')")
+    tab.page.reload()
+    tab.expect(tab.locator("#error")).to_contain_text("--admin-token")
+    tab.expect(tab.locator("#access")).to_have_attribute("data-access", "read-only")
+    tab.expect(tab.locator("#user-kick")).to_be_disabled()
+    tab.expect(tab.locator("#sign-out")).to_be_hidden()
+    assert tab.page.evaluate("sessionStorage.getItem('stomprelay.adminToken')") is None
     wait_for(lambda: relay.healthy(), timeout=5, what="relay still healthy")

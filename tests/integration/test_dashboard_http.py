@@ -112,6 +112,7 @@ async def test_the_views_need_the_token_and_show_this_relay(make_relay: MakeRela
         assert (await call(url, "GET", path))[0] == 401
     status, view, _ = await call(url, "GET", "/api/dashboard/servers", token=ADMIN)
     assert status == 200
+    assert view["adminToken"] is True
     (relay,) = view["servers"]
     assert (relay["serverId"], relay["state"], relay["self"]) == ("test-relay", "up", True)
     status, samples, _ = await call(url, "GET", "/api/dashboard/samples", token=ADMIN)
@@ -125,3 +126,16 @@ async def test_the_views_need_the_token_and_show_this_relay(make_relay: MakeRela
     first = samples["servers"]["test-relay"][0]
     assert set(first) == {"t", "connections", "sends", "deliveries", "rttMs", "degraded"}
     assert samples["cluster"]
+
+
+async def test_the_api_key_is_no_admin_token(make_relay: MakeRelay) -> None:
+    # --api-key alone: the page learns there is no admin token (so it asks for none and
+    # stays read-only), and the key acts on none of the operator routes
+    server = await make_relay(api_key="the-api-key")
+    url = base(server)
+    status, view, _ = await call(url, "GET", "/api/dashboard/servers")
+    assert (status, view["adminToken"]) == (200, False)
+    notify = {"message": "hello"}
+    status, _, _ = await call(url, "POST", "/api/system/notifications", notify, "the-api-key")
+    assert status == 403
+    assert (await call(url, "POST", "/api/users/ann/kick", {}, token="the-api-key"))[0] == 403
