@@ -128,6 +128,21 @@ def page_query(query: str) -> PageQuery | None:
     )
 
 
+def participants_page(room: Row, page: PageQuery) -> Row:
+    """A room's ``GET /api/rooms/{id}`` body with one page of its participants (by
+    user id, then session id), ``participantTotal`` the number of them all."""
+    everyone = room.get("participants")
+    listed = [p for p in everyone if isinstance(p, dict)] if isinstance(everyone, list) else []
+    listed.sort(key=lambda p: (str(p.get("userId", "")), str(p.get("sessionId", ""))))
+    return {
+        **room,
+        "participants": listed[page.window(len(listed))],
+        "participantTotal": len(listed),
+        "offset": page.offset,
+        "limit": page.limit,
+    }
+
+
 @dataclass(frozen=True, slots=True)
 class Reading:
     """A relay's counters at one moment (totals since its start)."""

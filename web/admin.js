@@ -16,6 +16,7 @@
   const PAGE_SIZE = 25;
   const OVERVIEW_ROOMS = 10;
   const REFRESH_MS = 2000;
+  // the room lists, and a room's page, refresh less often than the relays
   const ROOMS_REFRESH_MS = 6000;
   const MESSAGES_SHOWN = 20;
   const SVG = "http://www.w3.org/2000/svg";
@@ -30,7 +31,7 @@
 
   const $ = (id) => document.getElementById(id);
   // adminToken: whether the relay has an admin token (null until its servers view says)
-  const state = { route: { view: "overview" }, busy: false, canAct: false, relays: [], roomsAt: 0, adminToken: null };
+  const state = { route: { view: "overview" }, busy: false, canAct: false, relays: [], roomsAt: 0, roomAt: 0, adminToken: null };
   const NEEDS_ADMIN_TOKEN = "This view needs the admin token, and this relay has none: start it with --admin-token.";
 
   class SignInNeeded extends Error {}
@@ -301,13 +302,14 @@
     return table;
   }
 
-  function pager(holder, data, view) {
+  // Previous / Next over a paged answer; ``rows`` its rows, ``id`` the view's (a room's)
+  function pager(holder, data, view, rows = data.rooms || data.sessions, id = "") {
     const from = data.total ? data.offset + 1 : 0;
-    const to = data.offset + (data.rooms || data.sessions).length;
+    const to = data.offset + rows.length;
     const prev = el("button", { type: "button", text: "Previous", disabled: data.offset <= 0,
-      onclick: () => go(view, "", { q: data.q || undefined, offset: Math.max(0, data.offset - data.limit) }) });
+      onclick: () => go(view, id, { q: data.q || undefined, offset: Math.max(0, data.offset - data.limit) }) });
     const next = el("button", { type: "button", text: "Next", disabled: to >= data.total,
-      onclick: () => go(view, "", { q: data.q || undefined, offset: data.offset + data.limit }) });
+      onclick: () => go(view, id, { q: data.q || undefined, offset: data.offset + data.limit }) });
     holder.replaceChildren(prev, el("span", { class: "range", text: `${from}-${to} of ${data.total}` }), next);
   }
 
@@ -341,20 +343,23 @@
 
   async function renderRoom() {
     const roomId = state.route.id;
+    state.roomAt = Date.now();
     $("room-id").textContent = roomId;
     let room;
     try {
-      room = await api(`api/rooms/${encodeURIComponent(roomId)}`);
+      // one page of its participants: a room of thousands is not read whole
+      room = await api(`api/rooms/${encodeURIComponent(roomId)}${query({ offset: state.route.offset, limit: PAGE_SIZE })}`);
     } catch (err) {
       if (err instanceof SignInNeeded) throw err;
       $("room-facts").replaceChildren(el("dt", { text: "State" }), el("dd", { text: err.message }));
       $("room-participants").tBodies[0].replaceChildren();
+      $("room-participant-pager").replaceChildren();
       $("room-messages").replaceChildren();
       return;
     }
     const history = room.history || {};
     const facts = [
-      ["Participants", room.participants.length],
+      ["Participants", room.participantTotal],
       ["Created", room.createdAt ? ago(room.createdAt) : "–"],
       ["Last activity", room.lastActivity ? ago(room.lastActivity) : "–"],
       ["Log epoch", history.epoch || "–"],
@@ -362,7 +367,8 @@
       ["Last offset", history.lastOffset ?? "–"],
     ];
     $("room-facts").replaceChildren(...facts.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })]));
-    $("room-participant-count").textContent = `(${room.participants.length})`;
+    $("room-participant-count").textContent = `(${room.participantTotal})`;
+    pager($("room-participant-pager"), { ...room, total: room.participantTotal }, "room", room.participants, roomId);
     // the user is the participant's userId (its login); its username is only the name
     // it shows in the room, chosen by the client: never act on that
     $("room-participants").tBodies[0].replaceChildren(...room.participants.map((p) => {
@@ -629,7 +635,9 @@
   }
 
   setInterval(() => {
-    const live = ["overview", "room", "user", "charts"].includes(state.route.view);
+    const view = state.route.view;
+    const live = ["overview", "user", "charts"].includes(view)
+      || (view === "room" && Date.now() - state.roomAt >= ROOMS_REFRESH_MS);
     if (live && !state.busy && !document.hidden && !$("confirm").open) render(true);
   }, REFRESH_MS);
 

@@ -263,6 +263,7 @@ def test_dashboard_shows_the_cluster_kicks_and_sees_a_relay_die(
         tab.expect(tab.locator("body")).to_have_attribute("data-loaded", "room")
         participants = tab.locator("#room-participants tbody tr")
         tab.expect(participants).to_have_count(2)
+        tab.expect(tab.locator("#room-participant-pager .range")).to_have_text("1-2 of 2")
         alice_row = tab.locator('#room-participants tr[data-user="alice"]')
         tab.expect(alice_row).to_contain_text("relay-2")
         tab.expect(alice_row).to_contain_text(ALICE_NAME)

@@ -100,6 +100,21 @@ async def test_the_lists_answer_as_before_without_a_page(make_relay: MakeRelay) 
 
         status, refused, _ = await call(url, "GET", "/api/sessions?offset=x", token=ADMIN)
         assert (status, refused["field"]) == (400, "offset")
+
+        # a room's participants, a page at a time (by user id); the whole list without
+        status, room, _ = await call(url, "GET", "/api/rooms/lobby", token=ADMIN)
+        assert len(room["participants"]) == 2
+        assert "participantTotal" not in room
+        seen = []
+        for offset in (0, 1):
+            path = f"/api/rooms/lobby?offset={offset}&limit=1"
+            status, room, _ = await call(url, "GET", path, token=ADMIN)
+            assert status == 200
+            assert (room["participantTotal"], room["offset"], room["limit"]) == (2, offset, 1)
+            seen += [p["userId"] for p in room["participants"]]
+        assert seen == ["ann", "anna"]
+        status, refused, _ = await call(url, "GET", "/api/rooms/lobby?limit=0", token=ADMIN)
+        assert (status, refused["field"]) == (400, "limit")
     finally:
         for client in people:
             await client.close()
