@@ -62,9 +62,10 @@ T = TypeVar("T")
 Row = dict[str, object]
 Guard = Callable[[Callable[[], Awaitable[T]]], Awaitable[T]]
 
-#: Rows of a page when ``limit`` is not given, and the most one page may hold.
+#: Rows of a page when ``limit`` is not given, and the most one page may hold (each
+#: room of a page reads its log's last :data:`RATE_TAIL` entries for its rate).
 DEFAULT_LIMIT = 50
-MAX_LIMIT = 500
+MAX_LIMIT = 100
 #: Longest search text.
 MAX_QUERY = 128
 #: Seconds between two samples of a relay, and how long its ring reaches back.

@@ -49,6 +49,7 @@ def test_paging_parameters_and_their_defaults() -> None:
     assert page_query("q=") == PageQuery("", 0, DEFAULT_LIMIT)
     assert page_query("q=lob&offset=20&limit=10") == PageQuery("lob", 20, 10)
     assert page_query("offset=5") == PageQuery("", 5, DEFAULT_LIMIT)
+    assert page_query("limit=100") == PageQuery("", 0, 100)
     assert page_query("q=a%20b") == PageQuery("a b", 0, DEFAULT_LIMIT)
 
 
@@ -56,7 +57,7 @@ def test_paging_parameters_and_their_defaults() -> None:
     ("query", "field"),
     [
         ("limit=0", "limit"),
-        ("limit=501", "limit"),
+        ("limit=101", "limit"),
         ("limit=ten", "limit"),
         ("offset=-1", "offset"),
         ("offset=1e3", "offset"),
