@@ -71,6 +71,9 @@ MAX_QUERY = 128
 #: Seconds between two samples of a relay, and how long its ring reaches back.
 SAMPLE_INTERVAL = 5.0
 SAMPLE_WINDOW = 15 * 60.0
+#: The most samples a relay's ring holds (below 0.5 s between samples it reaches back
+#: less than the window).
+MAX_SAMPLES = 1800
 #: Entries of a room's log read to estimate its message rate.
 RATE_TAIL = 20
 
@@ -232,7 +235,7 @@ class Sampler:
         self._ping = ping
         self._guard = guard
         self.interval = interval
-        self.keep = max(2, int(window / interval))
+        self.keep = min(MAX_SAMPLES, max(2, int(window / interval)))
         self._wall_ms = wall_ms
         self._clock = clock
         #: This relay's samples and degraded periods, the store's or not yet.
