@@ -9,6 +9,7 @@ import http.client
 import json
 import urllib.request
 from collections.abc import Awaitable, Callable
+from html.parser import HTMLParser
 
 from apiclient import call
 from stompclient import StompClient
@@ -33,11 +34,29 @@ async def test_the_page_and_every_asset_it_loads_are_served(make_relay: MakeRela
     status, kind, html = await asyncio.to_thread(fetch, base(server) + "/admin")
     assert (status, kind) == (200, "text/html; charset=utf-8")
     page = html.decode()
+    # the sign-in form, submitted before the script runs, puts the token in no URL
+    tags = Tags()
+    tags.feed(page)
+    assert tags.by_id["sign-in-form"].get("method") == "post"
+    assert "name" not in tags.by_id["token"]
     for asset in ("style.css", "admin.css", "admin.js"):
         assert f'"{asset}"' in page
         status, _, body = await asyncio.to_thread(fetch, f"{base(server)}/{asset}")
         assert status == 200
         assert body
+
+
+class Tags(HTMLParser):
+    """The attributes of every element with an id, by id."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.by_id: dict[str, dict[str, str | None]] = {}
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        found = dict(attrs)
+        if found.get("id"):
+            self.by_id[str(found["id"])] = found
 
 
 def fetch_raw(port: int, target: str) -> int:
