@@ -62,14 +62,18 @@ T = TypeVar("T")
 Row = dict[str, object]
 Guard = Callable[[Callable[[], Awaitable[T]]], Awaitable[T]]
 
-#: Rows of a page when ``limit`` is not given, and the most one page may hold.
+#: Rows of a page when ``limit`` is not given, and the most one page may hold (each
+#: room of a page reads its log's last :data:`RATE_TAIL` entries for its rate).
 DEFAULT_LIMIT = 50
-MAX_LIMIT = 500
+MAX_LIMIT = 100
 #: Longest search text.
 MAX_QUERY = 128
 #: Seconds between two samples of a relay, and how long its ring reaches back.
 SAMPLE_INTERVAL = 5.0
 SAMPLE_WINDOW = 15 * 60.0
+#: The most samples a relay's ring holds (below 0.5 s between samples it reaches back
+#: less than the window).
+MAX_SAMPLES = 1800
 #: Entries of a room's log read to estimate its message rate.
 RATE_TAIL = 20
 
@@ -126,6 +130,21 @@ def page_query(query: str) -> PageQuery | None:
         _number(first("offset"), "offset", 0, 0, 10**9),
         _number(first("limit"), "limit", DEFAULT_LIMIT, 1, MAX_LIMIT),
     )
+
+
+def participants_page(room: Row, page: PageQuery) -> Row:
+    """A room's ``GET /api/rooms/{id}`` body with one page of its participants (by
+    user id, then session id), ``participantTotal`` the number of them all."""
+    everyone = room.get("participants")
+    listed = [p for p in everyone if isinstance(p, dict)] if isinstance(everyone, list) else []
+    listed.sort(key=lambda p: (str(p.get("userId", "")), str(p.get("sessionId", ""))))
+    return {
+        **room,
+        "participants": listed[page.window(len(listed))],
+        "participantTotal": len(listed),
+        "offset": page.offset,
+        "limit": page.limit,
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,7 +235,7 @@ class Sampler:
         self._ping = ping
         self._guard = guard
         self.interval = interval
-        self.keep = max(2, int(window / interval))
+        self.keep = min(MAX_SAMPLES, max(2, int(window / interval)))
         self._wall_ms = wall_ms
         self._clock = clock
         #: This relay's samples and degraded periods, the store's or not yet.

@@ -541,11 +541,12 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "--dashboard-interval",
-        "seconds between two samples of a relay for the /admin charts (15 minutes kept)",
+        "seconds between two samples of a relay for the /admin charts (15 minutes kept, "
+        "at most 1800 samples)",
         "DASHBOARD_INTERVAL",
         ("dashboard_interval",),
         float,
-        positive=True,
+        minimum=0.05,
     ),
     # protocol limits (docs/protocol.md): flag and variable named after the setting
     limit("limits.max_frame_size", "largest STOMP frame, in bytes (STOMP 1.2 Size Limits)"),

@@ -9,11 +9,14 @@
 "use strict";
 
 (() => {
-  const ROOT = location.pathname.replace(/admin(\.html)?$/, "");
+  // the directory the page is served from, always one leading slash: "//x/" would make
+  // ROOT + "api/..." a network-path reference to another host (with the token)
+  const ROOT = location.pathname.replace(/admin(\.html)?$/, "").replace(/^\/+/, "/");
   const TOKEN_KEY = "stomprelay.adminToken";
   const PAGE_SIZE = 25;
   const OVERVIEW_ROOMS = 10;
   const REFRESH_MS = 2000;
+  // the room lists, and a room's page, refresh less often than the relays
   const ROOMS_REFRESH_MS = 6000;
   const MESSAGES_SHOWN = 20;
   const SVG = "http://www.w3.org/2000/svg";
@@ -27,7 +30,9 @@
   ];
 
   const $ = (id) => document.getElementById(id);
-  const state = { route: { view: "overview" }, busy: false, canAct: false, relays: [], roomsAt: 0 };
+  // adminToken: whether the relay has an admin token (null until its servers view says)
+  const state = { route: { view: "overview" }, busy: false, canAct: false, relays: [], roomsAt: 0, roomAt: 0, adminToken: null };
+  const NEEDS_ADMIN_TOKEN = "This view needs the admin token, and this relay has none: start it with --admin-token.";
 
   class SignInNeeded extends Error {}
 
@@ -115,6 +120,9 @@
       data = null;
     }
     if (response.status === 401) {
+      // with no admin token on the relay no token signs in (the API key is not one):
+      // the view says what it needs instead of asking for a token
+      if (state.adminToken === false) throw new Error(NEEDS_ADMIN_TOKEN);
       signedOut(token() ? "That token was refused." : "");
       throw new SignInNeeded();
     }
@@ -146,11 +154,13 @@
     access.dataset.access = kind;
     access.textContent = text;
     $("sign-out").hidden = !token();
-    state.canAct = Boolean(token());
+    // actions need a token the relay's admin token accepted; none without one configured
+    state.canAct = Boolean(token()) && state.adminToken === true;
     document.body.dataset.canAct = String(state.canAct);
     for (const button of document.querySelectorAll("[data-act]")) {
       button.disabled = !state.canAct;
-      button.title = state.canAct ? "" : "Actions need the admin token: sign in";
+      button.title = state.canAct ? "" : state.adminToken === false
+        ? "Actions need an admin token: start the relay with --admin-token" : "Actions need the admin token: sign in";
     }
   }
 
@@ -242,8 +252,14 @@
 
   // -- views ------------------------------------------------------------------------
 
+  function learnAccess(data) {
+    state.adminToken = data.adminToken === true;
+    if (!state.adminToken) sessionStorage.removeItem(TOKEN_KEY); // nothing to sign in to
+  }
+
   async function renderRelays() {
     const data = await api("api/dashboard/servers");
+    learnAccess(data);
     state.relays = data.servers;
     $("relay-count").textContent = `(${data.servers.length})`;
     const rows = data.servers.map((relay) => {
@@ -286,13 +302,14 @@
     return table;
   }
 
-  function pager(holder, data, view) {
+  // Previous / Next over a paged answer; ``rows`` its rows, ``id`` the view's (a room's)
+  function pager(holder, data, view, rows = data.rooms || data.sessions, id = "") {
     const from = data.total ? data.offset + 1 : 0;
-    const to = data.offset + (data.rooms || data.sessions).length;
+    const to = data.offset + rows.length;
     const prev = el("button", { type: "button", text: "Previous", disabled: data.offset <= 0,
-      onclick: () => go(view, "", { q: data.q || undefined, offset: Math.max(0, data.offset - data.limit) }) });
+      onclick: () => go(view, id, { q: data.q || undefined, offset: Math.max(0, data.offset - data.limit) }) });
     const next = el("button", { type: "button", text: "Next", disabled: to >= data.total,
-      onclick: () => go(view, "", { q: data.q || undefined, offset: data.offset + data.limit }) });
+      onclick: () => go(view, id, { q: data.q || undefined, offset: data.offset + data.limit }) });
     holder.replaceChildren(prev, el("span", { class: "range", text: `${from}-${to} of ${data.total}` }), next);
   }
 
@@ -326,20 +343,23 @@
 
   async function renderRoom() {
     const roomId = state.route.id;
+    state.roomAt = Date.now();
     $("room-id").textContent = roomId;
     let room;
     try {
-      room = await api(`api/rooms/${encodeURIComponent(roomId)}`);
+      // one page of its participants: a room of thousands is not read whole
+      room = await api(`api/rooms/${encodeURIComponent(roomId)}${query({ offset: state.route.offset, limit: PAGE_SIZE })}`);
     } catch (err) {
       if (err instanceof SignInNeeded) throw err;
       $("room-facts").replaceChildren(el("dt", { text: "State" }), el("dd", { text: err.message }));
       $("room-participants").tBodies[0].replaceChildren();
+      $("room-participant-pager").replaceChildren();
       $("room-messages").replaceChildren();
       return;
     }
     const history = room.history || {};
     const facts = [
-      ["Participants", room.participants.length],
+      ["Participants", room.participantTotal],
       ["Created", room.createdAt ? ago(room.createdAt) : "–"],
       ["Last activity", room.lastActivity ? ago(room.lastActivity) : "–"],
       ["Log epoch", history.epoch || "–"],
@@ -347,14 +367,20 @@
       ["Last offset", history.lastOffset ?? "–"],
     ];
     $("room-facts").replaceChildren(...facts.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })]));
-    $("room-participant-count").textContent = `(${room.participants.length})`;
-    $("room-participants").tBodies[0].replaceChildren(...room.participants.map((p) =>
-      el("tr", { "data-session-id": p.sessionId, "data-user": p.user || p.username },
-        el("td", {}, el("a", { href: `#/user/${encodeURIComponent(p.user || p.username)}`, text: p.user || p.username })),
+    $("room-participant-count").textContent = `(${room.participantTotal})`;
+    pager($("room-participant-pager"), { ...room, total: room.participantTotal }, "room", room.participants, roomId);
+    // the user is the participant's userId (its login); its username is only the name
+    // it shows in the room, chosen by the client: never act on that
+    $("room-participants").tBodies[0].replaceChildren(...room.participants.map((p) => {
+      const kickButton = p.userId ? actionButton("Kick…", () => kick(p.userId, false))
+        : el("button", { type: "button", disabled: true, title: "No user id to kick", text: "Kick…" });
+      return el("tr", { "data-session-id": p.sessionId, "data-user": p.userId || undefined },
+        el("td", {}, userLink(p.userId)),
         el("td", { text: p.username }),
         el("td", { class: "mono", text: p.sessionId }),
         el("td", { text: p.serverId }),
-        el("td", {}, actionButton("Kick…", () => kick(p.user || p.username, false))))));
+        el("td", {}, kickButton));
+    }));
     $("room-notify").onclick = () => go("notify", "", { room: roomId });
     await renderMessages(roomId, room.history);
   }
@@ -365,7 +391,14 @@
       list.replaceChildren(el("li", { class: "hint", text: "No log for this room." }));
       return;
     }
-    const data = await api(`api/history${query({ destination: `/topic/room/${roomId}`, limit: MESSAGES_SHOWN })}`);
+    let data;
+    try {
+      data = await api(`api/history${query({ destination: `/topic/room/${roomId}`, limit: MESSAGES_SHOWN })}`);
+    } catch (err) {
+      if (err instanceof SignInNeeded) throw err;
+      list.replaceChildren(el("li", { class: "hint", text: err.message }));
+      return;
+    }
     const items = data.messages.slice().reverse().map((m) => {
       const headers = m.headers || {};
       let who = headers["x-sender"] || "";
@@ -394,9 +427,8 @@
     const data = await api(`api/sessions${query({ q, offset, limit: PAGE_SIZE })}`);
     $("session-total").textContent = `(${data.total} session${data.total === 1 ? "" : "s"}${q ? " found" : ""})`;
     const rows = data.sessions.map((s) => {
-      const user = s.user || s.username;
-      return el("tr", { "data-session-id": s.sessionId, "data-user": user },
-        el("td", {}, el("a", { href: `#/user/${encodeURIComponent(user)}`, text: user })),
+      return el("tr", { "data-session-id": s.sessionId, "data-user": s.user || undefined },
+        el("td", {}, userLink(s.user)),
         el("td", { text: s.username }),
         el("td", { class: "mono", text: s.sessionId }),
         el("td", { text: s.serverId }),
@@ -439,6 +471,12 @@
         () => api(`api/users/${encodeURIComponent(user)}/disconnect`, "POST", reason.value ? { reason: reason.value } : {}),
         `Sessions of ${user} disconnected.`, [reason]);
     };
+  }
+
+  // a link to a user's page; no link without a user id (a name is not one)
+  function userLink(user) {
+    if (!user) return el("span", { class: "hint", text: "–" });
+    return el("a", { href: `#/user/${encodeURIComponent(user)}`, text: user });
   }
 
   function kick(user, suspend) {
@@ -572,6 +610,11 @@
     notify: async () => renderNotify(),
   };
 
+  function showAccess() {
+    if (state.adminToken === false) setAccess("read-only", "read-only (no admin token on this relay)");
+    else setAccess(token() ? "token" : "read-only", token() ? "signed in" : "read-only (no token sent)");
+  }
+
   async function render(auto = false) {
     const route = state.route;
     const view = VIEWS[route.view] ? route.view : "overview";
@@ -579,19 +622,22 @@
     if (!$("sign-in").hidden) return;
     state.busy = true;
     try {
+      if (state.adminToken === null) learnAccess(await api("api/dashboard/servers"));
       await VIEWS[view](auto);
       if (!$("error").textContent.startsWith("Not done")) showError("");
-      setAccess(token() ? "token" : "read-only", token() ? "signed in" : "read-only (no token sent)");
       document.body.dataset.loaded = view;
     } catch (err) {
       if (!(err instanceof SignInNeeded)) showError(err.message);
     } finally {
       state.busy = false;
+      if ($("sign-in").hidden) showAccess(); // else signed out, and said so
     }
   }
 
   setInterval(() => {
-    const live = ["overview", "room", "user", "charts"].includes(state.route.view);
+    const view = state.route.view;
+    const live = ["overview", "user", "charts"].includes(view)
+      || (view === "room" && Date.now() - state.roomAt >= ROOMS_REFRESH_MS);
     if (live && !state.busy && !document.hidden && !$("confirm").open) render(true);
   }, REFRESH_MS);
 

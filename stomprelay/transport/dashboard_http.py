@@ -8,7 +8,8 @@ token, or loopback when none is set):
   "total", "offset", "limit", "q"}``); without any of the three parameters these
   routes are not this module's and answer as they always have;
 - ``GET /api/dashboard/servers``: every relay with its liveness state, uptime
-  and past degraded periods;
+  and past degraded periods, and ``adminToken``: whether this relay has an admin
+  token (without one the page is read-only and asks for none);
 - ``GET /api/dashboard/samples``: the last 15 minutes of samples of every relay
   and of the cluster.
 
@@ -32,8 +33,11 @@ ROUTES = ("/api/dashboard/servers", "/api/dashboard/samples")
 class DashboardRoutes:
     """See the module docstring."""
 
-    def __init__(self, dashboard: Dashboard) -> None:
+    def __init__(self, dashboard: Dashboard, *, admin_token: bool = False) -> None:
         self.dashboard = dashboard
+        #: Whether the relay has an admin token (``--admin-token``): the page's actions
+        #: and its sign-in need one; the API key (``--api-key``) stands for none.
+        self.admin_token = admin_token
         self._lists: dict[str, Callable[[PageQuery], Awaitable[Row]]] = {
             "/api/rooms": dashboard.rooms,
             "/api/sessions": dashboard.sessions,
@@ -47,7 +51,10 @@ class DashboardRoutes:
         """The answer to ``GET path?query``; None when it is not this module's."""
         view = self._views.get(path)
         if view is not None:
-            return json_answer(HTTPStatus.OK, await view())
+            shown = await view()
+            if path == "/api/dashboard/servers":
+                shown = {**shown, "adminToken": self.admin_token}
+            return json_answer(HTTPStatus.OK, shown)
         listing = self._lists.get(path)
         if listing is None:
             return None

@@ -37,6 +37,7 @@ import h11
 from stomprelay.admin import Admin, NotTaken
 from stomprelay.api import MAX_USER, ApiError, user_in_path
 from stomprelay.auth import check_name
+from stomprelay.dashboard import page_query, participants_page
 from stomprelay.destinations import ROOM_ID
 from stomprelay.errors import BackendUnavailable, PolicyError
 from stomprelay.metrics import Metrics
@@ -205,7 +206,7 @@ class HttpApp:
             if route is not None:
                 return await route()
             if path.startswith("/api/rooms/"):
-                return await self._api_room(path[len("/api/rooms/") :])
+                return await self._api_room(path[len("/api/rooms/") :], query)
             if path == "/dev/token":
                 return self._dev_token(query)
             if path == "/api" or path.startswith("/api/"):  # API errors are JSON
@@ -391,13 +392,21 @@ class HttpApp:
     async def _api_rooms(self) -> Answer:
         return json_answer(HTTPStatus.OK, await self.admin.rooms())
 
-    async def _api_room(self, room_id: str) -> Answer:
+    async def _api_room(self, room_id: str, query: str = "") -> Answer:
+        """``GET /api/rooms/{id}``: with ``?offset=&limit=``, one page of its
+        participants (``participantTotal`` counts them all)."""
         if not ROOM_ID.fullmatch(room_id):
             return json_answer(HTTPStatus.BAD_REQUEST, {"error": "invalid room id"})
+        try:
+            page = page_query(query)
+        except ApiError as exc:
+            return json_answer(HTTPStatus(exc.status), exc.as_json())
         room = await self.admin.room(room_id)
         if room is None:
             return json_answer(HTTPStatus.NOT_FOUND, {"error": f"no room {room_id}"})
-        return json_answer(HTTPStatus.OK, room.as_json())
+        if page is None:
+            return json_answer(HTTPStatus.OK, room.as_json())
+        return json_answer(HTTPStatus.OK, participants_page(room.as_json(), page))
 
     async def _metrics(self) -> Answer:
         metrics = self.status.metrics
@@ -406,8 +415,12 @@ class HttpApp:
 
     def _static(self, path: str) -> Answer:
         """A file under the web root; anything that does not name one is a 404
-        (a NUL, an over-long name and ``..`` included)."""
-        relative = ADMIN_PAGES.get(path) or path.lstrip("/") or "index.html"
+        (a NUL, an over-long name and ``..`` included). A path is one slash and a
+        name: ``//admin.html`` is a 404, so no page is served where its relative
+        links would make a network-path reference (``//api/...``, another host)."""
+        if not path.startswith("/") or path.startswith("//"):
+            return NOT_FOUND
+        relative = ADMIN_PAGES.get(path) or path[1:] or "index.html"
         try:
             target = (self.web_root / relative).resolve()
             if target.is_dir():

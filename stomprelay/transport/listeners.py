@@ -89,7 +89,7 @@ class RelayServer:
             self._web_root,
             self._admin_token,
             api,
-            dashboard=DashboardRoutes(relay.dashboard),
+            dashboard=DashboardRoutes(relay.dashboard, admin_token=bool(self._admin_token)),
         )
         hub = Hub(relay, self.timers, http)
         hub.on_gone = self._gone.set

@@ -33,6 +33,9 @@ from stomprelay.cluster.keys import Keys
 pytestmark = [pytest.mark.e2e, pytest.mark.redis]
 
 TOKEN = "admin-secret-for-tests"
+API_KEY = "server-api-key-for-tests"
+#: The name alice shows in the room (her login is "alice").
+ALICE_NAME = "Alice of Wonderland"
 #: Samples every half second, so the charts have points within the test.
 FAST_SAMPLES = ["--dashboard-interval", "0.5"]
 
@@ -82,8 +85,9 @@ def two_relays(tmp_path: Path, page_deps: None) -> Iterator[Relays]:
 
 @pytest.fixture
 def seeded_relay(tmp_path: Path, page_deps: None) -> Iterator[Relays]:
-    """Redis with 10,000 rooms and 50,000 sessions, one relay without an admin token."""
-    found = _start(tmp_path, ("relay-1",), FAST_SAMPLES, seed=True)
+    """Redis with 10,000 rooms and 50,000 sessions, one relay with the server API's key
+    and without an admin token."""
+    found = _start(tmp_path, ("relay-1",), [*FAST_SAMPLES, "--api-key", API_KEY], seed=True)
     try:
         yield found
     finally:
@@ -186,9 +190,10 @@ class StompUser(stomp.ConnectionListener):  # type: ignore[misc]
     def on_disconnected(self) -> None:
         self.ended.set()
 
-    def join(self, room: str) -> None:
+    def join(self, room: str, name: str = "") -> None:
+        """Join ``room`` showing ``name`` there (the login when empty)."""
         self.conn.subscribe(f"/topic/room/{room}", f"sub-{room}")
-        self.conn.send(f"/app/room/{room}/join", json.dumps({"username": self.login}))
+        self.conn.send(f"/app/room/{room}/join", json.dumps({"username": name or self.login}))
 
     def say(self, room: str, text: str) -> None:
         self.conn.send(f"/app/room/{room}/message", json.dumps({"message": text}))
@@ -245,7 +250,8 @@ def test_dashboard_shows_the_cluster_kicks_and_sees_a_relay_die(
     bob = StompUser(relay1, "bob")
     users = [alice, bob]
     try:
-        alice.join("lobby")
+        # alice shows another name in the room than her login: the page acts on the login
+        alice.join("lobby", ALICE_NAME)
         bob.join("lobby")
         alice.say("lobby", "hello from stomp.py")
         room_row = tab.locator('#overview-rooms tr[data-room-id="lobby"]')
@@ -257,11 +263,13 @@ def test_dashboard_shows_the_cluster_kicks_and_sees_a_relay_die(
         tab.expect(tab.locator("body")).to_have_attribute("data-loaded", "room")
         participants = tab.locator("#room-participants tbody tr")
         tab.expect(participants).to_have_count(2)
-        tab.expect(tab.locator('#room-participants tr[data-user="alice"]')).to_contain_text(
-            "relay-2"
-        )
+        tab.expect(tab.locator("#room-participant-pager .range")).to_have_text("1-2 of 2")
+        alice_row = tab.locator('#room-participants tr[data-user="alice"]')
+        tab.expect(alice_row).to_contain_text("relay-2")
+        tab.expect(alice_row).to_contain_text(ALICE_NAME)
+        tab.expect(alice_row.locator("a")).to_have_attribute("href", "#/user/alice")
         said = tab.locator("#room-messages li", has_text="hello from stomp.py")
-        tab.expect(said.locator("strong")).to_have_text("alice")
+        tab.expect(said.locator("strong")).to_have_text(ALICE_NAME)
         tab.screenshot(artifacts, "room")
 
         # the charts have points of both relays
@@ -404,7 +412,18 @@ def test_dashboard_at_10000_rooms_and_50000_sessions(
 
     tab.view(f"#/users?q={user_name(31_415)}", "users")
     tab.expect(tab.locator(f'#sessions tr[data-user="{user_name(31_415)}"]')).to_have_count(1)
-    # read-only: the actions are there, and off
-    tab.view(f"#/user/{user_name(31_415)}", "user")
+    # no admin token, only the API key: a user's page (the server API's, which needs the
+    # key) says what it needs, no sign-in form is offered, and the actions stay off
+    tab.page.evaluate("h => { location.hash = h; }", f"#/user/{user_name(31_415)}")
+    tab.expect(tab.locator("#error")).to_contain_text("--admin-token")
+    tab.expect(tab.locator("#sign-in")).to_be_hidden()
     tab.expect(tab.locator("#user-kick")).to_be_disabled()
+    # the API key in the tab's storage is no admin token: dropped, nothing enabled
+    tab.page.evaluate(f"sessionStorage.setItem('stomprelay.adminToken', '{API_KEY}')")
+    tab.page.reload()
+    tab.expect(tab.locator("#error")).to_contain_text("--admin-token")
+    tab.expect(tab.locator("#access")).to_have_attribute("data-access", "read-only")
+    tab.expect(tab.locator("#user-kick")).to_be_disabled()
+    tab.expect(tab.locator("#sign-out")).to_be_hidden()
+    assert tab.page.evaluate("sessionStorage.getItem('stomprelay.adminToken')") is None
     wait_for(lambda: relay.healthy(), timeout=5, what="relay still healthy")

@@ -22,6 +22,7 @@ from stomprelay.cluster.samples import (
 )
 from stomprelay.dashboard import (
     DEFAULT_LIMIT,
+    MAX_SAMPLES,
     Dashboard,
     MemoryDashboardStore,
     PageQuery,
@@ -49,6 +50,7 @@ def test_paging_parameters_and_their_defaults() -> None:
     assert page_query("q=") == PageQuery("", 0, DEFAULT_LIMIT)
     assert page_query("q=lob&offset=20&limit=10") == PageQuery("lob", 20, 10)
     assert page_query("offset=5") == PageQuery("", 5, DEFAULT_LIMIT)
+    assert page_query("limit=100") == PageQuery("", 0, 100)
     assert page_query("q=a%20b") == PageQuery("a b", 0, DEFAULT_LIMIT)
 
 
@@ -56,7 +58,7 @@ def test_paging_parameters_and_their_defaults() -> None:
     ("query", "field"),
     [
         ("limit=0", "limit"),
-        ("limit=501", "limit"),
+        ("limit=101", "limit"),
         ("limit=ten", "limit"),
         ("offset=-1", "offset"),
         ("offset=1e3", "offset"),
@@ -185,6 +187,26 @@ def sampler_with(
         wall_ms=clock.ms,
         clock=clock,
     )
+
+
+def test_the_sample_interval_has_a_floor_and_the_ring_a_cap() -> None:
+    from stomprelay.options import OptionError, check
+
+    with pytest.raises(OptionError, match=r"--dashboard-interval must be at least 0\.05"):
+        check({"dashboard_interval": 0.01})
+    check({"dashboard_interval": 0.05})
+    store = MemoryDashboardStore(build_backends(Settings()).registry)
+
+    async def ping() -> None:
+        return None
+
+    async def guard(call: Callable[[], Awaitable[None]]) -> None:
+        await call()
+
+    fast = Sampler("relay-a", store, lambda: Reading(0, 0, 0, 0), ping, guard, interval=0.05)
+    assert fast.keep == MAX_SAMPLES == 1800
+    assert fast.samples.maxlen == MAX_SAMPLES
+    assert Sampler("relay-a", store, lambda: Reading(0, 0, 0, 0), ping, guard).keep == 180
 
 
 async def test_samples_are_rates_over_the_interval_and_reach_the_store_once_redis_is_back() -> None:
