@@ -554,12 +554,17 @@ class Queues:
         self._spawn(asyncio.get_running_loop().create_task(loop(), name="queue-orphans"))
 
     async def sweep_orphans(self, alive: set[str], idle_ms: int) -> int:
-        """Requeue what idle consumers of relays not in ``alive`` hold; how many."""
+        """Requeue what idle consumers of relays not in ``alive`` hold, and what an
+        earlier process under this relay's server id holds (it was killed and this
+        one restarted before a reap: alive as the relay is, nothing else gives its
+        entries back); how many."""
         total = 0
         for name in await self.store.names():
             for who, pending, idle in await self.store.consumer_info(name):
                 server = who.rpartition("/")[0]
-                if pending and idle >= idle_ms and server and server not in alive:
+                earlier = server == self.server_id and who != self.consumer
+                gone = idle >= idle_ms and bool(server) and server not in alive
+                if pending and (earlier or gone):
                     moved = await self.store.release(name, who, self.settings.queue_max_deliveries)
                     log.warning("queue %s: requeued %d entries of gone relay %s", name, moved, who)
                     self.metrics.queue_messages.labels("requeued").inc(moved)

@@ -417,3 +417,26 @@ async def test_unsubscribe_mid_stream_loses_nothing(relays: Relays, clients: Any
     got = bodies(leaving.received("a")) + bodies(staying.received("b"))
     assert sorted(got) == sorted(f"m{i}" for i in range(600))
     await until(lambda: _settled(servers[0], "stream"), "the queue to be empty")
+
+
+async def test_a_restarted_relay_gives_back_what_its_previous_process_held(
+    relays: Relays, clients: Any, request: pytest.FixtureRequest
+) -> None:
+    """A process under the same server id read entries and was killed; the new one,
+    alive under that id, has no subscriber of the queue: its orphan look gives them
+    back to the other relay's subscriber."""
+    if request.node.callspec.params["relays"] == "memory":
+        pytest.skip("one process holds every consumer of an in-memory queue")
+    servers = await relays(2)
+    producer = await clients(servers[0])
+    await send_all(producer, "stranded", 3)
+    store = servers[0].relay.queues.store
+    held = await store.read("stranded", "q0/previous", 3, 0)
+    assert len(held) == 3
+    consumer = await clients(servers[1])
+    await consumer.subscribe("/queue/stranded", "s", ack="client-individual")
+    # q0 and q1 are both alive: only the restart rule gives these entries back
+    assert await servers[0].relay.queues.sweep_orphans({"q0", "q1"}, 0) == 3
+    again = await consumer.collect(3, "s", timeout=10)
+    assert sorted(bodies(again)) == ["m0", "m1", "m2"]
+    assert all(f.get("redelivered") == "true" for f in again)
