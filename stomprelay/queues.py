@@ -383,8 +383,10 @@ class Queues:
     # -- delivery ---------------------------------------------------------------------
 
     def _pick(self, queue: _Queue, avoid: str, strict: bool = False) -> _Consumer | None:
-        """The next subscriber with room, in turns, other than ``avoid`` where one is
-        there (``strict``: never ``avoid``)."""
+        """The next subscriber with room, in turns, other than ``avoid`` where one
+        with room is there (``strict``: never ``avoid``). ``avoid`` alone with room:
+        ``avoid`` (the caller puts the entry back for a while first), so that an
+        entry whose other subscribers here are full does not stop the queue."""
         consumers = list(queue.consumers.values())
         count = len(consumers)
         fallback: _Consumer | None = None
@@ -397,11 +399,7 @@ class Queues:
                 continue
             queue.turn = (queue.turn + i + 1) % count
             return consumer
-        if strict:
-            return None
-        if fallback is not None and any(c.key != avoid for c in consumers):
-            return None  # another subscriber here takes it once it has room
-        return fallback
+        return None if strict else fallback
 
     def _deliver(self, queue: _Queue, consumer: _Consumer, item: QueueItem) -> bool:
         envelope = item.envelope

@@ -440,3 +440,31 @@ async def test_a_restarted_relay_gives_back_what_its_previous_process_held(
     again = await consumer.collect(3, "s", timeout=10)
     assert sorted(bodies(again)) == ["m0", "m1", "m2"]
     assert all(f.get("redelivered") == "true" for f in again)
+
+
+async def test_a_nacked_entry_does_not_stall_the_queue(relays: Relays, clients: Any) -> None:
+    """The entry a NACK put back must avoid its consumer, whose neighbours (here and on
+    the other relay) are full: it goes back to that consumer after all, and the
+    messages behind it flow."""
+    servers = await relays(2)
+    producer = await clients(servers[0])
+    full: list[StompClient] = []
+    for i, server in enumerate((servers[0], servers[-1])):
+        client = await clients(server)
+        await client.subscribe(
+            "/queue/stall", "s", ack="client-individual", headers=[("prefetch-count", "1")]
+        )
+        await send_all(producer, "stall", 1, start=i)
+        await client.next_message("s", timeout=10)
+        full.append(client)
+    refuser = await clients(servers[0])
+    await refuser.subscribe(
+        "/queue/stall", "s", ack="client-individual", headers=[("prefetch-count", "5")]
+    )
+    await send_all(producer, "stall", 1, start=2)
+    await ack(refuser, await refuser.next_message("s", timeout=10), "NACK")
+    await send_all(producer, "stall", 2, start=3)
+    got = await refuser.collect(3, "s", timeout=20)
+    assert sorted(bodies(got)) == ["m2", "m3", "m4"]
+    for client in full:
+        assert len(client.received("s")) == 1
