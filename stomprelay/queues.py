@@ -94,15 +94,33 @@ class _Consumer:
     held: dict[str, QueueItem] = field(default_factory=dict)
     #: Counted in the queue's consumers hash (the count is taken back at the end).
     counted: bool = False
+    #: Body bytes handed since the socket last took its writes, and the most of them
+    #: (half of ``send_queue_bytes``): a prefetch of large messages goes out over
+    #: several loop turns, never into one write that makes a slow consumer.
+    given: int = 0
+    budget: int = 0
 
     def room(self) -> int:
         session = self.sink.session
         # an UNSUBSCRIBE or DISCONNECT the relay has not acted on yet: no room
         if session.state is not State.OPEN or self.sub_id not in session.subscriptions:
             return 0
+        if self.sink.write_paused or self.given >= self.budget:
+            return 0
         if self.auto:
-            return 0 if self.sink.write_paused else AUTO_WINDOW
+            return AUTO_WINDOW
         return self.prefetch - len(self.held)
+
+    def handed(self, size: int) -> None:
+        """``size`` bytes were handed: counted until the next loop turn, after this
+        turn's writes (``room`` then says no while the socket is paused, and the
+        count starts again once it takes writes)."""
+        if not self.given:
+            asyncio.get_running_loop().call_soon(self._written)
+        self.given += size
+
+    def _written(self) -> None:
+        self.given = 0
 
 
 @dataclass(slots=True, eq=False)
@@ -217,6 +235,7 @@ class Queues:
             subscription.id,
             subscription.ack == "auto",
             prefetch,
+            budget=max(settings.send_queue_bytes // 2, 1),
         )
         queue = self._queues.get(name)
         first = queue is None
@@ -413,6 +432,7 @@ class Queues:
         consumer.sink.flush()
         if key is None:
             return False
+        consumer.handed(len(envelope.body))
         self.metrics.queue_messages.labels("delivered").inc()
         self.metrics.delivered.inc()
         if consumer.auto:

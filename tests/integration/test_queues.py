@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Callable
@@ -468,3 +469,37 @@ async def test_a_nacked_entry_does_not_stall_the_queue(relays: Relays, clients: 
     assert sorted(bodies(got)) == ["m2", "m3", "m4"]
     for client in full:
         assert len(client.received("s")) == 1
+
+
+async def test_a_prefetch_of_large_messages_is_no_slow_consumer(
+    relays: Relays, clients: Any
+) -> None:
+    """A client-ack consumer with room for 200 messages of 40 KiB (8 MB) against a
+    256 KiB send queue, its socket read nothing for a while (a small receive buffer,
+    so that the kernel does not take it all): the relay hands it no more while its
+    socket is full, and it is not dropped as a slow consumer."""
+    (server,) = await relays(1, send_queue_bytes=256 * 1024, byte_rate=0)
+    consumer = await clients(server)
+    await consumer.subscribe(
+        "/queue/large", "s", ack="client-individual", headers=[("prefetch-count", "200")]
+    )
+    sock = consumer.ws.transport.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
+    consumer.ws.transport.pause_reading()
+    producer = await clients(server)
+    body = "x" * (40 * 1024)
+    for i in range(250):
+        await producer.send("/queue/large", f"{i}:{body}", receipt=(i % 10 == 9))
+
+    async def handed() -> bool:
+        data = await stats(server, "large")
+        return bool(data["pending"]) and data["length"] + data["pending"] == 250
+
+    await until(handed, "messages handed to the paused consumer")
+    consumer.ws.transport.resume_reading()
+    for _ in range(250):
+        frame = await consumer.next_message("s", timeout=20)
+        await consumer.send_frame(Frame("ACK", (("id", frame.get("ack") or ""),)))
+    assert not consumer.errors
+    assert not consumer.closed
+    await until(lambda: _settled(server, "large"), "every large message acknowledged")
