@@ -169,6 +169,8 @@ class Queues:
         #: SENDs waiting for the next batch, and the task that stores them.
         self._pushes: list[tuple[str, Envelope, asyncio.Future[None]]] = []
         self._pushing: asyncio.Task[None] | None = None
+        #: session id -> queues it acknowledged messages of since its last RECEIPT
+        self._acked: dict[str, set[str]] = {}
 
     # -- sending ----------------------------------------------------------------
 
@@ -282,6 +284,7 @@ class Queues:
 
     async def drop(self, session_id: str) -> None:
         """A session ended: its subscriptions' unacknowledged messages are redelivered."""
+        self._acked.pop(session_id, None)
         for sub_id in list(self._by_session.get(session_id, ())):
             await self._remove(session_id, sub_id)
 
@@ -326,8 +329,18 @@ class Queues:
         elif items:
             self.metrics.queue_messages.labels("acked").inc(len(items))
             self._ack(queue, [item.id for item in items])
+            self._acked.setdefault(session_id, set()).add(name)
         self._dispatch(queue)
         queue.wake.set()
+
+    async def acknowledged(self, session_id: str) -> None:
+        """Before a RECEIPT: the session's ACKs are stored (their batch flushed), so
+        that the RECEIPT of an ACK, or of the COMMIT holding it, means it is done.
+        A session that asks for no receipt keeps the batching."""
+        for name in self._acked.pop(session_id, ()):
+            queue = self._queues.get(name)
+            if queue is not None and queue.flushing is not None:
+                await asyncio.shield(queue.flushing)
 
     def _ack(self, queue: _Queue, ids: Iterable[str]) -> None:
         """XACK in batches: one step per queue and loop turn, not one per message."""

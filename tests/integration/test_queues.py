@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 from stompclient import StompClient, StompClientError
 
 from stomprelay.stomp.frames import V10, V11, Frame
@@ -503,3 +504,26 @@ async def test_a_prefetch_of_large_messages_is_no_slow_consumer(
     assert not consumer.errors
     assert not consumer.closed
     await until(lambda: _settled(server, "large"), "every large message acknowledged")
+
+
+async def test_the_receipt_of_an_ack_follows_its_acknowledgement(
+    relays: Relays, clients: Any, request: pytest.FixtureRequest
+) -> None:
+    """Redis takes no writes for a while: the RECEIPT of an ACK waits for the XACK."""
+    if request.node.callspec.params["relays"] == "memory":
+        pytest.skip("an in-memory acknowledgement takes no round trip")
+    (server,) = await relays(1)
+    consumer = await clients(server)
+    await consumer.subscribe("/queue/receipted", "s", ack="client-individual")
+    producer = await clients(server)
+    await send_all(producer, "receipted", 1)
+    frame = await consumer.next_message("s")
+    raw = aioredis.Redis.from_url(request.getfixturevalue("redis_url"))
+    try:
+        await raw.execute_command("CLIENT", "PAUSE", 1000, "WRITE")
+        await ack(consumer, frame)
+        pending = await raw.xpending(server.relay.keys.queue("receipted"), "g")
+        assert pending["pending"] == 0
+    finally:
+        await raw.execute_command("CLIENT", "UNPAUSE")
+        await raw.aclose()
