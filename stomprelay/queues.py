@@ -380,7 +380,9 @@ class Queues:
             if target is not None and self._deliver(queue, target, again):
                 continue
             if elsewhere is None:
-                elsewhere = await self._elsewhere(queue.name)
+                # another subscriber here, full now, or one on another relay
+                here = any(key != avoid for key in queue.consumers)
+                elsewhere = here or await self._elsewhere(queue.name)
             if not elsewhere:
                 # no other subscriber anywhere: back to the one that refused it, if it is here
                 target = queue.consumers.get(avoid)

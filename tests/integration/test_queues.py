@@ -527,3 +527,28 @@ async def test_the_receipt_of_an_ack_follows_its_acknowledgement(
     finally:
         await raw.execute_command("CLIENT", "UNPAUSE")
         await raw.aclose()
+
+
+async def test_a_nack_goes_to_a_full_neighbour_on_the_same_relay_first(
+    relays: Relays, clients: Any
+) -> None:
+    """Two subscriptions of one session on one relay: the one holding its only
+    allowed message ACKs it just after the other NACKs: the refused message goes
+    back into the queue noting whom to avoid, and the neighbour gets it."""
+    (server,) = await relays(1)
+    client = await clients(server)
+    producer = await clients(server)
+    await client.subscribe(
+        "/queue/neighbour", "full", ack="client-individual", headers=[("prefetch-count", "1")]
+    )
+    await send_all(producer, "neighbour", 1)
+    held = await client.next_message("full")
+    await client.subscribe("/queue/neighbour", "refuser", ack="client-individual")
+    await send_all(producer, "neighbour", 1, start=1)
+    refused = await client.next_message("refuser")
+    await client.send_frame(Frame("NACK", (("id", refused.get("ack") or ""),)))
+    await client.send_frame(Frame("ACK", (("id", held.get("ack") or ""),)))
+    again = await client.next_message("full", timeout=10)
+    assert again.body == b"m1"
+    assert again.get("redelivered") == "true"
+    assert not [f for f in client.received("refuser") if f.get("redelivered")]
