@@ -94,15 +94,33 @@ class _Consumer:
     held: dict[str, QueueItem] = field(default_factory=dict)
     #: Counted in the queue's consumers hash (the count is taken back at the end).
     counted: bool = False
+    #: Body bytes handed since the socket last took its writes, and the most of them
+    #: (half of ``send_queue_bytes``): a prefetch of large messages goes out over
+    #: several loop turns, never into one write that makes a slow consumer.
+    given: int = 0
+    budget: int = 0
 
     def room(self) -> int:
         session = self.sink.session
         # an UNSUBSCRIBE or DISCONNECT the relay has not acted on yet: no room
         if session.state is not State.OPEN or self.sub_id not in session.subscriptions:
             return 0
+        if self.sink.write_paused or self.given >= self.budget:
+            return 0
         if self.auto:
-            return 0 if self.sink.write_paused else AUTO_WINDOW
+            return AUTO_WINDOW
         return self.prefetch - len(self.held)
+
+    def handed(self, size: int) -> None:
+        """``size`` bytes were handed: counted until the next loop turn, after this
+        turn's writes (``room`` then says no while the socket is paused, and the
+        count starts again once it takes writes)."""
+        if not self.given:
+            asyncio.get_running_loop().call_soon(self._written)
+        self.given += size
+
+    def _written(self) -> None:
+        self.given = 0
 
 
 @dataclass(slots=True, eq=False)
@@ -151,6 +169,8 @@ class Queues:
         #: SENDs waiting for the next batch, and the task that stores them.
         self._pushes: list[tuple[str, Envelope, asyncio.Future[None]]] = []
         self._pushing: asyncio.Task[None] | None = None
+        #: session id -> queues it acknowledged messages of since its last RECEIPT
+        self._acked: dict[str, set[str]] = {}
 
     # -- sending ----------------------------------------------------------------
 
@@ -217,6 +237,7 @@ class Queues:
             subscription.id,
             subscription.ack == "auto",
             prefetch,
+            budget=max(settings.send_queue_bytes // 2, 1),
         )
         queue = self._queues.get(name)
         first = queue is None
@@ -263,6 +284,7 @@ class Queues:
 
     async def drop(self, session_id: str) -> None:
         """A session ended: its subscriptions' unacknowledged messages are redelivered."""
+        self._acked.pop(session_id, None)
         for sub_id in list(self._by_session.get(session_id, ())):
             await self._remove(session_id, sub_id)
 
@@ -307,8 +329,18 @@ class Queues:
         elif items:
             self.metrics.queue_messages.labels("acked").inc(len(items))
             self._ack(queue, [item.id for item in items])
+            self._acked.setdefault(session_id, set()).add(name)
         self._dispatch(queue)
         queue.wake.set()
+
+    async def acknowledged(self, session_id: str) -> None:
+        """Before a RECEIPT: the session's ACKs are stored (their batch flushed), so
+        that the RECEIPT of an ACK, or of the COMMIT holding it, means it is done.
+        A session that asks for no receipt keeps the batching."""
+        for name in self._acked.pop(session_id, ()):
+            queue = self._queues.get(name)
+            if queue is not None and queue.flushing is not None:
+                await asyncio.shield(queue.flushing)
 
     def _ack(self, queue: _Queue, ids: Iterable[str]) -> None:
         """XACK in batches: one step per queue and loop turn, not one per message."""
@@ -348,7 +380,9 @@ class Queues:
             if target is not None and self._deliver(queue, target, again):
                 continue
             if elsewhere is None:
-                elsewhere = await self._elsewhere(queue.name)
+                # another subscriber here, full now, or one on another relay
+                here = any(key != avoid for key in queue.consumers)
+                elsewhere = here or await self._elsewhere(queue.name)
             if not elsewhere:
                 # no other subscriber anywhere: back to the one that refused it, if it is here
                 target = queue.consumers.get(avoid)
@@ -383,8 +417,10 @@ class Queues:
     # -- delivery ---------------------------------------------------------------------
 
     def _pick(self, queue: _Queue, avoid: str, strict: bool = False) -> _Consumer | None:
-        """The next subscriber with room, in turns, other than ``avoid`` where one is
-        there (``strict``: never ``avoid``)."""
+        """The next subscriber with room, in turns, other than ``avoid`` where one
+        with room is there (``strict``: never ``avoid``). ``avoid`` alone with room:
+        ``avoid`` (the caller puts the entry back for a while first), so that an
+        entry whose other subscribers here are full does not stop the queue."""
         consumers = list(queue.consumers.values())
         count = len(consumers)
         fallback: _Consumer | None = None
@@ -397,11 +433,7 @@ class Queues:
                 continue
             queue.turn = (queue.turn + i + 1) % count
             return consumer
-        if strict:
-            return None
-        if fallback is not None and any(c.key != avoid for c in consumers):
-            return None  # another subscriber here takes it once it has room
-        return fallback
+        return None if strict else fallback
 
     def _deliver(self, queue: _Queue, consumer: _Consumer, item: QueueItem) -> bool:
         envelope = item.envelope
@@ -415,6 +447,7 @@ class Queues:
         consumer.sink.flush()
         if key is None:
             return False
+        consumer.handed(len(envelope.body))
         self.metrics.queue_messages.labels("delivered").inc()
         self.metrics.delivered.inc()
         if consumer.auto:
@@ -554,12 +587,17 @@ class Queues:
         self._spawn(asyncio.get_running_loop().create_task(loop(), name="queue-orphans"))
 
     async def sweep_orphans(self, alive: set[str], idle_ms: int) -> int:
-        """Requeue what idle consumers of relays not in ``alive`` hold; how many."""
+        """Requeue what idle consumers of relays not in ``alive`` hold, and what an
+        earlier process under this relay's server id holds (it was killed and this
+        one restarted before a reap: alive as the relay is, nothing else gives its
+        entries back); how many."""
         total = 0
         for name in await self.store.names():
             for who, pending, idle in await self.store.consumer_info(name):
                 server = who.rpartition("/")[0]
-                if pending and idle >= idle_ms and server and server not in alive:
+                earlier = server == self.server_id and who != self.consumer
+                gone = idle >= idle_ms and bool(server) and server not in alive
+                if pending and (earlier or gone):
                     moved = await self.store.release(name, who, self.settings.queue_max_deliveries)
                     log.warning("queue %s: requeued %d entries of gone relay %s", name, moved, who)
                     self.metrics.queue_messages.labels("requeued").inc(moved)

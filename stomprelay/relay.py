@@ -593,6 +593,7 @@ class Relay:
         elif isinstance(event, Acknowledged):
             await self.queues.settle(sink.session.session_id, event)
         elif isinstance(event, ReceiptDue):
+            await self.queues.acknowledged(sink.session.session_id)
             await self.subscriptions.receipt(sink, event)
         elif isinstance(event, DisconnectRequested):
             sink.session.close("client disconnected")

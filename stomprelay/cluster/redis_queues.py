@@ -58,10 +58,16 @@ local function field(fields, name)
 end
 
 -- Move one pending entry: to the end of its queue with n deliveries, or to the
--- dead-letter queue once n reached the most; 1 when it went to the DLQ.
+-- dead-letter queue once n reached the most; 1 when it went to the DLQ. An entry
+-- deleted meanwhile (XDEL, XTRIM) is only acknowledged: nothing to move, and it
+-- must not stay pending (a release would find it again and again).
 local function move(stream, dlq, id, n, excluded, most)
   local entry = redis.call('XRANGE', stream, id, id)
-  if #entry == 0 or redis.call('XACK', stream, 'g', id) == 0 then return 0 end
+  if #entry == 0 then
+    redis.call('XACK', stream, 'g', id)
+    return 0
+  end
+  if redis.call('XACK', stream, 'g', id) == 0 then return 0 end
   redis.call('XDEL', stream, id)
   local e = field(entry[1][2], 'e')
   if n >= most then

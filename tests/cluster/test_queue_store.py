@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 from procs import RedisServer
 from topology import ClusterTopology, require_redis7
 
+from stomprelay.cluster import redis_queues
 from stomprelay.cluster.connect import RedisTarget
 from stomprelay.cluster.envelope import Envelope
 from stomprelay.cluster.keys import Keys
@@ -127,3 +128,30 @@ async def test_a_blocking_read_waits_for_a_push(store: QueueStore) -> None:
     await store.push("q", envelope(0), 0)
     (item,) = await asyncio.wait_for(reading, 10)
     assert item.envelope == envelope(0)
+
+
+@pytest.mark.redis
+async def test_entries_deleted_while_pending_are_released(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Entries someone deleted from the stream while a consumer held them: a requeue
+    and a release acknowledge them (nothing stays pending), and a release of more
+    than a page of them ends."""
+    monkeypatch.setattr(redis_queues, "RELEASE_PAGE", 2)
+    raw = aioredis.Redis.from_url(redis_server.url)
+    await raw.flushall()
+    store = RedisQueues(redis_server.url, Keys())
+    try:
+        for i in range(6):
+            await store.push("q", envelope(i), 0)
+        held = await store.read("q", "gone/1", 6, 0)
+        stream = Keys().queue("q")
+        await raw.xdel(stream, *(item.id for item in held))
+        assert await store.requeue("q", [Requeue(held[0].id, 1)], MOST) == 0
+        assert (await raw.xpending(stream, "g"))["pending"] == 5
+        await asyncio.wait_for(store.release("q", "gone/1", MOST), 10)
+        assert (await raw.xpending(stream, "g"))["pending"] == 0
+        assert await store.stats("q") == QueueStats("q", 0, 0, 0, 0)
+    finally:
+        await store.close()
+        await raw.aclose()

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 from stompclient import StompClient, StompClientError
 
 from stomprelay.stomp.frames import V10, V11, Frame
@@ -417,3 +419,136 @@ async def test_unsubscribe_mid_stream_loses_nothing(relays: Relays, clients: Any
     got = bodies(leaving.received("a")) + bodies(staying.received("b"))
     assert sorted(got) == sorted(f"m{i}" for i in range(600))
     await until(lambda: _settled(servers[0], "stream"), "the queue to be empty")
+
+
+async def test_a_restarted_relay_gives_back_what_its_previous_process_held(
+    relays: Relays, clients: Any, request: pytest.FixtureRequest
+) -> None:
+    """A process under the same server id read entries and was killed; the new one,
+    alive under that id, has no subscriber of the queue: its orphan look gives them
+    back to the other relay's subscriber."""
+    if request.node.callspec.params["relays"] == "memory":
+        pytest.skip("one process holds every consumer of an in-memory queue")
+    servers = await relays(2)
+    producer = await clients(servers[0])
+    await send_all(producer, "stranded", 3)
+    store = servers[0].relay.queues.store
+    held = await store.read("stranded", "q0/previous", 3, 0)
+    assert len(held) == 3
+    consumer = await clients(servers[1])
+    await consumer.subscribe("/queue/stranded", "s", ack="client-individual")
+    # q0 and q1 are both alive: only the restart rule gives these entries back
+    assert await servers[0].relay.queues.sweep_orphans({"q0", "q1"}, 0) == 3
+    again = await consumer.collect(3, "s", timeout=10)
+    assert sorted(bodies(again)) == ["m0", "m1", "m2"]
+    assert all(f.get("redelivered") == "true" for f in again)
+
+
+async def test_a_nacked_entry_does_not_stall_the_queue(relays: Relays, clients: Any) -> None:
+    """The entry a NACK put back must avoid its consumer, whose neighbours (here and on
+    the other relay) are full: it goes back to that consumer after all, and the
+    messages behind it flow."""
+    servers = await relays(2)
+    producer = await clients(servers[0])
+    full: list[StompClient] = []
+    for i, server in enumerate((servers[0], servers[-1])):
+        client = await clients(server)
+        await client.subscribe(
+            "/queue/stall", "s", ack="client-individual", headers=[("prefetch-count", "1")]
+        )
+        await send_all(producer, "stall", 1, start=i)
+        await client.next_message("s", timeout=10)
+        full.append(client)
+    refuser = await clients(servers[0])
+    await refuser.subscribe(
+        "/queue/stall", "s", ack="client-individual", headers=[("prefetch-count", "5")]
+    )
+    await send_all(producer, "stall", 1, start=2)
+    await ack(refuser, await refuser.next_message("s", timeout=10), "NACK")
+    await send_all(producer, "stall", 2, start=3)
+    got = await refuser.collect(3, "s", timeout=20)
+    assert sorted(bodies(got)) == ["m2", "m3", "m4"]
+    for client in full:
+        assert len(client.received("s")) == 1
+
+
+async def test_a_prefetch_of_large_messages_is_no_slow_consumer(
+    relays: Relays, clients: Any
+) -> None:
+    """A client-ack consumer with room for 200 messages of 40 KiB (8 MB) against a
+    256 KiB send queue, its socket read nothing for a while (a small receive buffer,
+    so that the kernel does not take it all): the relay hands it no more while its
+    socket is full, and it is not dropped as a slow consumer."""
+    (server,) = await relays(1, send_queue_bytes=256 * 1024, byte_rate=0)
+    consumer = await clients(server)
+    await consumer.subscribe(
+        "/queue/large", "s", ack="client-individual", headers=[("prefetch-count", "200")]
+    )
+    sock = consumer.ws.transport.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
+    consumer.ws.transport.pause_reading()
+    producer = await clients(server)
+    body = "x" * (40 * 1024)
+    for i in range(250):
+        await producer.send("/queue/large", f"{i}:{body}", receipt=(i % 10 == 9))
+
+    async def handed() -> bool:
+        data = await stats(server, "large")
+        return bool(data["pending"]) and data["length"] + data["pending"] == 250
+
+    await until(handed, "messages handed to the paused consumer")
+    consumer.ws.transport.resume_reading()
+    for _ in range(250):
+        frame = await consumer.next_message("s", timeout=20)
+        await consumer.send_frame(Frame("ACK", (("id", frame.get("ack") or ""),)))
+    assert not consumer.errors
+    assert not consumer.closed
+    await until(lambda: _settled(server, "large"), "every large message acknowledged")
+
+
+async def test_the_receipt_of_an_ack_follows_its_acknowledgement(
+    relays: Relays, clients: Any, request: pytest.FixtureRequest
+) -> None:
+    """Redis takes no writes for a while: the RECEIPT of an ACK waits for the XACK."""
+    if request.node.callspec.params["relays"] == "memory":
+        pytest.skip("an in-memory acknowledgement takes no round trip")
+    (server,) = await relays(1)
+    consumer = await clients(server)
+    await consumer.subscribe("/queue/receipted", "s", ack="client-individual")
+    producer = await clients(server)
+    await send_all(producer, "receipted", 1)
+    frame = await consumer.next_message("s")
+    raw = aioredis.Redis.from_url(request.getfixturevalue("redis_url"))
+    try:
+        await raw.execute_command("CLIENT", "PAUSE", 1000, "WRITE")
+        await ack(consumer, frame)
+        pending = await raw.xpending(server.relay.keys.queue("receipted"), "g")
+        assert pending["pending"] == 0
+    finally:
+        await raw.execute_command("CLIENT", "UNPAUSE")
+        await raw.aclose()
+
+
+async def test_a_nack_goes_to_a_full_neighbour_on_the_same_relay_first(
+    relays: Relays, clients: Any
+) -> None:
+    """Two subscriptions of one session on one relay: the one holding its only
+    allowed message ACKs it just after the other NACKs: the refused message goes
+    back into the queue noting whom to avoid, and the neighbour gets it."""
+    (server,) = await relays(1)
+    client = await clients(server)
+    producer = await clients(server)
+    await client.subscribe(
+        "/queue/neighbour", "full", ack="client-individual", headers=[("prefetch-count", "1")]
+    )
+    await send_all(producer, "neighbour", 1)
+    held = await client.next_message("full")
+    await client.subscribe("/queue/neighbour", "refuser", ack="client-individual")
+    await send_all(producer, "neighbour", 1, start=1)
+    refused = await client.next_message("refuser")
+    await client.send_frame(Frame("NACK", (("id", refused.get("ack") or ""),)))
+    await client.send_frame(Frame("ACK", (("id", held.get("ack") or ""),)))
+    again = await client.next_message("full", timeout=10)
+    assert again.body == b"m1"
+    assert again.get("redelivered") == "true"
+    assert not [f for f in client.received("refuser") if f.get("redelivered")]
