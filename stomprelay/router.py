@@ -683,6 +683,17 @@ class Router:
             return
         if self.feeds.get(destination) is not feed:
             return
+        if feed.before and read.epoch == feed.epoch:
+            # after a reset: whether the new epoch continues the one this relay followed
+            log.warning(
+                "%s: epoch %s continues %s up to offset %d (this relay had %s up to %d)",
+                destination,
+                read.epoch,
+                read.parent or "nothing",
+                read.since,
+                feed.before,
+                feed.before_last,
+            )
         self._effects(destination, feed, feed.fetched(read, max(after, 0)))
         if feed.repaired > before and self.on_repaired is not None:
             self.on_repaired(feed.repaired - before, time.monotonic() - started)

@@ -594,7 +594,6 @@ async def _scenario_body(run: Run, problems: list[str]) -> None:
             problems.append(f"{relay.server_id}: " + " | ".join(_state_lines(text)))
     if any("more than once" in p for p in problems):
         problems += _sentinel_story(run)
-
     # -- what the logs kept of what was acknowledged (a failover may lose some) --------
     log_lost = await asyncio.to_thread(_log_lost, run)
     for tag, missing in log_lost.items():
@@ -616,6 +615,16 @@ async def _scenario_body(run: Run, problems: list[str]) -> None:
             result.problems.append(f"resumer {tag}: not subscribed")
         resumes.append(result)
         problems.extend(result.problems)
+    if any("skipped offsets" in p for p in problems):
+        # what each relay's feeds said of the epochs they left and the ones they found
+        for relay in run.cluster.relays:
+            if relay.server_id not in run.dead:
+                said = [
+                    line[:200]
+                    for line in relay.log().splitlines()
+                    if "lost offsets" in line or " continues " in line
+                ]
+                problems.append(f"{relay.server_id} feeds: " + " | ".join(said[:8]))
 
     # -- figures -------------------------------------------------------------------------
     figures = {
