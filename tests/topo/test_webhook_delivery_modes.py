@@ -5,16 +5,12 @@ stream another; a real receiver gets every event, in order per room."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import defaultdict
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from clusterhelpers import eventually
-from topology import HOST, ClusterTopology, SentinelTopology, require_redis7
 from webhookreceiver import WebhookReceiver
 
 from stomprelay.cluster.connect import RedisTarget
@@ -27,26 +23,6 @@ pytestmark = [pytest.mark.redis, pytest.mark.cluster]
 
 PARTITIONS = 4
 SECRET = "whsec-modes"
-
-
-@pytest.fixture(scope="module", params=["cluster", "sentinel"])
-def deployment(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[RedisTarget, Any]]:
-    require_redis7()
-    workdir: Path = tmp_path_factory.mktemp(f"delivery-{request.param}")
-    if request.param == "cluster":
-        with ClusterTopology(workdir, masters=3, replicas=0) as cluster:
-            client = cluster.client()
-            with contextlib.closing(client):
-                yield RedisTarget(cluster.seeds, "cluster"), client
-    else:
-        with SentinelTopology(workdir, replicas=1, sentinels=1) as sentinel:
-            sentinels = tuple((HOST, n.port) for n in sentinel.sentinels)
-            target = RedisTarget("redis://", "sentinel", sentinels, sentinel.master_name)
-            client = sentinel.master().client()
-            with contextlib.closing(client):
-                yield target, client
 
 
 async def test_two_deliveries_share_the_partitions_and_deliver_in_room_order(

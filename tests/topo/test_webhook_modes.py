@@ -4,15 +4,11 @@ step's script, as on one Redis), read back with XRANGE (docs/webhooks.md)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from topology import HOST, ClusterTopology, SentinelTopology, require_redis7
 
 from stomprelay.cluster.connect import RedisTarget
 from stomprelay.cluster.keys import Keys
@@ -27,26 +23,6 @@ NOW = 1_700_000_000_000
 PARTITIONS = 4
 R1 = ServerRecord("r1", "10.0.0.1", 8001, "0.1.0", NOW, "inc-1")
 ROOMS = [f"room-{n}" for n in range(6)]
-
-
-@pytest.fixture(scope="module", params=["cluster", "sentinel"])
-def deployment(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[RedisTarget, Any]]:
-    require_redis7()
-    workdir: Path = tmp_path_factory.mktemp(request.param)
-    if request.param == "cluster":
-        with ClusterTopology(workdir, masters=3, replicas=0) as cluster:
-            client = cluster.client()
-            with contextlib.closing(client):
-                yield RedisTarget(cluster.seeds, "cluster"), client
-    else:
-        with SentinelTopology(workdir, replicas=1, sentinels=1) as sentinel:
-            sentinels = tuple((HOST, n.port) for n in sentinel.sentinels)
-            target = RedisTarget("redis://", "sentinel", sentinels, sentinel.master_name)
-            client = sentinel.master().client()
-            with contextlib.closing(client):
-                yield target, client
 
 
 async def test_every_step_appends_its_events_once(deployment: tuple[RedisTarget, Any]) -> None:
