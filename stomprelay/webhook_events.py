@@ -33,10 +33,15 @@ EVENT_TYPES = (
 )
 
 
-def partition_key(room_id: str = "", user: str = "", session_id: str = "") -> str:
-    """What an event is partitioned by: its room, else its user, else its session."""
+def partition_key(
+    room_id: str = "", user: str = "", session_id: str = "", destination: str = ""
+) -> str:
+    """What an event is partitioned by: its room, else (a ``message.published``
+    outside rooms) its destination, else its user, else its session."""
     if room_id:
         return f"room:{room_id}"
+    if destination:
+        return f"destination:{destination}"
     if user:
         return f"user:{user}"
     return f"session:{session_id}"

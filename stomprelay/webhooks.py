@@ -562,9 +562,11 @@ def replay_partition(event: str, partitions: int) -> int:
         data = {}
     if not isinstance(data, dict):
         data = {}
-    room, destination = str(data.get("roomId") or ""), str(data.get("destination") or "")
-    if not room and data.get("type") == "message.published" and destination:
-        key = f"destination:{destination}"
-    else:
-        key = partition_key(room, str(data.get("user") or ""), str(data.get("sessionId") or ""))
+    message = data.get("type") == "message.published"
+    key = partition_key(
+        str(data.get("roomId") or ""),
+        str(data.get("user") or ""),
+        str(data.get("sessionId") or ""),
+        str(data.get("destination") or "") if message else "",
+    )
     return partition_of(key, partitions)

@@ -224,7 +224,7 @@ class WebhookSteps:
             extra=extra,
         )
         # by room (in order with its joins and leaves), else by destination
-        key = partition_key(room_id) if room_id else f"destination:{destination}"
+        key = partition_key(room_id, destination=destination)
         text = event_json(event)
         return MessageEvent(partition_of(key, self.partitions), text[:-1] + OFFSET_FIELD, "}")
 
