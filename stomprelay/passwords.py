@@ -2,7 +2,9 @@
 
 For small deployments without a token issuer (docs/security.md). A line is a
 user name, a colon and a bcrypt hash (``$2b$``, and the ``$2a$``/``$2y$`` that
-``htpasswd -B`` writes, so an htpasswd file of bcrypt lines works as it is);
+``htpasswd -B`` writes, so an htpasswd file of bcrypt lines works as it is) or an
+argon2 hash in PHC format (``$argon2id$v=19$m=...``, as ``argon2-cffi`` and the
+``argon2`` command write it);
 blank lines and ``#`` comments are skipped. ``stomprelay users hash`` makes a
 hash from a password read on standard input.
 
@@ -15,7 +17,7 @@ a quarter of a second of CPU per check at cost 12: it runs in a worker thread
 (it releases the GIL), never on the event loop.
 
 bcrypt reads at most 72 bytes of a password; longer ones are refused when
-hashing and never match.
+hashing and never match a bcrypt hash (argon2 reads them whole).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import bcrypt
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
 
 from stomprelay.auth import AuthError, Identity, check_name
 from stomprelay.errors import PolicyError
@@ -35,6 +39,10 @@ log = logging.getLogger(__name__)
 
 #: A bcrypt hash in modular crypt format: version, cost, 22 salt and 31 hash characters.
 BCRYPT_HASH = re.compile(r"^\$2[aby]\$(\d\d)\$[./A-Za-z0-9]{53}$")
+#: An argon2 hash in PHC string format: variant, version, parameters, salt, hash.
+ARGON2_HASH = re.compile(
+    r"^\$argon2(?:id|i|d)\$v=\d+\$m=\d+,t=\d+,p=\d+\$[A-Za-z0-9+/]+\$[A-Za-z0-9+/]+$"
+)
 #: The most bytes of a password bcrypt reads.
 MAX_PASSWORD = 72
 #: Cost of new hashes (2^12 rounds: OWASP's floor for bcrypt is 10).
@@ -55,13 +63,14 @@ def hash_password(password: str, rounds: int = DEFAULT_ROUNDS) -> str:
 
 
 class UserFile:
-    """The users of a ``--users`` file: name -> bcrypt hash."""
+    """The users of a ``--users`` file: name -> bcrypt or argon2 hash."""
 
     def __init__(self, hashes: Mapping[str, bytes], source: str = "") -> None:
         self.hashes = dict(hashes)
         self.source = source
         # an unknown user is checked against this, at the file's highest cost
-        costs = [int(h[4:6]) for h in self.hashes.values()] or [DEFAULT_ROUNDS]
+        costs = [int(h[4:6]) for h in self.hashes.values() if h.startswith(b"$2")]
+        costs = costs or [DEFAULT_ROUNDS]
         self._decoy = bcrypt.hashpw(b"decoy", bcrypt.gensalt(max(costs)))
 
     @classmethod
@@ -87,10 +96,10 @@ class UserFile:
                 raise ValueError(f"{where}: {exc.detail}") from None
             if user != name:
                 raise ValueError(f"{where}: the user name has spaces around it")
-            if not BCRYPT_HASH.match(hashed):
+            if not (BCRYPT_HASH.match(hashed) or ARGON2_HASH.match(hashed)):
                 raise ValueError(
-                    f"{where}: the hash of {user!r} is not a bcrypt hash ($2b$...): make one "
-                    "with `stomprelay users hash`"
+                    f"{where}: the hash of {user!r} is not a bcrypt ($2b$...) or argon2 "
+                    "($argon2id$...) hash: make one with `stomprelay users hash`"
                 )
             if user in hashes:
                 raise ValueError(f"{where}: {user!r} is listed twice")
@@ -104,6 +113,11 @@ class UserFile:
         """Whether ``passcode`` is ``login``'s password (blocking: bcrypt's time)."""
         data = passcode.encode("utf-8")
         known = self.hashes.get(login)
+        if known is not None and known.startswith(b"$argon2"):
+            try:
+                return PasswordHasher().verify(known.decode("ascii"), data)
+            except (VerificationError, InvalidHashError):
+                return False
         if len(data) > MAX_PASSWORD:
             return False
         if known is None:

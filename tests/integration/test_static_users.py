@@ -190,7 +190,8 @@ def test_a_bad_users_file_stops_the_start_naming_its_line(tmp_path: Path) -> Non
         check=False,
     )
     assert done.returncode != 0
-    assert f"{path}:3: the hash of 'bob' is not a bcrypt hash" in done.stderr
+    said = "is not a bcrypt ($2b$...) or argon2 ($argon2id$...) hash"
+    assert f"{path}:3: the hash of 'bob' {said}" in done.stderr
 
 
 async def test_a_static_user_has_no_token_to_refresh(make_relay: Any) -> None:
