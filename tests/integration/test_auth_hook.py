@@ -37,6 +37,8 @@ def backend(request: dict[str, Any]) -> tuple[int, bytes] | None:
     destination = str(request.get("destination", ""))
     if destination.startswith("/topic/private/") and request.get("user") != "bob":
         return deny("private channel", ttl=60)
+    if destination == "/user/bob/queue/private" and request.get("user") != "bob":
+        return deny("bob's private queue", ttl=60)
     return allow(ttl=60)
 
 
@@ -141,6 +143,29 @@ async def test_send_checks_forbid_and_the_receiver_sees_nothing(
     assert message.body == b"mine"
     assert receiver.count("subscribe") == 0
     assert receiver.count("send", "/topic/private/z") == 2  # one per user
+
+
+async def test_the_hook_sees_user_destinations_by_their_names(
+    make_relay: Any, receiver: HookReceiver
+) -> None:
+    """Contract section 9: the hook is asked about ``/user/queue/{name}`` (a SUBSCRIBE)
+    and ``/user/{user}/queue/{name}`` (a SEND) by those names, for the session's user,
+    and its refusal of a user destination is ERROR ``forbidden``."""
+    server = await hooked(make_relay, receiver, auth_hook_actions=("connect", "subscribe", "send"))
+    bob = await StompClient.connect(url(server), login="a-bob", passcode="builder")
+    await bob.subscribe_receipt("/user/queue/messages", "inbox")
+    alice = await StompClient.connect(url(server), login="a-alice", passcode="wonderland")
+    await alice.send("/user/bob/queue/messages", b"hi bob", receipt=True)
+    message = await bob.next_message("inbox")
+    assert (message.body, message.get("x-sender")) == (b"hi bob", "alice")
+    assert message.get("destination") == "/user/queue/messages"
+    (subscribe,) = [r for r in receiver.requests if r["action"] == "subscribe"]
+    assert (subscribe["user"], subscribe["destination"]) == ("bob", "/user/queue/messages")
+    (send,) = [r for r in receiver.requests if r["action"] == "send"]
+    assert (send["user"], send["destination"]) == ("alice", "/user/bob/queue/messages")
+    with pytest.raises(StompClientError, match="forbidden"):
+        await alice.send("/user/bob/queue/private", b"psst", receipt=True)
+    assert receiver.count("send", "/user/bob/queue/private") == 1
 
 
 @pytest.mark.parametrize(

@@ -85,6 +85,29 @@ async def test_publish_reaches_stomppy_and_stompjs_as_the_back_end(
     assert event["headers"]["x-sender"] == "operator"
 
 
+async def test_the_api_key_name_is_the_back_ends_x_sender(
+    start_relay, stomp_clients, redis_server
+) -> None:
+    """``--api-key-name`` names what the API key publishes, through a relay and through
+    ``stomprelay publish``; the admin token's messages stay the operator's."""
+    a = start_relay("relay-a", extra=[*API_ARGS, "--api-key-name", "shop"])
+    client = await stomp_clients(a, name="watcher")
+    sub = await client.subscribe(ROOM)
+    assert (await publish(a.http, KEY, destination=ROOM, body="by key"))[0] == 200
+    assert (await publish(a.http, ADMIN, destination=ROOM, body="by token"))[0] == 200
+    code, _, err = await run_cli(
+        "publish", "--redis-url", redis_server.url, "--api-key-name", "shop", ROOM, "by shell"
+    )
+    assert code == 0, err
+    frames = await client.collect(3, sub)
+    assert [(f.body, f.get("x-sender")) for f in frames] == [
+        (b"by key", "shop"),
+        (b"by token", "operator"),
+        (b"by shell", "shop"),
+    ]
+    assert all(f.get("x-sender-session") is None for f in frames)
+
+
 async def test_the_same_idempotency_key_on_two_relays_is_one_message(
     start_relay, stomp_clients
 ) -> None:

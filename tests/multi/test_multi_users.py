@@ -3,6 +3,7 @@ relays that hold the user's sessions, kept in the user's inbox log, resumed."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -42,6 +43,7 @@ async def test_a_dm_reaches_every_session_of_its_user_and_no_other_relay(
         assert frame.body == b"hi alice"
         assert frame.get("destination") == INBOX
         assert frame.get("x-sender") == "bob"
+        assert frame.get("x-sender-session") == bob.session_id
         assert frame.get("x-kind") == "dm"
         assert frame.get("x-offset") == "1"
         assert frame.get("x-epoch")
@@ -96,6 +98,50 @@ async def test_an_offline_user_resumes_what_was_sent_meanwhile(start_relay, stom
     await again.subscribe_receipt(INBOX, "last", [("x-history", "2")])
     frames = await again.collect(2, "last")
     assert [f.body for f in frames] == [b"while away 1", b"while away 2"]
+
+
+async def test_a_resume_while_a_sender_runs_has_no_gap_and_no_duplicate(
+    start_relay, stomp_clients
+) -> None:
+    """The rooms' seam rules on a user's inbox, across relays: alice resumes on relay-b
+    while bob keeps writing to her from relay-a. After her offset she gets every message
+    once, in offset order, with the ids her live session on relay-a saw."""
+    fast = ["--frame-rate", "0"]  # the sender outruns the per-session rate limit
+    a, b = start_relay("relay-a", extra=fast), start_relay("relay-b", extra=fast)
+    bob = await stomp_clients(a, login="bob")
+    live = await stomp_clients(a, login="alice", name="alice-live")
+    await live.subscribe(INBOX, "inbox")
+    for i in range(10):
+        await bob.send("/user/alice/queue/messages", f"m{i}", receipt=True)
+    frames = await live.collect(10, "inbox")
+    epoch, resume_from = frames[0].get("x-epoch") or "", 5
+
+    stop = asyncio.Event()
+
+    async def keep_sending() -> None:
+        i = 100
+        while not stop.is_set():
+            await bob.send("/user/alice/queue/messages", f"m{i}", receipt=True)
+            i += 1
+
+    runner = asyncio.create_task(keep_sending())
+    back = await stomp_clients(b, login="alice", name="alice-back")
+    receipt = await back.subscribe_receipt(
+        INBOX, "inbox", [("x-since-offset", str(resume_from)), ("x-since-epoch", epoch)]
+    )
+    assert receipt.get("x-recovered") == "true"
+    await asyncio.sleep(0.3)
+    stop.set()
+    await runner
+    await bob.send("/user/alice/queue/messages", "marker", receipt=True)
+    await live.next_message("inbox", lambda f: f.body == b"marker")
+    await back.next_message("inbox", lambda f: f.body == b"marker")
+    watched = [f for f in live.received("inbox") if int(f.get("x-offset") or 0) > resume_from]
+    got = back.received("inbox")
+    offsets = [int(f.get("x-offset") or 0) for f in got]
+    assert offsets == list(range(resume_from + 1, resume_from + 1 + len(got)))
+    assert [f.get("message-id") for f in got] == [f.get("message-id") for f in watched]
+    assert len(got) > 10  # the 5 replayed, those sent during the seam, the marker
 
 
 async def test_a_user_never_seen_resumes_from_zero_and_is_recovered(
