@@ -212,7 +212,7 @@ async def test_direct_messages_reach_only_the_relays_of_their_user(
         clients += [alice_a, alice_b, carol, bob]
         for who in (alice_a, alice_b, carol, bob):
             await who.subscribe(inbox, "inbox")
-        before = c.metric("stomprelay_user_envelopes_received")
+        before = c.metric("stomprelay_user_envelopes_received_total")
         await bob.send("/user/alice/queue/messages", "hi alice", receipt=True)
         for alice in (alice_a, alice_b):
             (frame,) = await alice.collect(1, "inbox")
@@ -226,7 +226,7 @@ async def test_direct_messages_reach_only_the_relays_of_their_user(
         for alice in (alice_a, alice_b):
             assert len(alice.received("inbox")) == 1
         # relay-c heard its own user's copy only
-        assert c.metric("stomprelay_user_envelopes_received") - before == 1
+        assert c.metric("stomprelay_user_envelopes_received_total") - before == 1
         if deployment.kind == "cluster":
             keys = Keys()
             log_keys = keys.log_keys("user:alice:messages")
