@@ -159,14 +159,18 @@ async def test_past_the_in_flight_bound_a_publish_is_a_429(start_relay, redis_se
     redis_server.pause()
     try:
         answers = await asyncio.gather(
-            *(publish(a.http, KEY, destination=ROOM, body=str(i)) for i in range(2))
+            *(
+                call(a.http, "POST", "/api/publish", {"destination": ROOM, "body": str(i)}, KEY)
+                for i in range(2)
+            )
         )
     finally:
         redis_server.resume()
-    statuses = sorted(status for status, _ in answers)
+    statuses = sorted(status for status, _, _ in answers)
     assert statuses in ([200, 429], [429, 503])
-    refused = next(answer for status, answer in answers if status == 429)
+    refused, headers = next((answer, h) for status, answer, h in answers if status == 429)
     assert "in flight" in refused["error"]
+    assert headers["retry-after"] == "1"
 
 
 async def test_cli_publish_through_redis_and_through_the_api(
