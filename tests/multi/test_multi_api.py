@@ -150,6 +150,11 @@ async def test_degraded_relays_answer_503(start_relay, redis_server) -> None:
     assert status == 503
     status, answer, _ = await call(a.http, "GET", "/api/users/alice", token=KEY)
     assert status == 503
+    # the user changes too: nothing kept, nobody asked (docs/api.md)
+    for action, payload in (("subscribe", {"destination": ROOM}), ("disconnect", {})):
+        status, answer, _ = await call(a.http, "POST", f"/api/users/alice/{action}", payload, KEY)
+        assert status == 503, (action, answer)
+        assert answer["error"]
 
 
 async def test_past_the_in_flight_bound_a_publish_is_a_429(start_relay, redis_server) -> None:
