@@ -232,6 +232,14 @@ async def test_direct_messages_reach_only_the_relays_of_their_user(
             log_keys = keys.log_keys("user:alice:messages")
             owner = deployment.topo.node_for_key(keys.user_channel("alice"))
             assert {deployment.topo.node_for_key(k).port for k in log_keys} == {owner.port}
+            # a shard channel on that master: relays a and b listen to alice's, c does not
+            channel = keys.user_channel("alice")
+            shard = owner.client()
+            try:
+                reply = shard.execute_command("PUBSUB", "SHARDNUMSUB", channel)
+            finally:
+                shard.close()
+            assert [str(x) for x in reply] == [channel, "2"]
 
         # alice offline: bob sends 3; alice comes back with x-since-offset
         await alice_a.disconnect()
