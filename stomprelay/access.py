@@ -38,7 +38,7 @@ from stomprelay.router import Sink
 from stomprelay.settings import Settings
 from stomprelay.stomp.frames import Headers
 from stomprelay.stomp.session import Connected, MessageSent, ServerSession, Subscribed, Subscription
-from stomprelay.users import check_user_destination, is_user_destination
+from stomprelay.users import check_user_destination, hook_destination, is_user_destination
 from stomprelay.usersubs import NOTICE_DESTINATION, is_notice_destination
 
 if TYPE_CHECKING:
@@ -244,7 +244,7 @@ class Access:
             return "subscribe", event.subscription.destination
         if event.destination == REFRESH_DESTINATION:
             return None
-        return "send", event.destination
+        return "send", hook_destination(event.destination)
 
     def known(self, session: ServerSession, event: MessageSent | Subscribed) -> Verdict | None:
         """The hook's word on ``event`` when known without asking: :data:`ALLOWED`

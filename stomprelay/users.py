@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable
 
 from stomprelay.cluster.envelope import Envelope
 from stomprelay.cluster.keys import Keys
-from stomprelay.destinations import USER_PREFIX, Route, own_route, parse_destination
+from stomprelay.destinations import USER_PREFIX, Route, canonical, own_route, parse_destination
 from stomprelay.errors import PolicyError
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,22 @@ def check_user_destination(action: str, destination: str, user: str) -> Route:
 
 def is_user_destination(destination: str) -> bool:
     return destination.startswith(USER_PREFIX)
+
+
+def hook_destination(destination: str) -> str:
+    """The destination the authorization hook is asked about: a user's queue by its
+    one spelling inside the relay (``/user/{user}/queue/{name}``, ``{user}``
+    percent-encoded as the relay encodes it), so that ``/user/b%6Fb/queue/x`` is the
+    same question, and the same cached answer, as ``/user/bob/queue/x``. Any other
+    destination, and one that does not parse (refused before the hook is asked), as
+    it is."""
+    if not is_user_destination(destination):
+        return destination
+    try:
+        route = parse_destination(destination)
+    except PolicyError:
+        return destination
+    return canonical(route, destination)
 
 
 class UserChannels:

@@ -20,7 +20,7 @@ from stomprelay.destinations import (
 )
 from stomprelay.errors import PolicyError
 from stomprelay.router import RESERVED_HEADERS, message_headers
-from stomprelay.users import UserChannels, check_user_destination
+from stomprelay.users import UserChannels, check_user_destination, hook_destination
 
 K = Keys()
 
@@ -139,6 +139,14 @@ def test_allowed_user_destinations_resolve_to_the_users_queue() -> None:
     assert check_user_destination("send", "/user/alice/queue/in", "alice") == Route(
         "user", "alice", "in"
     )
+
+
+def test_the_hook_is_asked_about_a_users_queue_by_its_one_spelling() -> None:
+    assert hook_destination("/user/b%6Fb/queue/x") == "/user/bob/queue/x"
+    assert hook_destination("/user/al%2fice/queue/x") == "/user/al%2Fice/queue/x"
+    assert hook_destination("/user/zöe/queue/x") == "/user/z%C3%B6e/queue/x"
+    for as_it_is in ("/user/queue/x", "/topic/room/a", "/user/al/ice/queue/x", "/user/%zz/queue/x"):
+        assert hook_destination(as_it_is) == as_it_is
 
 
 def test_x_recipient_is_reserved() -> None:
