@@ -9,6 +9,15 @@ highest STOMP version offered. Before the handshake is accepted,
 :func:`check_handshake` applies the hub's hygiene checks (``hygiene.py``):
 the client's address (believed from a trusted proxy), its handshake rate and
 open connections, and the Origin.
+
+Frames in: the layer delimits the client's frames itself (RFC 6455 5.2) and
+unmasks a complete, simple one (a whole text or binary message, masked, within
+``max_message_size``, no reserved bits, while the connection is open and no
+fragmented message is under way: every STOMP frame a client sends, in
+practice) without websockets' parser. Every other frame goes to websockets, as
+exactly its own bytes and in order, so pings, the closing handshake, fragments
+and every error (with its close code) are websockets' as before; a frame over
+the limit goes as soon as its header is in (1009, nothing buffered).
 """
 
 from __future__ import annotations
@@ -26,6 +35,11 @@ from websockets.http11 import Request
 from websockets.protocol import State as WsState
 from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
+
+try:  # websockets' C unmasking, which its own parser uses
+    from websockets.speedups import apply_mask
+except ImportError:  # pragma: no cover - websockets built without its C extension
+    from websockets.utils import apply_mask
 
 from stomprelay.settings import Settings
 from stomprelay.stomp.frames import Binary
@@ -79,7 +93,7 @@ class WebSocketLayer:
     """One socket's WebSocket framing: the handshake, messages in (fragments
     joined), STOMP frames out as messages, pings and the closing handshake."""
 
-    __slots__ = ("_fragments", "_transport", "_ws")
+    __slots__ = ("_buf", "_fed", "_fragments", "_got", "_max_size", "_owed", "_transport", "_ws")
 
     def __init__(self, settings: Settings, transport: asyncio.Transport) -> None:
         self._ws = ServerProtocol(
@@ -90,16 +104,32 @@ class WebSocketLayer:
             logger=ws_log,
         )
         self._transport = transport
+        self._max_size = settings.max_message_size
+        #: The first parts of a fragmented message websockets is reading (None: none).
         self._fragments: list[bytes] | None = None
+        #: Bytes received after the last whole frame (never part of websockets' frames).
+        self._buf = bytearray()
+        #: Bytes of the frame websockets is reading that it still has to be given.
+        self._owed = 0
+        #: Of an incomplete header at the start of ``_buf``, the bytes websockets has.
+        self._fed = 0
+        #: Complete messages received, in order, for :meth:`messages`.
+        self._got: list[bytes] = []
 
     def handshake(self, head: bytes) -> Request | None:
         """Read the opening handshake from every byte the socket has given so far
-        (frames of a client that did not wait for the 101 stay buffered)."""
+        (frames of a client that did not wait for the 101 stay buffered, read
+        once the handshake is accepted)."""
         ws = self._ws
+        end = head.find(b"\r\n\r\n") + 4
+        if end >= 4 and end < len(head):
+            self._buf += head[end:]
+            head = head[:end]
         ws.receive_data(head)
         events = ws.events_received()
         if not events or not isinstance(events[0], Request):
             return None
+        self._collect(events[1:])
         return events[0]
 
     def refuse(self, refusal: Refusal) -> None:
@@ -112,6 +142,10 @@ class WebSocketLayer:
     def accept(self, request: Request) -> None:
         ws = self._ws
         ws.send_response(ws.accept(request))
+        if self._buf and ws.state is WsState.OPEN:
+            early = bytes(self._buf)
+            self._buf.clear()
+            self.receive(early)
 
     @property
     def open(self) -> bool:
@@ -122,16 +156,85 @@ class WebSocketLayer:
         """The peer sent a message over ``max_message_size`` (websockets closes with 1009)."""
         return isinstance(self._ws.parser_exc, PayloadTooBig)
 
-    def receive(self, data: bytes) -> None:
-        self._ws.receive_data(data)
+    def receive(self, data: bytes | bytearray) -> None:
+        """Bytes from the socket: each complete simple frame unmasked here, every
+        other frame given to websockets as its own bytes, both in order."""
+        buf = self._buf
+        if buf:
+            buf += data
+            data = buf
+        ws = self._ws
+        got = self._got
+        limit = self._max_size
+        opened = ws.state is WsState.OPEN
+        simple = opened and self._fragments is None
+        n = len(data)
+        pos = 0
+        while pos < n:
+            if self._owed:  # the rest of a frame websockets is reading
+                end = min(n, pos + self._owed)
+                self._owed -= end - pos
+            elif not opened:  # closing or closed: websockets reads the rest
+                end = n
+            else:
+                # RFC 6455 5.2: FIN, RSV1-3, opcode; MASK, 7-bit length (126:
+                # 16-bit, 127: 64-bit follows); the masking key; the payload.
+                if n - pos < 2:
+                    break
+                head = data[pos]
+                length = data[pos + 1]
+                masked = length & 0x80
+                fast = simple and masked and (head == 0x81 or head == 0x82)
+                length &= 0x7F
+                start = pos + 2
+                if length > 125:
+                    start += 2 if length == 126 else 8
+                    if start > n:
+                        if fast:
+                            break
+                        # websockets reads a header as it comes (an error, if any, at once)
+                        ws.receive_data(data[pos + self._fed : n])
+                        self._fed = n - pos
+                        self._collect(ws.events_received())
+                        break
+                    length = int.from_bytes(data[pos + 2 : start], "big")
+                if masked:
+                    start += 4
+                end = start + length
+                if fast and length <= limit:
+                    if end > n:
+                        break  # the rest of it is still to come
+                    got.append(apply_mask(data[start:end], data[start - 4 : start]))
+                    pos = end
+                    continue
+                if end > n:  # websockets reads it as it comes (over the limit: 1009 now)
+                    self._owed = end - n
+                    end = n
+            if self._fed:  # the start of this frame's header is websockets' already
+                pos += self._fed
+                self._fed = 0
+            ws.receive_data(data[pos:end])
+            pos = end
+            self._collect(ws.events_received())
+            opened = ws.state is WsState.OPEN
+            simple = opened and self._fragments is None
+        if data is buf:
+            del buf[:pos]
+        elif pos < n:
+            buf += data[pos:]
 
     def receive_eof(self) -> None:
-        self._ws.receive_eof()
+        ws = self._ws
+        if self._buf:  # an incomplete frame: websockets sees it cut short
+            ws.receive_data(bytes(self._buf[self._fed :]))
+            self._buf.clear()
+            self._fed = 0
+        ws.receive_eof()
 
-    def messages(self) -> list[bytes]:
-        """The complete messages received (a fragmented one once its last part is in)."""
-        got: list[bytes] = []
-        for frame in self._ws.events_received():
+    def _collect(self, events: list[Any]) -> None:
+        """Messages from the frames websockets read (a fragmented one once complete)."""
+        got = self._got
+        for frame in events:
             if not isinstance(frame, WsFrame):
                 continue
             opcode = frame.opcode
@@ -145,6 +248,11 @@ class WebSocketLayer:
                 if frame.fin:
                     got.append(b"".join(self._fragments))
                     self._fragments = None
+
+    def messages(self) -> list[bytes]:
+        """The complete messages received (a fragmented one once its last part is in)."""
+        got = self._got
+        self._got = []
         return got
 
     def encode(self, frames: list[bytes]) -> list[bytes]:

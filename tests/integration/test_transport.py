@@ -28,6 +28,7 @@ from stomprelay.stomp.session import ServerSession, State
 from stomprelay.transport import RelayServer, StompProtocol
 from stomprelay.transport.hub import YOUNG_EVERY
 from stomprelay.transport.stomp_protocol import BATCH, SLICE
+from stomprelay.transport.websocket import WebSocketLayer
 
 
 async def http(port: int, data: bytes | list[bytes], *, wait: float = 3.0) -> bytes:
@@ -252,6 +253,34 @@ async def test_permessage_deflate_is_not_negotiated(relay: RelayServer) -> None:
         assert "Sec-WebSocket-Extensions" not in ws.response.headers
 
 
+async def test_frames_sent_with_the_handshake_are_read(relay: RelayServer) -> None:
+    """A client that does not wait for the 101: its CONNECT and SEND came in the
+    same read as its handshake, and are answered."""
+    import base64
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+    head = (
+        b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Key: "
+        + base64.b64encode(b"0123456789abcdef")
+        + b"\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: v12.stomp\r\n\r\n"
+    )
+    frames = [
+        stomp("CONNECT", ("accept-version", "1.2"), ("heart-beat", "0,0")),
+        stomp("SEND", ("destination", "/topic/a"), ("receipt", "r1")),
+    ]
+    writer.write(head + b"".join(WsFrame(Opcode.TEXT, f).serialize(mask=True) for f in frames))
+    got = b""
+    while b"RECEIPT" not in got:
+        chunk = await asyncio.wait_for(reader.read(65536), 5)
+        assert chunk, got
+        got += chunk
+    assert b" 101 " in got
+    assert b"CONNECTED" in got
+    assert b"receipt-id:r1" in got
+    writer.close()
+
+
 # -- writes and backpressure ----------------------------------------------------
 
 
@@ -349,7 +378,7 @@ async def test_a_flooding_publisher_is_slowed_down_and_readers_are_not_dropped(
 
 @pytest.mark.parametrize("over", ["ws", "tcp"])
 async def test_a_burst_read_at_once_is_handled_in_steps_with_another_socket_between(
-    make_relay: Any, over: str
+    make_relay: Any, over: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """1000 SENDs delivered to one socket in one read are handled a step at a time
     (BATCH messages, or a slice of bytes), each step a turn of its own; a SEND that another socket
@@ -405,16 +434,17 @@ async def test_a_burst_read_at_once_is_handled_in_steps_with_another_socket_betw
 
     parsed: list[int] = []  # bytes parsed at a time, from the flooder's socket
     if over == "ws":
-        assert flood_sink._ws is not None
-        ws = flood_sink._ws._ws  # websockets' own protocol: what parses
-        receive = ws.receive_data
+        layer = flood_sink._ws  # the WebSocket layer: what parses
+        assert layer is not None
+        receive = WebSocketLayer.receive
 
-        def parse(data: bytes) -> None:
-            parsed.append(len(data))
-            steps.append(("parse", len(data)))
-            receive(data)
+        def parse(self: WebSocketLayer, data: bytes) -> None:
+            if self is layer:
+                parsed.append(len(data))
+                steps.append(("parse", len(data)))
+            receive(self, data)
 
-        ws.receive_data = parse  # type: ignore[method-assign]
+        monkeypatch.setattr(WebSocketLayer, "receive", parse)
 
     burst = b"".join(frame("/topic/room/flood", b"%d" % i) for i in range(1000))
     flood_sink.data_received(burst)  # one read of the whole burst

@@ -4,32 +4,11 @@ websockets had queued."""
 
 from __future__ import annotations
 
-import asyncio
-import base64
-from unittest import mock
-
 import pytest
 from websockets.frames import Frame, Opcode
+from wshelpers import opened
 
-from stomprelay.settings import Settings
 from stomprelay.stomp.frames import Binary
-from stomprelay.transport.websocket import WebSocketLayer
-
-REQUEST = (
-    b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-    b"Sec-WebSocket-Key: " + base64.b64encode(b"0123456789abcdef") + b"\r\n"
-    b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: v12.stomp\r\n\r\n"
-)
-
-
-def opened() -> WebSocketLayer:
-    layer = WebSocketLayer(Settings(), mock.Mock(spec=asyncio.Transport))
-    request = layer.handshake(REQUEST)
-    assert request is not None
-    layer.accept(request)
-    layer._ws.data_to_send()  # the 101 response
-    assert layer.open
-    return layer
 
 
 @pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 65535, 65536, 70000])
