@@ -119,7 +119,7 @@ class Pipeline:
             # One node: a SEND of a client with nothing queued is appended now, in the
             # read that brought it, not a turn later behind a flooding client's batch
             # (the client's earlier SENDs are all appended: its order holds).
-            memory.append_now(log_id, channel, envelope, self._now_ms())
+            memory.append_now(log_id, channel, envelope, self._now_ms(), at_once=True)
             self._metrics.published.inc()
             self._metrics.appends.inc()
             done.set_result(None)

@@ -189,9 +189,12 @@ class MemoryLog:
         publish: Callable[[str, Envelope], None],
         clock: Callable[[], float] = time.time,
         published: Callable[[Envelope], None] | None = None,
+        publish_now: Callable[[str, Envelope], None] | None = None,
     ) -> None:
         self.policy = policy
         self._publish = publish
+        #: Delivers in the call when it can (:meth:`MemoryHub.publish_now`), for ``at_once``.
+        self._publish_now = publish_now or publish
         #: Told of every message published (with its offset, when logged), not of
         #: an append of a known id: the webhooks' ``message.published``.
         self._published = published
@@ -219,11 +222,18 @@ class MemoryLog:
         return new_epoch(us)
 
     def append_now(
-        self, log_id: str, channel: str, envelope: Envelope, now_ms: int | None = None
+        self,
+        log_id: str,
+        channel: str,
+        envelope: Envelope,
+        now_ms: int | None = None,
+        at_once: bool = False,
     ) -> Envelope:
         """Synchronous append (the memory registry calls it inside its operations);
         ``now_ms`` (the caller's time, by default the log's clock) is what the topic
-        cap counts with, as in Redis."""
+        cap counts with, as in Redis. ``at_once``: the message is also delivered in
+        this call where the bus can (the pipeline's lone SEND), not a turn later."""
+        publish = self._publish_now if at_once else self._publish
         now = self._clock()
         self._expire(now)
         if not self.policy.logs(log_id) or (
@@ -232,7 +242,7 @@ class MemoryLog:
                 self.topics, log_id, int(now * 1000) if now_ms is None else now_ms, self.policy
             )
         ):
-            self._publish(channel, envelope)
+            publish(channel, envelope)
             if self._published is not None:
                 self._published(envelope)
             return envelope
@@ -257,7 +267,7 @@ class MemoryLog:
             log.ids.pop(log.id_order.popleft()[1], None)
         log.last_at = now
         self.logs[log_id] = self.logs.pop(log_id)  # to the end: the latest appended
-        self._publish(channel, stored)
+        publish(channel, stored)
         if self._published is not None:
             self._published(stored)
         return stored

@@ -58,6 +58,8 @@ class MemoryHub:
         webhooks: WebhookSteps | None = None,
     ) -> None:
         self.buses: set[MemoryBus] = set()
+        #: Deliveries :meth:`publish` scheduled that have not run yet.
+        self._queued = 0
         self.clock = clock
         #: The webhook events (None: webhooks off) and their partitions, appended to by
         #: the registry's steps and the log as the Redis streams are.
@@ -69,6 +71,7 @@ class MemoryHub:
             self.publish,
             clock,
             self._message_published if reports else None,
+            publish_now=self.publish_now,
         )
         self.wipe()
 
@@ -130,10 +133,29 @@ class MemoryHub:
         return found[0]
 
     def publish(self, channel: str, envelope: Envelope) -> None:
+        """Deliver ``envelope`` to every bus listening on ``channel``, each a loop turn
+        later (``call_soon``: no publisher's own handler is re-entered)."""
         loop = asyncio.get_running_loop()
         for bus in list(self.buses):
             if channel in bus.channels and bus.handler is not None:
-                loop.call_soon(bus.deliver, channel, envelope)
+                self._queued += 1
+                loop.call_soon(self._deliver_queued, bus, channel, envelope)
+
+    def publish_now(self, channel: str, envelope: Envelope) -> None:
+        """:meth:`publish`, but delivered in this call when no earlier delivery is
+        still queued (so every bus still sees envelopes in publish order): a quiet
+        publisher's message reaches its subscribers in the read that brought it,
+        without waiting a turn behind a flooded room's fan-out. Only for callers
+        that hold nothing a handler could touch (the pipeline's lone append)."""
+        if self._queued:
+            self.publish(channel, envelope)
+            return
+        for bus in list(self.buses):
+            bus.deliver(channel, envelope)
+
+    def _deliver_queued(self, bus: MemoryBus, channel: str, envelope: Envelope) -> None:
+        self._queued -= 1
+        bus.deliver(channel, envelope)
 
 
 class MemoryBus:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from stomprelay.cluster.envelope import Envelope
 from stomprelay.cluster.history import Log, LogSlice
+from stomprelay.cluster.memory import MemoryBus
 from stomprelay.errors import BackendUnavailable
 from stomprelay.factory import build_relay
 from stomprelay.publish import Pipeline
@@ -79,3 +80,28 @@ async def test_one_node_appends_a_lone_send_at_once() -> None:
     assert [e.body for e in read.entries] == [b"m0", b"m1", b"m2"]
     assert len(publisher) == 0
     assert relay.metrics.appends._value.get() == 3
+
+
+async def test_one_node_delivers_a_lone_send_in_the_submit() -> None:
+    """The lone SEND's message reaches the bus's handler in the submit itself (no
+    loop turn behind a flooded room's fan-out); with a delivery still queued it
+    waits its turn, so handlers see messages in publish order."""
+    relay = build_relay(Settings(history_size=1000), server_id="pipe")
+    hub = relay.bus.hub  # type: ignore[attr-defined]
+    seen: list[bytes] = []
+    listener = MemoryBus(hub)
+    await listener.start(lambda channel, envelope: seen.append(envelope.body))
+    await listener.subscribe("stomp:broadcast:room:a")
+    publisher = relay.sender.pipeline
+    publisher.submit(*room_a(relay, b"lone"), "calm")
+    assert seen == [b"lone"]
+
+    # a delivery queued by an ordinary publish: the next lone SEND does not overtake it
+    _, channel, queued = room_a(relay, b"queued")
+    hub.publish(channel, queued)
+    publisher.submit(*room_a(relay, b"after"), "calm")
+    assert seen == [b"lone"]
+    await asyncio.sleep(0)
+    assert seen == [b"lone", b"queued", b"after"]
+    publisher.submit(*room_a(relay, b"again"), "calm")
+    assert seen == [b"lone", b"queued", b"after", b"again"]
