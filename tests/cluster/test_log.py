@@ -22,6 +22,7 @@ from stomprelay.cluster.history import HistoryPolicy, Log
 from stomprelay.cluster.keys import Keys
 from stomprelay.cluster.memory import MemoryHub, MemoryRegistry
 from stomprelay.cluster.redis_backend import RedisRegistry
+from stomprelay.settings import Settings
 
 if TYPE_CHECKING:
     from conftest import Cluster
@@ -171,6 +172,16 @@ async def test_the_id_window_covers_the_hard_cap() -> None:
     assert HistoryPolicy(size=200).cap == 2000
     assert HistoryPolicy(size=10, max_size=50_000).id_window == 50_000
     assert HistoryPolicy(size=500, max_size=10).cap == 500
+
+
+def test_the_default_retention_is_the_documented_one() -> None:
+    """docs/history.md: the last 200, every message younger than 120 s, under a cap
+    of ten times the size; ids remembered for at least the cap."""
+    policy = HistoryPolicy.of(Settings())
+    assert (policy.size, policy.min_age_ms, policy.cap) == (200, 120_000, 2000)
+    assert policy.id_window >= policy.cap
+    assert HistoryPolicy.of(Settings(history_size=50)).cap == 500
+    assert HistoryPolicy.of(Settings(history_size=50, history_max_size=1000)).cap == 1000
 
 
 async def test_a_lost_store_starts_a_new_epoch(logs) -> None:
