@@ -4,7 +4,9 @@ Redis errors never leave this module: they become local-only delivery. The bus
 owns one dedicated pub/sub connection and rebuilds it itself after any failure,
 re-subscribing every wanted channel before it reports itself available again;
 it does not rely on redis-py's PubSub to resubscribe on reconnect. Under
-Sentinel it also follows the sentinels' failover events.
+Sentinel it also follows the sentinels' failover events. When dispatching falls
+behind, the reader reads ahead into room lanes (:mod:`stomprelay.cluster.lanes`) and
+serves them in turns, so a flooded room does not hold back a quiet one.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from stomprelay.bounded import bounded, stop_task
 from stomprelay.cluster.base import BusHandler
 from stomprelay.cluster.connect import CLOSE_TIMEOUT, COMMAND_TIMEOUT, RedisTarget, make_client
 from stomprelay.cluster.envelope import Envelope
+from stomprelay.cluster.lanes import BUDGET, Lanes
 from stomprelay.cluster.redis_io import as_text
 from stomprelay.errors import ProtocolError
 
@@ -70,6 +73,10 @@ class RedisBus:
         self._sub_client = make_client(self.target, decode=False)
         self._handler: BusHandler | None = None
         self._wanted: set[str] = set()
+        #: Channels subscribed on this connection and not confirmed yet.
+        self._waiting: set[str] = set()
+        #: What the reader read ahead while dispatching was behind (issue 18).
+        self._lanes = Lanes(self._serve)
         self._pubsub: PubSub | None = None
         self._available = False
         self._confirm: dict[str, list[asyncio.Future[None]]] = {}
@@ -106,6 +113,9 @@ class RedisBus:
         await asyncio.gather(
             *(stop_task(task, f"redis bus: {name}", step) for name, task in names.items() if task)
         )
+        # The relay is closing its clients: what was read ahead goes nowhere.
+        if dropped := self._lanes.clear():
+            log.info("redis bus closed with %d envelopes read and not dispatched", dropped)
         with contextlib.suppress(RedisError, OSError):
             await bounded("redis bus: closing its connections", self._close_clients(), step)
 
@@ -142,6 +152,11 @@ class RedisBus:
                 log.info("redis pub/sub connection lost: %s", exc)
             if self._closing:
                 return
+            # What was read before the failure is dispatched before the bus says it is
+            # down, as when every envelope was dispatched in the read that brought it.
+            while self._lanes.backlog:
+                self._lanes.run()
+                await asyncio.sleep(0)
             self._set_available(False)
             await self._drop_pubsub()
             self._first_attempt.set()
@@ -158,7 +173,7 @@ class RedisBus:
             await self._check_role(pubsub)
         self._pubsub = pubsub
         wanted = sorted(self._wanted)
-        waiting: set[str] = set(wanted)
+        self._waiting = set(wanted)
         if wanted:
             await pubsub.subscribe(*wanted)
         else:
@@ -170,13 +185,27 @@ class RedisBus:
         # pause of this process itself does not count against Redis.
         last_ping = 0.0
         unanswered_since: float | None = None
+        lanes = self._lanes
         # _closing ends a reader that swallowed its cancellation (stomprelay.bounded)
         while not self._closing:
-            message = await pubsub.get_message(timeout=min(self.ping_interval, 0.5))
+            if lanes.backlog:
+                # Behind: take what the socket holds already into the room lanes, serve
+                # one budget of them round-robin, and let the loop run (socket writes).
+                message = None
+                replied = await self._read_ahead(pubsub)
+                lanes.run()
+                await asyncio.sleep(0)
+            else:
+                message = await pubsub.get_message(timeout=min(self.ping_interval, 0.5))
+                replied = message is not None
             now = time.monotonic()
-            if message is not None:
+            if replied:
                 unanswered_since = None
-            elif unanswered_since is not None and now - unanswered_since > self.dead_after:
+            elif (
+                unanswered_since is not None
+                and now - unanswered_since > self.dead_after
+                and not lanes.full  # a full reader is not reading: the reply may wait
+            ):
                 raise TimeoutError(f"no reply from redis for {self.dead_after:g} s")
             if self._switched:
                 self._switched = False
@@ -195,12 +224,14 @@ class RedisBus:
                     unanswered_since = now
             if message is None:
                 continue
-            self._received(message, waiting)
+            self._received(message)
             # The replies that came in the same read are parsed already: handled
-            # here, without a get_message (and its timeout and retry) each.
-            for reply in buffered(pubsub):
+            # here, without a get_message (and its timeout and retry) each; past a
+            # budget of them, the rest goes to the lanes.
+            for served, reply in enumerate(buffered(pubsub), 1):
+                # a list, or hiredis's PushNotification (a list) under RESP3
                 if (
-                    type(reply) is list
+                    isinstance(reply, list)
                     and len(reply) == 3
                     and reply[0] == b"message"
                     and reply[1] is not None
@@ -209,22 +240,74 @@ class RedisBus:
                 else:
                     handled = await pubsub.handle_message(reply)
                     if handled is not None:
-                        self._received(handled, waiting)
+                        self._received(handled)
+                if served >= BUDGET:
+                    await self._read_ahead(pubsub)
+                    break
 
-    def _received(self, message: dict[str, Any], waiting: set[str]) -> None:
+    async def _read_ahead(self, pubsub: PubSub) -> bool:
+        """Take the replies the connection holds already (parsed, or bytes its stream has
+        buffered) into the lanes, until they are full, without waiting for more; True
+        when there was one. Nothing is read ahead with a parser other than hiredis's
+        (:func:`buffered` takes nothing from it either, so the lanes stay empty)."""
+        parser = getattr(pubsub.connection, "_parser", None)
+        reader = getattr(parser, "_reader", None)
+        stream = getattr(parser, "_stream", None)
+        if parser is None or stream is None or not hasattr(reader, "gets"):
+            return False
+        lanes = self._lanes
+        replied = False
+        while not lanes.full:
+            reply = reader.gets()  # type: ignore[union-attr]
+            if reply is NOT_ENOUGH_DATA:
+                # StreamReader has no public look at its buffer (the parser's can_read
+                # looks the same way); with bytes there, a read returns without waiting.
+                if not stream._buffer and not stream.at_eof():
+                    return replied
+                await parser.read_from_socket()  # at EOF: raises ConnectionError
+                continue
+            if isinstance(reply, BaseException):
+                raise reply
+            if type(reply) is list and reply and isinstance(reply[0], BaseException):
+                raise reply[0]
+            replied = True
+            if isinstance(reply, list) and len(reply) == 3 and reply[0] == b"message":
+                if reply[1] is not None:
+                    lanes.put(as_text(reply[1]), reply[2])
+                continue
+            handled = await pubsub.handle_message(reply)  # type: ignore[no-untyped-call]
+            if handled is None or handled["channel"] is None:
+                continue
+            if handled["type"] == "subscribe":
+                # in the channel's lane: confirmed after the envelopes read before it
+                lanes.put(as_text(handled["channel"]), None)
+            elif handled["type"] == "message":
+                lanes.put(as_text(handled["channel"]), handled["data"])
+        return replied
+
+    def _received(self, message: dict[str, Any]) -> None:
         """One pub/sub message: a subscription confirmed, or a message to dispatch."""
         kind = message["type"]
         if kind == "subscribe":
-            channel = as_text(message["channel"])
-            waiting.discard(channel)
-            for future in self._confirm.pop(channel, []):
-                if not future.done():
-                    future.set_result(None)
-            if not waiting and not self._available:
-                self._set_available(True)
-                self._first_attempt.set()
+            self._confirmed(as_text(message["channel"]))
         elif kind == "message" and message["channel"] is not None:
             self._dispatch(as_text(message["channel"]), message["data"])
+
+    def _serve(self, channel: str, data: bytes | None) -> None:
+        """One item of a lane: an envelope, or (None) the channel's confirmation."""
+        if data is None:
+            self._confirmed(channel)
+        else:
+            self._dispatch(channel, data)
+
+    def _confirmed(self, channel: str) -> None:
+        self._waiting.discard(channel)
+        for future in self._confirm.pop(channel, []):
+            if not future.done():
+                future.set_result(None)
+        if not self._waiting and not self._available:
+            self._set_available(True)
+            self._first_attempt.set()
 
     def failover_pending(self) -> bool:
         """A sentinel is promoting a replica and has not announced it yet: writes
