@@ -7,8 +7,11 @@ under the caller's ``workdir``. Each process is in a registry that an :mod:`atex
 empties, so a crashed test leaves no redis-server behind.
 
 Timings are scaled down the way the tests need them: ``cluster-node-timeout`` of a second
-makes a cluster failover take about 2-3 s, ``down-after-milliseconds`` of a second does the
-same for Sentinel. ``repl-diskless-sync-delay 0`` keeps a full resync (a new replica, a
+makes a cluster failover take about 2-3 s; Sentinel's ``down-after-milliseconds`` is 2 s: at
+one second, a sentinel on a loaded machine that had not had a PING answered by the replica it
+had just promoted within that second judged it down and failed over again, to a replica that
+had not synced from it yet (a second fault, and the loss of what the first promoted master
+took, that no relay can prevent). ``repl-diskless-sync-delay 0`` keeps a full resync (a new replica, a
 demoted master) from waiting the default 5 s for more replicas.
 
 The Redis commands relied on are CLUSTER NODES / INFO / KEYSLOT / MYID / SETSLOT /
@@ -739,7 +742,7 @@ class SentinelTopology:
         workdir: Path,
         replicas: int = 1,
         sentinels: int = 3,
-        down_after_ms: int = 1000,
+        down_after_ms: int = 2000,
         failover_timeout_ms: int = 3000,
         master_name: str = "stomprelay",
     ) -> None:
