@@ -11,8 +11,8 @@ makes a cluster failover take about 2-3 s; Sentinel's ``down-after-milliseconds`
 one second, a sentinel on a loaded machine that had not had a PING answered by the replica it
 had just promoted within that second judged it down and failed over again, to a replica that
 had not synced from it yet (a second fault, and the loss of what the first promoted master
-took, that no relay can prevent). ``repl-diskless-sync-delay 0`` keeps a full resync (a new replica, a
-demoted master) from waiting the default 5 s for more replicas.
+took, that no relay can prevent). ``repl-diskless-sync-delay 0`` keeps a full resync (a new
+replica, a demoted master) from waiting the default 5 s for more replicas.
 
 The Redis commands relied on are CLUSTER NODES / INFO / KEYSLOT / MYID / SETSLOT /
 GETKEYSINSLOT, MIGRATE ... KEYS, ROLE, INFO replication and SENTINEL
